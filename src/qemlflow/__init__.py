@@ -1,0 +1,45 @@
+"""QeMLflow: reproducible, auditable molecular machine learning.
+
+The public API is loaded lazily (PEP 562) so that ``import qemlflow`` stays fast:
+RDKit, scikit-learn and LightGBM are imported only when a name that needs them is used.
+
+Examples
+--------
+>>> import qemlflow as qm
+>>> qm.__version__
+'0.1.0'
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from qemlflow._version import __version__
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "QeMLflowError": "qemlflow.errors",
+    "ConfigError": "qemlflow.errors",
+    "DataError": "qemlflow.errors",
+    "FeaturizerError": "qemlflow.errors",
+    "ModelError": "qemlflow.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:
+    from qemlflow.errors import ConfigError, DataError, FeaturizerError, ModelError, QeMLflowError
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qemlflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

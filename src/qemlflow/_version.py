@@ -1,0 +1,3 @@
+"""The QeMLflow version."""
+
+__version__ = "0.1.0"

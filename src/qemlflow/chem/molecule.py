@@ -1,0 +1,194 @@
+"""Parse, validate and standardize molecules; every failure carries a reason code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+from rdkit import Chem, RDLogger
+from rdkit.Chem.MolStandardize import rdMolStandardize
+from rdkit.Chem.Scaffolds import MurckoScaffold
+
+__all__ = [
+    "MolResult",
+    "Reason",
+    "canonical_smiles",
+    "inchikey",
+    "murcko_scaffold",
+    "parse_smiles",
+    "standardize_mol",
+    "standardize_smiles",
+]
+
+# RDKit writes parse errors to stderr; we turn them into reason codes instead.
+RDLogger.DisableLog("rdApp.*")
+
+
+class Reason(StrEnum):
+    """Why a molecule was rejected."""
+
+    EMPTY = "empty"
+    NOT_TEXT = "not_text"
+    UNPARSABLE = "unparsable"
+    SANITIZATION = "sanitization_error"
+    NO_ATOMS = "no_atoms"
+    STANDARDIZATION = "standardization_error"
+
+
+@dataclass(frozen=True, slots=True)
+class MolResult:
+    """A parsed molecule, or the reason it could not be parsed.
+
+    ``mol`` and ``smiles`` are set on success; ``reason`` and ``detail`` on failure.
+    """
+
+    mol: Chem.Mol | None
+    smiles: str | None
+    reason: Reason | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the molecule was parsed (and standardized, when asked)."""
+        return self.reason is None
+
+
+def _failure(reason: Reason, detail: str) -> MolResult:
+    return MolResult(mol=None, smiles=None, reason=reason, detail=detail)
+
+
+def parse_smiles(smiles: Any) -> MolResult:
+    """Parse and sanitize one SMILES string, telling why when it fails.
+
+    Examples
+    --------
+    >>> parse_smiles("c1ccccc1O").smiles
+    'Oc1ccccc1'
+    >>> parse_smiles("C1CC").reason
+    <Reason.UNPARSABLE: 'unparsable'>
+    >>> parse_smiles("c1cccc1").reason
+    <Reason.SANITIZATION: 'sanitization_error'>
+    >>> parse_smiles("  ").reason
+    <Reason.EMPTY: 'empty'>
+    """
+    if smiles is None or (isinstance(smiles, float) and smiles != smiles):
+        return _failure(Reason.EMPTY, "no SMILES given")
+    if not isinstance(smiles, str):
+        return _failure(Reason.NOT_TEXT, f"expected a SMILES string, got {type(smiles).__name__}")
+    text = smiles.strip()
+    if not text:
+        return _failure(Reason.EMPTY, "SMILES is empty")
+    mol = Chem.MolFromSmiles(text, sanitize=False)
+    if mol is None:
+        return _failure(Reason.UNPARSABLE, f"cannot parse SMILES {text!r}")
+    if mol.GetNumAtoms() == 0:
+        return _failure(Reason.NO_ATOMS, f"SMILES {text!r} has no atoms")
+    try:
+        Chem.SanitizeMol(mol)
+    except Exception as exc:  # RDKit raises several unrelated exception types here
+        return _failure(Reason.SANITIZATION, f"{text!r}: {_first_line(exc)}")
+    return MolResult(mol=mol, smiles=Chem.MolToSmiles(mol))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+@lru_cache(maxsize=1)
+def _standardizers() -> tuple[Any, Any, Any]:
+    return (
+        rdMolStandardize.LargestFragmentChooser(preferOrganic=True),
+        rdMolStandardize.Uncharger(canonicalOrder=True),
+        rdMolStandardize.TautomerEnumerator(),
+    )
+
+
+def standardize_mol(mol: Chem.Mol, *, tautomer: bool = False) -> Chem.Mol:
+    """Return the standardized parent of ``mol``.
+
+    Steps, following RDKit MolStandardize: cleanup (normalize functional groups,
+    reionize, disconnect metals), keep the largest organic fragment, neutralize, and
+    optionally canonicalize the tautomer.
+
+    Examples
+    --------
+    >>> from rdkit import Chem
+    >>> Chem.MolToSmiles(standardize_mol(Chem.MolFromSmiles("CC(=O)[O-].[Na+]")))
+    'CC(=O)O'
+    """
+    chooser, uncharger, tautomers = _standardizers()
+    cleaned = rdMolStandardize.Cleanup(mol)
+    parent = chooser.choose(cleaned)
+    neutral = uncharger.uncharge(parent)
+    if tautomer:
+        neutral = tautomers.Canonicalize(neutral)
+    Chem.SanitizeMol(neutral)
+    return neutral
+
+
+def standardize_smiles(smiles: Any, *, tautomer: bool = False) -> MolResult:
+    """Parse, standardize and canonicalize one SMILES string.
+
+    Examples
+    --------
+    >>> standardize_smiles("[Cl-].C[NH3+]").smiles
+    'CN'
+    >>> standardize_smiles("not a smiles").reason
+    <Reason.UNPARSABLE: 'unparsable'>
+    """
+    parsed = parse_smiles(smiles)
+    if parsed.mol is None:
+        return parsed
+    try:
+        mol = standardize_mol(parsed.mol, tautomer=tautomer)
+    except Exception as exc:  # RDKit raises several unrelated exception types here
+        return _failure(Reason.STANDARDIZATION, f"{smiles!r}: {_first_line(exc)}")
+    if mol.GetNumAtoms() == 0:
+        return _failure(Reason.NO_ATOMS, f"{smiles!r} has no atoms after standardization")
+    return MolResult(mol=mol, smiles=Chem.MolToSmiles(mol))
+
+
+def canonical_smiles(mol: Chem.Mol) -> str:
+    """Return RDKit's canonical isomeric SMILES.
+
+    Examples
+    --------
+    >>> from rdkit import Chem
+    >>> canonical_smiles(Chem.MolFromSmiles("OC1=CC=CC=C1"))
+    'Oc1ccccc1'
+    """
+    return str(Chem.MolToSmiles(mol))
+
+
+def inchikey(mol: Chem.Mol) -> str:
+    """Return the standard InChIKey, or an empty string when InChI cannot be made.
+
+    Examples
+    --------
+    >>> from rdkit import Chem
+    >>> inchikey(Chem.MolFromSmiles("CCO"))
+    'LFQSCWFLJHTTHZ-UHFFFAOYSA-N'
+    """
+    return str(Chem.MolToInchiKey(mol) or "")
+
+
+def murcko_scaffold(smiles: str, *, generic: bool = False) -> str:
+    """Return the Bemis-Murcko scaffold SMILES ('' for acyclic or unparsable molecules).
+
+    Examples
+    --------
+    >>> murcko_scaffold("CCc1ccccc1CC(=O)O")
+    'c1ccccc1'
+    >>> murcko_scaffold("CCO")
+    ''
+    """
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return ""
+    core = MurckoScaffold.GetScaffoldForMol(mol)
+    if generic:
+        core = MurckoScaffold.MakeScaffoldGeneric(core)
+    return str(Chem.MolToSmiles(core))

@@ -1,0 +1,45 @@
+"""The QeMLflow error hierarchy: every error names the problem and the fix."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "FeaturizerError",
+    "ModelError",
+    "QeMLflowError",
+]
+
+
+class QeMLflowError(Exception):
+    """Base of every error QeMLflow raises on purpose.
+
+    The message is one line that says what is wrong and how to fix it; the CLI prints
+    it without a traceback.
+
+    Examples
+    --------
+    >>> str(QeMLflowError("file 'x.csv' is empty", "give a CSV with a header row"))
+    "file 'x.csv' is empty; give a CSV with a header row"
+    """
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem}; {fix}" if fix else problem)
+
+
+class ConfigError(QeMLflowError):
+    """An experiment configuration or a parameter is invalid."""
+
+
+class DataError(QeMLflowError):
+    """Input data cannot be read or has the wrong shape."""
+
+
+class FeaturizerError(QeMLflowError):
+    """A featurizer was asked for something it cannot do."""
+
+
+class ModelError(QeMLflowError):
+    """A model cannot be fitted, loaded or used as asked."""
