@@ -19,6 +19,24 @@ from qemlflow._version import __version__
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
+    "load_dataset": "qemlflow.data",
+    "list_datasets": "qemlflow.data",
+    "read_table": "qemlflow.data",
+    "Dataset": "qemlflow.data",
+    "standardize_smiles": "qemlflow.chem",
+    "featurize": "qemlflow.features",
+    "make_featurizer": "qemlflow.features",
+    "split": "qemlflow.splits",
+    "Split": "qemlflow.splits",
+    "evaluate": "qemlflow.evaluation",
+    "make_model": "qemlflow.models",
+    "MolecularModel": "qemlflow.models",
+    "run": "qemlflow.pipeline",
+    "RunResult": "qemlflow.pipeline",
+    "ExperimentConfig": "qemlflow.pipeline",
+    "load_config": "qemlflow.pipeline",
+    "load_model": "qemlflow.pipeline",
+    "Predictor": "qemlflow.pipeline",
     "QeMLflowError": "qemlflow.errors",
     "ConfigError": "qemlflow.errors",
     "DataError": "qemlflow.errors",
@@ -29,7 +47,21 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
+    from qemlflow.chem import standardize_smiles
+    from qemlflow.data import Dataset, list_datasets, load_dataset, read_table
     from qemlflow.errors import ConfigError, DataError, FeaturizerError, ModelError, QeMLflowError
+    from qemlflow.evaluation import evaluate
+    from qemlflow.features import featurize, make_featurizer
+    from qemlflow.models import MolecularModel, make_model
+    from qemlflow.pipeline import (
+        ExperimentConfig,
+        Predictor,
+        RunResult,
+        load_config,
+        load_model,
+        run,
+    )
+    from qemlflow.splits import Split, split
 
 
 def __getattr__(name: str) -> Any:

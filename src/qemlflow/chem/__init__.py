@@ -1,5 +1,6 @@
 """The RDKit boundary: the only package in QeMLflow that imports RDKit directly."""
 
+from qemlflow.chem.cluster import butina_clusters
 from qemlflow.chem.molecule import (
     MolResult,
     Reason,
@@ -14,6 +15,7 @@ from qemlflow.chem.molecule import (
 __all__ = [
     "MolResult",
     "Reason",
+    "butina_clusters",
     "canonical_smiles",
     "inchikey",
     "murcko_scaffold",

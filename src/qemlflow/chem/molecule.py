@@ -7,7 +7,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from rdkit import Chem, RDLogger
+from rdkit import Chem, rdBase
 from rdkit.Chem.MolStandardize import rdMolStandardize
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 # RDKit writes parse errors to stderr; we turn them into reason codes instead.
-RDLogger.DisableLog("rdApp.*")
+rdBase.DisableLog("rdApp.*")
 
 
 class Reason(StrEnum):
@@ -126,7 +126,8 @@ def standardize_mol(mol: Chem.Mol, *, tautomer: bool = False) -> Chem.Mol:
     if tautomer:
         neutral = tautomers.Canonicalize(neutral)
     Chem.SanitizeMol(neutral)
-    return neutral
+    result: Chem.Mol = neutral
+    return result
 
 
 def standardize_smiles(smiles: Any, *, tautomer: bool = False) -> MolResult:
@@ -172,7 +173,7 @@ def inchikey(mol: Chem.Mol) -> str:
     >>> inchikey(Chem.MolFromSmiles("CCO"))
     'LFQSCWFLJHTTHZ-UHFFFAOYSA-N'
     """
-    return str(Chem.MolToInchiKey(mol) or "")
+    return str(Chem.MolToInchiKey(mol) or "")  # type: ignore[no-untyped-call]
 
 
 def murcko_scaffold(smiles: str, *, generic: bool = False) -> str:
@@ -188,7 +189,7 @@ def murcko_scaffold(smiles: str, *, generic: bool = False) -> str:
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         return ""
-    core = MurckoScaffold.GetScaffoldForMol(mol)
+    core = MurckoScaffold.GetScaffoldForMol(mol)  # type: ignore[no-untyped-call]
     if generic:
-        core = MurckoScaffold.MakeScaffoldGeneric(core)
+        core = MurckoScaffold.MakeScaffoldGeneric(core)  # type: ignore[no-untyped-call]
     return str(Chem.MolToSmiles(core))

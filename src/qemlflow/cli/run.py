@@ -1,0 +1,62 @@
+"""``qemlflow run`` and ``qemlflow demo``: fit and evaluate an experiment."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qemlflow.cli.render import RichProgress, console, metrics_table
+
+__all__ = ["DEMO_CONFIG", "register"]
+
+DEMO_CONFIG = "esol.yaml"
+
+
+def _run(config: Path | str, out: Path, n_jobs: int | None) -> None:
+    from qemlflow.pipeline.config import load_config
+    from qemlflow.pipeline.runner import run
+
+    cfg = load_config(config)
+    if n_jobs is not None:
+        cfg = cfg.model_copy(update={"n_jobs": n_jobs})
+    with RichProgress.create() as display:
+        result = run(cfg, out, progress=RichProgress(display))
+    console.print(metrics_table(result.metrics, f"{cfg.name} ({result.dataset.task})"))
+    rejected = len(result.dataset.rejected)
+    if rejected:
+        console.print(f"[yellow]{rejected} input rows rejected[/]: see {out / 'rejected.csv'}")
+    console.print(f"results written to [bold]{out}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run`` and ``demo`` to the CLI."""
+
+    @app.command("run")
+    def run_command(
+        config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path(
+            "qemlflow-run"
+        ),
+        n_jobs: Annotated[
+            int | None, typer.Option("--n-jobs", help="Override the config's n_jobs.")
+        ] = None,
+    ) -> None:
+        """Run an experiment: dataset -> standardize -> featurize -> split -> fit -> evaluate."""
+        _run(config, out, n_jobs)
+
+    @app.command("demo")
+    def demo_command(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path(
+            "qemlflow-demo"
+        ),
+        n_jobs: Annotated[
+            int | None, typer.Option("--n-jobs", help="Parallel jobs (default: the config's).")
+        ] = None,
+    ) -> None:
+        """Run the shipped default experiment (LightGBM on bundled ESOL solubility)."""
+        config = resources.files("qemlflow.configs").joinpath(DEMO_CONFIG)
+        with resources.as_file(config) as path:
+            _run(path, out, n_jobs)

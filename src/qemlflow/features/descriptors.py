@@ -1,0 +1,47 @@
+"""RDKit 2D descriptors as a featurizer: every descriptor RDKit knows, float64, NaN if unusable."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from qemlflow.chem.descriptors import descriptor_names
+from qemlflow.features._engine import Block, DescriptorBlock
+from qemlflow.features.base import Featurizer
+
+__all__ = ["RDKitDescriptors"]
+
+
+class RDKitDescriptors(Featurizer):
+    """The full RDKit 2D descriptor set (``rdkit.Chem.Descriptors._descList``), as float64.
+
+    A descriptor that fails, is infinite, or exceeds 1e10 in magnitude is NaN; a SMILES
+    that cannot be parsed gives a row of NaN. Column names are the RDKit names.
+
+    Parameters
+    ----------
+    n_jobs : int, default=1
+        Processes to use; -1 means all cores. Descriptors are slow (milliseconds per
+        molecule), so parallelism pays off from a few hundred molecules.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> featurizer = RDKitDescriptors()
+    >>> x = featurizer.transform(["CCO", ""])
+    >>> x.dtype, x.shape[1] == len(featurizer.get_feature_names_out())
+    (dtype('float64'), True)
+    >>> names = list(featurizer.get_feature_names_out())
+    >>> round(float(x[0, names.index("MolWt")]), 2), bool(np.isnan(x[1]).all())
+    (46.07, True)
+    """
+
+    type_name = "rdkit2d"
+
+    def __init__(self, n_jobs: int = 1) -> None:
+        self.n_jobs = n_jobs
+
+    def _blocks(self) -> Sequence[Block]:
+        return [DescriptorBlock()]
+
+    def _feature_names(self) -> list[str]:
+        return list(descriptor_names())

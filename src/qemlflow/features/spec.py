@@ -1,0 +1,120 @@
+"""Featurizers from plain, JSON-compatible specs, and the one-call ``featurize``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.base import clone
+
+from qemlflow.errors import FeaturizerError
+from qemlflow.features.base import Featurizer
+from qemlflow.features.concat import Concat
+from qemlflow.features.descriptors import RDKitDescriptors
+from qemlflow.features.fingerprints import ECFP, FCFP, MACCS, AtomPair, Torsion
+
+__all__ = ["FEATURIZERS", "FeaturizerSpec", "featurize", "make_featurizer"]
+
+FEATURIZERS: dict[str, type[Featurizer]] = {
+    cls.type_name: cls for cls in (ECFP, FCFP, MACCS, AtomPair, Torsion, RDKitDescriptors, Concat)
+}
+"""Spec type name -> featurizer class."""
+
+FeaturizerSpec = str | Mapping[str, Any] | Sequence[Any] | Featurizer
+"""A type name, a dict with ``"type"`` and parameters, a list (concatenation), or a featurizer."""
+
+
+def make_featurizer(spec: FeaturizerSpec) -> Featurizer:
+    """Build a featurizer from a spec: a type name, a dict, or a list (= concatenation).
+
+    ``make_featurizer(f.to_spec())`` rebuilds a featurizer equal to ``f``. A featurizer
+    passed in is returned as an unfitted copy.
+
+    Examples
+    --------
+    >>> make_featurizer("ecfp")
+    ECFP()
+    >>> make_featurizer({"type": "ecfp", "radius": 3, "counts": True})
+    ECFP(counts=True, radius=3)
+    >>> make_featurizer([{"type": "fcfp"}, "maccs"]).n_features_out
+    2215
+    >>> make_featurizer({"type": "ecfp", "radious": 3})
+    Traceback (most recent call last):
+    ...
+    qemlflow.errors.FeaturizerError: unknown parameter 'radious' for featurizer 'ecfp'; \
+allowed: chirality, counts, features, n_jobs, radius, size
+    """
+    featurizer = _build(spec)
+    featurizer._validate()
+    return featurizer
+
+
+def _build(spec: FeaturizerSpec) -> Featurizer:
+    if isinstance(spec, Featurizer):
+        built: Featurizer = clone(spec)
+        return built
+    if isinstance(spec, str):
+        return _featurizer_class(spec)()
+    if isinstance(spec, Mapping):
+        return _build_from_mapping(spec)
+    if isinstance(spec, Sequence) and not isinstance(spec, bytes):
+        return Concat(featurizers=[_build(part) for part in spec])
+    raise FeaturizerError(
+        f"a featurizer spec must be a name, dict or list, got {type(spec).__name__}",
+        'write e.g. "ecfp", {"type": "ecfp", "radius": 2} or ["ecfp", "rdkit2d"]',
+    )
+
+
+def _featurizer_class(name: object) -> type[Featurizer]:
+    cls = FEATURIZERS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise FeaturizerError(
+            f"unknown featurizer type {name!r}",
+            f"use one of: {', '.join(sorted(FEATURIZERS))}",
+        )
+    return cls
+
+
+def _build_from_mapping(spec: Mapping[str, Any]) -> Featurizer:
+    if "type" not in spec:
+        raise FeaturizerError(
+            f"featurizer spec {dict(spec)!r} has no 'type' key",
+            f"add 'type': one of {', '.join(sorted(FEATURIZERS))}",
+        )
+    name = spec["type"]
+    cls = _featurizer_class(name)
+    params = {key: value for key, value in spec.items() if key != "type"}
+    allowed = sorted(cls._get_param_names())
+    for key in params:
+        if key not in allowed:
+            raise FeaturizerError(
+                f"unknown parameter {key!r} for featurizer {name!r}",
+                f"allowed: {', '.join(allowed)}",
+            )
+    if cls is Concat and "featurizers" in params:
+        parts = params["featurizers"]
+        if isinstance(parts, str | Mapping) or not isinstance(parts, Sequence):
+            raise FeaturizerError(
+                f"concat 'featurizers' must be a list of specs, got {parts!r}",
+                'write e.g. {"type": "concat", "featurizers": ["ecfp", "rdkit2d"]}',
+            )
+        params["featurizers"] = [_build(part) for part in parts]
+    return cls(**params)
+
+
+def featurize(
+    smiles: Any, spec: FeaturizerSpec = "ecfp", n_jobs: int = 1
+) -> NDArray[np.floating[Any]]:
+    """Return the feature matrix of ``smiles`` for ``spec``: one row per input, NaN rows if invalid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = featurize(["CCO", "c1ccccc1", "C1CC"], "maccs")
+    >>> x.shape, bool(np.isnan(x[2]).all())
+    ((3, 167), True)
+    """
+    featurizer = make_featurizer(spec).set_params(n_jobs=n_jobs)
+    return featurizer.fit_transform(smiles)  # type: ignore[no-any-return]

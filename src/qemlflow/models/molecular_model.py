@@ -1,0 +1,696 @@
+"""MolecularModel: one estimator for molecules, with conformal intervals or calibrated odds."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import lightgbm
+import numpy as np
+import numpy.typing as npt
+import sklearn
+from lightgbm.basic import LightGBMError
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+from sklearn.pipeline import Pipeline
+from sklearn.utils import ClassifierTags, RegressorTags
+from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from qemlflow._version import __version__
+from qemlflow.errors import ConfigError, DataError
+from qemlflow.models.conformal import conformal_quantile
+from qemlflow.models.registry import EstimatorSpec, Task, get_spec
+
+__all__ = ["MolecularModel", "make_model"]
+
+FloatArray = npt.NDArray[np.float64]
+Calibration = Literal["auto", "sigmoid", "isotonic", "none"]
+
+_N_FOLDS = 5
+# "auto" calibration: isotonic regression needs many points to beat Platt scaling.
+_ISOTONIC_MIN_POINTS = 1000
+
+
+class _ConstantProbability:
+    """Stands in for a classifier on a task whose training labels have one class."""
+
+    def __init__(self, positive_probability: float) -> None:
+        self.positive_probability = positive_probability
+
+    def predict_proba(self, X: npt.NDArray[Any]) -> FloatArray:
+        p = np.full(X.shape[0], self.positive_probability, dtype=np.float64)
+        return np.column_stack([1.0 - p, p])
+
+
+def _fit_checked(model: Any, X: npt.NDArray[Any], y: npt.NDArray[Any]) -> Any:
+    """Fit `model`, turning a rejected parameter value into a ConfigError."""
+    try:
+        return model.fit(X, y)
+    except (InvalidParameterError, LightGBMError) as exc:
+        raise ConfigError(
+            f"the estimator rejected a parameter: {exc}",
+            "fix that entry of params (see the estimator's documentation)",
+        ) from exc
+
+
+def _final_step(model: Any) -> Any:
+    return model.steps[-1][1] if isinstance(model, Pipeline) else model
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
+class MolecularModel(BaseEstimator):  # type: ignore[misc]
+    """A regressor with conformal prediction intervals or a calibrated binary classifier.
+
+    One underlying model is fitted per task (column of ``y``) on the rows where that
+    task is labelled, so molecules missing some labels still train the other tasks.
+
+    Regression: ``predict_interval`` gives split-conformal intervals with marginal
+    coverage `coverage`. The half-width per task is the conformal quantile of absolute
+    residuals on ``(X_cal, y_cal)`` when given, else of 5-fold out-of-fold residuals on
+    the training data; the final model is always fitted on all of ``(X, y)``.
+
+    Classification (labels 0/1): probabilities are calibrated on ``(X_cal, y_cal)`` when
+    given (the fitted model is frozen), else by 5-fold cross-validation on the training
+    data (one model refitted on all rows, calibrator fitted on out-of-fold scores).
+    ``predict_proba`` returns the probability of the *positive* class only, shape
+    ``(n,)`` or ``(n, t)``, unlike scikit-learn's ``(n, 2)``.
+
+    Parameters
+    ----------
+    estimator : {"random_forest", "extra_trees", "lightgbm", "knn", "svm", "linear"}
+        Underlying model; see ``qemlflow.models.ESTIMATORS``. ``"knn"`` is
+        :class:`TanimotoKNN` after median imputation and min-max scaling to [0, 1];
+        ``"svm"`` and ``"linear"`` (RidgeCV / LogisticRegression) get median imputation
+        and standardization; tree models take NaN natively.
+    task : {"regression", "classification"}, default="regression"
+        What ``y`` holds.
+    params : dict or None, default=None
+        Passed to the underlying estimator, overriding QeMLflow's defaults.
+    coverage : float, default=0.9
+        Target coverage of regression prediction intervals, in (0, 1).
+    calibration : {"auto", "sigmoid", "isotonic", "none"}, default="auto"
+        Probability calibration for classification. ``"auto"`` uses sigmoid when the
+        calibrator sees fewer than 1000 points and isotonic otherwise.
+    random_state : int or None, default=0
+        Seed for the estimator and the cross-validation folds.
+    n_jobs : int or None, default=1
+        Threads for estimators that support them.
+
+    Attributes
+    ----------
+    estimators_ : list
+        Per task, the object that predicts: the fitted model (regression), or the
+        calibrated classifier.
+    base_estimators_ : list
+        Per task, the fitted uncalibrated model on all labelled rows (None for a task
+        whose labels had one class).
+    params_ : dict
+        Parameters the underlying estimator was built with.
+    n_tasks_ : int
+        Number of tasks (columns of ``y``).
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    n_train_per_task_ : list of int
+        Labelled training rows per task.
+    n_calibration_per_task_ : list of int
+        Points the conformal quantile or calibrator was fitted on, per task.
+    conformal_quantiles_ : ndarray of shape (n_tasks,)
+        Interval half-width per task (regression; ``inf`` when too few points).
+    calibration_methods_ : list of str
+        Calibration used per task (classification).
+    classes_ : ndarray
+        ``array([0, 1])`` (classification).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.random((60, 5)); y = 3 * X[:, 0] + rng.normal(0, 0.1, 60)
+    >>> model = MolecularModel("linear", coverage=0.8).fit(X, y)
+    >>> lower, upper = model.predict_interval(X[:3])
+    >>> bool(np.all(lower < model.predict(X[:3]))) and lower.shape == (3,)
+    True
+    >>> clf = MolecularModel("linear", task="classification").fit(X, (y > 1.5).astype(int))
+    >>> clf.predict_proba(X[:2]).shape
+    (2,)
+    """
+
+    def __init__(
+        self,
+        estimator: str = "lightgbm",
+        task: Task = "regression",
+        params: Mapping[str, Any] | None = None,
+        coverage: float = 0.9,
+        calibration: Calibration = "auto",
+        random_state: int | None = 0,
+        n_jobs: int | None = 1,
+    ) -> None:
+        self.estimator = estimator
+        self.task = task
+        self.params = params
+        self.coverage = coverage
+        self.calibration = calibration
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.target_tags.required = True
+        tags.target_tags.multi_output = True
+        if self.task == "classification":
+            tags.estimator_type = "classifier"
+            tags.classifier_tags = ClassifierTags()
+        else:
+            tags.estimator_type = "regressor"
+            tags.regressor_tags = RegressorTags()
+        return tags
+
+    # ------------------------------------------------------------------ checks
+    def _resolve(self) -> tuple[EstimatorSpec, dict[str, Any]]:
+        """Check the configuration; return the estimator spec and its parameters."""
+        if self.task not in ("regression", "classification"):
+            raise ConfigError(f"unknown task {self.task!r}", "use 'regression' or 'classification'")
+        if not isinstance(self.coverage, float | int) or not 0.0 < self.coverage < 1.0:
+            raise ConfigError(
+                f"coverage must be a number in (0, 1), got {self.coverage!r}",
+                "pass e.g. coverage=0.9",
+            )
+        if self.calibration not in ("auto", "sigmoid", "isotonic", "none"):
+            raise ConfigError(
+                f"unknown calibration {self.calibration!r}",
+                "use 'auto', 'sigmoid', 'isotonic' or 'none'",
+            )
+        if self.params is not None and not isinstance(self.params, Mapping):
+            raise ConfigError(
+                f"params must be a dict, got {type(self.params).__name__}",
+                "pass e.g. params={'n_estimators': 300}",
+            )
+        spec = get_spec(self.estimator)
+        resolved = spec.resolve_params(
+            self.task, self.params, random_state=self.random_state, n_jobs=self.n_jobs
+        )
+        if (
+            self.task == "classification"
+            and self.calibration == "none"
+            and not hasattr(spec.build(self.task, resolved), "predict_proba")
+        ):
+            raise ConfigError(
+                f"estimator {self.estimator!r} gives no probabilities without calibration",
+                "use calibration='auto' (or 'sigmoid'/'isotonic')",
+            )
+        return spec, resolved
+
+    @staticmethod
+    def _check_features(
+        X: npt.ArrayLike, name: str = "X", n_features: int | None = None
+    ) -> npt.NDArray[Any]:
+        try:
+            X_checked = check_array(
+                X, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan", input_name=name
+            )
+        except ValueError as exc:
+            raise DataError(
+                f"{name} is not a usable feature matrix: {exc}",
+                "give a 2-D numeric array; NaN is allowed, infinity is not",
+            ) from exc
+        if n_features is not None and X_checked.shape[1] != n_features:
+            raise DataError(
+                f"{name} has {X_checked.shape[1]} features but the model expects {n_features}",
+                "featurize these molecules exactly as the training ones",
+            )
+        return np.asarray(X_checked)
+
+    def _check_y(self, y: npt.ArrayLike, n_rows: int, name: str = "y") -> FloatArray:
+        try:
+            Y = np.asarray(y, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{name} is not numeric: {exc}", "give numbers, NaN = missing") from exc
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        if Y.ndim != 2 or Y.shape[0] != n_rows:
+            raise DataError(
+                f"{name} has shape {np.shape(y)} but needs ({n_rows},) or ({n_rows}, n_tasks)",
+                f"give one row of labels per row of {name.replace('y', 'X')}",
+            )
+        if np.isinf(Y).any():
+            raise DataError(f"{name} contains infinity", "remove or fix those labels")
+        if self.task == "classification":
+            labels = Y[~np.isnan(Y)]
+            if not np.isin(labels, (0.0, 1.0)).all():
+                raise DataError(
+                    f"{name} has labels other than 0 and 1: "
+                    f"{sorted(set(np.unique(labels)) - {0.0, 1.0})[:5]}",
+                    "encode each classification task as 0/1 (NaN = missing)",
+                )
+        return Y
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        X: npt.ArrayLike,
+        y: npt.ArrayLike,
+        X_cal: npt.ArrayLike | None = None,
+        y_cal: npt.ArrayLike | None = None,
+    ) -> MolecularModel:
+        """Fit one model per task; calibrate intervals or probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features; NaN allowed.
+        y : array-like of shape (n_samples,) or (n_samples, n_tasks)
+            Targets (regression) or 0/1 labels (classification); NaN marks a missing label.
+        X_cal, y_cal : array-like, optional
+            Held-out calibration set (give both or neither). Without it, 5-fold
+            cross-validation on the training data is used.
+
+        Returns
+        -------
+        MolecularModel
+            This model, fitted.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown estimator, task, calibration or parameter.
+        DataError
+            For malformed X or y, or a task without labels.
+        """
+        spec, resolved = self._resolve()
+        X_checked = self._check_features(X)
+        Y = self._check_y(y, X_checked.shape[0])
+        if (X_cal is None) != (y_cal is None):
+            raise ConfigError(
+                "only one of X_cal and y_cal was given", "pass both for a calibration set"
+            )
+        X_cal_checked: npt.NDArray[Any] | None = None
+        Y_cal: FloatArray | None = None
+        if X_cal is not None and y_cal is not None:
+            X_cal_checked = self._check_features(X_cal, "X_cal", X_checked.shape[1])
+            Y_cal = self._check_y(y_cal, X_cal_checked.shape[0], "y_cal")
+            if Y_cal.shape[1] != Y.shape[1]:
+                raise DataError(
+                    f"y_cal has {Y_cal.shape[1]} tasks but y has {Y.shape[1]}",
+                    "give calibration labels for the same tasks",
+                )
+
+        self.estimators_: list[Any] = []
+        self.base_estimators_: list[Any] = []
+        self.n_train_per_task_: list[int] = []
+        self.n_calibration_per_task_: list[int] = []
+        quantiles: list[float] = []
+        self.calibration_methods_: list[str] = []
+        for t in range(Y.shape[1]):
+            rows = ~np.isnan(Y[:, t])
+            if not rows.any():
+                raise DataError(f"task {t} has no labels", "drop that column of y")
+            X_t, y_t = X_checked[rows], Y[rows, t]
+            cal: tuple[npt.NDArray[Any], FloatArray] | None = None
+            if X_cal_checked is not None and Y_cal is not None:
+                cal_rows = ~np.isnan(Y_cal[:, t])
+                cal = (X_cal_checked[cal_rows], Y_cal[cal_rows, t])
+            self.n_train_per_task_.append(int(rows.sum()))
+            if self.task == "regression":
+                quantiles.append(self._fit_regression_task(t, spec, resolved, X_t, y_t, cal))
+            else:
+                self._fit_classification_task(t, spec, resolved, X_t, y_t, cal)
+
+        self.params_ = resolved
+        self.n_tasks_ = Y.shape[1]
+        self.multi_output_ = np.ndim(y) == 2
+        self.n_features_in_ = X_checked.shape[1]
+        self.calibration_source_ = "calibration_set" if X_cal is not None else "cross_validation"
+        if self.task == "regression":
+            self.conformal_quantiles_ = np.asarray(quantiles, dtype=np.float64)
+        else:
+            self.classes_ = np.array([0, 1])
+        return self
+
+    def _fit_regression_task(
+        self,
+        t: int,
+        spec: EstimatorSpec,
+        resolved: dict[str, Any],
+        X: npt.NDArray[Any],
+        y: FloatArray,
+        cal: tuple[npt.NDArray[Any], FloatArray] | None,
+    ) -> float:
+        model = _fit_checked(spec.build(self.task, resolved), X, y)
+        if cal is not None:
+            residuals = np.abs(cal[1] - model.predict(cal[0])) if len(cal[1]) else np.empty(0)
+        elif len(y) >= 2:
+            folds = KFold(min(_N_FOLDS, len(y)), shuffle=True, random_state=self.random_state)
+            oof = cross_val_predict(spec.build(self.task, resolved), X, y, cv=folds)
+            residuals = np.abs(y - oof)
+        else:
+            residuals = np.empty(0)
+        quantile = conformal_quantile(residuals, float(self.coverage))
+        if math.isinf(quantile):
+            warnings.warn(
+                f"task {t}: {len(residuals)} calibration residuals are too few for "
+                f"coverage {self.coverage}, so its prediction intervals are unbounded; "
+                "give more calibration data or lower coverage",
+                UserWarning,
+                stacklevel=3,
+            )
+        self.estimators_.append(model)
+        self.base_estimators_.append(model)
+        self.n_calibration_per_task_.append(len(residuals))
+        return quantile
+
+    def _calibration_method(self, n_points: int) -> str:
+        if self.calibration != "auto":
+            return str(self.calibration)
+        return "sigmoid" if n_points < _ISOTONIC_MIN_POINTS else "isotonic"
+
+    def _fit_classification_task(
+        self,
+        t: int,
+        spec: EstimatorSpec,
+        resolved: dict[str, Any],
+        X: npt.NDArray[Any],
+        y: FloatArray,
+        cal: tuple[npt.NDArray[Any], FloatArray] | None,
+    ) -> None:
+        labels = y.astype(np.int64)
+        counts = np.bincount(labels, minlength=2)
+        if counts.min() == 0:
+            only = int(np.argmax(counts))
+            warnings.warn(
+                f"task {t}: every training label is {only}, so it always predicts "
+                f"probability {float(only)}; add molecules of the other class",
+                UserWarning,
+                stacklevel=3,
+            )
+            self.estimators_.append(_ConstantProbability(float(only)))
+            self.base_estimators_.append(None)
+            self.calibration_methods_.append("none")
+            self.n_calibration_per_task_.append(0)
+            return
+
+        if self.calibration == "none":
+            model = _fit_checked(spec.build(self.task, resolved), X, labels)
+            self._add_classifier(model, model, "none", 0)
+            return
+
+        if cal is not None:
+            model = _fit_checked(spec.build(self.task, resolved), X, labels)
+            X_c, y_c = cal[0], cal[1].astype(np.int64)
+            if len(np.unique(y_c)) == 2:
+                method = self._calibration_method(len(y_c))
+                calibrated = CalibratedClassifierCV(FrozenEstimator(model), method=method)
+                self._add_classifier(calibrated.fit(X_c, y_c), model, method, len(y_c))
+                return
+            self._warn_uncalibrated(t, "its calibration labels have a single class")
+            self._add_uncalibrated(model, X, labels)
+            return
+
+        n_splits = min(_N_FOLDS, int(counts.min()))
+        if n_splits < 2:
+            self._warn_uncalibrated(t, "the rarer class has fewer than 2 training examples")
+            model = _fit_checked(spec.build(self.task, resolved), X, labels)
+            self._add_uncalibrated(model, X, labels)
+            return
+        method = self._calibration_method(len(labels))
+        folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
+        calibrated = CalibratedClassifierCV(
+            spec.build(self.task, resolved), method=method, cv=folds, ensemble=False
+        )
+        calibrated = _fit_checked(calibrated, X, labels)
+        base = calibrated.calibrated_classifiers_[0].estimator
+        self._add_classifier(calibrated, base, method, len(labels))
+
+    def _add_classifier(self, model: Any, base: Any, method: str, n_cal: int) -> None:
+        self.estimators_.append(model)
+        self.base_estimators_.append(base)
+        self.calibration_methods_.append(method)
+        self.n_calibration_per_task_.append(n_cal)
+
+    def _add_uncalibrated(self, model: Any, X: npt.NDArray[Any], labels: npt.NDArray[Any]) -> None:
+        if hasattr(model, "predict_proba"):
+            self._add_classifier(model, model, "none", 0)
+            return
+        # Models without probabilities (SVC) get Platt scaling on their training scores:
+        # optimistic, but the only data there is.
+        in_sample = CalibratedClassifierCV(FrozenEstimator(model), method="sigmoid")
+        self._add_classifier(in_sample.fit(X, labels), model, "sigmoid-in-sample", len(labels))
+
+    @staticmethod
+    def _warn_uncalibrated(t: int, reason: str) -> None:
+        warnings.warn(
+            f"task {t}: probabilities are not calibrated because {reason}; "
+            "give more labelled molecules of each class",
+            UserWarning,
+            stacklevel=4,
+        )
+
+    # ------------------------------------------------------------------ prediction
+    def _shape(self, columns: FloatArray) -> FloatArray:
+        return columns if self.multi_output_ else columns[:, 0]
+
+    def _is_regression(self) -> bool:
+        return self.task == "regression"
+
+    def _is_classification(self) -> bool:
+        return self.task == "classification"
+
+    def predict(self, X: npt.ArrayLike) -> npt.NDArray[Any]:
+        """Return predicted values (regression) or 0/1 labels (classification).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features; NaN allowed.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_tasks)
+            Shape follows the ``y`` given to ``fit``. Labels are 1 where the positive
+            class probability is at least 0.5.
+        """
+        check_is_fitted(self, "estimators_")
+        if self.task == "classification":
+            return np.asarray(self.predict_proba(X) >= 0.5, dtype=np.int64)
+        X_checked = self._check_features(X, n_features=self.n_features_in_)
+        columns = np.column_stack([m.predict(X_checked) for m in self.estimators_])
+        return self._shape(columns.astype(np.float64))
+
+    @available_if(_is_regression)  # type: ignore[untyped-decorator]
+    def predict_interval(self, X: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """Return the conformal prediction interval ``(lower, upper)`` at `coverage`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features; NaN allowed.
+
+        Returns
+        -------
+        lower, upper : ndarray of shape (n_samples,) or (n_samples, n_tasks)
+            Interval bounds; ``-inf``/``inf`` for a task with too few calibration points.
+        """
+        prediction = self.predict(X)
+        half_width = (
+            self.conformal_quantiles_ if self.multi_output_ else self.conformal_quantiles_[0]
+        )
+        return prediction - half_width, prediction + half_width
+
+    @available_if(_is_classification)  # type: ignore[untyped-decorator]
+    def predict_proba(self, X: npt.ArrayLike) -> FloatArray:
+        """Return the calibrated probability of the positive class (label 1).
+
+        Unlike scikit-learn's ``(n_samples, 2)``, only the positive column is returned,
+        one per task.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features; NaN allowed.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_tasks)
+            Probabilities in [0, 1].
+        """
+        check_is_fitted(self, "estimators_")
+        X_checked = self._check_features(X, n_features=self.n_features_in_)
+        columns = np.column_stack([m.predict_proba(X_checked)[:, 1] for m in self.estimators_])
+        return self._shape(np.clip(columns.astype(np.float64), 0.0, 1.0))
+
+    def score(self, X: npt.ArrayLike, y: npt.ArrayLike) -> float:
+        """Return R² (regression) or accuracy (classification), averaged over tasks.
+
+        Missing labels (NaN) are skipped.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+        y : array-like of shape (n_samples,) or (n_samples, n_tasks)
+            True targets or labels.
+
+        Returns
+        -------
+        float
+            The mean score over tasks.
+        """
+        from sklearn.metrics import accuracy_score, r2_score
+
+        Y = np.asarray(y, dtype=np.float64).reshape(len(np.asarray(y)), -1)
+        P = np.asarray(self.predict(X), dtype=np.float64).reshape(Y.shape)
+        metric = r2_score if self.task == "regression" else accuracy_score
+        scores = [
+            float(metric(Y[~np.isnan(Y[:, t]), t], P[~np.isnan(Y[:, t]), t]))
+            for t in range(Y.shape[1])
+        ]
+        return float(np.mean(scores))
+
+    # ------------------------------------------------------------------ reporting
+    @property
+    def feature_importances_(self) -> FloatArray:
+        """Feature importances of the underlying model, each task's summing to 1, averaged.
+
+        Raises ``AttributeError`` when the underlying model has none (knn, svm, linear).
+        """
+        check_is_fitted(self, "estimators_")
+        per_task = []
+        for base in self.base_estimators_:
+            importances = getattr(_final_step(base), "feature_importances_", None)
+            if base is None or importances is None:
+                continue
+            values = np.asarray(importances, dtype=np.float64)
+            total = values.sum()
+            per_task.append(values / total if total > 0 else values)
+        if not per_task:
+            raise AttributeError(f"estimator {self.estimator!r} has no feature_importances_")
+        return np.asarray(np.mean(per_task, axis=0), dtype=np.float64)
+
+    def describe(self) -> dict[str, Any]:
+        """Return a JSON-compatible record of what this model is and how it was fitted.
+
+        Infinite conformal quantiles are written as ``None``.
+
+        Returns
+        -------
+        dict
+            Estimator name, task, parameters used, coverage or calibration, per-task
+            counts and quantiles, seed, and library versions.
+
+        Examples
+        --------
+        >>> record = MolecularModel("linear").describe()
+        >>> record["estimator"], record["fitted"]
+        ('linear', False)
+        """
+        spec, resolved = self._resolve()
+        fitted = hasattr(self, "estimators_")
+        record: dict[str, Any] = {
+            "estimator": spec.name,
+            "model_class": spec.model_class(self.task).__name__,
+            "task": self.task,
+            "params": resolved,
+            "preprocessing": spec.preprocessing,
+            "random_state": self.random_state,
+            "n_jobs": self.n_jobs,
+            "fitted": fitted,
+            "versions": {
+                "qemlflow": __version__,
+                "scikit-learn": sklearn.__version__,
+                "lightgbm": lightgbm.__version__,
+                "numpy": np.__version__,
+            },
+        }
+        if self.task == "regression":
+            record["coverage"] = self.coverage
+        else:
+            record["calibration"] = self.calibration
+        if fitted:
+            record.update(
+                n_tasks=self.n_tasks_,
+                n_features=self.n_features_in_,
+                n_train_per_task=self.n_train_per_task_,
+                n_calibration_per_task=self.n_calibration_per_task_,
+                calibration_source=self.calibration_source_,
+            )
+            if self.task == "regression":
+                record["conformal_quantiles"] = self.conformal_quantiles_.tolist()
+            else:
+                record["calibration_methods"] = self.calibration_methods_
+        safe: dict[str, Any] = _json_safe(record)
+        return safe
+
+
+def make_model(
+    estimator: str,
+    task: Task,
+    *,
+    params: Mapping[str, Any] | None = None,
+    coverage: float = 0.9,
+    calibration: Calibration = "auto",
+    random_state: int | None = 0,
+    n_jobs: int | None = 1,
+) -> MolecularModel:
+    """Return an unfitted MolecularModel, checking the configuration now.
+
+    Unlike the constructor (which, as in scikit-learn, does no work), this raises a
+    ConfigError for an unknown estimator or parameter straight away.
+
+    Parameters
+    ----------
+    estimator : str
+        A key of ``ESTIMATORS``.
+    task : {"regression", "classification"}
+        What the labels are.
+    params : dict or None, default=None
+        Passed to the underlying estimator.
+    coverage : float, default=0.9
+        Target coverage of regression intervals.
+    calibration : {"auto", "sigmoid", "isotonic", "none"}, default="auto"
+        How classifier probabilities are calibrated.
+    random_state : int or None, default=0
+        Seed.
+    n_jobs : int or None, default=1
+        Threads.
+
+    Returns
+    -------
+    MolecularModel
+        The unfitted model.
+
+    Examples
+    --------
+    >>> make_model("random_forest", "classification", params={"n_estimators": 50})
+    MolecularModel(estimator='random_forest', params={'n_estimators': 50},
+                   task='classification')
+    """
+    model = MolecularModel(
+        estimator=estimator,
+        task=task,
+        params=params,
+        coverage=coverage,
+        calibration=calibration,
+        random_state=random_state,
+        n_jobs=n_jobs,
+    )
+    model._resolve()
+    return model

@@ -1,0 +1,162 @@
+"""A fitted model bundled with everything needed to score new SMILES."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qemlflow.errors import ModelError
+from qemlflow.pipeline.versions import library_versions
+
+__all__ = ["MODEL_FILENAME", "Predictor", "load_model"]
+
+MODEL_FILENAME = "model.joblib"
+_FORMAT = "qemlflow.predictor/1"
+
+
+@dataclass
+class Predictor:
+    """Standardization settings + featurizer spec + fitted model, saved as one file.
+
+    ``predict`` takes raw SMILES and returns a table row-aligned with them; invalid
+    molecules get an ``error`` instead of a prediction.
+    """
+
+    model: Any
+    feature_spec: Any
+    task: str
+    target_names: list[str]
+    standardize: bool = True
+    tautomer: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=library_versions)
+
+    def predict(self, smiles: Sequence[Any], *, n_jobs: int = 1) -> pd.DataFrame:
+        """Score molecules; one output row per input, in input order.
+
+        Columns: ``smiles`` (as given), ``standardized_smiles``, then for one task
+        ``prediction`` (+ ``lower``/``upper`` for regression, ``probability`` for
+        classification), for several tasks the same names suffixed with ``_TASK``;
+        finally ``error`` (empty when the molecule was scored).
+        """
+        from qemlflow.chem import parse_smiles, standardize_smiles
+
+        inputs = ["" if s is None or (isinstance(s, float) and s != s) else str(s) for s in smiles]
+        parsed = [
+            standardize_smiles(s, tautomer=self.tautomer) if self.standardize else parse_smiles(s)
+            for s in inputs
+        ]
+        ok = np.array([p.ok for p in parsed], dtype=bool)
+        std = [p.smiles or "" for p in parsed]
+        frame = pd.DataFrame({"smiles": inputs, "standardized_smiles": std})
+        columns = self._score([s for s, good in zip(std, ok, strict=True) if good], n_jobs)
+        for name, values in columns.items():
+            full = np.full(len(inputs), np.nan)
+            full[ok] = values
+            frame[name] = full
+        frame["error"] = [
+            "" if p.ok else f"{p.reason}: {p.detail}" if p.detail else str(p.reason) for p in parsed
+        ]
+        return frame
+
+    def predict_standardized(self, smiles: Sequence[str], *, n_jobs: int = 1) -> dict[str, Any]:
+        """Score already-standardized SMILES; returns output column name -> values."""
+        return self._score(list(smiles), n_jobs)
+
+    def _score(self, smiles: list[str], n_jobs: int) -> dict[str, np.ndarray]:
+        from qemlflow.features import make_featurizer
+
+        n_tasks = len(self.target_names)
+        if not smiles:
+            names = self._column_names(n_tasks)
+            return {name: np.empty(0) for name in names}
+        featurizer = make_featurizer(self.feature_spec)
+        featurizer.set_params(n_jobs=n_jobs)
+        X = featurizer.transform(smiles)
+        out: dict[str, np.ndarray] = {}
+        if self.task == "regression":
+            pred = _as_2d(self.model.predict(X))
+            lower, upper = (_as_2d(a) for a in self.model.predict_interval(X))
+            parts = {"prediction": pred, "lower": lower, "upper": upper}
+        else:
+            proba = _as_2d(self.model.predict_proba(X))
+            parts = {"prediction": (proba >= 0.5).astype(float), "probability": proba}
+        for base, matrix in parts.items():
+            for t, target in enumerate(self.target_names):
+                name = base if n_tasks == 1 else f"{base}_{target}"
+                out[name] = matrix[:, t]
+        return out
+
+    def _column_names(self, n_tasks: int) -> list[str]:
+        bases = (
+            ["prediction", "lower", "upper"]
+            if self.task == "regression"
+            else [
+                "prediction",
+                "probability",
+            ]
+        )
+        if n_tasks == 1:
+            return bases
+        return [f"{b}_{t}" for b in bases for t in self.target_names]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the predictor to ``path`` (a joblib file) and return the path."""
+        import joblib
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump({"format": _FORMAT, "predictor": self}, path, compress=3)
+        return path
+
+
+def _as_2d(values: Any) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    return array.reshape(-1, 1) if array.ndim == 1 else array
+
+
+def load_model(path: str | Path) -> Predictor:
+    """Load a predictor from a model file or from a run output folder.
+
+    Only load files you trust: a model file is a pickle.
+    """
+    import joblib
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILENAME
+    if not path.is_file():
+        raise ModelError(
+            f"no model at '{path}'",
+            f"give a {MODEL_FILENAME} file or the output folder of 'qemlflow run'",
+        )
+    try:
+        payload = joblib.load(path)
+    except Exception as exc:  # a corrupt or foreign file can raise almost anything
+        raise ModelError(
+            f"'{path}' is not a QeMLflow model ({type(exc).__name__})",
+            f"give a {MODEL_FILENAME} written by 'qemlflow run'",
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ModelError(
+            f"'{path}' is not a QeMLflow model",
+            f"give a {MODEL_FILENAME} written by 'qemlflow run'",
+        )
+    predictor: Predictor = payload["predictor"]
+    drift = {
+        name: (saved, now)
+        for name, now in library_versions().items()
+        if (saved := predictor.versions.get(name)) not in (None, now) and name != "python"
+    }
+    if drift:
+        listed = ", ".join(f"{n} {a} -> {b}" for n, (a, b) in sorted(drift.items()))
+        warnings.warn(
+            f"model was saved with other library versions ({listed})", RuntimeWarning, stacklevel=2
+        )
+    return predictor
