@@ -68,7 +68,7 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     ci_key = next((k for k in metrics if k.startswith("ci")), None)
     ci = metrics.get(ci_key, {}).get("test", {}) if ci_key else {}
     table = Table(title=title)
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     for part in parts:
         table.add_column(f"{part} (n={metrics['n'].get(part, '?')})", justify="right")
     if ci and ci_key:
