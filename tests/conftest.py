@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+pytest_plugins = ["tests.postgres_fixture"]
+
 # As the CLI does: keep two OpenMP runtimes (LightGBM, scikit-learn) from spinning.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

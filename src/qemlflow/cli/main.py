@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from qemlflow._version import __version__
-from qemlflow.cli import datasets, predict, run
+from qemlflow.cli import data, datasets, lineage, predict, reproduce, run, runs, store
 from qemlflow.cli.render import error_console
 
 __all__ = ["app", "main"]
@@ -47,6 +47,11 @@ def _options(
 run.register(app)
 predict.register(app)
 datasets.register(app)
+data.register(app)
+runs.register(app)
+reproduce.register(app)
+lineage.register(app)
+store.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from qemlflow.cli.options import StoreOption, open_store
 from qemlflow.cli.render import RichProgress, console, metrics_table
 
 __all__ = ["DEMO_CONFIG", "register"]
@@ -15,16 +16,27 @@ __all__ = ["DEMO_CONFIG", "register"]
 DEMO_CONFIG = "esol.yaml"
 
 
-def _run(config: Path | str, out: Path, n_jobs: int | None) -> None:
+def _run(
+    config: Path | str, out: Path, n_jobs: int | None, store: str | None, record: bool
+) -> None:
     from qemlflow.pipeline.config import load_config
     from qemlflow.pipeline.runner import run
 
     cfg = load_config(config)
     if n_jobs is not None:
         cfg = cfg.model_copy(update={"n_jobs": n_jobs})
-    with RichProgress.create() as display:
-        result = run(cfg, out, progress=RichProgress(display))
+    if not record:
+        with RichProgress.create() as display:
+            result = run(cfg, out, progress=RichProgress(display))
+    else:
+        with open_store(store) as opened, RichProgress.create() as display:
+            result = run(cfg, out, store=opened, progress=RichProgress(display))
     console.print(metrics_table(result.metrics, f"{cfg.name} ({result.dataset.task})"))
+    hits = result.cache_hits
+    if hits:
+        console.print(f"cache hits: {', '.join(hits)}")
+    if result.run_id:
+        console.print(f"run [bold]{result.run_id}[/] recorded")
     rejected = len(result.dataset.rejected)
     if rejected:
         console.print(f"[yellow]{rejected} input rows rejected[/]: see {out / 'rejected.csv'}")
@@ -43,9 +55,13 @@ def register(app: typer.Typer) -> None:
         n_jobs: Annotated[
             int | None, typer.Option("--n-jobs", help="Override the config's n_jobs.")
         ] = None,
+        store: StoreOption = None,
+        record: Annotated[
+            bool, typer.Option("--record/--no-record", help="Record the run in the store.")
+        ] = True,
     ) -> None:
         """Run an experiment: dataset -> standardize -> featurize -> split -> fit -> evaluate."""
-        _run(config, out, n_jobs)
+        _run(config, out, n_jobs, store, record)
 
     @app.command("demo")
     def demo_command(
@@ -55,8 +71,12 @@ def register(app: typer.Typer) -> None:
         n_jobs: Annotated[
             int | None, typer.Option("--n-jobs", help="Parallel jobs (default: the config's).")
         ] = None,
+        store: StoreOption = None,
+        record: Annotated[
+            bool, typer.Option("--record/--no-record", help="Record the run in the store.")
+        ] = True,
     ) -> None:
         """Run the shipped default experiment (LightGBM on bundled ESOL solubility)."""
         config = resources.files("qemlflow.configs").joinpath(DEMO_CONFIG)
         with resources.as_file(config) as path:
-            _run(path, out, n_jobs)
+            _run(path, out, n_jobs, store, record)

@@ -9,7 +9,13 @@ Examples
 
 from qemlflow.data.dataset import Dataset
 from qemlflow.data.ingest import read_table
-from qemlflow.data.loading import DUPLICATE_POLICIES, load_dataset
+from qemlflow.data.loading import (
+    DUPLICATE_POLICIES,
+    RawData,
+    dataset_from_raw,
+    load_dataset,
+    read_raw,
+)
 from qemlflow.data.registry import BUNDLED, BundledDataset, list_datasets
 
 __all__ = [
@@ -17,7 +23,10 @@ __all__ = [
     "DUPLICATE_POLICIES",
     "BundledDataset",
     "Dataset",
+    "RawData",
+    "dataset_from_raw",
     "list_datasets",
     "load_dataset",
+    "read_raw",
     "read_table",
 ]

@@ -23,6 +23,7 @@ import hashlib
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -56,24 +57,58 @@ _TRUE_FALSE = {"true": 1.0, "false": 0.0}
 _ID_WORDS = {"id", "idx", "index", "no", "number", "cas", "name", "compound", "row"}
 
 
-def _open_source(source: str | os.PathLike[str]) -> tuple[pd.DataFrame, str, str, str, str]:
-    """Return (table, dataset name, source, file label, sha256) for a bundled name or path."""
+@dataclass(frozen=True)
+class RawData:
+    """The raw bytes of a dataset file, as read, with where they came from.
+
+    ``dataset_from_raw`` turns them into a Dataset; the provenance store keeps these
+    bytes so a run can be re-created after the original file has moved or changed.
+    """
+
+    data: bytes
+    filename: str
+    name: str
+    source: str
+    label: str
+
+    @property
+    def digest(self) -> str:
+        """The sha256 hex digest of the raw bytes."""
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def read_raw(source: str | os.PathLike[str]) -> RawData:
+    """Read the raw bytes of a bundled dataset (by name) or of a data file.
+
+    Examples
+    --------
+    >>> raw = read_raw("freesolv")
+    >>> raw.filename, raw.source, raw.data[:8]
+    ('freesolv.csv', 'bundled:freesolv', b'smiles,f')
+    """
     if isinstance(source, str) and source.strip().lower() in BUNDLED:
         name = source.strip().lower()
-        raw = gzip.decompress(bundled_bytes(name))
-        filename = BUNDLED[name].filename.removesuffix(".gz")
-        table = table_from_bytes(raw, filename, f"bundled dataset {name!r}")
-        return table, name, f"bundled:{name}", filename, hashlib.sha256(raw).hexdigest()
+        return RawData(
+            data=gzip.decompress(bundled_bytes(name)),
+            filename=BUNDLED[name].filename.removesuffix(".gz"),
+            name=name,
+            source=f"bundled:{name}",
+            label=BUNDLED[name].filename.removesuffix(".gz"),
+        )
     path = Path(source)
     if not path.exists() and not any(path.name.lower().endswith(e) for e in _all_extensions()):
         raise DataError(
             f"unknown dataset {os.fspath(source)!r}: not a bundled dataset and not a data file",
             f"use a bundled dataset ({', '.join(BUNDLED)}) or the path of a data file",
         )
-    data = read_file_bytes(path)
-    table = table_from_bytes(data, path.name, f"'{path.name}'")
     stem = path.name.removesuffix(".gz").removesuffix(".GZ")
-    return table, Path(stem).stem, os.fspath(source), path.name, hashlib.sha256(data).hexdigest()
+    return RawData(
+        data=read_file_bytes(path),
+        filename=path.name,
+        name=Path(stem).stem,
+        source=os.fspath(source),
+        label=path.name,
+    )
 
 
 def _all_extensions() -> tuple[str, ...]:
@@ -311,6 +346,28 @@ def load_dataset(
     ...
     qemlflow.errors.ConfigError: unknown duplicate policy 'median'; use one of mean, first, ...
     """
+    return dataset_from_raw(
+        read_raw(source),
+        smiles_column=smiles_column,
+        target_columns=target_columns,
+        task=task,
+        duplicates=duplicates,
+        standardize=standardize,
+        tautomer=tautomer,
+    )
+
+
+def dataset_from_raw(
+    raw: RawData,
+    *,
+    smiles_column: str | None = None,
+    target_columns: str | Sequence[str] | None = None,
+    task: Task | None = None,
+    duplicates: DuplicatePolicy = "mean",
+    standardize: bool = True,
+    tautomer: bool = False,
+) -> Dataset:
+    """Build a Dataset from raw file bytes; the options are those of :func:`load_dataset`."""
     if duplicates not in DUPLICATE_POLICIES:
         raise ConfigError(
             f"unknown duplicate policy {duplicates!r}",
@@ -318,7 +375,10 @@ def load_dataset(
         )
     if task is not None and task not in TASKS:
         raise ConfigError(f"unknown task {task!r}", f"use one of {', '.join(TASKS)}")
-    table, name, source_text, label, digest = _open_source(source)
+    bundled = raw.source.startswith("bundled:")
+    reading = f"bundled dataset {raw.name!r}" if bundled else f"'{raw.filename}'"
+    table = table_from_bytes(raw.data, raw.filename, reading)
+    name, source_text, label, digest = raw.name, raw.source, raw.label, raw.digest
     table.columns = [str(c) for c in table.columns]
     columns = list(table.columns)
     entry: BundledDataset | None = BUNDLED.get(name) if source_text.startswith("bundled:") else None

@@ -18,6 +18,7 @@ __all__ = [
     "SplitConfig",
     "load_config",
     "parse_config",
+    "without_n_jobs",
 ]
 
 FeatureSpec = str | dict[str, Any] | list[str | dict[str, Any]]
@@ -27,12 +28,12 @@ def _default_features() -> FeatureSpec:
     return [{"type": "ecfp", "counts": True}, {"type": "rdkit2d"}]
 
 
-def _without_n_jobs(spec: Any) -> Any:
+def without_n_jobs(spec: Any) -> Any:
     """Drop ``n_jobs`` from a featurizer spec: it changes speed, never the result."""
     if isinstance(spec, dict):
-        return {k: _without_n_jobs(v) for k, v in spec.items() if k != "n_jobs"}
+        return {k: without_n_jobs(v) for k, v in spec.items() if k != "n_jobs"}
     if isinstance(spec, list):
-        return [_without_n_jobs(v) for v in spec]
+        return [without_n_jobs(v) for v in spec]
     return spec
 
 
@@ -126,7 +127,7 @@ class ExperimentConfig(_Strict):
         from qemlflow.features import make_featurizer
 
         data = self.model_dump(mode="json")
-        data["features"] = _without_n_jobs(make_featurizer(self.features).to_spec())
+        data["features"] = without_n_jobs(make_featurizer(self.features).to_spec())
         return data
 
 

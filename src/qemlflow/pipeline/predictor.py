@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import io
+import pickle
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,7 +17,13 @@ import pandas as pd
 from qemlflow.errors import ModelError
 from qemlflow.pipeline.versions import library_versions
 
-__all__ = ["MODEL_FILENAME", "Predictor", "load_model"]
+__all__ = [
+    "MODEL_FILENAME",
+    "Predictor",
+    "dump_predictor",
+    "load_model",
+    "load_predictor_bytes",
+]
 
 MODEL_FILENAME = "model.joblib"
 _FORMAT = "qemlflow.predictor/1"
@@ -108,12 +117,105 @@ class Predictor:
 
     def save(self, path: str | Path) -> Path:
         """Write the predictor to ``path`` (a joblib file) and return the path."""
-        import joblib
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump({"format": _FORMAT, "predictor": self}, path, compress=3)
+        path.write_bytes(dump_predictor(self))
         return path
+
+
+class _CanonicalPickler(pickle._Pickler):
+    """A pickler whose output depends only on the values pickled, not on object identity.
+
+    Two models fitted identically can still pickle differently, which would make
+    ``reproduce`` report a difference that is not there:
+
+    - the standard pickler writes an object once and refers back to it when it meets the
+      same object again, so whether two equal strings are one object (an interned
+      literal) or two (read from JSON) changes the bytes. Strings, bytes and tuples are
+      therefore always written out in full;
+    - scikit-learn's trees keep their nodes in a structured array whose padding bytes
+      are never initialized: such arrays are pickled from a zero-filled copy;
+    - set order follows string hashes, which change between processes: sets are pickled
+      sorted.
+
+    It is the pure-Python pickler, so that these rules apply to every object.
+    """
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _forget(self, obj: Any) -> None:
+        # Keep the entry under a key nothing will look up: memo indices are counted by
+        # the memo's size, on both sides of the pickle.
+        memo: dict[Any, Any] = self.memo  # type: ignore[attr-defined]
+        entry = memo.pop(id(obj), None)
+        if entry is not None:
+            memo[("forgotten", entry[0])] = entry
+
+    def save_str(self, obj: str) -> None:
+        pickle._Pickler.save_str(self, obj)  # type: ignore[attr-defined]
+        self._forget(obj)
+
+    def save_bytes(self, obj: bytes) -> None:
+        pickle._Pickler.save_bytes(self, obj)  # type: ignore[attr-defined]
+        self._forget(obj)
+
+    def save_tuple(self, obj: tuple[Any, ...]) -> None:
+        pickle._Pickler.save_tuple(self, obj)  # type: ignore[attr-defined]
+        self._forget(obj)
+
+    dispatch[str] = save_str  # type: ignore[assignment]
+    dispatch[bytes] = save_bytes  # type: ignore[assignment]
+    dispatch[tuple] = save_tuple  # type: ignore[assignment]
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, set | frozenset) and obj:
+            return type(obj), (sorted(obj, key=repr),)
+        if isinstance(obj, np.ndarray) and _has_padding(obj.dtype):
+            clean = np.zeros(obj.shape, dtype=obj.dtype)
+            for name in obj.dtype.names or ():
+                clean[name] = obj[name]
+            return clean.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+        return NotImplemented
+
+
+def _has_padding(dtype: np.dtype[Any]) -> bool:
+    if dtype.fields is None:
+        return False
+    used = sum(field[0].itemsize for field in dtype.fields.values())
+    return used < dtype.itemsize or any(_has_padding(f[0]) for f in dtype.fields.values())
+
+
+def dump_predictor(predictor: Predictor) -> bytes:
+    """Return the bytes of a model file: the same model always gives the same bytes.
+
+    The file is a gzip-compressed pickle, which ``joblib.load`` also reads.
+    """
+    buffer = io.BytesIO()
+    _CanonicalPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(
+        {"format": _FORMAT, "predictor": predictor}
+    )
+    return gzip.compress(buffer.getvalue(), compresslevel=6, mtime=0)
+
+
+def load_predictor_bytes(data: bytes, label: str) -> Predictor:
+    """Load a predictor from model-file bytes; ``label`` names them in errors.
+
+    Only load bytes you trust: a model file is a pickle.
+    """
+    try:
+        payload = pickle.loads(gzip.decompress(data))
+    except Exception as exc:  # a corrupt or foreign file can raise almost anything
+        raise ModelError(
+            f"{label} is not a QeMLflow model ({type(exc).__name__})",
+            f"give a {MODEL_FILENAME} written by 'qemlflow run'",
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ModelError(
+            f"{label} is not a QeMLflow model",
+            f"give a {MODEL_FILENAME} written by 'qemlflow run'",
+        )
+    predictor: Predictor = payload["predictor"]
+    return predictor
 
 
 def _as_2d(values: Any) -> np.ndarray:
@@ -126,8 +228,6 @@ def load_model(path: str | Path) -> Predictor:
 
     Only load files you trust: a model file is a pickle.
     """
-    import joblib
-
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILENAME
@@ -136,19 +236,7 @@ def load_model(path: str | Path) -> Predictor:
             f"no model at '{path}'",
             f"give a {MODEL_FILENAME} file or the output folder of 'qemlflow run'",
         )
-    try:
-        payload = joblib.load(path)
-    except Exception as exc:  # a corrupt or foreign file can raise almost anything
-        raise ModelError(
-            f"'{path}' is not a QeMLflow model ({type(exc).__name__})",
-            f"give a {MODEL_FILENAME} written by 'qemlflow run'",
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise ModelError(
-            f"'{path}' is not a QeMLflow model",
-            f"give a {MODEL_FILENAME} written by 'qemlflow run'",
-        )
-    predictor: Predictor = payload["predictor"]
+    predictor = load_predictor_bytes(path.read_bytes(), f"'{path}'")
     drift = {
         name: (saved, now)
         for name, now in library_versions().items()

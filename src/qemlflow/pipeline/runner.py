@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,16 +14,35 @@ import pandas as pd
 import yaml
 
 from qemlflow.errors import DataError
-from qemlflow.pipeline.config import ExperimentConfig, load_config, parse_config
+from qemlflow.pipeline.config import (
+    DatasetConfig,
+    ExperimentConfig,
+    load_config,
+    parse_config,
+    without_n_jobs,
+)
 from qemlflow.pipeline.predictor import MODEL_FILENAME, Predictor
 from qemlflow.pipeline.progress import ProgressReporter, SilentProgress
+from qemlflow.pipeline.steps import (
+    STEP_ORDER,
+    ArrayCodec,
+    BytesCodec,
+    DatasetCodec,
+    JsonCodec,
+    PredictorCodec,
+    ScoresCodec,
+    SplitCodec,
+    StepExecutor,
+    StepResult,
+)
 from qemlflow.pipeline.versions import library_versions
 
 if TYPE_CHECKING:
-    from qemlflow.data import Dataset
+    from qemlflow.data import Dataset, RawData
     from qemlflow.splits import Split
+    from qemlflow.store import Store
 
-__all__ = ["RunResult", "run"]
+__all__ = ["RunResult", "execute", "execute_data_steps", "portable_raw", "run"]
 
 _FEATURIZE_CHUNK = 2048
 _MIN_MOLECULES = 10
@@ -36,7 +53,9 @@ class RunResult:
     """Everything a run produced; ``out_dir`` holds the same on disk when one was given.
 
     ``scores`` maps output names (``prediction``, ``lower``, ``upper`` or ``probability``)
-    to (n_molecules, n_tasks) arrays over the whole dataset.
+    to (n_molecules, n_tasks) arrays over the whole dataset. ``steps`` lists every
+    pipeline step with its content key, output digest and whether the cache served it;
+    ``run_id`` is set when the run was recorded in a store.
     """
 
     config: ExperimentConfig
@@ -47,7 +66,14 @@ class RunResult:
     predictions: pd.DataFrame
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    steps: list[StepResult[Any]] = field(default_factory=list)
     out_dir: Path | None = None
+    run_id: str | None = None
+
+    @property
+    def cache_hits(self) -> list[str]:
+        """The steps whose output came from the cache."""
+        return [s.step for s in self.steps if s.cache_hit]
 
 
 def _as_config(config: ExperimentConfig | dict[str, Any] | str | Path) -> ExperimentConfig:
@@ -58,79 +84,65 @@ def _as_config(config: ExperimentConfig | dict[str, Any] | str | Path) -> Experi
     return load_config(config)
 
 
-@contextmanager
-def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    timings[step] = round(time.perf_counter() - start, 4)
+def portable_raw(raw: RawData) -> RawData:
+    """The raw data as the pipeline sees it: named by file name, not by where it lies.
 
-
-def run(
-    config: ExperimentConfig | dict[str, Any] | str | Path,
-    out: str | Path | None = None,
-    *,
-    progress: ProgressReporter | None = None,
-) -> RunResult:
-    """Run dataset -> standardize -> featurize -> split -> fit -> evaluate.
-
-    Parameters
-    ----------
-    config
-        An :class:`ExperimentConfig`, a mapping with the same keys, or a YAML path.
-    out
-        A folder to write the results into (created when missing); ``None`` keeps
-        everything in memory.
-    progress
-        Receives step progress (the CLI passes a progress bar).
+    A file's folder must not change any step's output, or the same data read from two
+    places (or reproduced on another machine) would look like different data.
     """
-    from qemlflow.data import load_dataset
+    if raw.source.startswith("bundled:"):
+        return raw
+    return replace(raw, source=raw.filename)
+
+
+def execute(
+    cfg: ExperimentConfig,
+    raw: RawData,
+    executor: StepExecutor,
+    report: ProgressReporter | None = None,
+) -> RunResult:
+    """Run every step of ``cfg`` on ``raw`` through ``executor`` (cache or not)."""
     from qemlflow.features import make_featurizer
     from qemlflow.models import make_model
     from qemlflow.splits import split as make_split
 
-    cfg = _as_config(config)
-    report: ProgressReporter = progress or SilentProgress()
-    timings: dict[str, float] = {}
-
-    report.start("dataset")
-    with _timed(timings, "dataset"):
-        d = cfg.dataset
-        dataset = load_dataset(
-            d.source,
-            smiles_column=d.smiles_column,
-            target_columns=d.target_columns,
-            task=d.task,
-            duplicates=d.duplicates,
-            standardize=d.standardize,
-            tautomer=d.tautomer,
-        )
-    summary = dataset.summary()
+    report = report or SilentProgress()
+    _, std_step = execute_data_steps(cfg.dataset, raw, executor, report)
+    dataset: Dataset = std_step.value
     if len(dataset) < _MIN_MOLECULES:
-        where = "Dataset.rejected"
-        if out is not None:
-            where = str(dataset.write_rejected(Path(out) / "rejected.csv"))
-        raise DataError(
-            f"only {len(dataset)} valid molecules in {dataset.source} "
-            f"({len(dataset.rejected)} rows rejected)",
-            f"an experiment needs at least {_MIN_MOLECULES}; the reasons are in {where}",
-        )
-    report.finish("dataset", f"{len(dataset)} molecules, {len(dataset.rejected)} rejected")
+        raise _too_few_molecules(dataset)
 
     featurizer = make_featurizer(cfg.features)
+    feature_spec = without_n_jobs(featurizer.to_spec())
     featurizer.set_params(n_jobs=cfg.n_jobs)
-    report.start("featurize", len(dataset))
-    with _timed(timings, "featurize"):
+
+    def featurize() -> np.ndarray:
         blocks = []
         for start in range(0, len(dataset), _FEATURIZE_CHUNK):
             chunk = dataset.smiles[start : start + _FEATURIZE_CHUNK]
             blocks.append(featurizer.transform(chunk))
             report.advance("featurize", len(chunk))
-        X = np.vstack(blocks)
-    report.finish("featurize", f"{X.shape[1]} features")
+        return np.vstack(blocks)
 
+    report.start("featurize", len(dataset))
+    feat_step = executor.run(
+        "featurize", {"spec": feature_spec}, [std_step.key], featurize, ArrayCodec()
+    )
+    X: np.ndarray = feat_step.value
+    report.finish("featurize", _cached(feat_step, f"{X.shape[1]} features"))
+
+    split_params = {
+        "method": cfg.split.method,
+        "sizes": list(cfg.split.sizes),
+        "seed": cfg.seed,
+        "params": dict(cfg.split.params),
+    }
     report.start("split")
-    with _timed(timings, "split"):
-        parts = make_split(
+    split_step = executor.run(
+        "split",
+        split_params,
+        [std_step.key],
+        lambda: make_split(
             cfg.split.method,
             n=len(dataset),
             smiles=dataset.smiles,
@@ -138,12 +150,16 @@ def run(
             sizes=cfg.split.sizes,
             seed=cfg.seed,
             **cfg.split.params,
-        )
-    report.finish("split", f"{len(parts.train)}/{len(parts.valid)}/{len(parts.test)}")
+        ),
+        SplitCodec(),
+    )
+    parts: Split = split_step.value
+    report.finish(
+        "split", _cached(split_step, f"{len(parts.train)}/{len(parts.valid)}/{len(parts.test)}")
+    )
 
-    y = dataset.y[:, 0] if dataset.n_tasks == 1 else dataset.y
-    report.start("fit")
-    with _timed(timings, "fit"):
+    def fit() -> Predictor:
+        y = dataset.y[:, 0] if dataset.n_tasks == 1 else dataset.y
         model = make_model(
             cfg.model.estimator,
             dataset.task,
@@ -157,38 +173,223 @@ def run(
         if len(parts.valid):
             calibration = {"X_cal": X[parts.valid], "y_cal": y[parts.valid]}
         model.fit(X[parts.train], y[parts.train], **calibration)
-    report.finish("fit", cfg.model.estimator)
+        return Predictor(
+            model=model,
+            feature_spec=feature_spec,
+            task=dataset.task,
+            target_names=list(dataset.target_names),
+            standardize=cfg.dataset.standardize,
+            tautomer=cfg.dataset.tautomer,
+        )
 
-    predictor = Predictor(
-        model=model,
-        feature_spec=featurizer.to_spec(),
-        task=dataset.task,
-        target_names=list(dataset.target_names),
-        standardize=cfg.dataset.standardize,
-        tautomer=cfg.dataset.tautomer,
-        metadata={"experiment": cfg.name, "dataset": dataset.source, "seed": cfg.seed},
+    fit_params = {
+        "estimator": cfg.model.estimator,
+        "params": dict(cfg.model.params),
+        "coverage": cfg.model.coverage,
+        "calibration": cfg.model.calibration,
+        "seed": cfg.seed,
+    }
+    report.start("fit")
+    fit_step = executor.run(
+        "fit", fit_params, [feat_step.key, split_step.key, std_step.key], fit, PredictorCodec()
     )
+    predictor: Predictor = fit_step.value
+    report.finish("fit", _cached(fit_step, cfg.model.estimator))
 
+    report.start("predict")
+    predict_step = executor.run(
+        "predict",
+        {},
+        [fit_step.key, feat_step.key],
+        lambda: _score_matrix(predictor, predictor.model, X),
+        ScoresCodec(),
+    )
+    scores: dict[str, np.ndarray] = predict_step.value
+    report.finish("predict", _cached(predict_step, f"{len(X)} molecules"))
+
+    eval_params = {
+        "n_bootstrap": cfg.evaluation.n_bootstrap,
+        "confidence": cfg.evaluation.confidence,
+        "seed": cfg.seed,
+        "coverage": cfg.model.coverage,
+    }
     report.start("evaluate")
-    with _timed(timings, "evaluate"):
-        scored = _score_matrix(predictor, model, X)
-        metrics = _evaluate_parts(cfg, dataset, parts, scored)
-    report.finish("evaluate", _headline(metrics))
+    eval_step = executor.run(
+        "evaluate",
+        eval_params,
+        [predict_step.key, split_step.key, std_step.key],
+        lambda: _evaluate_parts(cfg, dataset, parts, scores),
+        JsonCodec(),
+    )
+    metrics: dict[str, Any] = eval_step.value
+    report.finish("evaluate", _cached(eval_step, _headline(metrics)))
 
-    predictions = _prediction_table(dataset, parts, scored)
-    result = RunResult(
+    return RunResult(
         config=cfg,
         dataset=dataset,
         split=parts,
         predictor=predictor,
         metrics=metrics,
-        predictions=predictions,
-        scores=scored,
-        timings=timings,
+        predictions=_prediction_table(dataset, parts, scores),
+        scores=scores,
+        timings={s.step: s.seconds for s in executor.results},
+        steps=list(executor.results),
     )
-    if out is not None:
-        result.out_dir = _write_outputs(result, Path(out), summary)
+
+
+def execute_data_steps(
+    config: DatasetConfig,
+    raw: RawData,
+    executor: StepExecutor,
+    report: ProgressReporter | None = None,
+) -> tuple[StepResult[bytes], StepResult[Dataset]]:
+    """Run the ``dataset`` (raw bytes) and ``standardize`` steps."""
+    from qemlflow.data import dataset_from_raw
+
+    report = report or SilentProgress()
+    raw = portable_raw(raw)
+    report.start("dataset")
+    data_step = executor.run(
+        "dataset",
+        {"filename": raw.filename, "name": raw.name, "source": raw.source},
+        [raw.digest],
+        lambda: raw.data,
+        BytesCodec(),
+    )
+    report.finish("dataset", _cached(data_step, f"sha256 {data_step.output[:12]}"))
+
+    params: dict[str, Any] = {
+        "smiles_column": config.smiles_column,
+        "target_columns": config.target_columns,
+        "task": config.task,
+        "duplicates": config.duplicates,
+        "standardize": config.standardize,
+        "tautomer": config.tautomer,
+    }
+    report.start("standardize")
+    std_step = executor.run(
+        "standardize",
+        params,
+        [data_step.key],
+        lambda: dataset_from_raw(raw, **params),
+        DatasetCodec(),
+    )
+    dataset: Dataset = std_step.value
+    report.finish(
+        "standardize",
+        _cached(std_step, f"{len(dataset)} molecules, {len(dataset.rejected)} rejected"),
+    )
+    return data_step, std_step
+
+
+def _cached(step: StepResult[Any], detail: str) -> str:
+    return f"{detail} (cached)" if step.cache_hit else detail
+
+
+class _TooFewMoleculesError(DataError):
+    def __init__(self, dataset: Dataset, where: str) -> None:
+        self.dataset = dataset
+        super().__init__(
+            f"only {len(dataset)} valid molecules in {dataset.source} "
+            f"({len(dataset.rejected)} rows rejected)",
+            f"an experiment needs at least {_MIN_MOLECULES}; the reasons are in {where}",
+        )
+
+
+def _too_few_molecules(dataset: Dataset) -> DataError:
+    return _TooFewMoleculesError(dataset, "Dataset.rejected of qemlflow.load_dataset(...)")
+
+
+def _with_rejected_report(exc: _TooFewMoleculesError, out: Path | None) -> DataError:
+    """Write the rejected rows next to the results, and point the error at them."""
+    if out is None:
+        return exc
+    path = exc.dataset.write_rejected(out / "rejected.csv")
+    return _TooFewMoleculesError(exc.dataset, str(path))
+
+
+def run(
+    config: ExperimentConfig | dict[str, Any] | str | Path,
+    out: str | Path | None = None,
+    *,
+    store: Store | None = None,
+    progress: ProgressReporter | None = None,
+) -> RunResult:
+    """Run dataset -> standardize -> featurize -> split -> fit -> predict -> evaluate.
+
+    Parameters
+    ----------
+    config
+        An :class:`ExperimentConfig`, a mapping with the same keys, or a YAML path.
+    out
+        A folder to write the results into (created when missing); ``None`` keeps
+        everything in memory.
+    store
+        A provenance store: steps already computed there are read back instead of
+        recomputed, and the run is recorded (config, step keys, environment, metrics,
+        artifacts, status). ``None`` runs without either.
+    progress
+        Receives step progress (the CLI passes a progress bar).
+    """
+    from qemlflow.data import read_raw
+
+    cfg = _as_config(config)
+    raw = read_raw(cfg.dataset.source)
+    out_dir = Path(out) if out is not None else None
+    try:
+        if store is not None:
+            return _recorded_run(cfg, raw, store, out_dir, progress)
+        result = execute(cfg, raw, StepExecutor(), progress)
+    except _TooFewMoleculesError as exc:
+        raise _with_rejected_report(exc, out_dir) from None
+    if out_dir is not None:
+        result.out_dir = _write_artifacts(result, out_dir)
     return result
+
+
+def _recorded_run(
+    cfg: ExperimentConfig,
+    raw: RawData,
+    store: Store,
+    out: Path | None,
+    progress: ProgressReporter | None,
+) -> RunResult:
+    from qemlflow.store import canonical_json, capture_environment
+
+    environment = store.put_bytes(canonical_json(capture_environment(Path.cwd())))
+    run_id = store.create_run(cfg.name, cfg.resolved(), cfg.seed, environment)
+    position = iter(range(len(STEP_ORDER) * 2))
+
+    def record(step: StepResult[Any]) -> None:
+        store.record_run_step(
+            run_id, next(position), step.step, step.key, step.output, step.cache_hit, step.seconds
+        )
+
+    try:
+        result = execute(cfg, raw, StepExecutor(store, on_step=record), progress)
+        result.run_id = run_id
+        _register_dataset_version(store, result)
+        with tempfile.TemporaryDirectory(prefix="qemlflow-run-") as scratch:
+            written = _write_artifacts(result, Path(out) if out else Path(scratch))
+            for path in sorted(written.iterdir()):
+                if path.is_file() and path.name in _ARTIFACT_KINDS:
+                    digest = store.put_file(path)
+                    store.add_artifact(run_id, path.name, digest, _ARTIFACT_KINDS[path.name])
+            if out is not None:
+                result.out_dir = written
+        store.finish_run(run_id, result.metrics)
+    except BaseException as exc:
+        store.fail_run(run_id, f"{type(exc).__name__}: {exc}".strip())
+        raise
+    return result
+
+
+def _register_dataset_version(store: Store, result: RunResult) -> None:
+    """Record the standardized dataset of a run as a dataset version."""
+    from qemlflow.pipeline.datasets import record_dataset_version
+
+    by_step = {s.step: s for s in result.steps}
+    record_dataset_version(store, by_step["dataset"], by_step["standardize"], result.dataset)
 
 
 def _score_matrix(predictor: Predictor, model: Any, X: np.ndarray) -> dict[str, np.ndarray]:
@@ -297,17 +498,35 @@ def _prediction_table(
     return table
 
 
-def _write_outputs(result: RunResult, out: Path, summary: dict[str, Any]) -> Path:
+_ARTIFACT_KINDS = {
+    "config.yaml": "application/yaml",
+    "metrics.json": "application/json",
+    "predictions.csv": "text/csv",
+    "rejected.csv": "text/csv",
+    MODEL_FILENAME: "application/x-qemlflow-model",
+    "parity.png": "image/png",
+    "roc.png": "image/png",
+    "run.json": "application/json",
+}
+
+
+def _write_artifacts(result: RunResult, out: Path) -> Path:
     from qemlflow.evaluation import parity_plot, roc_plot
 
     out.mkdir(parents=True, exist_ok=True)
     cfg = result.config
-    resolved = cfg.resolved()
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    (out / "config.yaml").write_text(
+        yaml.safe_dump(cfg.resolved(), sort_keys=False), encoding="utf-8"
+    )
     _write_json(out / "metrics.json", result.metrics)
     result.predictions.to_csv(out / "predictions.csv", index=False)
     result.dataset.write_rejected(out / "rejected.csv")
-    result.predictor.save(out / MODEL_FILENAME)
+    fit = next((s for s in result.steps if s.step == "fit" and s.encoded is not None), None)
+    if fit is not None and fit.encoded is not None:
+        # The recorded blob itself, so the file's digest is the fit step's output digest.
+        (out / MODEL_FILENAME).write_bytes(fit.encoded)
+    else:
+        result.predictor.save(out / MODEL_FILENAME)
     plots: list[str] = []
     if cfg.evaluation.plots and len(result.split.test):
         test = result.split.test
@@ -330,13 +549,18 @@ def _write_outputs(result: RunResult, out: Path, summary: dict[str, Any]) -> Pat
         out / "run.json",
         {
             "experiment": cfg.name,
+            "run_id": result.run_id,
             "seed": cfg.seed,
             "dataset": {
-                "source": result.dataset.source,
+                "source": cfg.dataset.source,
                 "sha256": result.dataset.source_digest,
-                **summary,
+                **result.dataset.summary(),
             },
             "split": {k: len(getattr(result.split, k)) for k in ("train", "valid", "test")},
+            "steps": [
+                {"step": s.step, "key": s.key, "output": s.output, "cache_hit": s.cache_hit}
+                for s in result.steps
+            ],
             "timings_s": result.timings,
             "versions": library_versions(),
             "files": sorted(

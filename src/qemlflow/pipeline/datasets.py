@@ -1,0 +1,91 @@
+"""Dataset versions: a raw file plus its reading options, standardized and stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qemlflow.pipeline.steps import StepExecutor, StepResult
+
+if TYPE_CHECKING:
+    from qemlflow.data import Dataset, RawData
+    from qemlflow.store import DatasetRecord, Store
+
+__all__ = ["add_dataset_version", "record_dataset_version", "standardize_steps"]
+
+
+def standardize_steps(
+    raw: RawData,
+    executor: StepExecutor,
+    *,
+    smiles_column: str | None = None,
+    target_columns: list[str] | None = None,
+    task: str | None = None,
+    duplicates: str = "mean",
+    standardize: bool = True,
+    tautomer: bool = False,
+) -> tuple[StepResult[bytes], StepResult[Dataset]]:
+    """Run the ``dataset`` and ``standardize`` steps exactly as an experiment does."""
+    from qemlflow.pipeline.config import DatasetConfig
+    from qemlflow.pipeline.runner import execute_data_steps
+
+    config = DatasetConfig(
+        source=raw.source,
+        smiles_column=smiles_column,
+        target_columns=target_columns,
+        task=task,
+        duplicates=duplicates,
+        standardize=standardize,
+        tautomer=tautomer,
+    )
+    return execute_data_steps(config, raw, executor)
+
+
+def record_dataset_version(
+    store: Store, data_step: StepResult[Any], std_step: StepResult[Any], dataset: Dataset
+) -> DatasetRecord:
+    """Record (idempotently) the dataset version made by these two steps.
+
+    The version id hashes the raw bytes with the options as resolved (the SMILES and
+    label columns actually used, the task, the duplicate policy, standardization): the
+    same data read the same way is the same version, wherever the file lies and whether
+    a column was named or found by default.
+    """
+    from qemlflow.store import DatasetRecord, content_key
+
+    rejected_csv = dataset.rejected.to_csv(index=False)
+    rejected_digest = store.put_bytes(rejected_csv.encode("utf-8"))
+    resolved = {
+        "smiles_column": dataset.smiles_column,
+        "target_columns": list(dataset.target_names),
+        "task": dataset.task,
+        "duplicates": std_step.params.get("duplicates"),
+        "standardize": std_step.params.get("standardize"),
+        "tautomer": std_step.params.get("tautomer"),
+    }
+    record = DatasetRecord(
+        id=content_key("dataset_version", "1", resolved, [data_step.output], {}),
+        name=dataset.name,
+        source=dataset.source,
+        raw_digest=data_step.output,
+        table_digest=std_step.output,
+        rejected_digest=rejected_digest,
+        params=resolved,
+        summary=dataset.summary(),
+    )
+    return store.add_dataset(record)
+
+
+def add_dataset_version(
+    store: Store,
+    source: str | Path,
+    **options: Any,
+) -> tuple[DatasetRecord, Dataset]:
+    """Validate, standardize and store a data file (or bundled dataset) as a version."""
+    from qemlflow.data import read_raw
+    from qemlflow.pipeline.runner import portable_raw
+
+    raw = portable_raw(read_raw(source))
+    data_step, std_step = standardize_steps(raw, StepExecutor(store), **options)
+    dataset: Dataset = std_step.value
+    return record_dataset_version(store, data_step, std_step, dataset), dataset

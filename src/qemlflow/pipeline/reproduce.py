@@ -1,0 +1,251 @@
+"""Re-create a recorded run without the cache and prove the result is identical."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from qemlflow.pipeline.progress import ProgressReporter
+from qemlflow.pipeline.steps import STEP_ORDER, StepExecutor, StepResult
+
+if TYPE_CHECKING:
+    from qemlflow.data import RawData
+    from qemlflow.store import RunRecord, Store
+
+__all__ = ["BlobProblem", "ReproduceReport", "StepComparison", "reproduce"]
+
+
+@dataclass(frozen=True)
+class StepComparison:
+    """A step's recorded output digest next to the recomputed one."""
+
+    step: str
+    recorded_key: str
+    key: str
+    recorded_output: str
+    output: str
+    detail: str = ""
+
+    @property
+    def identical(self) -> bool:
+        """True when the recomputed output has the recorded digest."""
+        return self.recorded_output == self.output
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible form."""
+        return {
+            "step": self.step,
+            "identical": self.identical,
+            "recorded_key": self.recorded_key,
+            "key": self.key,
+            "recorded_output": self.recorded_output,
+            "output": self.output,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class BlobProblem:
+    """A recorded blob of the run that is missing or no longer has its digest."""
+
+    what: str
+    digest: str
+    problem: str
+
+
+@dataclass
+class ReproduceReport:
+    """What ``reproduce`` found: per-step comparisons, damaged blobs, environment drift."""
+
+    run_id: str
+    steps: list[StepComparison] = field(default_factory=list)
+    blob_problems: list[BlobProblem] = field(default_factory=list)
+    drift: dict[str, Any] = field(default_factory=dict)
+    data_note: str = ""
+
+    @property
+    def identical(self) -> bool:
+        """True only when every step matches and every recorded blob is intact."""
+        return not self.blob_problems and all(s.identical for s in self.steps) and bool(self.steps)
+
+    @property
+    def first_difference(self) -> StepComparison | None:
+        """The earliest step whose output differs, if any."""
+        return next((s for s in self.steps if not s.identical), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible form."""
+        first = self.first_difference
+        return {
+            "run_id": self.run_id,
+            "identical": self.identical,
+            "first_difference": first.to_dict() if first else None,
+            "steps": [s.to_dict() for s in self.steps],
+            "blob_problems": [vars(p) for p in self.blob_problems],
+            "environment_drift": self.drift,
+            "data_note": self.data_note,
+        }
+
+
+def _check_blobs(store: Store, run: RunRecord) -> list[BlobProblem]:
+    """Re-hash every blob the run recorded (step outputs, artifacts, environment)."""
+    from qemlflow.store import CorruptBlobError
+
+    wanted: list[tuple[str, str]] = [(f"{s.step} output", s.output) for s in run.steps if s.output]
+    wanted += [(f"artifact {a.name}", a.digest) for a in run.artifacts]
+    if run.environment:
+        wanted.append(("environment snapshot", run.environment))
+    problems = []
+    for what, digest in wanted:
+        if not store.has_blob(digest):
+            problems.append(BlobProblem(what, digest, "missing from the store"))
+            continue
+        try:
+            store.get_bytes(digest)
+        except CorruptBlobError:
+            problems.append(BlobProblem(what, digest, "altered on disk (its content hash differs)"))
+    return problems
+
+
+def _raw_data(store: Store, run: RunRecord, source: str) -> tuple[RawData, str]:
+    """The raw data to recompute from: the original file if it is still there, else the
+    copy the store kept."""
+    from qemlflow.data import RawData, read_raw
+    from qemlflow.errors import DataError
+
+    recorded = next((s for s in run.steps if s.step == "dataset"), None)
+    try:
+        return read_raw(source), f"raw data re-read from {source}"
+    except DataError:
+        if recorded is None or not recorded.output or not store.has_blob(recorded.output):
+            raise
+    record = store.get_step(recorded.key)
+    params = record.params if record else {}
+    data = store.get_bytes(recorded.output)
+    filename = str(params.get("filename", Path(source).name))
+    raw = RawData(
+        data=data,
+        filename=filename,
+        name=str(params.get("name", Path(filename).stem)),
+        source=str(params.get("source", filename)),
+        label=filename,
+    )
+    return raw, f"{source} is gone: recomputed from the raw copy in the store"
+
+
+def _difference(store: Store, step: str, old_digest: str, new: StepResult[Any]) -> str:
+    """Say briefly what differs between the recorded and the recomputed output."""
+    from qemlflow.pipeline.steps import ArrayCodec, JsonCodec, ScoresCodec
+
+    if not store.has_blob(old_digest):
+        return "the recorded output is missing from the store"
+    try:
+        old = store.get_bytes(old_digest, verify=False)
+        if step in ("evaluate",):
+            return _json_difference(JsonCodec().decode(old), new.value)
+        if step == "featurize":
+            return _array_difference(ArrayCodec().decode(old), new.value)
+        if step == "predict":
+            before = ScoresCodec().decode(old)
+            return "; ".join(
+                f"{name}: {_array_difference(before[name], new.value[name])}"
+                for name in new.value
+                if name in before
+            )
+        if step == "split":
+            before, after = json.loads(old), new.value.to_dict()
+            changed = [p for p in ("train", "valid", "test") if before.get(p) != after.get(p)]
+            return f"different {', '.join(changed)} indices" if changed else "metadata differs"
+    except Exception as exc:  # a description must never hide the verdict
+        return f"could not describe the difference ({type(exc).__name__})"
+    return f"{len(old)} bytes recorded, {len(_encoded(new))} bytes recomputed"
+
+
+def _encoded(result: StepResult[Any]) -> bytes:
+    """The recomputed output's bytes, for the steps described by size only."""
+    from qemlflow.pipeline import steps
+
+    codecs: dict[str, steps.Codec[Any]] = {
+        "dataset": steps.BytesCodec(),
+        "standardize": steps.DatasetCodec(),
+        "fit": steps.PredictorCodec(),
+    }
+    codec = codecs.get(result.step)
+    return codec.encode(result.value) if codec is not None else b""
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def _json_difference(old: Any, new: Any) -> str:
+    before, after = _flatten(old), _flatten(new)
+    changed = [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+    shown = ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed[:3])
+    more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+    return f"{shown}{more}" if changed else "same values, different encoding"
+
+
+def _array_difference(old: np.ndarray, new: np.ndarray) -> str:
+    if old.shape != new.shape:
+        return f"shape {old.shape} -> {new.shape}"
+    both_nan = np.isnan(old) & np.isnan(new) if old.dtype.kind == "f" else False
+    differs = (old != new) & ~both_nan
+    count = int(np.count_nonzero(differs))
+    if count == 0:
+        return "same values, different encoding"
+    delta = float(np.nanmax(np.abs(old[differs].astype(float) - new[differs].astype(float))))
+    return f"{count} of {old.size} values differ (largest difference {delta:.3g})"
+
+
+def reproduce(
+    store: Store, run_ref: str, *, progress: ProgressReporter | None = None
+) -> ReproduceReport:
+    """Recompute every step of a recorded run without the cache and compare digests.
+
+    The run is identical when every step's recomputed output has the recorded digest
+    and every blob the run recorded is intact. Nothing is written to the store.
+    """
+    from qemlflow.pipeline.config import parse_config
+    from qemlflow.pipeline.runner import execute
+    from qemlflow.store import capture_environment, environment_drift
+
+    run = store.get_run(run_ref)
+    report = ReproduceReport(run_id=run.id)
+    report.blob_problems = _check_blobs(store, run)
+    if run.environment and store.has_blob(run.environment):
+        recorded_env = json.loads(store.get_bytes(run.environment, verify=False))
+        report.drift = environment_drift(recorded_env, capture_environment(Path.cwd()))
+
+    cfg = parse_config(run.config, source=f"the config recorded with run {run.id}")
+    raw, report.data_note = _raw_data(store, run, cfg.dataset.source)
+    executor = StepExecutor(None, use_cache=False)
+    execute(cfg, raw, executor, progress)
+
+    recorded = {s.step: s for s in run.steps}
+    for result in executor.results:
+        old = recorded.get(result.step)
+        if old is None:
+            continue
+        same = old.output == result.output
+        report.steps.append(
+            StepComparison(
+                step=result.step,
+                recorded_key=old.key,
+                key=result.key,
+                recorded_output=old.output or "",
+                output=result.output,
+                detail="" if same else _difference(store, result.step, old.output or "", result),
+            )
+        )
+    report.steps.sort(key=lambda s: STEP_ORDER.index(s.step))
+    return report

@@ -1,0 +1,377 @@
+"""Content-addressed pipeline steps: a key for every step, outputs cached by key.
+
+``key = sha256(step, step version, canonical params, input keys, library versions)``.
+A step whose key is already in the store is not recomputed: its output is read back.
+Every output goes through its codec (encode, then decode) whether it was computed or
+read from the cache, so a cached run and a fresh run hand identical values onwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import numpy as np
+
+from qemlflow.pipeline.versions import library_versions
+
+if TYPE_CHECKING:
+    from qemlflow.data import Dataset
+    from qemlflow.splits import Split
+    from qemlflow.store import Store
+
+__all__ = [
+    "STEP_LIBRARIES",
+    "STEP_ORDER",
+    "STEP_VERSIONS",
+    "ArrayCodec",
+    "BytesCodec",
+    "Codec",
+    "DatasetCodec",
+    "JsonCodec",
+    "PredictorCodec",
+    "ScoresCodec",
+    "SplitCodec",
+    "StepExecutor",
+    "StepResult",
+]
+
+T = TypeVar("T")
+
+STEP_ORDER = ("dataset", "standardize", "featurize", "split", "fit", "predict", "evaluate")
+# Bump a step's version when its code changes what it outputs: old cache entries then miss.
+STEP_VERSIONS: dict[str, str] = dict.fromkeys(STEP_ORDER, "1")
+# The libraries whose versions can change a step's output.
+STEP_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "dataset": (),
+    "standardize": ("rdkit", "pandas", "numpy"),
+    "featurize": ("rdkit", "numpy"),
+    "split": ("rdkit", "numpy"),
+    "fit": ("scikit-learn", "lightgbm", "numpy", "scipy"),
+    "predict": ("scikit-learn", "lightgbm", "numpy", "scipy"),
+    "evaluate": ("numpy", "scipy", "scikit-learn"),
+}
+
+
+class Codec(Generic[T]):
+    """Turns a step's output into bytes (deterministically) and back.
+
+    ``keep_bytes``: the step result keeps the encoded bytes too (small outputs that are
+    also written out as files, so the file is exactly the recorded blob).
+    """
+
+    media_type = "application/octet-stream"
+    keep_bytes = False
+
+    def encode(self, value: T) -> bytes:
+        """Return the canonical bytes of ``value``."""
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> T:
+        """Rebuild the value from its bytes."""
+        raise NotImplementedError
+
+
+class BytesCodec(Codec[bytes]):
+    """Raw bytes, stored as they are."""
+
+    def encode(self, value: bytes) -> bytes:
+        """Return ``value`` unchanged."""
+        return value
+
+    def decode(self, data: bytes) -> bytes:
+        """Return ``data`` unchanged."""
+        return data
+
+
+class JsonCodec(Codec[Any]):
+    """JSON-compatible data as canonical JSON (sorted keys, no spaces)."""
+
+    media_type = "application/json"
+
+    def encode(self, value: Any) -> bytes:
+        """Canonical JSON bytes."""
+        from qemlflow.store.keys import canonical_json
+
+        return canonical_json(value)
+
+    def decode(self, data: bytes) -> Any:
+        """Parse JSON bytes."""
+        return json.loads(data)
+
+
+class ArrayCodec(Codec[np.ndarray]):
+    """A NumPy array in the ``.npy`` format (no pickles)."""
+
+    media_type = "application/x-npy"
+
+    def encode(self, value: np.ndarray) -> bytes:
+        """The ``.npy`` bytes of a C-contiguous copy."""
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(value), allow_pickle=False)
+        return buffer.getvalue()
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Read ``.npy`` bytes."""
+        array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+        return array
+
+
+class ScoresCodec(Codec[dict[str, np.ndarray]]):
+    """Named float64 matrices of one shape: a JSON header line, then the raw values."""
+
+    def encode(self, value: dict[str, np.ndarray]) -> bytes:
+        """Header ``{"names", "shape"}`` + newline + little-endian float64 values."""
+        names = list(value)
+        shape = list(value[names[0]].shape) if names else [0, 0]
+        header = json.dumps({"names": names, "shape": shape}, sort_keys=True).encode()
+        body = b"".join(np.asarray(value[n], dtype="<f8").tobytes() for n in names)
+        return header + b"\n" + body
+
+    def decode(self, data: bytes) -> dict[str, np.ndarray]:
+        """Split the header from the values and reshape each matrix."""
+        header, _, body = data.partition(b"\n")
+        meta = json.loads(header)
+        shape = tuple(meta["shape"])
+        size = int(np.prod(shape)) * 8
+        return {
+            name: np.frombuffer(body[i * size : (i + 1) * size], dtype="<f8").reshape(shape)
+            for i, name in enumerate(meta["names"])
+        }
+
+
+class SplitCodec(Codec["Split"]):
+    """A split as canonical JSON of its index arrays."""
+
+    media_type = "application/json"
+
+    def encode(self, value: Split) -> bytes:
+        """Canonical JSON of ``Split.to_dict()``."""
+        return JsonCodec().encode(value.to_dict())
+
+    def decode(self, data: bytes) -> Split:
+        """Rebuild the Split."""
+        from qemlflow.splits import Split
+
+        return Split.from_dict(json.loads(data))
+
+
+class DatasetCodec(Codec["Dataset"]):
+    """A standardized dataset as canonical JSON: molecules, labels, every input row.
+
+    The input table is kept as text (every cell a string), which is what the rejected-rows
+    report needs; labels are exact (JSON floats round-trip), missing labels are null.
+    """
+
+    media_type = "application/json"
+
+    def encode(self, value: Dataset) -> bytes:
+        """Canonical JSON of the dataset."""
+        table = value.table
+        table_text: dict[str, Any] | None = None
+        if table is not None:
+            table_text = {
+                "columns": [str(c) for c in table.columns],
+                "rows": [
+                    ["" if _missing(v) else str(v) for v in row]
+                    for row in table.itertuples(index=False)
+                ],
+            }
+        rows = value.rows
+        payload = {
+            "name": value.name,
+            "source": value.source,
+            "smiles_column": value.smiles_column,
+            "source_digest": value.source_digest,
+            "task": value.task,
+            "target_names": list(value.target_names),
+            "smiles": list(value.smiles),
+            "y": [[None if np.isnan(v) else float(v) for v in row] for row in value.y],
+            "rows": {
+                "row": [int(v) for v in rows["row"]],
+                "input_smiles": [str(v) for v in rows["input_smiles"]],
+                "status": [str(v) for v in rows["status"]],
+                "mol_index": [int(v) for v in rows["mol_index"]],
+                "reason": [str(v) for v in rows["reason"]],
+                "detail": [str(v) for v in rows["detail"]],
+            },
+            "table": table_text,
+        }
+        return JsonCodec().encode(payload)
+
+    def decode(self, data: bytes) -> Dataset:
+        """Rebuild the Dataset."""
+        import pandas as pd
+
+        from qemlflow.data import Dataset
+
+        payload = json.loads(data)
+        n_tasks = len(payload["target_names"])
+        y = np.array(
+            [[np.nan if v is None else v for v in row] for row in payload["y"]], dtype=np.float64
+        ).reshape(-1, n_tasks)
+        rows = pd.DataFrame(payload["rows"])
+        rows["row"] = rows["row"].astype(np.int64)
+        rows["mol_index"] = rows["mol_index"].astype(np.int64)
+        table = None
+        if payload["table"] is not None:
+            table = pd.DataFrame(
+                payload["table"]["rows"], columns=payload["table"]["columns"], dtype=object
+            )
+        return Dataset(
+            name=payload["name"],
+            smiles=payload["smiles"],
+            y=y,
+            target_names=payload["target_names"],
+            task=payload["task"],
+            rows=rows,
+            source=payload["source"],
+            smiles_column=payload["smiles_column"],
+            source_digest=payload["source_digest"],
+            table=table,
+        )
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+class PredictorCodec(Codec[Any]):
+    """A fitted Predictor as the same file that ``model.joblib`` is."""
+
+    keep_bytes = True
+
+    def encode(self, value: Any) -> bytes:
+        """The model file's bytes."""
+        from qemlflow.pipeline.predictor import dump_predictor
+
+        return dump_predictor(value)
+
+    def decode(self, data: bytes) -> Any:
+        """Load the predictor back from its bytes."""
+        from qemlflow.pipeline.predictor import load_predictor_bytes
+
+        return load_predictor_bytes(data, "the cached model")
+
+
+@dataclass(frozen=True)
+class StepResult(Generic[T]):
+    """One executed step: its key, its output digest, and whether the cache served it."""
+
+    step: str
+    key: str
+    output: str
+    cache_hit: bool
+    seconds: float
+    value: T = field(repr=False)
+    params: dict[str, Any] = field(default_factory=dict, repr=False)
+    inputs: tuple[str, ...] = ()
+    media_type: str = "application/octet-stream"
+    encoded: bytes | None = field(default=None, repr=False)
+
+
+def _step_key(step: str, params: dict[str, Any], inputs: Sequence[str]) -> str:
+    from qemlflow.store.keys import content_key
+
+    versions = library_versions()
+    libraries = {name: versions.get(name, "not installed") for name in STEP_LIBRARIES[step]}
+    return content_key(step, STEP_VERSIONS[step], params, list(inputs), libraries)
+
+
+class StepExecutor:
+    """Runs steps through the cache of a store (or none) and remembers what it ran.
+
+    Parameters
+    ----------
+    store
+        Where outputs are kept and looked up; ``None`` computes everything in memory.
+    use_cache
+        ``False`` recomputes every step (``reproduce`` does this) and stores nothing.
+    on_step
+        Called with each :class:`StepResult` as soon as the step is done.
+    """
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        use_cache: bool = True,
+        on_step: Callable[[StepResult[Any]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.use_cache = use_cache
+        self.on_step = on_step
+        self.results: list[StepResult[Any]] = []
+
+    def run(
+        self,
+        step: str,
+        params: dict[str, Any],
+        inputs: Sequence[str],
+        compute: Callable[[], T],
+        codec: Codec[T],
+    ) -> StepResult[T]:
+        """Return the step's output: from the cache when its key is there, else computed."""
+        start = time.perf_counter()
+        key = _step_key(step, params, inputs)
+        data: bytes | None = None
+        output = ""
+        cache_hit = False
+        if self.store is not None and self.use_cache:
+            record = self.store.get_step(key)
+            if record is not None and self.store.has_blob(record.output):
+                data = self.store.get_bytes(record.output)
+                output = record.output
+                cache_hit = True
+        if data is None:
+            data = codec.encode(compute())
+            output = hashlib.sha256(data).hexdigest()
+            if self.store is not None and self.use_cache:
+                self._save(step, key, params, inputs, data, time.perf_counter() - start)
+        value = codec.decode(data)
+        result = StepResult(
+            step=step,
+            key=key,
+            output=output,
+            cache_hit=cache_hit,
+            seconds=round(time.perf_counter() - start, 4),
+            value=value,
+            params=params,
+            inputs=tuple(inputs),
+            media_type=codec.media_type,
+            encoded=data if codec.keep_bytes else None,
+        )
+        self.results.append(result)
+        if self.on_step is not None:
+            self.on_step(result)
+        return result
+
+    def _save(
+        self,
+        step: str,
+        key: str,
+        params: dict[str, Any],
+        inputs: Sequence[str],
+        data: bytes,
+        seconds: float,
+    ) -> None:
+        from qemlflow.store import StepRecord
+
+        assert self.store is not None
+        digest = self.store.put_bytes(data)
+        self.store.put_step(
+            StepRecord(
+                key=key,
+                step=step,
+                version=STEP_VERSIONS[step],
+                params=params,
+                inputs=tuple(inputs),
+                output=digest,
+                seconds=seconds,
+            )
+        )

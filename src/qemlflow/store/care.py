@@ -1,0 +1,463 @@
+"""Keeping a store sound: verify, backup, restore and garbage collection.
+
+A backup is a folder: ``metadata.sqlite`` (every row of every table, copied through
+SQLAlchemy into a fresh SQLite database at the same schema revision, so a PostgreSQL
+store backs up the same way), ``objects/`` (the blobs) and ``manifest.json`` (row counts
+and blob digests), checked against the manifest right after it is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table, create_engine, func, insert, select
+from sqlalchemy.engine import Connection, Engine
+
+from qemlflow._version import __version__
+from qemlflow.store import schema
+from qemlflow.store.blobs import BlobStore
+from qemlflow.store.database import READ_ONLY, current_revision, head_revision, upgrade_schema
+from qemlflow.store.errors import StoreError
+from qemlflow.store.records import utc_now
+
+if TYPE_CHECKING:
+    from qemlflow.store.store import Store
+
+__all__ = [
+    "BACKUP_FORMAT",
+    "BackupReport",
+    "VerifyIssue",
+    "VerifyReport",
+    "backup_store",
+    "collect_garbage",
+    "restore_store",
+    "verify_store",
+]
+
+BACKUP_FORMAT = 1
+MANIFEST = "manifest.json"
+BACKUP_DB = "metadata.sqlite"
+_BATCH = 1000
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+STALE_TEMP_SECONDS = 60.0
+
+# (table, columns naming the row, column holding a blob digest)
+BLOB_REFERENCES: tuple[tuple[Table, tuple[str, ...], str], ...] = (
+    (schema.steps, ("key",), "output"),
+    (schema.datasets, ("id",), "raw_digest"),
+    (schema.datasets, ("id",), "table_digest"),
+    (schema.datasets, ("id",), "rejected_digest"),
+    (schema.runs, ("id",), "environment"),
+    (schema.run_steps, ("run_id", "position"), "output"),
+    (schema.artifacts, ("run_id", "name"), "digest"),
+)
+JSON_COLUMNS: tuple[tuple[Table, str], ...] = tuple(
+    (table, column.name)
+    for table in schema.metadata.sorted_tables
+    for column in table.columns
+    if column.type.__class__.__name__ == "JSON"
+)
+
+
+@dataclass(frozen=True)
+class VerifyIssue:
+    """One problem found by :func:`verify_store`: which object, and what is wrong."""
+
+    object: str
+    problem: str
+
+    def to_dict(self) -> dict[str, str]:
+        """Return the issue as a JSON-compatible dict."""
+        return {"object": self.object, "problem": self.problem}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of :meth:`Store.verify`; ``ok`` when no issue was found.
+
+    Examples
+    --------
+    >>> VerifyReport(blobs_checked=2, references_checked=3).ok
+    True
+    """
+
+    blobs_checked: int
+    references_checked: int
+    issues: tuple[VerifyIssue, ...] = ()
+    aborted_runs: tuple[str, ...] = ()
+    temp_files_removed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the store is sound."""
+        return not self.issues
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-compatible dict."""
+        return {
+            "ok": self.ok,
+            "blobs_checked": self.blobs_checked,
+            "references_checked": self.references_checked,
+            "issues": [i.to_dict() for i in self.issues],
+            "aborted_runs": list(self.aborted_runs),
+            "temp_files_removed": self.temp_files_removed,
+        }
+
+
+@dataclass(frozen=True)
+class BackupReport:
+    """The outcome of a backup or a restore: what was copied and what did not match.
+
+    Examples
+    --------
+    >>> BackupReport(path="/b", tables={"runs": 1}, blobs=2, bytes=10).to_dict()["ok"]
+    True
+    """
+
+    path: str
+    tables: dict[str, int]
+    blobs: int
+    bytes: int
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """Whether the copy matches its manifest."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-compatible dict."""
+        return {
+            "ok": self.ok,
+            "path": self.path,
+            "tables": dict(self.tables),
+            "blobs": self.blobs,
+            "bytes": self.bytes,
+            "problems": list(self.problems),
+        }
+
+
+def _row_label(table: Table, names: tuple[str, ...], row: Any) -> str:
+    ident = "/".join(str(getattr(row, n)) for n in names)
+    return f"{table.name} {ident}"
+
+
+def _reading(engine: Engine) -> Connection:
+    return engine.connect().execution_options(**{READ_ONLY: True})
+
+
+def verify_store(store: Store) -> VerifyReport:
+    """Check a store: re-hash every blob, and check that every reference resolves.
+
+    Also marks the runs of dead processes ``aborted`` and removes temp files of killed
+    writers older than a minute.
+    """
+    aborted = store.mark_aborted_runs()
+    removed = store.objects.clean_temp(STALE_TEMP_SECONDS)
+    issues: list[VerifyIssue] = []
+    present: set[str] = set()
+    for digest in store.objects.digests():
+        present.add(digest)
+        try:
+            actual = store.objects.hash_of(digest)
+        except OSError as exc:
+            issues.append(VerifyIssue(f"blob {digest}", f"cannot be read: {exc.strerror}"))
+            continue
+        if actual != digest:
+            issues.append(
+                VerifyIssue(f"blob {digest}", f"content changed on disk (now hashes to {actual})")
+            )
+    checked = 0
+    with _reading(store._engine) as conn, conn.begin():
+        for table, names, column in BLOB_REFERENCES:
+            cols = [table.c[n] for n in names]
+            query = select(*cols, table.c[column]).where(table.c[column].is_not(None))
+            for row in conn.execute(query):
+                checked += 1
+                digest = getattr(row, column)
+                if digest not in present:
+                    issues.append(
+                        VerifyIssue(
+                            _row_label(table, names, row),
+                            f"{column} refers to blob {digest}, which is missing",
+                        )
+                    )
+        rs, steps = schema.run_steps, schema.steps
+        dangling = select(rs.c.run_id, rs.c.position, rs.c.key).where(
+            ~select(steps.c.key).where(steps.c.key == rs.c.key).exists()
+        )
+        checked += int(conn.execute(select(func.count()).select_from(rs)).scalar_one())
+        for run_id, position, key in conn.execute(dangling):
+            issues.append(
+                VerifyIssue(
+                    f"run_steps {run_id}/{position}",
+                    f"key {key} is not in the step cache (steps)",
+                )
+            )
+    return VerifyReport(
+        blobs_checked=len(present),
+        references_checked=checked,
+        issues=tuple(issues),
+        aborted_runs=tuple(aborted),
+        temp_files_removed=len(removed),
+    )
+
+
+def _referenced_digests(conn: Connection) -> set[str]:
+    """Every digest a column refers to, plus any sha256-looking string in JSON columns."""
+    found: set[str] = set()
+    for table, _, column in BLOB_REFERENCES:
+        found.update(d for d in conn.execute(select(table.c[column])).scalars() if d is not None)
+    for table, column in JSON_COLUMNS:
+        for value in conn.execute(select(table.c[column])).scalars():
+            found.update(_HEX64.findall(json.dumps(value)))
+    return found
+
+
+def collect_garbage(store: Store, grace_seconds: float = 3600, dry_run: bool = False) -> list[str]:
+    """Remove the blobs that nothing refers to and that are older than ``grace_seconds``.
+
+    A blob counts as referenced when a digest column names it, or when its digest
+    appears anywhere in a JSON column (conservative). The grace period protects blobs
+    that a running process has written but not registered yet. Returns the digests
+    removed (or, with ``dry_run``, the ones that would be).
+    """
+    if not dry_run:
+        store.objects.clean_temp(STALE_TEMP_SECONDS)
+    with _reading(store._engine) as conn, conn.begin():
+        referenced = _referenced_digests(conn)
+    cutoff = time.time() - grace_seconds
+    removed: list[str] = []
+    for digest in store.objects.digests():
+        if digest in referenced:
+            continue
+        try:
+            mtime = store.objects.path_for(digest).stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if mtime > cutoff:
+            continue
+        if not dry_run:
+            store.objects.remove(digest)
+        removed.append(digest)
+    return removed
+
+
+# -- backup and restore --------------------------------------------------------------
+
+
+def _copy_rows(source: Connection, target: Connection) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for table in schema.metadata.sorted_tables:
+        query = select(table).order_by(*table.primary_key.columns)
+        count = 0
+        batch: list[dict[str, Any]] = []
+        for row in source.execution_options(yield_per=_BATCH).execute(query):
+            batch.append(dict(row._mapping))
+            if len(batch) >= _BATCH:
+                target.execute(insert(table), batch)
+                count += len(batch)
+                batch = []
+        if batch:
+            target.execute(insert(table), batch)
+            count += len(batch)
+        counts[table.name] = count
+    return counts
+
+
+def _sqlite_engine(path: Path) -> Engine:
+    return create_engine(f"sqlite:///{path}")
+
+
+def _count_rows(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+            for t in schema.metadata.sorted_tables
+        }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def _copy_blobs(
+    source: BlobStore, target: BlobStore, digests: list[str], problems: list[str]
+) -> tuple[list[str], int]:
+    """Copy blobs (re-hashed while copying); a corrupt source blob is left out."""
+    copied: list[str] = []
+    size = 0
+    for digest in digests:
+        path = source.open_path(digest)
+        got = target.put_file(path)
+        if got != digest:
+            target.remove(got)
+            problems.append(f"blob {digest} is corrupt in {source.root}; not copied")
+            continue
+        copied.append(digest)
+        size += path.stat().st_size
+    _remove_empty_tmp(target)
+    return copied, size
+
+
+def _remove_empty_tmp(blobs: BlobStore) -> None:
+    with contextlib.suppress(OSError):
+        blobs.tmp_dir.rmdir()
+
+
+def _check_copy(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    """Compare a backup folder (its database and blobs) with its manifest."""
+    problems: list[str] = []
+    engine = _sqlite_engine(folder / BACKUP_DB)
+    try:
+        counts = _count_rows(engine)
+    finally:
+        engine.dispose()
+    for name, expected in manifest["tables"].items():
+        if counts.get(name) != expected:
+            problems.append(f"table {name}: {counts.get(name)} rows, manifest says {expected}")
+    blobs = BlobStore(folder / "objects", create=False)
+    for digest in manifest["blobs"]:
+        if not blobs.has(digest):
+            problems.append(f"blob {digest} is missing from the backup")
+        elif blobs.hash_of(digest) != digest:
+            problems.append(f"blob {digest} in the backup is corrupt")
+    return problems
+
+
+def backup_store(store: Store, dest: Path) -> BackupReport:
+    """Write a backup of ``store`` into the new or empty folder ``dest``; check it."""
+    dest = dest.expanduser().absolute()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise StoreError(
+            f"backup destination {dest} is not an empty folder",
+            "give a new folder for the backup",
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    store.mark_aborted_runs()
+    target = _sqlite_engine(dest / BACKUP_DB)
+    try:
+        upgrade_schema(target)
+        # Rows first, then blobs: every blob a copied row refers to already exists.
+        reading = _reading(store._engine)
+        if store.backend == "postgresql":  # one snapshot for all tables
+            reading = reading.execution_options(isolation_level="REPEATABLE READ")
+        with reading as source, source.begin(), target.begin() as out:
+            counts = _copy_rows(source, out)
+    finally:
+        target.dispose()
+    problems: list[str] = []
+    digests, size = _copy_blobs(
+        store.objects, BlobStore(dest / "objects"), list(store.objects.digests()), problems
+    )
+    manifest = {
+        "format": BACKUP_FORMAT,
+        "created_at": utc_now(),
+        "qemlflow_version": __version__,
+        "schema_revision": head_revision(),
+        "source_backend": store.backend,
+        "tables": counts,
+        "blobs": digests,
+    }
+    _write_json(dest / MANIFEST, manifest)
+    problems += _check_copy(dest, manifest)
+    return BackupReport(
+        path=str(dest), tables=counts, blobs=len(digests), bytes=size, problems=tuple(problems)
+    )
+
+
+def _read_manifest(src: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StoreError(
+            f"{src} is not a QeMLflow backup (no {MANIFEST})",
+            "give the folder written by `qemlflow store backup`",
+        ) from None
+    except ValueError as exc:
+        raise StoreError(
+            f"{src / MANIFEST} is not valid JSON: {exc}", "use another backup"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BACKUP_FORMAT:
+        raise StoreError(
+            f"{src} holds a backup format this QeMLflow does not know",
+            "restore it with the QeMLflow version that wrote it",
+        )
+    return manifest
+
+
+@contextlib.contextmanager
+def _backup_engine(src: Path) -> Iterator[Engine]:
+    """Yield an engine on the backup's database, upgraded to head in a temp copy if older."""
+    engine = _sqlite_engine(src / BACKUP_DB)
+    if current_revision(engine) == head_revision():
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+        return
+    engine.dispose()
+    with tempfile.TemporaryDirectory(prefix="qemlflow-restore-") as tmp:
+        copy = Path(tmp) / BACKUP_DB
+        shutil.copyfile(src / BACKUP_DB, copy)
+        engine = _sqlite_engine(copy)
+        try:
+            upgrade_schema(engine)
+            yield engine
+        finally:
+            engine.dispose()
+
+
+def restore_store(store: Store, src: Path) -> BackupReport:
+    """Fill the empty ``store`` from the backup folder ``src`` and check the result."""
+    src = src.expanduser().absolute()
+    manifest = _read_manifest(src)
+    if not store.is_empty():
+        counts = store.table_counts()
+        raise StoreError(
+            f"the store at {store.root} is not empty ({counts.get('runs', 0)} runs, "
+            f"{counts.get('steps', 0)} cached steps, blobs present)",
+            "restore into a new, empty store folder (and database)",
+        )
+    problems = _check_copy(src, manifest)
+    if problems:
+        raise StoreError(
+            f"the backup in {src} does not match its manifest: {problems[0]}",
+            "use another backup",
+        )
+    digests, size = _copy_blobs(
+        BlobStore(src / "objects"), store.objects, list(manifest["blobs"]), problems
+    )
+    store.objects.tmp_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        _backup_engine(src) as engine,
+        _reading(engine) as source,
+        source.begin(),
+        store._engine.begin() as out,
+    ):
+        _copy_rows(source, out)
+    counts = store.table_counts()
+    for name, expected in manifest["tables"].items():
+        if counts.get(name) != expected:
+            problems.append(f"table {name}: {counts.get(name)} rows restored, expected {expected}")
+    missing = [d for d in manifest["blobs"] if not store.objects.has(d)]
+    problems += [f"blob {d} was not restored" for d in missing]
+    return BackupReport(
+        path=str(src), tables=counts, blobs=len(digests), bytes=size, problems=tuple(problems)
+    )

@@ -1,0 +1,1 @@
+"""Alembic migrations of the store's metadata schema (run programmatically at open)."""

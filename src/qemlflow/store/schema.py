@@ -1,0 +1,125 @@
+"""The metadata tables (SQLAlchemy Core), portable between SQLite and PostgreSQL.
+
+Timestamps are UTC ISO-8601 strings with microseconds (``2026-11-27T09:15:02.123456+00:00``):
+the same text on every backend, sortable as text, JSON-ready. Digests and keys are
+64-character sha256 hex strings. Blob digests are not foreign keys (blobs live on disk);
+:meth:`qemlflow.store.Store.verify` checks every reference.
+
+Any change here needs a new migration in ``store/migrations/versions/``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = [
+    "RUN_STATUSES",
+    "artifacts",
+    "datasets",
+    "metadata",
+    "run_steps",
+    "runs",
+    "steps",
+]
+
+RUN_STATUSES = ("running", "finished", "failed", "aborted")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+DIGEST = String(64)
+TIMESTAMP = String(32)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("key", DIGEST, primary_key=True),
+    Column("step", String(200), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("output", DIGEST, nullable=False),
+    Column("created_at", TIMESTAMP, nullable=False),
+    Column("seconds", Float, nullable=False),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", DIGEST, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("raw_digest", DIGEST, nullable=True),
+    Column("table_digest", DIGEST, nullable=False),
+    Column("rejected_digest", DIGEST, nullable=True),
+    Column("params", JSON, nullable=False),
+    Column("summary", JSON, nullable=False),
+    Column("created_at", TIMESTAMP, nullable=False),
+    Index("ix_datasets_name", "name"),
+    Index("ix_datasets_created_at", "created_at"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("seed", BigInteger, nullable=True),
+    Column("started_at", TIMESTAMP, nullable=False),
+    Column("finished_at", TIMESTAMP, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("environment", DIGEST, nullable=True),
+    Column("metrics", JSON, nullable=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("pid_started", BigInteger, nullable=True),
+    CheckConstraint("status IN ('running', 'finished', 'failed', 'aborted')", name="status_known"),
+    Index("ix_runs_status", "status"),
+    Index("ix_runs_started_at", "started_at"),
+)
+
+run_steps = Table(
+    "run_steps",
+    metadata,
+    Column("run_id", String(40), ForeignKey("runs.id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("step", String(200), nullable=False),
+    Column("key", DIGEST, nullable=False),
+    Column("output", DIGEST, nullable=True),
+    Column("cache_hit", Boolean, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Index("ix_run_steps_key", "key"),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("run_id", String(40), ForeignKey("runs.id"), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("digest", DIGEST, nullable=False),
+    Column("kind", String(100), nullable=False),
+    Index("ix_artifacts_digest", "digest"),
+)

@@ -1,0 +1,751 @@
+"""The provenance store: one folder of blobs plus a metadata database.
+
+Open it with :meth:`Store.open`; every read and write of QeMLflow's cache index,
+datasets, runs and artifacts goes through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from qemlflow.store import schema
+from qemlflow.store.blobs import BlobStore, is_digest
+from qemlflow.store.database import (
+    READ_ONLY,
+    create_store_engine,
+    current_revision,
+    folder_lock,
+    is_postgres_url,
+    normalize_database_url,
+    upgrade_schema,
+)
+from qemlflow.store.errors import StoreError
+from qemlflow.store.keys import canonical_json, plain_json
+from qemlflow.store.processes import hostname, process_alive, process_start_time
+from qemlflow.store.records import (
+    ArtifactRecord,
+    DatasetRecord,
+    RunRecord,
+    RunStepRecord,
+    StepRecord,
+    utc_now,
+)
+
+if TYPE_CHECKING:  # care imports this module
+    from qemlflow.store.care import BackupReport, VerifyReport
+
+__all__ = ["DEFAULT_DIRNAME", "STORE_FORMAT", "Store", "default_root"]
+
+DEFAULT_DIRNAME = ".qemlflow"
+STORE_FORMAT = 1
+HOME_ENV = "QEMLFLOW_HOME"
+DATABASE_ENV = "QEMLFLOW_DATABASE_URL"
+_RUNS_FIX = "list runs with `qemlflow runs list`"
+_DATASETS_FIX = "list datasets with `qemlflow data list`"
+
+
+def default_root() -> Path:
+    """Return the default store folder: ``$QEMLFLOW_HOME`` or ``./.qemlflow``.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ.get("QEMLFLOW_HOME") is not None or default_root().name == ".qemlflow"
+    True
+    """
+    home = os.environ.get(HOME_ENV)
+    return Path(home).expanduser().absolute() if home else Path.cwd() / DEFAULT_DIRNAME
+
+
+def _new_run_id() -> str:
+    now = datetime.now(UTC)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise StoreError(
+            f"cannot read the store settings {path}: {exc}",
+            "fix or delete the file (it only records the database URL)",
+        ) from None
+    if not isinstance(data, dict):
+        raise StoreError(f"{path} is not a JSON object", "fix or delete the file")
+    return data
+
+
+def _write_settings(path: Path, settings: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold a password
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(dict(settings), handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def _insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
+    """Insert a row unless its primary key exists (race-safe, no error)."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        conn.execute(sqlite_dialect.insert(table).values(**values).on_conflict_do_nothing())
+    elif dialect == "postgresql":
+        conn.execute(pg_dialect.insert(table).values(**values).on_conflict_do_nothing())
+    else:  # pragma: no cover - other backends are not supported
+        with contextlib.suppress(IntegrityError), conn.begin_nested():
+            conn.execute(insert(table).values(**values))
+
+
+def _step_from(row: RowMapping) -> StepRecord:
+    return StepRecord(
+        key=row["key"],
+        step=row["step"],
+        version=row["version"],
+        params=row["params"],
+        inputs=tuple(row["inputs"]),
+        output=row["output"],
+        seconds=row["seconds"],
+        created_at=row["created_at"],
+    )
+
+
+def _dataset_from(row: RowMapping) -> DatasetRecord:
+    return DatasetRecord(
+        id=row["id"],
+        name=row["name"],
+        source=row["source"],
+        table_digest=row["table_digest"],
+        raw_digest=row["raw_digest"],
+        rejected_digest=row["rejected_digest"],
+        params=row["params"],
+        summary=row["summary"],
+        created_at=row["created_at"],
+    )
+
+
+def _run_from(
+    row: RowMapping,
+    steps: Sequence[RunStepRecord] = (),
+    artifacts: Sequence[ArtifactRecord] = (),
+) -> RunRecord:
+    return RunRecord(
+        id=row["id"],
+        name=row["name"],
+        status=row["status"],
+        config=row["config"],
+        seed=row["seed"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        error=row["error"],
+        environment=row["environment"],
+        metrics=row["metrics"],
+        host=row["host"],
+        pid=row["pid"],
+        pid_started=row["pid_started"],
+        steps=tuple(steps),
+        artifacts=tuple(artifacts),
+    )
+
+
+class Store:
+    """A QeMLflow store: content-addressed blobs in a folder, metadata in SQL.
+
+    Use :meth:`Store.open` rather than the constructor. A store is a context manager;
+    :meth:`close` releases the database connections.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with Store.open(Path(tempfile.mkdtemp()) / "store") as store:
+    ...     digest = store.put_bytes(b"features")
+    ...     store.get_bytes(digest)
+    b'features'
+    """
+
+    def __init__(self, root: Path, engine: Engine) -> None:
+        self.root = root
+        self._engine = engine
+        self.objects = BlobStore(root / "objects")
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        location: str | os.PathLike[str] | None = None,
+        *,
+        database_url: str | None = None,
+    ) -> Store:
+        """Open the store at ``location``, creating it (and its schema) when missing.
+
+        Parameters
+        ----------
+        location
+            The store folder. Default: ``$QEMLFLOW_HOME``, else ``.qemlflow`` in the
+            current directory. A ``postgresql://`` URL here is taken as ``database_url``,
+            with the blobs in the default folder.
+        database_url
+            Where the metadata lives. Default: ``$QEMLFLOW_DATABASE_URL``, else the URL the
+            store was created with (kept in ``<root>/store.json``), else the SQLite file
+            ``<root>/metadata.db``.
+        """
+        if is_postgres_url(location):
+            if database_url is not None and database_url != location:
+                raise StoreError(
+                    "two database URLs were given (location and database_url)",
+                    "give the PostgreSQL URL once, as database_url",
+                )
+            database_url, location = str(location), None
+        root = default_root() if location is None else Path(location).expanduser().absolute()
+        if root.exists() and not root.is_dir():
+            raise StoreError(f"store location {root} is a file", "give a folder path")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the store folder {root}: {exc.strerror}",
+                "choose a writable location or set QEMLFLOW_HOME",
+            ) from None
+        with folder_lock(root):
+            settings_path = root / "store.json"
+            settings = _read_settings(settings_path)
+            url = database_url or os.environ.get(DATABASE_ENV) or settings.get("database_url")
+            if url is not None:
+                url = normalize_database_url(str(url))
+            if not settings:
+                _write_settings(settings_path, {"format": STORE_FORMAT, "database_url": url})
+            elif int(settings.get("format", STORE_FORMAT)) > STORE_FORMAT:
+                raise StoreError(
+                    f"the store at {root} has a newer format than this QeMLflow knows",
+                    "upgrade QeMLflow (pip install -U qemlflow)",
+                )
+            engine = create_store_engine(url or f"sqlite:///{root / 'metadata.db'}")
+            try:
+                upgrade_schema(engine)
+            except BaseException:
+                engine.dispose()
+                raise
+        store = cls(root, engine)
+        store.objects.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return store
+
+    @property
+    def backend(self) -> str:
+        """The metadata backend: ``"sqlite"`` or ``"postgresql"``."""
+        return self._engine.dialect.name
+
+    @property
+    def database_url(self) -> str:
+        """The metadata database URL, password hidden."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def schema_revision(self) -> str | None:
+        """Return the Alembic revision the metadata schema is at."""
+        return current_revision(self._engine)
+
+    def close(self) -> None:
+        """Release the database connections (blobs need no closing)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store(root={str(self.root)!r}, database={self.database_url!r})"
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        with (
+            self._engine.connect().execution_options(**{READ_ONLY: True}) as conn,
+            conn.begin(),
+        ):
+            yield conn
+
+    # -- blobs -------------------------------------------------------------------------
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store ``data`` as a blob and return its sha256 digest (existing: a no-op)."""
+        return self.objects.put_bytes(data)
+
+    def put_file(self, path: str | os.PathLike[str]) -> str:
+        """Copy a file into the blob store (streamed) and return its digest."""
+        return self.objects.put_file(path)
+
+    def get_bytes(self, digest: str, *, verify: bool = True) -> bytes:
+        """Return a blob's content; re-hashed unless ``verify=False``.
+
+        Raises
+        ------
+        BlobNotFoundError
+            The blob is not in the store.
+        CorruptBlobError
+            The content no longer matches the digest.
+        """
+        return self.objects.get_bytes(digest, verify=verify)
+
+    def open_blob_path(self, digest: str) -> Path:
+        """Return the path of a blob, to read in place (never write to it)."""
+        return self.objects.open_path(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        """Return whether blob ``digest`` is in the store."""
+        return self.objects.has(digest)
+
+    def blob_digests(self) -> Iterator[str]:
+        """Yield the digest of every blob in the store, sorted."""
+        return self.objects.digests()
+
+    def put_json(self, obj: Any) -> str:
+        """Store ``obj`` as a canonical JSON blob and return its digest."""
+        return self.put_bytes(canonical_json(obj))
+
+    def get_json(self, digest: str) -> Any:
+        """Return the JSON value held in blob ``digest`` (verified)."""
+        return json.loads(self.get_bytes(digest))
+
+    def _require_blobs(self, what: str, *digests: str | None) -> None:
+        for digest in digests:
+            if digest is None:
+                continue
+            if not is_digest(digest):
+                raise StoreError(
+                    f"{what}: {digest!r} is not a blob digest",
+                    "pass the digest returned by put_bytes/put_file",
+                )
+            if not self.objects.has(digest):
+                raise StoreError(
+                    f"{what} refers to blob {digest}, which is not in the store",
+                    "write the content with put_bytes/put_file before recording it",
+                )
+
+    # -- step cache --------------------------------------------------------------------
+
+    def get_step(self, key: str) -> StepRecord | None:
+        """Return the cached step with content key ``key``, or ``None``."""
+        with self._reading() as conn:
+            row = conn.execute(select(schema.steps).where(schema.steps.c.key == key)).first()
+        return None if row is None else _step_from(row._mapping)
+
+    def put_step(self, record: StepRecord) -> StepRecord:
+        """Record a computed step; when ``record.key`` exists the existing row is kept.
+
+        Returns the row as stored (the existing one after a lost race).
+        """
+        if not is_digest(record.key):
+            raise StoreError(
+                f"step key {record.key!r} is not a sha256 hex digest",
+                "compute it with qemlflow.store.content_key",
+            )
+        self._require_blobs(f"step {record.step} ({record.key[:12]})", record.output)
+        values = {
+            "key": record.key,
+            "step": record.step,
+            "version": str(record.version),
+            "params": plain_json(record.params),
+            "inputs": list(record.inputs),
+            "output": record.output,
+            "created_at": record.created_at,
+            "seconds": float(record.seconds),
+        }
+        with self._engine.begin() as conn:
+            _insert_ignore(conn, schema.steps, values)
+            row = conn.execute(select(schema.steps).where(schema.steps.c.key == record.key)).one()
+        return _step_from(row._mapping)
+
+    def find_steps(
+        self, *, key_prefix: str | None = None, output_prefix: str | None = None
+    ) -> list[StepRecord]:
+        """Return the cached steps whose key (or output digest) starts with the prefix.
+
+        A prefix must be at least 6 hex characters, so that it names something.
+        """
+        t = schema.steps
+        column, prefix = (
+            (t.c.key, key_prefix) if key_prefix is not None else (t.c.output, output_prefix)
+        )
+        if prefix is None or len(prefix) < _MIN_PREFIX or not _is_hex(prefix):
+            return []
+        with self._reading() as conn:
+            rows = conn.execute(
+                select(t).where(column.like(f"{prefix.lower()}%")).order_by(t.c.created_at)
+            ).all()
+        return [_step_from(r._mapping) for r in rows]
+
+    def runs_using_step(self, key: str) -> list[str]:
+        """Return the ids of the runs that executed (or were served) step ``key``."""
+        t = schema.run_steps
+        with self._reading() as conn:
+            rows = conn.execute(
+                select(t.c.run_id).where(t.c.key == key).distinct().order_by(t.c.run_id)
+            ).all()
+        return [str(r[0]) for r in rows]
+
+    def find_artifacts(self, *, digest_prefix: str) -> list[ArtifactRecord]:
+        """Return the run artifacts whose blob digest starts with ``digest_prefix``."""
+        if len(digest_prefix) < _MIN_PREFIX or not _is_hex(digest_prefix):
+            return []
+        t = schema.artifacts
+        with self._reading() as conn:
+            rows = conn.execute(
+                select(t)
+                .where(t.c.digest.like(f"{digest_prefix.lower()}%"))
+                .order_by(t.c.run_id, t.c.name)
+            ).all()
+        return [
+            ArtifactRecord(run_id=r.run_id, name=r.name, digest=r.digest, kind=r.kind) for r in rows
+        ]
+
+    # -- datasets ----------------------------------------------------------------------
+
+    def add_dataset(self, record: DatasetRecord) -> DatasetRecord:
+        """Record a dataset version; adding an existing ``id`` returns the stored one."""
+        self._require_blobs(
+            f"dataset {record.name!r}",
+            record.table_digest,
+            record.raw_digest,
+            record.rejected_digest,
+        )
+        values = {
+            "id": record.id,
+            "name": record.name,
+            "source": record.source,
+            "raw_digest": record.raw_digest,
+            "table_digest": record.table_digest,
+            "rejected_digest": record.rejected_digest,
+            "params": plain_json(record.params),
+            "summary": plain_json(record.summary),
+            "created_at": record.created_at,
+        }
+        with self._engine.begin() as conn:
+            _insert_ignore(conn, schema.datasets, values)
+            row = conn.execute(
+                select(schema.datasets).where(schema.datasets.c.id == record.id)
+            ).one()
+        return _dataset_from(row._mapping)
+
+    def list_datasets(self) -> list[DatasetRecord]:
+        """Return every dataset version, newest first."""
+        t = schema.datasets
+        with self._reading() as conn:
+            rows = conn.execute(select(t).order_by(t.c.created_at.desc(), t.c.id)).all()
+        return [_dataset_from(r._mapping) for r in rows]
+
+    def get_dataset(self, id_or_prefix: str) -> DatasetRecord:
+        """Return the dataset whose id is, or uniquely starts with, ``id_or_prefix``."""
+        with self._reading() as conn:
+            row = self._by_prefix(conn, schema.datasets, id_or_prefix, "dataset", _DATASETS_FIX)
+        return _dataset_from(row)
+
+    @staticmethod
+    def _by_prefix(conn: Connection, table: Table, value: str, what: str, fix: str) -> RowMapping:
+        column = table.c.id
+        row = conn.execute(select(table).where(column == value)).first()
+        if row is not None:
+            return row._mapping
+        prefix = value.strip().lower()
+        if not prefix:
+            raise StoreError(f"an empty {what} id was given", fix)
+        rows = conn.execute(
+            select(table).where(column.startswith(prefix, autoescape=True)).limit(6)
+        ).all()
+        if not rows:
+            raise StoreError(f"no {what} matches {value!r}", fix)
+        if len(rows) > 1:
+            shown = ", ".join(r._mapping["id"] for r in rows[:5])
+            more = ", ..." if len(rows) > 5 else ""
+            raise StoreError(
+                f"{what} id prefix {value!r} is ambiguous ({shown}{more})",
+                "give more characters of the id",
+            )
+        return rows[0]._mapping
+
+    # -- runs --------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        name: str,
+        config: Mapping[str, Any],
+        seed: int | None,
+        environment_digest: str | None,
+    ) -> str:
+        """Start a run owned by this process and return its id (time-sortable, UTC).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with Store.open(Path(tempfile.mkdtemp())) as store:
+        ...     run_id = store.create_run("demo", {"model": "rf"}, 0, None)
+        ...     store.finish_run(run_id, {"rmse": 0.7})
+        ...     store.get_run(run_id[:17]).status
+        'finished'
+        """
+        self.mark_aborted_runs()
+        self._require_blobs(f"run {name!r} environment", environment_digest)
+        pid = os.getpid()
+        base = {
+            "name": name,
+            "status": "running",
+            "config": plain_json(dict(config)),
+            "seed": seed,
+            "finished_at": None,
+            "error": None,
+            "environment": environment_digest,
+            "metrics": None,
+            "host": hostname(),
+            "pid": pid,
+            "pid_started": process_start_time(pid),
+        }
+        for _ in range(10):
+            run_id = _new_run_id()
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(
+                        insert(schema.runs).values(id=run_id, started_at=utc_now(), **base)
+                    )
+            except IntegrityError:  # the same id in the same second: draw again
+                continue
+            return run_id
+        raise StoreError("could not draw a unique run id", "try again")  # pragma: no cover
+
+    def _require_run(self, conn: Connection, run_id: str) -> str:
+        status = conn.execute(
+            select(schema.runs.c.status).where(schema.runs.c.id == run_id)
+        ).scalar()
+        if status is None:
+            raise StoreError(f"no run {run_id!r}", _RUNS_FIX)
+        return str(status)
+
+    def record_run_step(
+        self,
+        run_id: str,
+        position: int,
+        step: str,
+        key: str,
+        output: str | None,
+        cache_hit: bool,
+        seconds: float,
+    ) -> None:
+        """Record that step number ``position`` of run ``run_id`` produced ``output``."""
+        self._require_blobs(f"run {run_id} step {position} ({step})", output)
+        with self._engine.begin() as conn:
+            self._require_run(conn, run_id)
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(schema.run_steps).values(
+                            run_id=run_id,
+                            position=position,
+                            step=step,
+                            key=key,
+                            output=output,
+                            cache_hit=bool(cache_hit),
+                            seconds=float(seconds),
+                        )
+                    )
+            except IntegrityError:
+                raise StoreError(
+                    f"run {run_id} already has a step at position {position}",
+                    "number the steps of a run 0, 1, 2, ... once each",
+                ) from None
+
+    def add_artifact(self, run_id: str, name: str, digest: str, kind: str) -> None:
+        """Attach blob ``digest`` to run ``run_id`` as artifact ``name`` (e.g. a media type).
+
+        Adding the same name with the same digest again is a no-op; another digest is
+        refused (artifacts are immutable).
+        """
+        self._require_blobs(f"artifact {name!r} of run {run_id}", digest)
+        t = schema.artifacts
+        with self._engine.begin() as conn:
+            self._require_run(conn, run_id)
+            _insert_ignore(
+                conn, t, {"run_id": run_id, "name": name, "digest": digest, "kind": kind}
+            )
+            stored = conn.execute(
+                select(t.c.digest).where(t.c.run_id == run_id, t.c.name == name)
+            ).scalar_one()
+        if stored != digest:
+            raise StoreError(
+                f"run {run_id} already has an artifact {name!r} with other content",
+                "give the new artifact another name",
+            )
+
+    def _end_run(self, run_id: str, values: Mapping[str, Any]) -> None:
+        t = schema.runs
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(t)
+                .where(t.c.id == run_id, t.c.status == "running")
+                .values(finished_at=utc_now(), **values)
+            )
+            if result.rowcount == 1:
+                return
+            status = self._require_run(conn, run_id)
+        raise StoreError(f"run {run_id} is already {status}", "start a new run")
+
+    def finish_run(self, run_id: str, metrics: Mapping[str, Any]) -> None:
+        """Mark a running run ``finished`` with its metrics (NaN stored as null)."""
+        self._end_run(run_id, {"status": "finished", "metrics": plain_json(dict(metrics))})
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        """Mark a running run ``failed`` with the error message."""
+        self._end_run(run_id, {"status": "failed", "error": str(error)})
+
+    def mark_aborted_runs(self) -> list[str]:
+        """Mark ``aborted`` every running run of this host whose process is gone.
+
+        A process counts as gone when its pid no longer exists, is a zombie, or now
+        belongs to a process with another start time (pid reuse). Returns the run ids.
+        """
+        t = schema.runs
+        host = hostname()
+        with self._reading() as conn:
+            rows = conn.execute(
+                select(t.c.id, t.c.pid, t.c.pid_started).where(
+                    t.c.status == "running", t.c.host == host
+                )
+            ).all()
+        dead = [r for r in rows if not process_alive(r.pid, r.pid_started)]
+        aborted: list[str] = []
+        for run_id, pid, _ in dead:
+            with self._engine.begin() as conn:
+                result = conn.execute(
+                    update(t)
+                    .where(t.c.id == run_id, t.c.status == "running")
+                    .values(
+                        status="aborted",
+                        finished_at=utc_now(),
+                        error=(
+                            f"process {pid} on {host} ended without finishing the run "
+                            "(killed or crashed)"
+                        ),
+                    )
+                )
+            if result.rowcount == 1:
+                aborted.append(run_id)
+        return aborted
+
+    def _run_details(
+        self, conn: Connection, run_ids: Sequence[str]
+    ) -> tuple[dict[str, list[RunStepRecord]], dict[str, list[ArtifactRecord]]]:
+        steps: dict[str, list[RunStepRecord]] = {i: [] for i in run_ids}
+        artifacts: dict[str, list[ArtifactRecord]] = {i: [] for i in run_ids}
+        rs, art = schema.run_steps, schema.artifacts
+        for start in range(0, len(run_ids), 500):
+            chunk = list(run_ids[start : start + 500])
+            for row in conn.execute(
+                select(rs).where(rs.c.run_id.in_(chunk)).order_by(rs.c.run_id, rs.c.position)
+            ):
+                m = row._mapping
+                steps[m["run_id"]].append(
+                    RunStepRecord(
+                        run_id=m["run_id"],
+                        position=m["position"],
+                        step=m["step"],
+                        key=m["key"],
+                        output=m["output"],
+                        cache_hit=bool(m["cache_hit"]),
+                        seconds=m["seconds"],
+                    )
+                )
+            for row in conn.execute(
+                select(art).where(art.c.run_id.in_(chunk)).order_by(art.c.run_id, art.c.name)
+            ):
+                m = row._mapping
+                artifacts[m["run_id"]].append(
+                    ArtifactRecord(
+                        run_id=m["run_id"], name=m["name"], digest=m["digest"], kind=m["kind"]
+                    )
+                )
+        return steps, artifacts
+
+    def list_runs(self, limit: int | None = None) -> list[RunRecord]:
+        """Return runs newest first (with their steps and artifacts), at most ``limit``."""
+        self.mark_aborted_runs()
+        t = schema.runs
+        query = select(t).order_by(t.c.started_at.desc(), t.c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self._reading() as conn:
+            rows = [r._mapping for r in conn.execute(query).all()]
+            steps, artifacts = self._run_details(conn, [r["id"] for r in rows])
+        return [_run_from(r, steps[r["id"]], artifacts[r["id"]]) for r in rows]
+
+    def get_run(self, id_or_prefix: str) -> RunRecord:
+        """Return the run whose id is, or uniquely starts with, ``id_or_prefix``."""
+        self.mark_aborted_runs()
+        with self._reading() as conn:
+            row = self._by_prefix(conn, schema.runs, id_or_prefix, "run", _RUNS_FIX)
+            steps, artifacts = self._run_details(conn, [row["id"]])
+        return _run_from(row, steps[row["id"]], artifacts[row["id"]])
+
+    # -- care --------------------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        """Return whether the store holds no rows and no blobs."""
+        return not any(self.table_counts().values()) and next(self.blob_digests(), None) is None
+
+    def table_counts(self) -> dict[str, int]:
+        """Return the number of rows of each metadata table."""
+        with self._reading() as conn:
+            return {
+                table.name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+                for table in schema.metadata.sorted_tables
+            }
+
+    def verify(self) -> VerifyReport:
+        """Re-hash every blob and check every reference; see :func:`~.care.verify_store`."""
+        from qemlflow.store.care import verify_store
+
+        return verify_store(self)
+
+    def backup(self, dest: str | os.PathLike[str]) -> BackupReport:
+        """Copy the whole store into the empty folder ``dest``, then check the copy."""
+        from qemlflow.store.care import backup_store
+
+        return backup_store(self, Path(dest))
+
+    def restore(self, src: str | os.PathLike[str]) -> BackupReport:
+        """Fill this (empty) store from the backup folder ``src``, then check it."""
+        from qemlflow.store.care import restore_store
+
+        return restore_store(self, Path(src))
+
+    def gc(self, grace_seconds: float = 3600, dry_run: bool = False) -> list[str]:
+        """Remove blobs nothing refers to and older than ``grace_seconds``; return them."""
+        from qemlflow.store.care import collect_garbage
+
+        return collect_garbage(self, grace_seconds=grace_seconds, dry_run=dry_run)
+
+
+_MIN_PREFIX = 6
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
