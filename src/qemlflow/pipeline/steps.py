@@ -106,20 +106,50 @@ class JsonCodec(Codec[Any]):
 
 
 class ArrayCodec(Codec[np.ndarray]):
-    """A NumPy array in the ``.npy`` format (no pickles)."""
+    """A NumPy array as a one-line JSON header and its raw C-order bytes (no pickles).
 
-    media_type = "application/x-npy"
+    Fingerprints are small non-negative integers held in float32: such an array is
+    stored in the narrowest unsigned integer type that holds it exactly, and turned
+    back into its own dtype when read. That makes feature blobs 4x smaller, and reading
+    them from the cache correspondingly faster.
+    """
+
+    media_type = "application/x-qemlflow-array"
+    _MAGIC = b"QMFARRAY1"
 
     def encode(self, value: np.ndarray) -> bytes:
-        """The ``.npy`` bytes of a C-contiguous copy."""
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(value), allow_pickle=False)
-        return buffer.getvalue()
+        """Header ``{"dtype", "shape", "stored"}`` + newline + the values."""
+        array = np.ascontiguousarray(value)
+        stored = _narrow_dtype(array)
+        header = {"dtype": array.dtype.str, "shape": list(array.shape), "stored": stored.str}
+        body = array.astype(stored, copy=False).tobytes()
+        return self._MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + body
 
     def decode(self, data: bytes) -> np.ndarray:
-        """Read ``.npy`` bytes."""
-        array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+        """Rebuild the array in its original dtype."""
+        if not data.startswith(self._MAGIC):
+            raise ValueError("not an array blob written by ArrayCodec")
+        header_line, _, body = data[len(self._MAGIC) :].partition(b"\n")
+        header = json.loads(header_line)
+        stored = np.frombuffer(body, dtype=np.dtype(header["stored"]))
+        array: np.ndarray = stored.astype(np.dtype(header["dtype"])).reshape(header["shape"])
         return array
+
+
+def _narrow_dtype(array: np.ndarray) -> np.dtype[Any]:
+    """The smallest unsigned integer dtype that holds every value of a float array exactly."""
+    if array.dtype.kind != "f" or array.size == 0:
+        return array.dtype
+    low, high = float(array.min()), float(array.max())
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0:
+        return array.dtype
+    for candidate in (np.uint8, np.uint16):
+        if high <= np.iinfo(candidate).max:
+            narrow = array.astype(candidate)
+            if np.array_equal(narrow, array):
+                return np.dtype(candidate)
+            return array.dtype
+    return array.dtype
 
 
 class ScoresCodec(Codec[dict[str, np.ndarray]]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from functools import lru_cache
 from importlib import metadata
 
 __all__ = ["library_versions"]
@@ -18,6 +19,13 @@ def library_versions() -> dict[str, str]:
     >>> sorted(library_versions())[:3]
     ['lightgbm', 'numpy', 'pandas']
     """
+    return dict(_library_versions())
+
+
+@lru_cache(maxsize=1)
+def _library_versions() -> dict[str, str]:
+    # Reading package metadata costs milliseconds; installed versions do not change
+    # while a process runs.
     versions = {"python": platform.python_version()}
     for name in _LIBRARIES:
         try:
