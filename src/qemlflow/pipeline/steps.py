@@ -9,7 +9,6 @@ read from the cache, so a cached run and a fresh run hand identical values onwar
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from collections.abc import Callable, Sequence
