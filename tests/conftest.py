@@ -16,6 +16,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_store(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commands that default to ./.qemlflow get a store of their own in every test."""
+    monkeypatch.setenv("QEMLFLOW_HOME", str(tmp_path_factory.mktemp("qemlflow-home")))
+    monkeypatch.delenv("QEMLFLOW_DATABASE_URL", raising=False)
+
+
 @pytest.fixture(scope="session")
 def esol_frame() -> pd.DataFrame:
     """The ESOL table as shipped in ../shared/data."""

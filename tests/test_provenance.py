@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import os
 import random
 import signal
 import subprocess
@@ -191,27 +189,33 @@ def test_dataset_versions_are_content_addressed(
     assert other.id != first.id
 
 
-def _run_in_child(args: tuple[str, str, int]) -> str:
-    store_path, source, seed = args
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    with Store.open(store_path) as opened:
-        result = qm.run(_config(Path(source), seed=seed), store=opened)
-    return result.run_id or ""
-
-
 def test_eight_processes_record_runs_into_one_sqlite_store(
     tmp_path: Path, small_esol_csv: Path
 ) -> None:
-    store_path = str(tmp_path / "shared-store")
+    store_path = tmp_path / "shared-store"
     Store.open(store_path).close()
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(8) as pool:
-        ids = pool.map(_run_in_child, [(store_path, str(small_esol_csv), s % 3) for s in range(8)])
-    assert len(set(ids)) == 8
+    configs = []
+    for i in range(8):
+        config = tmp_path / f"experiment{i}.yaml"
+        config.write_text(yaml.safe_dump(_config(small_esol_csv, seed=i % 3)))
+        configs.append(config)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "qemlflow", "run", str(c), "--store", str(store_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for c in configs
+    ]
+    errors = [child.communicate(timeout=600)[1] for child in children]
+    assert [child.returncode for child in children] == [0] * 8, errors
+    assert not any("locked" in e for e in errors)
     with Store.open(store_path) as opened:
         runs = opened.list_runs()
         assert len(runs) == 8 and {r.status for r in runs} == {"finished"}
         assert opened.verify().ok
+        assert opened.verify_audit().ok
 
 
 def _cli(*args: str, store: Path) -> subprocess.CompletedProcess[str]:

@@ -294,7 +294,14 @@ def test_eight_concurrent_writer_processes(store: Store) -> None:
     assert len(runs) == 24 and {r.status for r in runs} == {"finished"}
     assert all(len(r.steps) == 4 and len(r.artifacts) == 1 for r in runs)
     counts = store.table_counts()
-    assert counts == {"steps": 4, "datasets": 0, "runs": 24, "run_steps": 96, "artifacts": 24}
+    assert counts == {
+        "steps": 4,
+        "datasets": 0,
+        "runs": 24,
+        "run_steps": 96,
+        "artifacts": 24,
+        "audit_events": 48,  # run.started and run.finished of each run
+    }
     assert store.verify().ok
 
 

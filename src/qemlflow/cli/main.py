@@ -9,7 +9,18 @@ from typing import Annotated
 import typer
 
 from qemlflow._version import __version__
-from qemlflow.cli import data, datasets, lineage, predict, reproduce, run, runs, store
+from qemlflow.cli import (
+    audit,
+    data,
+    datasets,
+    identity,
+    lineage,
+    predict,
+    reproduce,
+    run,
+    runs,
+    store,
+)
 from qemlflow.cli.render import error_console
 
 __all__ = ["app", "main"]
@@ -52,6 +63,8 @@ runs.register(app)
 reproduce.register(app)
 lineage.register(app)
 store.register(app)
+audit.register(app)
+identity.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

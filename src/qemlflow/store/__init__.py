@@ -36,10 +36,16 @@ _LAZY: dict[str, str] = {
     "capture_environment": "qemlflow.store.environment",
     "environment_drift": "qemlflow.store.environment",
     "head_revision": "qemlflow.store.database",
+    "AuditEvent": "qemlflow.store.audit",
+    "AuditReport": "qemlflow.store.audit",
+    "current_actor": "qemlflow.store.audit",
+    "verify_audit_chain": "qemlflow.store.audit",
 }
 
 __all__ = [
     "ArtifactRecord",
+    "AuditEvent",
+    "AuditReport",
     "BackupReport",
     "BlobNotFoundError",
     "CorruptBlobError",
@@ -54,14 +60,17 @@ __all__ = [
     "canonical_json",
     "capture_environment",
     "content_key",
+    "current_actor",
     "default_root",
     "environment_drift",
     "head_revision",
     "plain_json",
     "sha256_hex",
+    "verify_audit_chain",
 ]
 
 if TYPE_CHECKING:
+    from qemlflow.store.audit import AuditEvent, AuditReport, current_actor, verify_audit_chain
     from qemlflow.store.care import BackupReport, VerifyIssue, VerifyReport
     from qemlflow.store.database import head_revision
     from qemlflow.store.environment import capture_environment, environment_drift

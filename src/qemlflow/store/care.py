@@ -4,6 +4,9 @@ A backup is a folder: ``metadata.sqlite`` (every row of every table, copied thro
 SQLAlchemy into a fresh SQLite database at the same schema revision, so a PostgreSQL
 store backs up the same way), ``objects/`` (the blobs) and ``manifest.json`` (row counts
 and blob digests), checked against the manifest right after it is written.
+
+The audit trail records each backup (``store.backup``), restore (``store.restore``, after
+the copied events, which are restored verbatim) and garbage collection (``store.gc``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from qemlflow._version import __version__
 from qemlflow.store import schema
+from qemlflow.store.audit import append_event, audit_head, lock_audit_log
 from qemlflow.store.blobs import BlobStore
 from qemlflow.store.database import READ_ONLY, current_revision, head_revision, upgrade_schema
 from qemlflow.store.errors import StoreError
@@ -61,11 +65,14 @@ BLOB_REFERENCES: tuple[tuple[Table, tuple[str, ...], str], ...] = (
     (schema.run_steps, ("run_id", "position"), "output"),
     (schema.artifacts, ("run_id", "name"), "digest"),
 )
+# Scanned by gc for digests. An audit event's objects count (what the trail names is
+# kept); its details do not (a store.gc event lists the digests it removed).
 JSON_COLUMNS: tuple[tuple[Table, str], ...] = tuple(
     (table, column.name)
     for table in schema.metadata.sorted_tables
     for column in table.columns
     if column.type.__class__.__name__ == "JSON"
+    and (table.name, column.name) != ("audit_events", "details")
 )
 
 
@@ -96,6 +103,7 @@ class VerifyReport:
     issues: tuple[VerifyIssue, ...] = ()
     aborted_runs: tuple[str, ...] = ()
     temp_files_removed: int = 0
+    audit_events_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -111,6 +119,7 @@ class VerifyReport:
             "issues": [i.to_dict() for i in self.issues],
             "aborted_runs": list(self.aborted_runs),
             "temp_files_removed": self.temp_files_removed,
+            "audit_events_checked": self.audit_events_checked,
         }
 
 
@@ -157,7 +166,8 @@ def _reading(engine: Engine) -> Connection:
 
 
 def verify_store(store: Store) -> VerifyReport:
-    """Check a store: re-hash every blob, and check that every reference resolves.
+    """Check a store: re-hash every blob, check that every reference resolves, and check
+    the audit chain (:meth:`Store.verify_audit`, without an anchor).
 
     Also marks the runs of dead processes ``aborted`` and removes temp files of killed
     writers older than a minute.
@@ -204,12 +214,15 @@ def verify_store(store: Store) -> VerifyReport:
                     f"key {key} is not in the step cache (steps)",
                 )
             )
+    audit = store.verify_audit()
+    issues += [VerifyIssue("audit trail", problem) for problem in audit.problems]
     return VerifyReport(
         blobs_checked=len(present),
         references_checked=checked,
         issues=tuple(issues),
         aborted_runs=tuple(aborted),
         temp_files_removed=len(removed),
+        audit_events_checked=audit.n_events,
     )
 
 
@@ -228,9 +241,10 @@ def collect_garbage(store: Store, grace_seconds: float = 3600, dry_run: bool = F
     """Remove the blobs that nothing refers to and that are older than ``grace_seconds``.
 
     A blob counts as referenced when a digest column names it, or when its digest
-    appears anywhere in a JSON column (conservative). The grace period protects blobs
-    that a running process has written but not registered yet. Returns the digests
-    removed (or, with ``dry_run``, the ones that would be).
+    appears anywhere in a JSON column (conservative; audit event details excepted). The
+    grace period protects blobs that a running process has written but not registered
+    yet. Returns the digests removed (or, with ``dry_run``, the ones that would be); a
+    removal appends one ``store.gc`` audit event listing them.
     """
     if not dry_run:
         store.objects.clean_temp(STALE_TEMP_SECONDS)
@@ -250,6 +264,11 @@ def collect_garbage(store: Store, grace_seconds: float = 3600, dry_run: bool = F
         if not dry_run:
             store.objects.remove(digest)
         removed.append(digest)
+    if removed and not dry_run:
+        store.audit(
+            "store.gc",
+            details={"removed": len(removed), "digests": removed, "grace_seconds": grace_seconds},
+        )
     return removed
 
 
@@ -360,6 +379,7 @@ def backup_store(store: Store, dest: Path) -> BackupReport:
             reading = reading.execution_options(isolation_level="REPEATABLE READ")
         with reading as source, source.begin(), target.begin() as out:
             counts = _copy_rows(source, out)
+            head = audit_head(out)  # the last event the backup holds
     finally:
         target.dispose()
     problems: list[str] = []
@@ -377,6 +397,16 @@ def backup_store(store: Store, dest: Path) -> BackupReport:
     }
     _write_json(dest / MANIFEST, manifest)
     problems += _check_copy(dest, manifest)
+    store.audit(
+        "store.backup",
+        details={
+            "dest": str(dest),
+            "tables": counts,
+            "blobs": len(digests),
+            "audit_head": {"seq": head["seq"], "hash": head["hash"]},
+            "ok": not problems,
+        },
+    )
     return BackupReport(
         path=str(dest), tables=counts, blobs=len(digests), bytes=size, problems=tuple(problems)
     )
@@ -451,11 +481,26 @@ def restore_store(store: Store, src: Path) -> BackupReport:
         source.begin(),
         store._engine.begin() as out,
     ):
-        _copy_rows(source, out)
+        lock_audit_log(out)
+        copied = _copy_rows(source, out)  # audit events verbatim: inserts pass the triggers
+        head = audit_head(out)
+        append_event(
+            out,
+            "store.restore",
+            details={
+                "source": str(src),
+                "tables": copied,
+                "blobs": len(digests),
+                "audit_head": {"seq": head["seq"], "hash": head["hash"]},
+                "backup_created_at": manifest.get("created_at"),
+            },
+        )
     counts = store.table_counts()
+    audit_table = schema.audit_events.name
     for name, expected in manifest["tables"].items():
-        if counts.get(name) != expected:
-            problems.append(f"table {name}: {counts.get(name)} rows restored, expected {expected}")
+        restored = counts.get(name, 0) - (1 if name == audit_table else 0)  # + the restore event
+        if restored != expected:
+            problems.append(f"table {name}: {restored} rows restored, expected {expected}")
     missing = [d for d in manifest["blobs"] if not store.objects.has(d)]
     problems += [f"blob {d} was not restored" for d in missing]
     return BackupReport(

@@ -29,6 +29,7 @@ from sqlalchemy import (
 __all__ = [
     "RUN_STATUSES",
     "artifacts",
+    "audit_events",
     "datasets",
     "metadata",
     "run_steps",
@@ -123,3 +124,21 @@ artifacts = Table(
     Column("kind", String(100), nullable=False),
     Index("ix_artifacts_digest", "digest"),
 )
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    # seq is assigned by the writer (head + 1, under the write lock), never by the database.
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("timestamp", TIMESTAMP, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("objects", JSON, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("details", JSON, nullable=False),
+    Column("prev_hash", DIGEST, nullable=False),
+    Column("hash", DIGEST, nullable=False),
+    Index("ix_audit_events_timestamp", "timestamp"),
+    Index("ix_audit_events_action", "action"),
+)
+"""The audit trail: append-only (triggers refuse UPDATE/DELETE), hash-chained by seq."""

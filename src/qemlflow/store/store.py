@@ -1,7 +1,8 @@
 """The provenance store: one folder of blobs plus a metadata database.
 
 Open it with :meth:`Store.open`; every read and write of QeMLflow's cache index,
-datasets, runs and artifacts goes through it.
+datasets, runs and artifacts goes through it. Each state change appends an event to the
+audit trail (:mod:`qemlflow.store.audit`) in the same transaction.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from qemlflow.store import schema
+from qemlflow.store.audit import (
+    AuditCheck,
+    AuditEvent,
+    AuditReport,
+    append_event,
+    audit_head,
+    lock_audit_log,
+    read_events,
+    verify_audit_chain,
+)
 from qemlflow.store.blobs import BlobStore, is_digest
 from qemlflow.store.database import (
     READ_ONLY,
@@ -102,16 +113,34 @@ def _write_settings(path: Path, settings: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
-    """Insert a row unless its primary key exists (race-safe, no error)."""
+def _insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
+    """Insert a row unless its primary key exists (race-safe, no error); return if inserted."""
     dialect = conn.dialect.name
     if dialect == "sqlite":
-        conn.execute(sqlite_dialect.insert(table).values(**values).on_conflict_do_nothing())
-    elif dialect == "postgresql":
-        conn.execute(pg_dialect.insert(table).values(**values).on_conflict_do_nothing())
-    else:  # pragma: no cover - other backends are not supported
-        with contextlib.suppress(IntegrityError), conn.begin_nested():
+        stmt = sqlite_dialect.insert(table).values(**values).on_conflict_do_nothing()
+        return bool(conn.execute(stmt).rowcount == 1)
+    if dialect == "postgresql":  # psycopg reports no rowcount here: ask for the new row
+        stmt_pg = pg_dialect.insert(table).values(**values).on_conflict_do_nothing()
+        key = next(iter(table.primary_key.columns))
+        return conn.execute(stmt_pg.returning(key)).first() is not None
+    try:  # pragma: no cover - other backends are not supported
+        with conn.begin_nested():
             conn.execute(insert(table).values(**values))
+    except IntegrityError:  # pragma: no cover
+        return False
+    return True  # pragma: no cover
+
+
+def _test_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a run's metrics an audit event keeps: the test scores, or the scalars."""
+    test = metrics.get("test")
+    if isinstance(test, Mapping):
+        return {"test": plain_json(dict(test))}
+    return {
+        k: plain_json(v)
+        for k, v in metrics.items()
+        if v is None or isinstance(v, bool | int | float | str)
+    }
 
 
 def _step_from(row: RowMapping) -> StepRecord:
@@ -280,6 +309,13 @@ class Store:
         return f"Store(root={str(self.root)!r}, database={self.database_url!r})"
 
     @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction that may append audit events (appends serialized first)."""
+        with self._engine.begin() as conn:
+            lock_audit_log(conn)
+            yield conn
+
+    @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:
         with (
             self._engine.connect().execution_options(**{READ_ONLY: True}) as conn,
@@ -355,7 +391,9 @@ class Store:
     def put_step(self, record: StepRecord) -> StepRecord:
         """Record a computed step; when ``record.key`` exists the existing row is kept.
 
-        Returns the row as stored (the existing one after a lost race).
+        Returns the row as stored (the existing one after a lost race). Not audited one by
+        one: a cache entry is content-addressed and immutable, and the run that computed it
+        is (see :mod:`qemlflow.store.audit`).
         """
         if not is_digest(record.key):
             raise StoreError(
@@ -424,7 +462,10 @@ class Store:
     # -- datasets ----------------------------------------------------------------------
 
     def add_dataset(self, record: DatasetRecord) -> DatasetRecord:
-        """Record a dataset version; adding an existing ``id`` returns the stored one."""
+        """Record a dataset version; adding an existing ``id`` returns the stored one.
+
+        A new version appends a ``dataset.added`` audit event.
+        """
         self._require_blobs(
             f"dataset {record.name!r}",
             record.table_digest,
@@ -442,8 +483,18 @@ class Store:
             "summary": plain_json(record.summary),
             "created_at": record.created_at,
         }
-        with self._engine.begin() as conn:
-            _insert_ignore(conn, schema.datasets, values)
+        with self._writing() as conn:
+            if _insert_ignore(conn, schema.datasets, values):
+                self._audit(
+                    conn,
+                    "dataset.added",
+                    {
+                        "dataset": record.id,
+                        "raw": record.raw_digest,
+                        "table": record.table_digest,
+                    },
+                    details={"name": record.name, "source": record.source},
+                )
             row = conn.execute(
                 select(schema.datasets).where(schema.datasets.c.id == record.id)
             ).one()
@@ -496,6 +547,8 @@ class Store:
     ) -> str:
         """Start a run owned by this process and return its id (time-sortable, UTC).
 
+        Appends a ``run.started`` audit event.
+
         Examples
         --------
         >>> import tempfile
@@ -521,12 +574,19 @@ class Store:
             "pid": pid,
             "pid_started": process_start_time(pid),
         }
+        details = {"name": name, "seed": seed, "host": base["host"], "pid": pid}
         for _ in range(10):
             run_id = _new_run_id()
             try:
-                with self._engine.begin() as conn:
+                with self._writing() as conn:
                     conn.execute(
                         insert(schema.runs).values(id=run_id, started_at=utc_now(), **base)
+                    )
+                    self._audit(
+                        conn,
+                        "run.started",
+                        {"run": run_id, "environment": environment_digest},
+                        details=details,
                     )
             except IntegrityError:  # the same id in the same second: draw again
                 continue
@@ -551,7 +611,10 @@ class Store:
         cache_hit: bool,
         seconds: float,
     ) -> None:
-        """Record that step number ``position`` of run ``run_id`` produced ``output``."""
+        """Record that step number ``position`` of run ``run_id`` produced ``output``.
+
+        Not audited one by one (immutable; the run's events cover its steps).
+        """
         self._require_blobs(f"run {run_id} step {position} ({step})", output)
         with self._engine.begin() as conn:
             self._require_run(conn, run_id)
@@ -578,7 +641,8 @@ class Store:
         """Attach blob ``digest`` to run ``run_id`` as artifact ``name`` (e.g. a media type).
 
         Adding the same name with the same digest again is a no-op; another digest is
-        refused (artifacts are immutable).
+        refused (artifacts are immutable). Not audited one by one: the run's events cover
+        its artifacts.
         """
         self._require_blobs(f"artifact {name!r} of run {run_id}", digest)
         t = schema.artifacts
@@ -596,32 +660,55 @@ class Store:
                 "give the new artifact another name",
             )
 
-    def _end_run(self, run_id: str, values: Mapping[str, Any]) -> None:
+    def _end_run(
+        self,
+        run_id: str,
+        values: Mapping[str, Any],
+        *,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
         t = schema.runs
-        with self._engine.begin() as conn:
+        with self._writing() as conn:
             result = conn.execute(
                 update(t)
                 .where(t.c.id == run_id, t.c.status == "running")
                 .values(finished_at=utc_now(), **values)
             )
             if result.rowcount == 1:
+                environment = conn.execute(select(t.c.environment).where(t.c.id == run_id)).scalar()
+                self._audit(
+                    conn,
+                    f"run.{values['status']}",
+                    {"run": run_id, "environment": environment},
+                    reason=reason,
+                    details=details,
+                )
                 return
             status = self._require_run(conn, run_id)
         raise StoreError(f"run {run_id} is already {status}", "start a new run")
 
     def finish_run(self, run_id: str, metrics: Mapping[str, Any]) -> None:
-        """Mark a running run ``finished`` with its metrics (NaN stored as null)."""
-        self._end_run(run_id, {"status": "finished", "metrics": plain_json(dict(metrics))})
+        """Mark a running run ``finished`` with its metrics (NaN stored as null).
+
+        Appends a ``run.finished`` audit event holding the test metrics.
+        """
+        self._end_run(
+            run_id,
+            {"status": "finished", "metrics": plain_json(dict(metrics))},
+            details=_test_metrics(metrics),
+        )
 
     def fail_run(self, run_id: str, error: str) -> None:
-        """Mark a running run ``failed`` with the error message."""
-        self._end_run(run_id, {"status": "failed", "error": str(error)})
+        """Mark a running run ``failed`` with the error message (a ``run.failed`` event)."""
+        self._end_run(run_id, {"status": "failed", "error": str(error)}, reason=str(error))
 
     def mark_aborted_runs(self) -> list[str]:
         """Mark ``aborted`` every running run of this host whose process is gone.
 
         A process counts as gone when its pid no longer exists, is a zombie, or now
-        belongs to a process with another start time (pid reuse). Returns the run ids.
+        belongs to a process with another start time (pid reuse). Returns the run ids; each
+        gets a ``run.aborted`` audit event.
         """
         t = schema.runs
         host = hostname()
@@ -634,7 +721,7 @@ class Store:
         dead = [r for r in rows if not process_alive(r.pid, r.pid_started)]
         aborted: list[str] = []
         for run_id, pid, _ in dead:
-            with self._engine.begin() as conn:
+            with self._writing() as conn:
                 result = conn.execute(
                     update(t)
                     .where(t.c.id == run_id, t.c.status == "running")
@@ -647,6 +734,14 @@ class Store:
                         ),
                     )
                 )
+                if result.rowcount == 1:
+                    self._audit(
+                        conn,
+                        "run.aborted",
+                        {"run": run_id},
+                        reason=f"process {pid} on {host} is gone",
+                        details={"host": host, "pid": pid},
+                    )
             if result.rowcount == 1:
                 aborted.append(run_id)
         return aborted
@@ -705,6 +800,85 @@ class Store:
             steps, artifacts = self._run_details(conn, [row["id"]])
         return _run_from(row, steps[row["id"]], artifacts[row["id"]])
 
+    # -- audit trail -------------------------------------------------------------------
+
+    def _audit(
+        self,
+        conn: Connection,
+        action: str,
+        objects: Mapping[str, str | None] | None = None,
+        *,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> AuditEvent:
+        """Append an audit event inside ``conn``'s write transaction (commits with it)."""
+        return append_event(conn, action, objects, reason=reason, details=details, actor=actor)
+
+    def audit(
+        self,
+        action: str,
+        objects: Mapping[str, str] | None = None,
+        *,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> AuditEvent:
+        """Append an event to the audit trail and return it (hash-chained, append-only).
+
+        Parameters
+        ----------
+        action
+            A dotted name: ``"signature"``, ``"model.registered"``, ...
+        objects
+            What the event is about, role -> key, digest or id (``{"run": run_id}``).
+        reason
+            Why (free text), e.g. the meaning of a signature.
+        details
+            Small, plain JSON data (NaN is stored as null).
+        actor
+            Who; default :func:`~qemlflow.store.audit.current_actor`.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with Store.open(Path(tempfile.mkdtemp())) as store:
+        ...     event = store.audit("model.registered", {"model": "ab" * 32}, actor="Ada")
+        ...     event.seq, store.verify_audit().ok
+        (1, True)
+        """
+        with self._writing() as conn:
+            return self._audit(conn, action, objects, reason=reason, details=details, actor=actor)
+
+    def audit_events(
+        self,
+        *,
+        object_ref: str | None = None,
+        since: str | None = None,
+        action: str | None = None,
+    ) -> list[AuditEvent]:
+        """Return audit events in seq order, filtered; see :func:`~.audit.read_events`.
+
+        ``object_ref`` is a key, digest or id (or a prefix of 6+ characters) named in the
+        event's objects; ``since`` an ISO time or date; ``action`` a name or ``"run.*"``.
+        """
+        with self._reading() as conn:
+            return read_events(conn, object_ref=object_ref, since=since, action=action)
+
+    def audit_head(self) -> dict[str, Any]:
+        """Return the head of the audit chain (``seq``, ``hash``, ``timestamp``, ``events``,
+        ``store``): keep it outside the store as an anchor for :meth:`verify_audit`."""
+        with self._reading() as conn:
+            return audit_head(conn)
+
+    def verify_audit(
+        self, anchor: Mapping[str, Any] | None = None, checks: Sequence[AuditCheck] = ()
+    ) -> AuditReport:
+        """Check the whole audit chain (every row, by seq); see :func:`verify_audit_chain`."""
+        with self._reading() as conn:
+            events = read_events(conn)
+        return verify_audit_chain(events, anchor=anchor, checks=checks)
+
     # -- care --------------------------------------------------------------------------
 
     def is_empty(self) -> bool:
@@ -720,7 +894,10 @@ class Store:
             }
 
     def verify(self) -> VerifyReport:
-        """Re-hash every blob and check every reference; see :func:`~.care.verify_store`."""
+        """Re-hash every blob, check every reference and the audit chain.
+
+        See :func:`~.care.verify_store`.
+        """
         from qemlflow.store.care import verify_store
 
         return verify_store(self)

@@ -1,0 +1,307 @@
+"""A self-contained HTML compliance report for a run or a model.
+
+Everything an auditor asks for on one page, with no external resources: the run's
+lineage down to the raw data digest, the data checks (rejected rows and why), the
+environment, the metrics with their confidence intervals, the plots, the electronic
+signatures, the run's audit events, and the verification of the audit chain and of the
+run's blobs, with the chain head to compare against an anchor held elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qemlflow.store import RunRecord, Store
+
+__all__ = ["render_report", "resolve_run", "write_report"]
+
+_CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:2rem auto;
+max-width:1100px;color:#1d2330;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;
+border-bottom:2px solid #dfe3ea;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
+th,td{border:1px solid #dfe3ea;padding:.25rem .6rem;text-align:left;vertical-align:top}
+th{background:#f3f5f9}code,.mono{font-family:Menlo,Consolas,monospace;font-size:.82rem}
+.ok{color:#0a7d32;font-weight:600}.bad{color:#b3141b;font-weight:600}
+.verdict{padding:.8rem 1rem;border-radius:6px;margin:1rem 0}
+.verdict.ok{background:#e8f6ed}.verdict.bad{background:#fbeaea}
+ul.tree{list-style:none;padding-left:1.1rem;border-left:1px dotted #aab}
+ul.tree li{margin:.15rem 0}.muted{color:#667}img{max-width:520px;border:1px solid #dfe3ea}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = False) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if raw else _e(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return f"{_fmt(value[0])} – {_fmt(value[1])}"
+    return "—" if value is None else str(value)
+
+
+def resolve_run(store: Store, ref: str) -> tuple[RunRecord, str | None]:
+    """The run a report is about, and the model digest when ``ref`` names a model.
+
+    ``ref`` is a run id (or prefix), a ``model.joblib`` path, or a model digest (prefix).
+    """
+    import hashlib
+
+    from qemlflow.errors import QeMLflowError
+    from qemlflow.store import StoreError
+
+    try:
+        return store.get_run(ref), None
+    except StoreError:
+        pass
+    path = Path(ref)
+    if path.is_dir():
+        path = path / "model.joblib"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ref.lower()
+    for step in store.find_steps(output_prefix=digest):
+        if step.step == "fit":
+            runs = store.runs_using_step(step.key)
+            if runs:
+                return store.get_run(runs[-1]), step.output
+    raise QeMLflowError(
+        f"'{ref}' is not a run or a model in this store",
+        "give a run id from 'qemlflow runs list' or a model.joblib written by a recorded run",
+    )
+
+
+def _lineage_html(node: dict[str, Any]) -> str:
+    kind = node["kind"]
+    if kind == "raw":
+        label = f"<b>raw data</b> <span class=mono>sha256 {_e(node['digest'])}</span>"
+    elif kind == "run":
+        label = f"<b>run {_e(node['id'])}</b> {_e(node['name'])} ({_e(node['status'])})"
+    else:
+        again = " <span class=muted>(shown above)</span>" if node.get("repeated") else ""
+        label = (
+            f"<b>{_e(node['step'])}</b> v{_e(node['version'])} "
+            f"<span class=mono>key {_e(node['key'][:16])}… → {_e(node['output'][:16])}…</span>"
+            + again
+        )
+    children = [_lineage_html(child) for child in node.get("inputs", [])]
+    inner = f"<ul class=tree>{''.join(children)}</ul>" if children else ""
+    return f"<li>{label}{inner}</li>"
+
+
+def _section_metrics(metrics: dict[str, Any]) -> str:
+    if not metrics:
+        return "<p class=muted>No metrics were recorded.</p>"
+    parts = [p for p in ("train", "valid", "test") if p in metrics]
+    names = list(metrics.get("test", {}) or (metrics.get(parts[0], {}) if parts else {}))
+    ci_key = next((k for k in metrics if k.startswith("ci")), "ci95")
+    ci = metrics.get(ci_key, {}).get("test", {})
+    header = ["metric", *[f"{p} (n={metrics.get('n', {}).get(p, '?')})" for p in parts]]
+    header.append(f"test {ci_key[2:]}% bootstrap CI")
+    rows = [[n, *[_fmt(metrics[p].get(n)) for p in parts], _fmt(ci.get(n))] for n in names]
+    out = _table(header, rows)
+    interval = metrics.get("interval")
+    if interval:
+        out += (
+            f"<p>Conformal prediction intervals: nominal coverage "
+            f"{_fmt(interval.get('nominal_coverage'))}, observed on the test set "
+            f"{_fmt(interval.get('test_coverage'))}, mean width "
+            f"{_fmt(interval.get('test_mean_width'))}.</p>"
+        )
+    return out
+
+
+def _section_data(store: Store, run: RunRecord) -> str:
+    from qemlflow.pipeline.steps import DatasetCodec
+
+    step = next((s for s in run.steps if s.step == "standardize" and s.output), None)
+    if step is None or not step.output or not store.has_blob(step.output):
+        return "<p class=bad>The standardized dataset of this run is not in the store.</p>"
+    dataset = DatasetCodec().decode(store.get_bytes(step.output))
+    summary = dataset.summary()
+    counts = _table(
+        ["source", "input rows", "molecules", "merged duplicates", "rejected"],
+        [
+            [
+                dataset.source,
+                summary["rows"],
+                summary["molecules"],
+                summary["merged"],
+                summary["rejected"],
+            ]
+        ],
+    )
+    reasons = summary.get("rejected_by_reason", {})
+    by_reason = (
+        _table(["reason", "rows"], sorted(reasons.items()))
+        if reasons
+        else "<p>No row rejected.</p>"
+    )
+    rejected = dataset.rejected.head(50)
+    detail = ""
+    if len(rejected):
+        detail = _table(
+            ["row", "input SMILES", "reason", "detail"],
+            rejected[["row", "input_smiles", "reason", "detail"]].itertuples(index=False),
+        )
+        if summary["rejected"] > 50:
+            detail += f"<p class=muted>First 50 of {summary['rejected']} rejected rows.</p>"
+    return (
+        counts + f"<p>Raw data digest <span class=mono>{_e(dataset.source_digest)}</span>; "
+        f"labels: {_e(', '.join(dataset.target_names))} ({_e(dataset.task)}).</p>"
+        + by_reason
+        + detail
+    )
+
+
+def _section_environment(store: Store, run: RunRecord) -> str:
+    if not run.environment or not store.has_blob(run.environment):
+        return "<p class=bad>No environment snapshot recorded.</p>"
+    env = json.loads(store.get_bytes(run.environment))
+    packages = env.get("packages", {}) or {}
+    key_libs = ["qemlflow", "rdkit", "numpy", "scipy", "scikit-learn", "lightgbm", "pandas"]
+    rows: list[list[Any]] = []
+    for key in ("python", "os", "cpu", "qemlflow", "git"):
+        if key in env:
+            value = env[key]
+            rows.append([key, json.dumps(value) if isinstance(value, dict | list) else value])
+    rows += [[f"package {n}", packages[n]] for n in key_libs if n in packages]
+    rows.append(["installed packages", f"{len(packages)} (all recorded in the snapshot)"])
+    return _table(["", "value"], rows) + (
+        f"<p class=muted>Snapshot blob <span class=mono>{_e(run.environment)}</span></p>"
+    )
+
+
+def _section_plots(store: Store, run: RunRecord) -> str:
+    images = []
+    for artifact in run.artifacts:
+        if artifact.name.endswith(".png") and store.has_blob(artifact.digest):
+            data = base64.b64encode(store.get_bytes(artifact.digest)).decode("ascii")
+            images.append(
+                f"<figure><img alt='{_e(artifact.name)}' src='data:image/png;base64,{data}'>"
+                f"<figcaption class=muted>{_e(artifact.name)} "
+                f"<span class=mono>{_e(artifact.digest[:16])}…</span></figcaption></figure>"
+            )
+    return "".join(images) or "<p class=muted>No plots were recorded.</p>"
+
+
+def _section_signatures(store: Store, run: RunRecord, model: str | None) -> str:
+    from qemlflow.audit.signatures import signatures_for
+
+    found: list[dict[str, Any]] = []
+    for ref in [run.id, *([model] if model else [])]:
+        found += signatures_for(store, ref)
+    if not found:
+        return "<p class=muted>No electronic signature on this run or model.</p>"
+    rows = [
+        [
+            _e(s.get("signer")),
+            _e(s.get("meaning")),
+            _e(s.get("reason")),
+            _e(s.get("time")),
+            _e(str(s.get("digest", ""))[:16]) + "…",
+            "<span class=ok>valid</span>"
+            if s.get("valid")
+            else f"<span class=bad>INVALID</span> {_e('; '.join(s.get('problems', [])))}",
+        ]
+        for s in found
+    ]
+    return _table(
+        ["signer", "meaning", "reason", "signed at (UTC)", "object digest", "check"], rows, raw=True
+    )
+
+
+def _section_events(store: Store, run: RunRecord, model: str | None) -> str:
+    events = store.audit_events(object_ref=run.id)
+    if model:
+        events += [e for e in store.audit_events(object_ref=model) if e not in events]
+    events.sort(key=lambda e: e.seq)
+    rows = [
+        [e.seq, e.timestamp, e.actor, e.action, e.reason or "", e.hash[:16] + "…"] for e in events
+    ]
+    return _table(["seq", "time (UTC)", "actor", "action", "reason", "event hash"], rows)
+
+
+def render_report(store: Store, ref: str) -> str:
+    """Return the HTML report of a run or model (one self-contained page)."""
+    from qemlflow._version import __version__
+    from qemlflow.audit.signatures import signature_checks
+    from qemlflow.pipeline.lineage import lineage
+    from qemlflow.pipeline.reproduce import _check_blobs
+    from qemlflow.store.records import utc_now
+
+    run, model = resolve_run(store, ref)
+    chain = store.verify_audit(checks=signature_checks(store))
+    head = store.audit_head()
+    blob_problems = _check_blobs(store, run)
+    sound = chain.ok and not blob_problems
+    verdict_items = [
+        f"Audit chain: {chain.n_events} events, "
+        + ("<span class=ok>intact</span>" if chain.ok else "<span class=bad>BROKEN</span>"),
+        f"Chain head: seq {_e(head.get('seq'))}, "
+        f"hash <span class=mono>{_e(head.get('hash'))}</span>",
+        "Run blobs re-hashed: "
+        + (
+            "<span class=ok>all intact</span>"
+            if not blob_problems
+            else "<span class=bad>"
+            + _e("; ".join(f"{p.what}: {p.problem}" for p in blob_problems))
+            + "</span>"
+        ),
+    ]
+    verdict_items += [f"<span class=bad>{_e(p)}</span>" for p in chain.problems[:5]]
+    graph = lineage(store, run.id)
+    title = f"QeMLflow compliance report — run {run.id}"
+    model_line = (
+        f"<p>Model (fit output) digest <span class=mono>{_e(model)}</span></p>" if model else ""
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{_e(title)}</h1>
+<p class=muted>Generated {_e(utc_now())} by QeMLflow {_e(__version__)} from store
+<span class=mono>{_e(store.root)}</span>.</p>
+{
+        _table(
+            ["run", "experiment", "status", "started (UTC)", "finished (UTC)", "seed"],
+            [[run.id, run.name, run.status, run.started_at, run.finished_at, run.seed]],
+        )
+    }
+{model_line}
+<div class="verdict {"ok" if sound else "bad"}"><b>Verification:
+{"sound" if sound else "NOT sound"}</b><ul>{
+        "".join(f"<li>{i}</li>" for i in verdict_items)
+    }</ul></div>
+<h2>Metrics</h2>{_section_metrics(run.metrics or {})}
+<h2>Plots</h2>{_section_plots(store, run)}
+<h2>Lineage</h2><ul class=tree>{_lineage_html(graph)}</ul>
+<h2>Data checks</h2>{_section_data(store, run)}
+<h2>Environment</h2>{_section_environment(store, run)}
+<h2>Electronic signatures</h2>{_section_signatures(store, run, model)}
+<h2>Audit trail of this run</h2>{_section_events(store, run, model)}
+<h2>Configuration</h2><pre class=mono>{_e(json.dumps(run.config, indent=2))}</pre>
+</body></html>
+"""
+
+
+def write_report(store: Store, ref: str, path: str | Path) -> Path:
+    """Write the HTML report of a run or model to ``path`` and return it."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_report(store, ref), encoding="utf-8")
+    return out

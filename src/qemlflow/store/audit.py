@@ -1,0 +1,540 @@
+"""The audit trail: an append-only, hash-chained log of who changed what, when and why.
+
+Every state change of the store appends one :class:`AuditEvent` inside the same database
+transaction as the change, so both commit or neither does. Each event carries the hash of
+the one before it (``prev_hash``) and its own ``hash``: the sha256 of the canonical JSON of
+``seq, timestamp, actor, action, objects, reason, details, prev_hash``. Database triggers
+refuse UPDATE and DELETE on the table; a change made around them (a superuser, a file
+editor) breaks the chain, and :func:`verify_audit_chain` names the first bad event. An
+*anchor* (:meth:`~qemlflow.store.Store.audit_head`, kept outside the store) also catches a
+truncated tail or a whole chain recomputed after an edit.
+
+What is recorded, and what is not: datasets, runs (started, finished, failed, aborted),
+garbage collection, backup and restore, plus whatever callers append with
+:meth:`~qemlflow.store.Store.audit` (signatures, identities, model registrations). Cached
+steps, run steps and artifacts are not recorded one by one: they are content-addressed and
+immutable, and the run events (which name the run) cover them.
+
+Examples
+--------
+>>> first = next_event(None, "dataset.added", {"dataset": "ab" * 32}, actor="Ada",
+...                    timestamp="2026-01-01T00:00:00.000000+00:00")
+>>> second = next_event(first, "run.started", {"run": "r1"}, actor="Ada",
+...                     timestamp="2026-01-01T00:00:01.000000+00:00")
+>>> second.seq, second.prev_hash == first.hash
+(2, True)
+>>> verify_audit_chain([first, second]).ok
+True
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import Connection, RowMapping
+
+from qemlflow.store import schema
+from qemlflow.store.errors import StoreError
+from qemlflow.store.keys import canonical_json, plain_json, sha256_hex
+from qemlflow.store.records import utc_now
+
+__all__ = [
+    "ACTOR_ENV",
+    "GENESIS_HASH",
+    "AuditCheck",
+    "AuditEvent",
+    "AuditReport",
+    "append_event",
+    "audit_head",
+    "current_actor",
+    "event_hash",
+    "lock_audit_log",
+    "next_event",
+    "read_events",
+    "verify_audit_chain",
+]
+
+ACTOR_ENV = "QEMLFLOW_ACTOR"
+IDENTITY_DIR_ENV = "QEMLFLOW_IDENTITY_DIR"
+GENESIS_HASH = "0" * 64
+"""The ``prev_hash`` of the first event."""
+
+# Any 64-bit constant (not the migration lock's): serializes appends on PostgreSQL.
+_PG_AUDIT_LOCK = 0x71E3A0D17
+_ACTION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
+_MIN_PREFIX = 6
+
+AuditCheck = Callable[[Sequence["AuditEvent"]], Iterable[tuple[int, str]]]
+"""An extra check for :func:`verify_audit_chain`: ``check(events) -> [(seq, problem), ...]``."""
+
+
+def current_actor() -> str:
+    """Return who is acting: ``$QEMLFLOW_ACTOR``, else the configured identity, else the OS user.
+
+    The identity is ``identity.json`` in ``$QEMLFLOW_IDENTITY_DIR`` (default
+    ``~/.config/qemlflow``), written by ``qemlflow identity init``: ``"Name <email>"``.
+
+    Examples
+    --------
+    >>> bool(current_actor())
+    True
+    """
+    configured = os.environ.get(ACTOR_ENV, "").strip()
+    if configured:
+        return configured
+    identity = _identity_actor()
+    if identity:
+        return identity
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError, ImportError):  # no login name (containers, odd uids)
+        user = ""
+    return user or "unknown"
+
+
+def _identity_actor() -> str | None:
+    folder = os.environ.get(IDENTITY_DIR_ENV) or "~/.config/qemlflow"
+    path = Path(folder).expanduser() / "identity.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    name = str(data.get("name") or "").strip()
+    email = str(data.get("email") or "").strip()
+    if name and email:
+        return f"{name} <{email}>"
+    return name or email or None
+
+
+def event_hash(content: Mapping[str, Any]) -> str:
+    """Return the hash of an event's content (every field but ``hash``): sha256 hex.
+
+    Examples
+    --------
+    >>> event_hash({"seq": 1, "action": "x"}) == event_hash({"action": "x", "seq": 1})
+    True
+    """
+    return sha256_hex(canonical_json(dict(content)))
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One entry of the audit trail (a row of ``audit_events``).
+
+    ``objects`` maps a role to what the event is about (``{"run": "2026...",
+    "environment": "ab12..."}``); ``details`` is small, plain JSON data.
+    """
+
+    seq: int
+    timestamp: str
+    actor: str
+    action: str
+    objects: dict[str, str]
+    reason: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def content(self) -> dict[str, Any]:
+        """Return the fields the hash covers (all but ``hash``)."""
+        return {
+            "seq": self.seq,
+            "timestamp": self.timestamp,
+            "actor": self.actor,
+            "action": self.action,
+            "objects": self.objects,
+            "reason": self.reason,
+            "details": self.details,
+            "prev_hash": self.prev_hash,
+        }
+
+    def computed_hash(self) -> str:
+        """Return the hash the content gives now (equal to ``hash`` unless edited)."""
+        return event_hash(self.content())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the event as a JSON-compatible dict."""
+        return {**self.content(), "hash": self.hash}
+
+
+def next_event(
+    previous: AuditEvent | None,
+    action: str,
+    objects: Mapping[str, str | None] | None = None,
+    *,
+    reason: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    actor: str | None = None,
+    timestamp: str | None = None,
+) -> AuditEvent:
+    """Return the event that follows ``previous`` (``None``: the first), hash computed.
+
+    ``objects`` entries whose value is ``None`` are left out; ``details`` is stored as
+    plain JSON (NaN becomes null).
+
+    Raises
+    ------
+    StoreError
+        The action is not a dotted name, an object is not a string, or the details hold
+        data with no JSON form.
+    """
+    if not isinstance(action, str) or not _ACTION.fullmatch(action):
+        raise StoreError(
+            f"audit action {action!r} is not a dotted name",
+            "use a short name like 'run.finished' or 'signature'",
+        )
+    objs: dict[str, str] = {}
+    for role, value in (objects or {}).items():
+        if value is None:
+            continue
+        if not isinstance(role, str) or not isinstance(value, str):
+            raise StoreError(
+                f"audit objects entry {role!r}: {value!r} is not a string pair",
+                "map each role to a key, digest or id given as a string",
+            )
+        objs[role] = value
+    plain = plain_json(dict(details or {}))
+    who = (actor if actor is not None else current_actor()).strip()
+    if not who:
+        raise StoreError("an audit event needs an actor", "give actor='Name <email>'")
+    content: dict[str, Any] = {
+        "seq": 1 if previous is None else previous.seq + 1,
+        "timestamp": timestamp or utc_now(),
+        "actor": who,
+        "action": action,
+        "objects": objs,
+        "reason": None if reason is None else str(reason),
+        "details": plain,
+        "prev_hash": GENESIS_HASH if previous is None else previous.hash,
+    }
+    return AuditEvent(**content, hash=event_hash(content))
+
+
+# -- the table -----------------------------------------------------------------------
+
+
+def _event_from(row: RowMapping) -> AuditEvent:
+    return AuditEvent(
+        seq=row["seq"],
+        timestamp=row["timestamp"],
+        actor=row["actor"],
+        action=row["action"],
+        objects=row["objects"],
+        reason=row["reason"],
+        details=row["details"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )
+
+
+def lock_audit_log(conn: Connection) -> None:
+    """Make this write transaction the only one appending (PostgreSQL advisory lock).
+
+    SQLite needs nothing: the store opens write transactions with ``BEGIN IMMEDIATE``,
+    which already admits one writer at a time. Take the lock first in a transaction, before
+    its other writes, so that no two transactions wait on each other.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+
+
+def _last_event(conn: Connection) -> AuditEvent | None:
+    t = schema.audit_events
+    row = conn.execute(select(t).order_by(t.c.seq.desc()).limit(1)).first()
+    return None if row is None else _event_from(row._mapping)
+
+
+def append_event(
+    conn: Connection,
+    action: str,
+    objects: Mapping[str, str | None] | None = None,
+    *,
+    reason: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    actor: str | None = None,
+) -> AuditEvent:
+    """Append an event in the caller's write transaction and return it.
+
+    The event commits or rolls back with the transaction, together with the change it
+    records. See :func:`next_event` for the arguments.
+    """
+    lock_audit_log(conn)
+    event = next_event(
+        _last_event(conn), action, objects, reason=reason, details=details, actor=actor
+    )
+    conn.execute(insert(schema.audit_events).values(**event.to_dict()))
+    return event
+
+
+def _since_text(since: str) -> str:
+    value = since.strip()
+    if re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", value):
+        return value  # a date prefix compares correctly as text
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise StoreError(
+            f"{since!r} is not an ISO date or time",
+            "give a date like 2026-01-31 or a time like 2026-01-31T09:00:00+00:00",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _matches(objects: Any, ref: str) -> bool:
+    if not isinstance(objects, Mapping):
+        return False
+    values = [v for v in objects.values() if isinstance(v, str)]
+    if ref in values:
+        return True
+    return len(ref) >= _MIN_PREFIX and any(v.startswith(ref) for v in values)
+
+
+def read_events(
+    conn: Connection,
+    *,
+    object_ref: str | None = None,
+    since: str | None = None,
+    action: str | None = None,
+) -> list[AuditEvent]:
+    """Return the events in seq order, optionally filtered.
+
+    ``object_ref`` matches an event when it equals one of its ``objects`` values or, at
+    6 characters or more, is a prefix of one. ``since`` is an ISO time or a date prefix
+    (``2026-01``). ``action`` matches exactly, or ending in ``.*`` a family (``run.*``).
+    """
+    t = schema.audit_events
+    query = select(t).order_by(t.c.seq)
+    if since is not None:
+        query = query.where(t.c.timestamp >= _since_text(since))
+    if action is not None:
+        if action.endswith(".*"):
+            query = query.where(t.c.action.startswith(action[:-1], autoescape=True))
+        else:
+            query = query.where(t.c.action == action)
+    events = [_event_from(r._mapping) for r in conn.execute(query)]
+    if object_ref is not None:
+        ref = object_ref.strip()
+        events = [e for e in events if _matches(e.objects, ref)]
+    return events
+
+
+def audit_head(conn: Connection) -> dict[str, Any]:
+    """Return the chain head: ``seq``, ``hash``, ``timestamp``, ``events`` and ``store``.
+
+    ``store`` identifies the log: the hash of its first event (a restored copy keeps it);
+    ``None`` while the log is empty. Keep the head outside the store as an *anchor*.
+    """
+    t = schema.audit_events
+    last = _last_event(conn)
+    count = int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+    first = conn.execute(select(t.c.hash).where(t.c.seq == 1)).scalar()
+    return {
+        "seq": 0 if last is None else last.seq,
+        "hash": GENESIS_HASH if last is None else last.hash,
+        "timestamp": None if last is None else last.timestamp,
+        "events": count,
+        "store": first,
+    }
+
+
+# -- verification --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The outcome of checking an audit trail; ``ok`` when nothing is wrong.
+
+    ``problems`` are sorted by event; the first names ``first_bad_seq``.
+
+    Examples
+    --------
+    >>> AuditReport(n_events=0, head=(0, GENESIS_HASH)).to_dict()["ok"]
+    True
+    """
+
+    n_events: int
+    head: tuple[int, str]
+    first_bad_seq: int | None = None
+    problems: tuple[str, ...] = ()
+    anchored: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Whether the trail is intact."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-compatible dict."""
+        return {
+            "ok": self.ok,
+            "n_events": self.n_events,
+            "head": {"seq": self.head[0], "hash": self.head[1]},
+            "first_bad_seq": self.first_bad_seq,
+            "problems": list(self.problems),
+            "anchored": self.anchored,
+        }
+
+
+def _label(event: AuditEvent) -> str:
+    return f"event {event.seq} ({event.action} at {event.timestamp})"
+
+
+def _hash_problem(event: AuditEvent) -> str | None:
+    try:
+        recomputed = event.computed_hash()
+    except StoreError as exc:
+        return f"{_label(event)}: its content cannot be hashed ({exc}) - the event was edited"
+    if recomputed != event.hash:
+        return f"{_label(event)}: its hash does not match its content - the event was edited"
+    return None
+
+
+def _chain_findings(events: Sequence[AuditEvent]) -> list[tuple[int, str]]:
+    findings: list[tuple[int, str]] = []
+    present = {e.seq for e in events}
+    expected, previous = 1, None
+    for event in events:
+        if event.seq > expected:
+            missing = range(expected, event.seq)
+            where = "the log jumps from " + (
+                f"event {previous.seq}" if previous is not None else "the start"
+            )
+            if all(s in present for s in missing):
+                findings.append(
+                    (expected, f"event {expected} is out of order: {where} to event {event.seq}")
+                )
+            else:
+                span = (
+                    f"event {expected} is missing"
+                    if len(missing) == 1
+                    else f"events {expected} to {event.seq - 1} are missing"
+                )
+                findings.append((expected, f"{span}: {where} to event {event.seq} - deleted"))
+        elif event.seq < expected:
+            findings.append(
+                (
+                    event.seq,
+                    f"{_label(event)}: comes again after event {expected - 1} - "
+                    "duplicated or reordered",
+                )
+            )
+        problem = _hash_problem(event)
+        if problem is not None:
+            findings.append((event.seq, problem))
+        else:
+            link = GENESIS_HASH if previous is None else previous.hash
+            if event.prev_hash != link:
+                if previous is None:
+                    why = "its prev_hash is not the genesis hash (64 zeros) - it was forged"
+                else:
+                    why = (
+                        f"its prev_hash does not match the hash of event {previous.seq} - event "
+                        f"{previous.seq} was replaced, or an event was inserted or removed "
+                        "between them"
+                    )
+                findings.append((event.seq, f"{_label(event)}: {why}"))
+        previous = event
+        expected = max(expected, event.seq + 1)
+    return findings
+
+
+def _anchor_findings(
+    events: Sequence[AuditEvent], anchor: Mapping[str, Any]
+) -> list[tuple[int, str]]:
+    try:
+        seq = int(anchor["seq"])
+        digest = str(anchor["hash"])
+    except (KeyError, TypeError, ValueError):
+        raise StoreError(
+            "the audit anchor has no integer 'seq' and 'hash'",
+            "give the dict returned by Store.audit_head() (or `qemlflow audit anchor`)",
+        ) from None
+    by_seq = {e.seq: e for e in events}
+    findings: list[tuple[int, str]] = []
+    store_id = anchor.get("store")
+    first = by_seq.get(1)
+    if store_id and first is not None and first.hash != store_id:
+        findings.append(
+            (
+                1,
+                f"{_label(first)}: not the first event the anchor names - the log was "
+                "replaced or rewritten from the start",
+            )
+        )
+    if seq <= 0:
+        return findings
+    anchored = by_seq.get(seq)
+    if anchored is None:
+        last = max(by_seq, default=0)
+        if seq > last:
+            findings.append(
+                (
+                    last + 1,
+                    f"events {last + 1} to {seq} are missing: the log ends at event {last} but "
+                    f"the anchor names event {seq} - the tail was truncated",
+                )
+            )
+        # a missing event inside the log is already reported as a gap
+    elif anchored.hash != digest:
+        findings.append(
+            (
+                seq,
+                f"{_label(anchored)}: its hash differs from the anchor's - the log was "
+                f"rewritten at or before event {seq}",
+            )
+        )
+    return findings
+
+
+def verify_audit_chain(
+    events: Sequence[AuditEvent],
+    anchor: Mapping[str, Any] | None = None,
+    checks: Sequence[AuditCheck] = (),
+) -> AuditReport:
+    """Check a trail given in seq order; name the first bad event.
+
+    Finds an edited event (hash no longer matches content), a deleted one (a seq gap and a
+    broken link), an inserted, replaced or reordered one (broken link, seq out of order),
+    and, against an ``anchor`` (a former :meth:`~qemlflow.store.Store.audit_head`), a
+    truncated tail or a chain recomputed after an edit. ``checks`` add their own
+    ``(seq, problem)`` findings (signatures, for instance).
+
+    Examples
+    --------
+    >>> a = next_event(None, "run.started", {"run": "r1"}, actor="Ada")
+    >>> b = next_event(a, "run.finished", {"run": "r1"}, actor="Ada")
+    >>> import dataclasses
+    >>> forged = dataclasses.replace(b, actor="Eve")
+    >>> report = verify_audit_chain([a, forged])
+    >>> report.ok, report.first_bad_seq
+    (False, 2)
+    >>> verify_audit_chain([a], anchor={"seq": 2, "hash": b.hash}).first_bad_seq
+    2
+    """
+    findings = _chain_findings(events)
+    if anchor is not None:
+        findings += _anchor_findings(events, anchor)
+    for check in checks:
+        findings += [(int(seq), str(problem)) for seq, problem in check(events)]
+    findings.sort(key=lambda f: f[0])  # stable: within an event, in the order found
+    last = events[-1] if events else None
+    return AuditReport(
+        n_events=len(events),
+        head=(0, GENESIS_HASH) if last is None else (last.seq, last.hash),
+        first_bad_seq=findings[0][0] if findings else None,
+        problems=tuple(problem for _, problem in findings),
+        anchored=anchor is not None,
+    )

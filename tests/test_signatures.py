@@ -1,0 +1,565 @@
+"""Identities and electronic signatures: keys, signing, and the attacks checks must catch."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from qemlflow.audit import (
+    Identity,
+    IdentityError,
+    SignatureError,
+    check_signatures,
+    check_signed_objects,
+    identity_dir,
+    init_identity,
+    load_identity,
+    load_signing_key,
+    object_digest,
+    register_identity,
+    run_digest,
+    sign,
+    signature_checks,
+    signatures_for,
+)
+from qemlflow.audit.signatures import signature_message
+from qemlflow.errors import QeMLflowError
+from qemlflow.store import DatasetRecord, Store, sha256_hex
+
+ALICE_PASS = "alice passphrase"
+MALLORY_PASS = "mallory passphrase"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path / "store") as opened:
+        yield opened
+
+
+@pytest.fixture
+def alice_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "alice"
+    init_identity("Alice Smith", "alice@example.org", ALICE_PASS, directory=folder)
+    return folder
+
+
+@pytest.fixture
+def mallory_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "mallory"
+    init_identity("Mallory Jones", "mallory@example.org", MALLORY_PASS, directory=folder)
+    return folder
+
+
+def _finished_run(store: Store, name: str = "demo", rmse: float = 0.7) -> str:
+    run_id = store.create_run(name, {"model": "rf", "seed": 0}, 0, None)
+    store.add_artifact(run_id, "predictions.csv", store.put_bytes(f"p,{rmse}\n".encode()), "csv")
+    store.finish_run(run_id, {"rmse": rmse})
+    return run_id
+
+
+@pytest.fixture
+def run_id(store: Store) -> str:
+    return _finished_run(store)
+
+
+def _problems(store: Store) -> list[tuple[int, str]]:
+    events = store.audit_events()
+    return check_signatures(events) + check_signed_objects(store, events)
+
+
+def _forge(
+    store: Store,
+    *,
+    key: Ed25519PrivateKey,
+    signer: dict[str, str],
+    object_id: str,
+    digest: str,
+    kind: str = "run",
+    meaning: str = "approved",
+    reason: str = "looks good",
+) -> int:
+    """Write a signature event straight into the audit log, as an attacker could."""
+    signed_at = "2026-01-01T00:00:00.000000+00:00"
+    message = signature_message(
+        object_id=object_id,
+        kind=kind,
+        digest=digest,
+        meaning=meaning,
+        reason=reason,
+        signer=signer,
+        signed_at=signed_at,
+    )
+    event = store.audit(
+        "signature",
+        {"object": object_id, "digest": digest, "identity": signer["fingerprint"]},
+        reason=reason,
+        details={
+            "meaning": meaning,
+            "kind": kind,
+            "signer": signer,
+            "signed_at": signed_at,
+            "message_sha256": sha256_hex(message),
+            "signature": base64.b64encode(key.sign(message)).decode(),
+        },
+        actor=f"{signer['name']} <{signer['email']}>",
+    )
+    return event.seq
+
+
+def _signer(identity: Identity) -> dict[str, str]:
+    return {"name": identity.name, "email": identity.email, "fingerprint": identity.fingerprint}
+
+
+# -- identities ------------------------------------------------------------------------
+
+
+def test_init_identity_writes_public_file_and_encrypted_key(tmp_path: Path) -> None:
+    folder = tmp_path / "id"
+    alice = init_identity("Alice Smith", "alice@example.org", ALICE_PASS, directory=folder)
+    data = json.loads((folder / "identity.json").read_text())
+    assert data["name"] == "Alice Smith" and data["email"] == "alice@example.org"
+    raw = base64.b64decode(data["public_key"])
+    assert len(raw) == 32 and data["fingerprint"] == sha256_hex(raw) == alice.fingerprint
+    assert data["created_at"]
+    assert alice.display == "Alice Smith <alice@example.org>"
+    assert load_identity(folder) == alice
+
+    pem_path = folder / "signing_key.pem"
+    assert stat.S_IMODE(pem_path.stat().st_mode) == 0o600
+    pem = pem_path.read_bytes()
+    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    with pytest.raises(TypeError):  # no passphrase: the key cannot be read
+        serialization.load_pem_private_key(pem, password=None)
+
+    key = load_signing_key(ALICE_PASS, folder)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    assert public == raw
+
+
+@pytest.mark.parametrize("passphrase", ["wrong passphrase", "", "x"])
+def test_wrong_passphrase_is_an_identity_error(alice_dir: Path, passphrase: str) -> None:
+    with pytest.raises(IdentityError, match="wrong passphrase for the signing key of Alice Smith"):
+        load_signing_key(passphrase, alice_dir)
+
+
+def test_identity_dir_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(tmp_path / "env-id"))
+    assert identity_dir() == tmp_path / "env-id"
+    made = init_identity("Bob", "bob@example.org", "bob passphrase")
+    assert (tmp_path / "env-id" / "identity.json").is_file()
+    assert load_identity() == made
+    monkeypatch.delenv("QEMLFLOW_IDENTITY_DIR")
+    assert identity_dir() == Path("~/.config/qemlflow").expanduser().absolute()
+
+
+@pytest.mark.parametrize("passphrase", ["", "short", "1234567"])
+def test_short_passphrase_is_refused(tmp_path: Path, passphrase: str) -> None:
+    with pytest.raises(IdentityError, match="passphrase is too short"):
+        init_identity("Alice", "alice@example.org", passphrase, directory=tmp_path)
+    assert not (tmp_path / "signing_key.pem").exists()
+
+
+def test_existing_identity_is_kept_unless_overwrite(alice_dir: Path) -> None:
+    before = load_identity(alice_dir)
+    with pytest.raises(IdentityError, match="already exists"):
+        init_identity("Alice Smith", "alice@example.org", ALICE_PASS, directory=alice_dir)
+    assert load_identity(alice_dir) == before
+    after = init_identity(
+        "Alice Smith", "alice@example.org", "a new passphrase", directory=alice_dir, overwrite=True
+    )
+    assert after.fingerprint != before.fingerprint
+    load_signing_key("a new passphrase", alice_dir)
+
+
+@pytest.mark.parametrize(
+    ("name", "email"), [("", "a@example.org"), ("Eve <x>", "a@example.org"), ("Eve", "nomail")]
+)
+def test_malformed_name_or_email_is_refused(tmp_path: Path, name: str, email: str) -> None:
+    with pytest.raises(IdentityError):
+        init_identity(name, email, ALICE_PASS, directory=tmp_path)
+
+
+def test_missing_or_damaged_identity(tmp_path: Path, alice_dir: Path) -> None:
+    with pytest.raises(IdentityError, match="no identity"):
+        load_identity(tmp_path / "nobody")
+    data = json.loads((alice_dir / "identity.json").read_text())
+    data["fingerprint"] = "0" * 64
+    (alice_dir / "identity.json").write_text(json.dumps(data))
+    with pytest.raises(IdentityError, match="damaged"):
+        load_identity(alice_dir)
+
+
+def test_key_of_another_identity_is_refused(alice_dir: Path, mallory_dir: Path) -> None:
+    (alice_dir / "signing_key.pem").write_bytes((mallory_dir / "signing_key.pem").read_bytes())
+    with pytest.raises(IdentityError, match="does not belong to Alice Smith"):
+        load_signing_key(MALLORY_PASS, alice_dir)
+
+
+# -- signing ---------------------------------------------------------------------------
+
+
+def test_sign_a_finished_run(store: Store, alice_dir: Path, run_id: str) -> None:
+    alice = load_identity(alice_dir)
+    event = sign(
+        store,
+        run_id[:17],
+        meaning="approved",
+        reason="metrics reviewed against SOP-12",
+        passphrase=ALICE_PASS,
+        identity_dir=alice_dir,
+    )
+    digest = run_digest(store.get_run(run_id))
+    assert event.action == "signature"
+    assert event.actor == alice.display
+    assert event.reason == "metrics reviewed against SOP-12"
+    assert dict(event.objects) == {
+        "object": run_id,
+        "digest": digest,
+        "identity": alice.fingerprint,
+    }
+    assert event.details["meaning"] == "approved" and event.details["kind"] == "run"
+    assert event.details["signer"] == _signer(alice)
+    assert object_digest(store, run_id) == ("run", run_id, digest)
+
+    actions = [e.action for e in store.audit_events()]
+    assert actions.count("identity.registered") == 1 and actions.count("signature") == 1
+    assert _problems(store) == []
+    report = store.verify_audit(checks=signature_checks(store))
+    assert report.ok, report
+
+    [found] = signatures_for(store, run_id)
+    assert found["valid"] is True and found["problems"] == []
+    assert found["signer"] == "Alice Smith <alice@example.org>"
+    assert (found["meaning"], found["reason"]) == ("approved", "metrics reviewed against SOP-12")
+
+    # a second signature by the same user does not register the key again
+    sign(
+        store,
+        run_id,
+        meaning="reviewed",
+        reason="second look",
+        passphrase=ALICE_PASS,
+        identity_dir=alice_dir,
+    )
+    actions = [e.action for e in store.audit_events()]
+    assert actions.count("identity.registered") == 1 and actions.count("signature") == 2
+    assert register_identity(store, alice) is None
+    assert _problems(store) == []
+
+
+def test_sign_with_identity_from_environment(
+    store: Store, alice_dir: Path, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(alice_dir))
+    event = sign(store, run_id, meaning="authored", reason="I ran it", passphrase=ALICE_PASS)
+    assert event.details["signer"]["email"] == "alice@example.org"
+    assert _problems(store) == []
+
+
+def test_sign_dataset_blob_and_file(store: Store, alice_dir: Path, tmp_path: Path) -> None:
+    table = store.put_bytes(b"smiles,y\nCCO,1.0\n")
+    dataset = store.add_dataset(
+        DatasetRecord(id="d" * 64, name="esol", source="esol.csv", table_digest=table)
+    )
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"model weights")
+    model = store.put_file(path)
+    signed = {
+        ("dataset", dataset.id, table): dataset.id[:10],
+        ("blob", table, table): table,
+        ("blob", model, model): str(path),
+    }
+    for (kind, object_id, digest), ref in signed.items():
+        assert object_digest(store, ref) == (kind, object_id, digest)
+        event = sign(
+            store,
+            ref,
+            meaning="reviewed",
+            reason="ok",
+            passphrase=ALICE_PASS,
+            identity_dir=alice_dir,
+        )
+        assert event.objects["object"] == object_id and event.details["kind"] == kind
+    assert _problems(store) == []
+
+    unstored = tmp_path / "other.bin"
+    unstored.write_bytes(b"not in the store")
+    with pytest.raises(SignatureError, match="not in the store"):
+        sign(
+            store,
+            str(unstored),
+            meaning="reviewed",
+            reason="ok",
+            passphrase=ALICE_PASS,
+            identity_dir=alice_dir,
+        )
+    with pytest.raises(SignatureError, match="nothing in the store matches"):
+        object_digest(store, "no-such-object")
+
+
+def test_wrong_passphrase_signs_nothing(store: Store, alice_dir: Path, run_id: str) -> None:
+    with pytest.raises(IdentityError, match="wrong passphrase"):
+        sign(
+            store,
+            run_id,
+            meaning="approved",
+            reason="ok",
+            passphrase="not alice's",
+            identity_dir=alice_dir,
+        )
+    assert [e for e in store.audit_events() if e.action == "signature"] == []
+
+
+def test_unknown_meaning_and_empty_reason_are_refused(
+    store: Store, alice_dir: Path, run_id: str
+) -> None:
+    bad: Any = "rubber-stamped"
+    with pytest.raises(QeMLflowError, match="approved, reviewed, authored"):
+        sign(store, run_id, meaning=bad, reason="ok", passphrase=ALICE_PASS, identity_dir=alice_dir)
+    with pytest.raises(SignatureError, match="needs a reason"):
+        sign(
+            store,
+            run_id,
+            meaning="approved",
+            reason="  ",
+            passphrase=ALICE_PASS,
+            identity_dir=alice_dir,
+        )
+
+
+def test_running_run_cannot_be_signed(store: Store, alice_dir: Path) -> None:
+    running = store.create_run("live", {"model": "rf"}, 0, None)
+    with pytest.raises(SignatureError, match="only finished runs can be signed"):
+        sign(
+            store,
+            running,
+            meaning="approved",
+            reason="ok",
+            passphrase=ALICE_PASS,
+            identity_dir=alice_dir,
+        )
+    store.fail_run(running, "boom")
+    with pytest.raises(SignatureError, match="is failed"):
+        sign(
+            store,
+            running,
+            meaning="approved",
+            reason="ok",
+            passphrase=ALICE_PASS,
+            identity_dir=alice_dir,
+        )
+
+
+def test_changed_object_invalidates_its_signature(
+    store: Store, alice_dir: Path, run_id: str
+) -> None:
+    sign(
+        store,
+        run_id,
+        meaning="approved",
+        reason="ok",
+        passphrase=ALICE_PASS,
+        identity_dir=alice_dir,
+    )
+    store.add_artifact(run_id, "extra.csv", store.put_bytes(b"late addition"), "csv")
+    problems = _problems(store)
+    assert len(problems) == 1 and "changed since it was signed" in problems[0][1]
+    [found] = signatures_for(store, run_id)
+    assert found["valid"] is False
+
+
+# -- attacks ---------------------------------------------------------------------------
+
+
+def test_mallory_cannot_sign_as_alice_with_her_own_key(
+    store: Store, alice_dir: Path, mallory_dir: Path, run_id: str
+) -> None:
+    alice, mallory = load_identity(alice_dir), load_identity(mallory_dir)
+    register_identity(store, alice)
+    register_identity(store, mallory)
+    digest = run_digest(store.get_run(run_id))
+    claims_alice = {**_signer(alice), "fingerprint": mallory.fingerprint}
+    seq = _forge(
+        store,
+        key=load_signing_key(MALLORY_PASS, mallory_dir),
+        signer=claims_alice,
+        object_id=run_id,
+        digest=digest,
+    )
+    problems = check_signatures(store.audit_events())
+    assert [s for s, _ in problems] == [seq]
+    assert "not registered to Alice Smith" in problems[0][1]
+    assert "cannot be passed off as another user's" in problems[0][1]
+    assert not store.verify_audit(checks=signature_checks(store)).ok
+    [found] = signatures_for(store, run_id)
+    assert found["valid"] is False
+
+
+def test_mallory_cannot_use_alices_fingerprint(
+    store: Store, alice_dir: Path, mallory_dir: Path, run_id: str
+) -> None:
+    alice = load_identity(alice_dir)
+    register_identity(store, alice)
+    seq = _forge(
+        store,
+        key=load_signing_key(MALLORY_PASS, mallory_dir),
+        signer=_signer(alice),
+        object_id=run_id,
+        digest=run_digest(store.get_run(run_id)),
+    )
+    problems = check_signatures(store.audit_events())
+    assert [s for s, _ in problems] == [seq] and "does not verify" in problems[0][1]
+
+
+def test_unregistered_key_cannot_sign(store: Store, mallory_dir: Path, run_id: str) -> None:
+    mallory = load_identity(mallory_dir)
+    seq = _forge(
+        store,
+        key=load_signing_key(MALLORY_PASS, mallory_dir),
+        signer=_signer(mallory),
+        object_id=run_id,
+        digest=run_digest(store.get_run(run_id)),
+    )
+    register_identity(store, mallory)  # registering after the fact does not help
+    problems = check_signatures(store.audit_events())
+    assert [s for s, _ in problems] == [seq] and "not registered" in problems[0][1]
+
+
+def test_mallory_cannot_take_over_alices_email(
+    store: Store, alice_dir: Path, tmp_path: Path, run_id: str
+) -> None:
+    alice = load_identity(alice_dir)
+    sign(
+        store,
+        run_id,
+        meaning="approved",
+        reason="ok",
+        passphrase=ALICE_PASS,
+        identity_dir=alice_dir,
+    )
+    fake_dir = tmp_path / "fake-alice"
+    fake = init_identity("Alice Smith", "Alice@Example.org", MALLORY_PASS, directory=fake_dir)
+
+    registered = register_identity(store, fake)  # recorded, but flagged
+    assert registered is not None
+    problems = check_signatures(store.audit_events())
+    assert [s for s, _ in problems] == [registered.seq]
+    assert problems[0][1] == (
+        f"email Alice@Example.org is already bound to key {alice.fingerprint[:16]}; "
+        f"key {fake.fingerprint[:16]} cannot take it over"
+    )
+    # sign() refuses to use the usurping key ...
+    with pytest.raises(SignatureError, match="is bound in this store to key"):
+        sign(
+            store,
+            run_id,
+            meaning="approved",
+            reason="ok",
+            passphrase=MALLORY_PASS,
+            identity_dir=fake_dir,
+        )
+    # ... and a signature written with it by hand is flagged too
+    seq = _forge(
+        store,
+        key=load_signing_key(MALLORY_PASS, fake_dir),
+        signer=_signer(fake),
+        object_id=run_id,
+        digest=run_digest(store.get_run(run_id)),
+    )
+    flagged = dict(check_signatures(store.audit_events()))
+    assert "cannot be passed off as another user's" in flagged[seq]
+    assert [f["valid"] for f in signatures_for(store, run_id)] == [True, False]
+
+
+def test_copied_signature_does_not_verify_on_another_object(
+    store: Store, alice_dir: Path, run_id: str
+) -> None:
+    original = sign(
+        store,
+        run_id,
+        meaning="approved",
+        reason="ok",
+        passphrase=ALICE_PASS,
+        identity_dir=alice_dir,
+    )
+    other = _finished_run(store, "other", rmse=9.9)
+    other_digest = run_digest(store.get_run(other))
+    copied = store.audit(
+        "signature",
+        {**original.objects, "object": other, "digest": other_digest},
+        reason=original.reason,
+        details=dict(original.details),
+        actor=original.actor,
+    )
+    problems = _problems(store)
+    assert [s for s, _ in problems] == [copied.seq] and "does not verify" in problems[0][1]
+    assert [f["valid"] for f in signatures_for(store, other)] == [False]
+    assert [f["valid"] for f in signatures_for(store, run_id)] == [True]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"signature": "flip"},
+        {"meaning": "authored"},
+        {"reason": "another reason"},
+        {"signed_at": "2020-01-01T00:00:00.000000+00:00"},
+    ],
+)
+def test_tampered_signature_event_is_flagged(
+    store: Store, alice_dir: Path, run_id: str, change: dict[str, str]
+) -> None:
+    original = sign(
+        store,
+        run_id,
+        meaning="approved",
+        reason="ok",
+        passphrase=ALICE_PASS,
+        identity_dir=alice_dir,
+    )
+    details = dict(original.details)
+    reason = original.reason
+    if "signature" in change:
+        raw = bytearray(base64.b64decode(details["signature"]))
+        raw[0] ^= 0x01
+        details["signature"] = base64.b64encode(bytes(raw)).decode()
+    elif "reason" in change:
+        reason = change["reason"]
+    else:
+        details.update(change)
+    tampered = store.audit(
+        "signature", original.objects, reason=reason, details=details, actor=original.actor
+    )
+    problems = check_signatures(store.audit_events())
+    assert [s for s, _ in problems] == [tampered.seq] and "does not verify" in problems[0][1]
+
+
+def test_key_registered_again_under_another_name_is_flagged(store: Store, alice_dir: Path) -> None:
+    alice = load_identity(alice_dir)
+    register_identity(store, alice)
+    renamed = store.audit(
+        "identity.registered",
+        {"identity": alice.fingerprint},
+        details={
+            "name": "Mallory Jones",
+            "email": "mallory@example.org",
+            "public_key": alice.public_key,
+            "fingerprint": alice.fingerprint,
+        },
+        actor="Mallory Jones <mallory@example.org>",
+    )
+    problems = check_signatures(store.audit_events())
+    assert [s for s, _ in problems] == [renamed.seq]
+    assert "already registered to Alice Smith" in problems[0][1]
