@@ -182,3 +182,22 @@ def test_the_report_renders_in_headless_chromium(
         main(["audit", "report", str(model), "-o", str(tmp_path / "m.html"), "--store", store]) == 0
     )
     assert run_id in (tmp_path / "m.html").read_text()
+
+
+def test_verify_catches_an_altered_blob_an_event_refers_to(
+    tmp_path: Path, small_esol_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qemlflow.store import Store
+
+    store = str(tmp_path / "store")
+    run_id = _recorded_run(tmp_path, small_esol_csv, store)
+    with Store.open(store) as opened:
+        added = opened.audit_events(action="dataset.added")[0]
+        path = opened.open_blob_path(added.objects["table"])
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes().replace(b"smiles", b"SMILES", 1))
+    capsys.readouterr()
+    assert main(["audit", "verify", "--store", store]) == 1
+    out = capsys.readouterr().out
+    assert f"first bad event {added.seq}" in out and "altered" in out
+    assert run_id

@@ -240,13 +240,13 @@ def _section_events(store: Store, run: RunRecord, model: str | None) -> str:
 def render_report(store: Store, ref: str) -> str:
     """Return the HTML report of a run or model (one self-contained page)."""
     from qemlflow._version import __version__
-    from qemlflow.audit.signatures import signature_checks
+    from qemlflow.audit.integrity import verify_trail
     from qemlflow.pipeline.lineage import lineage
     from qemlflow.pipeline.reproduce import _check_blobs
     from qemlflow.store.records import utc_now
 
     run, model = resolve_run(store, ref)
-    chain = store.verify_audit(checks=signature_checks(store))
+    chain = verify_trail(store, None)
     head = store.audit_head()
     blob_problems = _check_blobs(store, run)
     sound = chain.ok and not blob_problems

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -12,17 +12,7 @@ from rich.table import Table
 from qemlflow.cli.options import JsonOption, StoreOption, open_store
 from qemlflow.cli.render import console
 
-if TYPE_CHECKING:
-    from qemlflow.store import Store
-
-__all__ = ["register", "verify_trail"]
-
-
-def verify_trail(store: Store, anchor: dict[str, Any] | None) -> Any:
-    """Verify the chain, the signatures in it, and that signed objects are unchanged."""
-    from qemlflow.audit.signatures import signature_checks
-
-    return store.verify_audit(anchor=anchor, checks=signature_checks(store))
+__all__ = ["register"]
 
 
 def _read_anchor(path: Path | None) -> dict[str, Any] | None:
@@ -100,6 +90,8 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Check the whole chain (and signatures, and any anchor); exit 0 only when sound."""
+        from qemlflow.audit.integrity import verify_trail
+
         held = _read_anchor(anchor)
         with open_store(store) as opened:
             report = verify_trail(opened, held)
