@@ -15,6 +15,13 @@ __all__ = ["DEMO_CONFIG", "register"]
 
 DEMO_CONFIG = "esol.yaml"
 
+NJobsOption = Annotated[
+    int | None, typer.Option("--n-jobs", help="Parallel jobs (default: the config's n_jobs).")
+]
+RecordOption = Annotated[
+    bool, typer.Option("--record/--no-record", help="Record the run in the store.")
+]
+
 
 def _run(
     config: Path | str, out: Path, n_jobs: int | None, store: str | None, record: bool
@@ -52,13 +59,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path(
             "qemlflow-run"
         ),
-        n_jobs: Annotated[
-            int | None, typer.Option("--n-jobs", help="Override the config's n_jobs.")
-        ] = None,
+        n_jobs: NJobsOption = None,
         store: StoreOption = None,
-        record: Annotated[
-            bool, typer.Option("--record/--no-record", help="Record the run in the store.")
-        ] = True,
+        record: RecordOption = True,
     ) -> None:
         """Run an experiment: dataset -> standardize -> featurize -> split -> fit -> evaluate."""
         _run(config, out, n_jobs, store, record)
@@ -68,13 +71,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path(
             "qemlflow-demo"
         ),
-        n_jobs: Annotated[
-            int | None, typer.Option("--n-jobs", help="Parallel jobs (default: the config's).")
-        ] = None,
+        n_jobs: NJobsOption = None,
         store: StoreOption = None,
-        record: Annotated[
-            bool, typer.Option("--record/--no-record", help="Record the run in the store.")
-        ] = True,
+        record: RecordOption = True,
     ) -> None:
         """Run the shipped default experiment (LightGBM on bundled ESOL solubility)."""
         config = resources.files("qemlflow.configs").joinpath(DEMO_CONFIG)

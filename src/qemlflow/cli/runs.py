@@ -16,15 +16,6 @@ __all__ = ["register"]
 _STATUS_STYLE = {"finished": "green", "failed": "red", "aborted": "yellow", "running": "cyan"}
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): value}
-
-
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -113,6 +104,8 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Compare two runs: params, data versions, environment and metrics side by side."""
+        from qemlflow.pipeline.reproduce import flatten
+
         with open_store(store) as opened:
             first, second = opened.get_run(a), opened.get_run(b)
             env_a = _environment(opened, first.environment)
@@ -120,10 +113,10 @@ def register(app: typer.Typer) -> None:
             data_a = _data_version(first)
             data_b = _data_version(second)
         sections = {
-            "config": (_flatten(first.config), _flatten(second.config)),
+            "config": (flatten(first.config), flatten(second.config)),
             "data": ({"standardized table": data_a}, {"standardized table": data_b}),
             "environment": (_env_rows(env_a), _env_rows(env_b)),
-            "metrics": (_flatten(first.metrics or {}), _flatten(second.metrics or {})),
+            "metrics": (flatten(first.metrics or {}), flatten(second.metrics or {})),
         }
         if as_json:
             typer.echo(json.dumps(_differences(sections), indent=2))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from qemlflow.data import RawData
     from qemlflow.store import RunRecord, Store
 
-__all__ = ["BlobProblem", "ReproduceReport", "StepComparison", "reproduce"]
+__all__ = ["BlobProblem", "ReproduceReport", "StepComparison", "flatten", "reproduce"]
 
 
 @dataclass(frozen=True)
@@ -178,17 +178,24 @@ def _encoded(result: StepResult[Any]) -> bytes:
     return codec.encode(result.value) if codec is not None else b""
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys.
+
+    Examples
+    --------
+    >>> flatten({"model": {"estimator": "rf", "params": {"n": 5}}, "seed": 0})
+    {'model.estimator': 'rf', 'model.params.n': 5, 'seed': 0}
+    """
     if isinstance(value, dict):
         flat: dict[str, Any] = {}
         for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}{key}."))
+            flat.update(flatten(item, f"{prefix}{key}."))
         return flat
     return {prefix.rstrip("."): value}
 
 
 def _json_difference(old: Any, new: Any) -> str:
-    before, after = _flatten(old), _flatten(new)
+    before, after = flatten(old), flatten(new)
     changed = [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
     shown = ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed[:3])
     more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
