@@ -20,7 +20,9 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def _isolated_store(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Commands that default to ./.qemlflow get a store of their own in every test."""
+    """Every test runs in a folder of its own, with a store of its own: commands that
+    default to ./.qemlflow or ./qemlflow-run never write into the repository."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     monkeypatch.setenv("QEMLFLOW_HOME", str(tmp_path_factory.mktemp("qemlflow-home")))
     monkeypatch.delenv("QEMLFLOW_DATABASE_URL", raising=False)
 

@@ -460,9 +460,8 @@ def test_a_store_at_revision_0001_is_upgraded(tmp_path: Path) -> None:
     with engine.begin() as conn:
         command.upgrade(_alembic_config(conn), "0001")
     engine.dispose()
-    assert head_revision() == "0002"
     with Store.open(root) as store:
-        assert store.schema_revision() == "0002"
+        assert store.schema_revision() == head_revision()
         store.create_run("r", {}, 0, None)
         assert _actions(store) == ["run.started"] and store.verify_audit().ok
 

@@ -201,7 +201,17 @@ def test_eight_processes_record_runs_into_one_sqlite_store(
         configs.append(config)
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "qemlflow", "run", str(c), "--store", str(store_path)],
+            [
+                sys.executable,
+                "-m",
+                "qemlflow",
+                "run",
+                str(c),
+                "--store",
+                str(store_path),
+                "--out",
+                str(tmp_path / f"out-{c.stem}"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -274,7 +284,17 @@ def test_sigkill_at_random_points_leaves_the_store_consistent(
 
     config.write_text(yaml.safe_dump(_config(small_esol_csv, seed=0)))
     done = subprocess.run(
-        [sys.executable, "-m", "qemlflow", "run", str(config), "--store", str(store)],
+        [
+            sys.executable,
+            "-m",
+            "qemlflow",
+            "run",
+            str(config),
+            "--store",
+            str(store),
+            "--out",
+            str(tmp_path / "final"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

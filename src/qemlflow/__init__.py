@@ -37,6 +37,7 @@ _LAZY: dict[str, str] = {
     "load_config": "qemlflow.pipeline",
     "load_model": "qemlflow.pipeline",
     "Predictor": "qemlflow.pipeline",
+    "Client": "qemlflow.serve.client",
     "QeMLflowError": "qemlflow.errors",
     "ConfigError": "qemlflow.errors",
     "DataError": "qemlflow.errors",
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
         load_model,
         run,
     )
+    from qemlflow.serve.client import Client
     from qemlflow.splits import Split, split
 
 

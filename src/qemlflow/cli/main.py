@@ -14,11 +14,14 @@ from qemlflow.cli import (
     data,
     datasets,
     identity,
+    keys,
     lineage,
+    models,
     predict,
     reproduce,
     run,
     runs,
+    serve,
     store,
 )
 from qemlflow.cli.render import error_console
@@ -65,6 +68,9 @@ lineage.register(app)
 store.register(app)
 audit.register(app)
 identity.register(app)
+models.register(app)
+keys.register(app)
+serve.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

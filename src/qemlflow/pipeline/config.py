@@ -114,6 +114,11 @@ class ExperimentConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    promotion: dict[str, Any] | None = Field(
+        default=None,
+        description="Promotion gates for the registry, e.g. "
+        "{'metrics': {'rmse': {'max': 0.7}}, 'require_signature': 'approved'}.",
+    )
 
     @model_validator(mode="after")
     def _features_are_buildable(self) -> ExperimentConfig:

@@ -23,6 +23,9 @@ _LAZY: dict[str, str] = {
     "RunRecord": "qemlflow.store.records",
     "RunStepRecord": "qemlflow.store.records",
     "ArtifactRecord": "qemlflow.store.records",
+    "ModelVersionRecord": "qemlflow.store.registry_records",
+    "AliasEventRecord": "qemlflow.store.registry_records",
+    "ApiKeyRecord": "qemlflow.store.registry_records",
     "VerifyReport": "qemlflow.store.care",
     "VerifyIssue": "qemlflow.store.care",
     "BackupReport": "qemlflow.store.care",
@@ -43,6 +46,8 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "AliasEventRecord",
+    "ApiKeyRecord",
     "ArtifactRecord",
     "AuditEvent",
     "AuditReport",
@@ -50,6 +55,7 @@ __all__ = [
     "BlobNotFoundError",
     "CorruptBlobError",
     "DatasetRecord",
+    "ModelVersionRecord",
     "RunRecord",
     "RunStepRecord",
     "StepRecord",
@@ -82,6 +88,11 @@ if TYPE_CHECKING:
         RunRecord,
         RunStepRecord,
         StepRecord,
+    )
+    from qemlflow.store.registry_records import (
+        AliasEventRecord,
+        ApiKeyRecord,
+        ModelVersionRecord,
     )
     from qemlflow.store.store import Store, default_root
 

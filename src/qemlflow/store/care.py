@@ -5,6 +5,9 @@ SQLAlchemy into a fresh SQLite database at the same schema revision, so a Postgr
 store backs up the same way), ``objects/`` (the blobs) and ``manifest.json`` (row counts
 and blob digests), checked against the manifest right after it is written.
 
+Registered model versions (``model_versions``) refer to their model blob: verify checks
+it, gc keeps it, and a backup carries it with the registry and API key tables.
+
 The audit trail records each backup (``store.backup``), restore (``store.restore``, after
 the copied events, which are restored verbatim) and garbage collection (``store.gc``).
 """
@@ -64,6 +67,7 @@ BLOB_REFERENCES: tuple[tuple[Table, tuple[str, ...], str], ...] = (
     (schema.runs, ("id",), "environment"),
     (schema.run_steps, ("run_id", "position"), "output"),
     (schema.artifacts, ("run_id", "name"), "digest"),
+    (schema.model_versions, ("name", "version"), "model_digest"),
 )
 # Scanned by gc for digests. An audit event's objects count (what the trail names is
 # kept); its details do not (a store.gc event lists the digests it removed).
@@ -212,6 +216,18 @@ def verify_store(store: Store) -> VerifyReport:
                 VerifyIssue(
                     f"run_steps {run_id}/{position}",
                     f"key {key} is not in the step cache (steps)",
+                )
+            )
+        mv = schema.model_versions
+        unfitted = select(mv.c.name, mv.c.version, mv.c.fit_key).where(
+            ~select(steps.c.key).where(steps.c.key == mv.c.fit_key).exists()
+        )
+        checked += int(conn.execute(select(func.count()).select_from(mv)).scalar_one())
+        for name, version, key in conn.execute(unfitted):
+            issues.append(
+                VerifyIssue(
+                    f"model_versions {name}/{version}",
+                    f"fit key {key} is not in the step cache (steps)",
                 )
             )
     audit = store.verify_audit()

@@ -141,7 +141,7 @@ def head_revision() -> str:
     Examples
     --------
     >>> head_revision()
-    '0002'
+    '0003'
     """
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert head is not None

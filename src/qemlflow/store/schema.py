@@ -18,6 +18,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -28,10 +29,13 @@ from sqlalchemy import (
 
 __all__ = [
     "RUN_STATUSES",
+    "alias_events",
+    "api_keys",
     "artifacts",
     "audit_events",
     "datasets",
     "metadata",
+    "model_versions",
     "run_steps",
     "runs",
     "steps",
@@ -142,3 +146,53 @@ audit_events = Table(
     Index("ix_audit_events_action", "action"),
 )
 """The audit trail: append-only (triggers refuse UPDATE/DELETE), hash-chained by seq."""
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("run_id", String(40), ForeignKey("runs.id"), nullable=False),
+    Column("model_digest", DIGEST, nullable=False),
+    Column("fit_key", DIGEST, nullable=False),
+    Column("task", String(32), nullable=False),
+    Column("target_names", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("created_at", TIMESTAMP, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Index("ix_model_versions_run_id", "run_id"),
+)
+"""Registered model versions: immutable (triggers refuse UPDATE/DELETE), numbered per name."""
+
+alias_events = Table(
+    "alias_events",
+    metadata,
+    # id is assigned by the writer (max + 1, under the write lock), as audit_events.seq is:
+    # a restore copies rows verbatim and no database sequence has to be reset afterwards.
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(100), nullable=False),
+    Column("alias", String(100), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("action", String(32), nullable=False),
+    Column("at", TIMESTAMP, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text, nullable=True),
+    ForeignKeyConstraint(["name", "version"], ["model_versions.name", "model_versions.version"]),
+    Index("ix_alias_events_name", "name", "alias"),
+)
+"""Where each alias pointed, and when: append-only; the latest row of (name, alias) is current.
+
+A ``version`` of NULL means the alias was removed.
+"""
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", DIGEST, nullable=False),
+    Column("created_at", TIMESTAMP, nullable=False),
+    Column("revoked_at", TIMESTAMP, nullable=True),
+    Column("created_by", Text, nullable=False),
+)
+"""API keys: only a salted hash of each secret is kept (see ``Store.create_api_key``)."""

@@ -8,8 +8,11 @@ audit trail (:mod:`qemlflow.store.audit`) in the same transaction.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -30,6 +33,7 @@ from qemlflow.store.audit import (
     AuditReport,
     append_event,
     audit_head,
+    current_actor,
     lock_audit_log,
     read_events,
     verify_audit_chain,
@@ -55,11 +59,25 @@ from qemlflow.store.records import (
     StepRecord,
     utc_now,
 )
+from qemlflow.store.registry_records import (
+    ALIAS_ACTIONS,
+    AliasAction,
+    AliasEventRecord,
+    ApiKeyRecord,
+    ModelVersionRecord,
+)
 
 if TYPE_CHECKING:  # care imports this module
     from qemlflow.store.care import BackupReport, VerifyReport
 
-__all__ = ["DEFAULT_DIRNAME", "STORE_FORMAT", "Store", "default_root"]
+__all__ = [
+    "API_KEY_PREFIX",
+    "DEFAULT_DIRNAME",
+    "MODEL_NAME_PATTERN",
+    "STORE_FORMAT",
+    "Store",
+    "default_root",
+]
 
 DEFAULT_DIRNAME = ".qemlflow"
 STORE_FORMAT = 1
@@ -67,6 +85,13 @@ HOME_ENV = "QEMLFLOW_HOME"
 DATABASE_ENV = "QEMLFLOW_DATABASE_URL"
 _RUNS_FIX = "list runs with `qemlflow runs list`"
 _DATASETS_FIX = "list datasets with `qemlflow data list`"
+_MODELS_FIX = "list registered models with `qemlflow models list`"
+MODEL_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,99}")
+"""Model names and aliases: lowercase letters, digits, ``_``, ``.``, ``-``; at most 100."""
+API_KEY_PREFIX = "qmf_"
+_API_KEY_ID = re.compile(r"qk_[0-9a-f]{8}")
+_API_KEY_SECRET = re.compile(r"[0-9a-f]{64}")
+_API_KEY_HASH_TAG = b"qemlflow.api-key/1"
 
 
 def default_root() -> Path:
@@ -192,6 +217,63 @@ def _run_from(
         steps=tuple(steps),
         artifacts=tuple(artifacts),
     )
+
+
+def _api_key_hash(key_id: str, secret: str) -> str:
+    """sha256 of a tag, the key id (a per-key salt) and the 256-bit random secret.
+
+    No slow KDF (scrypt, PBKDF2): the secret is 256 random bits, not a password, so there
+    is nothing to brute-force, and a slow hash would only slow every checked request.
+    """
+    message = b"\0".join((_API_KEY_HASH_TAG, key_id.encode(), secret.encode()))
+    return hashlib.sha256(message).hexdigest()
+
+
+def _model_version_from(row: Mapping[Any, Any]) -> ModelVersionRecord:
+    return ModelVersionRecord(
+        name=row["name"],
+        version=int(row["version"]),
+        run_id=row["run_id"],
+        model_digest=row["model_digest"],
+        fit_key=row["fit_key"],
+        task=row["task"],
+        target_names=tuple(row["target_names"]),
+        metrics=dict(row["metrics"]),
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+    )
+
+
+def _alias_event_from(row: Mapping[Any, Any]) -> AliasEventRecord:
+    return AliasEventRecord(
+        id=int(row["id"]),
+        name=row["name"],
+        alias=row["alias"],
+        version=None if row["version"] is None else int(row["version"]),
+        action=row["action"],
+        at=row["at"],
+        actor=row["actor"],
+        reason=row["reason"],
+    )
+
+
+def _api_key_from(row: Mapping[Any, Any]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row["id"],
+        name=row["name"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+        created_by=row["created_by"],
+    )
+
+
+def _check_model_name(name: str, what: str = "model name") -> None:
+    if not MODEL_NAME_PATTERN.fullmatch(name):
+        raise StoreError(
+            f"{what} {name!r} is not allowed",
+            "use lowercase letters, digits, '_', '.' and '-', starting with a letter or digit "
+            "(at most 100 characters)",
+        )
 
 
 class Store:
@@ -799,6 +881,284 @@ class Store:
             row = self._by_prefix(conn, schema.runs, id_or_prefix, "run", _RUNS_FIX)
             steps, artifacts = self._run_details(conn, [row["id"]])
         return _run_from(row, steps[row["id"]], artifacts[row["id"]])
+
+    # -- model registry ----------------------------------------------------------------
+
+    def register_model_version(
+        self,
+        name: str,
+        run_id: str,
+        model_digest: str,
+        fit_key: str,
+        task: str,
+        target_names: Sequence[str],
+        metrics: Mapping[str, Any],
+    ) -> ModelVersionRecord:
+        """Register the model of finished run ``run_id`` as the next version of ``name``.
+
+        Versions count 1, 2, ... per name (drawn inside the write transaction); a version
+        is immutable. Appends a ``model.registered`` audit event. Use
+        :func:`qemlflow.registry.register`, which finds the digests from the run.
+        """
+        _check_model_name(name)
+        self._require_blobs(f"model {name!r}", model_digest)
+        if not is_digest(fit_key):
+            raise StoreError(f"fit key {fit_key!r} is not a sha256 hex digest", _RUNS_FIX)
+        t = schema.model_versions
+        with self._writing() as conn:
+            status = self._require_run(conn, run_id)
+            if status != "finished":
+                raise StoreError(
+                    f"run {run_id} is {status}; only a finished run's model can be registered",
+                    "register a finished run (`qemlflow runs list`)",
+                )
+            latest = conn.execute(select(func.max(t.c.version)).where(t.c.name == name)).scalar()
+            values = {
+                "name": name,
+                "version": int(latest or 0) + 1,
+                "run_id": run_id,
+                "model_digest": model_digest,
+                "fit_key": fit_key,
+                "task": task,
+                "target_names": [str(n) for n in target_names],
+                "metrics": plain_json(dict(metrics)),
+                "created_at": utc_now(),
+                "created_by": current_actor(),
+            }
+            conn.execute(insert(t).values(**values))
+            record = _model_version_from(values)
+            self._audit(
+                conn,
+                "model.registered",
+                {
+                    "model_name": name,
+                    "model_version": record.spec,
+                    "model": model_digest,
+                    "run": run_id,
+                },
+                details={
+                    "name": name,
+                    "version": record.version,
+                    "fit_key": fit_key,
+                    "task": task,
+                    "metrics": values["metrics"],
+                },
+                actor=record.created_by,
+            )
+        return record
+
+    @staticmethod
+    def _model_version_row(conn: Connection, name: str, version: int) -> RowMapping:
+        t = schema.model_versions
+        row = conn.execute(select(t).where(t.c.name == name, t.c.version == int(version))).first()
+        if row is None:
+            exists = conn.execute(select(t.c.name).where(t.c.name == name).limit(1)).first()
+            if exists is None:
+                raise StoreError(f"no model named {name!r}", _MODELS_FIX)
+            raise StoreError(
+                f"model {name!r} has no version {version}",
+                f"list its versions with `qemlflow models show {name}`",
+            )
+        return row._mapping
+
+    def get_model_version(self, name: str, version: int) -> ModelVersionRecord:
+        """Return version ``version`` of model ``name`` (a :class:`StoreError` if none)."""
+        with self._reading() as conn:
+            return _model_version_from(self._model_version_row(conn, name, version))
+
+    def list_model_versions(self, name: str | None = None) -> list[ModelVersionRecord]:
+        """Return the registered versions (of ``name``, or of every model), by name and version."""
+        t = schema.model_versions
+        query = select(t).order_by(t.c.name, t.c.version)
+        if name is not None:
+            query = query.where(t.c.name == name)
+        with self._reading() as conn:
+            rows = conn.execute(query).all()
+        return [_model_version_from(r._mapping) for r in rows]
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int | None,
+        reason: str | None = None,
+        *,
+        action: AliasAction = "promoted",
+        details: Mapping[str, Any] | None = None,
+    ) -> AliasEventRecord:
+        """Point ``name@alias`` at ``version`` (``None`` removes the alias); return the move.
+
+        Appends a row to the alias history and, in the same transaction, the audit event
+        ``model.promoted`` or ``model.rolled_back`` (``action``), or ``model.alias_removed``
+        when ``version`` is ``None``. ``details`` (small JSON) go into the event, e.g. the
+        promotion gates that passed. This moves the alias unconditionally: promote through
+        :func:`qemlflow.registry.promote`, which runs the promotion gates first.
+        """
+        _check_model_name(name)
+        _check_model_name(alias, "alias")
+        if alias.isdigit() or alias == "latest":
+            raise StoreError(
+                f"alias {alias!r} is reserved",
+                "NAME@N means version N and NAME@latest the newest: give the alias a name",
+            )
+        if action not in ALIAS_ACTIONS:
+            raise StoreError(f"unknown alias action {action!r}", f"use one of {ALIAS_ACTIONS}")
+        if version is None:
+            action = "removed"
+        elif action == "removed":
+            raise StoreError("action 'removed' moves the alias to no version", "pass version=None")
+        t = schema.alias_events
+        with self._writing() as conn:
+            target = None if version is None else self._model_version_row(conn, name, version)
+            previous = self._aliases(conn, name).get(alias)
+            last_id = conn.execute(select(func.max(t.c.id))).scalar()
+            values: dict[str, Any] = {
+                "id": int(last_id or 0) + 1,
+                "name": name,
+                "alias": alias,
+                "version": None if version is None else int(version),
+                "action": action,
+                "at": utc_now(),
+                "actor": current_actor(),
+                "reason": reason,
+            }
+            conn.execute(insert(t).values(**values))
+            objects: dict[str, str | None] = {"model_name": name}
+            if target is not None:
+                objects.update(
+                    model_version=f"{name}@{version}",
+                    model=target["model_digest"],
+                    run=target["run_id"],
+                )
+            self._audit(
+                conn,
+                "model.alias_removed" if version is None else f"model.{action}",
+                objects,
+                reason=reason,
+                details={
+                    "name": name,
+                    "alias": alias,
+                    "version": values["version"],
+                    "previous": previous,
+                    **plain_json(dict(details or {})),
+                },
+                actor=values["actor"],
+            )
+        return _alias_event_from(values)
+
+    @staticmethod
+    def _aliases(conn: Connection, name: str) -> dict[str, int]:
+        t = schema.alias_events
+        current: dict[str, int | None] = {}
+        for alias, version in conn.execute(
+            select(t.c.alias, t.c.version).where(t.c.name == name).order_by(t.c.id)
+        ):
+            current[alias] = version
+        return {a: int(v) for a, v in sorted(current.items()) if v is not None}
+
+    def current_aliases(self, name: str) -> dict[str, int]:
+        """Return alias -> version for model ``name`` (removed aliases left out)."""
+        with self._reading() as conn:
+            return self._aliases(conn, name)
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasEventRecord]:
+        """Return every move of ``name@alias`` (of every alias of ``name``), oldest first."""
+        t = schema.alias_events
+        query = select(t).where(t.c.name == name).order_by(t.c.id)
+        if alias is not None:
+            query = query.where(t.c.alias == alias)
+        with self._reading() as conn:
+            rows = conn.execute(query).all()
+        return [_alias_event_from(r._mapping) for r in rows]
+
+    # -- API keys ----------------------------------------------------------------------
+
+    def create_api_key(self, name: str) -> tuple[ApiKeyRecord, str]:
+        """Create an API key; return its record and the key ``qmf_<id>_<secret>``.
+
+        The key is returned this once: the store keeps only a salted sha256 of the
+        256-bit random secret. Appends an ``apikey.created`` audit event (no secret in it).
+        """
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise StoreError(
+                "an API key needs a name of 1 to 200 characters",
+                "name it after who or what will use it",
+            )
+        actor = current_actor()
+        for _ in range(10):
+            key_id, secret = f"qk_{secrets.token_hex(4)}", secrets.token_hex(32)
+            values = {
+                "id": key_id,
+                "name": name,
+                "key_hash": _api_key_hash(key_id, secret),
+                "created_at": utc_now(),
+                "revoked_at": None,
+                "created_by": actor,
+            }
+            try:
+                with self._writing() as conn:
+                    conn.execute(insert(schema.api_keys).values(**values))
+                    self._audit(conn, "apikey.created", {"apikey": key_id}, details={"name": name})
+            except IntegrityError:  # the same id drawn twice: draw again
+                continue
+            return _api_key_from(values), f"{API_KEY_PREFIX}{key_id}_{secret}"
+        raise StoreError("could not draw a unique API key id", "try again")  # pragma: no cover
+
+    def revoke_api_key(self, key_id: str, reason: str | None = None) -> ApiKeyRecord:
+        """Revoke an API key (an ``apikey.revoked`` event); revoking it again changes nothing."""
+        t = schema.api_keys
+        key_id = key_id.strip()
+        if key_id.startswith(API_KEY_PREFIX):  # a whole key was given: keep only its id
+            key_id = key_id[len(API_KEY_PREFIX) :][:11]
+        with self._writing() as conn:
+            result = conn.execute(
+                update(t)
+                .where(t.c.id == key_id, t.c.revoked_at.is_(None))
+                .values(revoked_at=utc_now())
+            )
+            row = conn.execute(select(t).where(t.c.id == key_id)).first()
+            if row is None:
+                raise StoreError(f"no API key {key_id!r}", "list keys with `qemlflow keys list`")
+            if result.rowcount == 1:
+                self._audit(
+                    conn,
+                    "apikey.revoked",
+                    {"apikey": key_id},
+                    reason=reason,
+                    details={"name": row.name},
+                )
+        return _api_key_from(row._mapping)
+
+    def check_api_key(self, presented: str) -> ApiKeyRecord | None:
+        """Return the key's record when ``presented`` is a valid, unrevoked key, else ``None``.
+
+        The hash comparison is constant-time; an unknown id costs the same hash.
+        """
+        body = presented.strip().removeprefix(API_KEY_PREFIX)
+        key_id, separator, secret = body[:11], body[11:12], body[12:]
+        if (
+            not presented.strip().startswith(API_KEY_PREFIX)
+            or separator != "_"
+            or not _API_KEY_ID.fullmatch(key_id)
+            or not _API_KEY_SECRET.fullmatch(secret)
+        ):
+            return None
+        t = schema.api_keys
+        with self._reading() as conn:
+            row = conn.execute(select(t).where(t.c.id == key_id)).first()
+        stored = "0" * 64 if row is None else str(row.key_hash)
+        matches = hmac.compare_digest(_api_key_hash(key_id, secret), stored)
+        if row is None or not matches or row.revoked_at is not None:
+            return None
+        return _api_key_from(row._mapping)
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Return every API key (revoked ones too), oldest first; never a secret."""
+        t = schema.api_keys
+        with self._reading() as conn:
+            rows = conn.execute(select(t).order_by(t.c.created_at, t.c.id)).all()
+        return [_api_key_from(r._mapping) for r in rows]
 
     # -- audit trail -------------------------------------------------------------------
 

@@ -1,0 +1,205 @@
+"""Load-test ``qemlflow serve`` on loopback: single-molecule latency under concurrency,
+then the time of one 1,000-molecule request.
+
+Trains a small ECFP4-only random forest on ESOL into a temporary store, registers and
+promotes it, starts the server in a subprocess, then runs ``--clients`` concurrent
+asyncio + httpx clients, each sending one-molecule requests back to back for
+``--seconds``. Targets: p99 <= 20 ms at 32 clients with no errors; a 1,000-molecule
+batch (molecules the server has never seen) in <= 1 s.
+
+    python benchmarks/serve.py --seconds 20 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TARGET_P99_MS = 20.0
+TARGET_BATCH_S = 1.0
+
+
+def _prepare(folder: Path) -> tuple[str, list[str], list[str]]:
+    """Train, register and promote the model; return (API key, ESOL SMILES, unseen SMILES)."""
+    import qemlflow as qm
+    from qemlflow import registry
+    from qemlflow.store import Store
+
+    config = {
+        "name": "bench-serve",
+        "dataset": {"source": "esol", "smiles_column": "smiles", "target_columns": ["logp"]},
+        "features": [{"type": "ecfp"}],
+        "model": {"estimator": "random_forest", "params": {"n_estimators": 30}},
+        "evaluation": {"n_bootstrap": 20, "plots": False},
+    }
+    with Store.open(folder) as store:
+        result = qm.run(config, store=store)
+        assert result.run_id is not None
+        version = registry.register(store, result.run_id, "esol")
+        registry.promote(store, "esol", version.version)
+        _, key = store.create_api_key("benchmark")
+        esol = list(result.dataset.smiles)
+    unseen = pd.read_csv(SHARED / "lipophilicity.csv")["smiles"].astype(str).tolist()
+    return key, esol, [s for s in unseen if s not in set(esol)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    code = (
+        "from qemlflow.serve.app import ServeSettings, run_server\n"
+        "from qemlflow.store import Store\n"
+        f"run_server(ServeSettings(spec='esol', port={port}, poll_seconds=0), "
+        f"Store.open({str(folder)!r}), log_level='warning')\n"
+    )
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.Popen([sys.executable, "-c", code], env=env)
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("the server did not start in time")
+
+
+async def _load(
+    url: str, key: str, smiles: list[str], clients: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Authorization": f"Bearer {key}"}
+    start = time.perf_counter()
+    counting_from = start + warmup
+    stop_at = counting_from + seconds
+
+    async def client(offset: int) -> None:
+        # One connection per client: a pool shared by 32 tasks costs more than the server.
+        nonlocal errors
+        i = offset
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+            while (now := time.perf_counter()) < stop_at:
+                molecule = smiles[i % len(smiles)]
+                i += clients
+                try:
+                    response = await http.post("/predict", json={"smiles": [molecule]})
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if now >= counting_from:
+                    latencies.append(time.perf_counter() - now)
+                    errors += not ok
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    ms = np.asarray(latencies) * 1000
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "requests": len(ms),
+        "errors": errors,
+        "throughput_rps": len(ms) / seconds,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+    }
+
+
+def _batch(url: str, key: str, smiles: list[str]) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+        start = time.perf_counter()
+        cold = http.post("/predict", json={"smiles": smiles})
+        cold_s = time.perf_counter() - start
+        start = time.perf_counter()
+        warm = http.post("/predict", json={"smiles": smiles})
+        warm_s = time.perf_counter() - start
+    ok = cold.status_code == warm.status_code == 200
+    return {"molecules": len(smiles), "cold_s": cold_s, "repeat_s": warm_s, "ok": ok}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="load duration")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds not counted")
+    parser.add_argument("--batch", type=int, default=1000, help="molecules in the batch request")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="qemlflow-bench-serve-") as tmp:
+        folder = Path(tmp) / "store"
+        key, esol, unseen = _prepare(folder)
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = _start_server(folder, port)
+        try:
+            _wait_until_up(url, server)
+            load = asyncio.run(_load(url, key, esol, args.clients, args.seconds, args.warmup))
+            batch = _batch(url, key, unseen[: args.batch])
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    report = {
+        "cpus": os.cpu_count(),
+        "load": load,
+        "batch": batch,
+        "targets": {
+            "p99_ms": TARGET_P99_MS,
+            "batch_s": TARGET_BATCH_S,
+            "p99_met": load["p99_ms"] <= TARGET_P99_MS and load["errors"] == 0,
+            "batch_met": batch["ok"] and batch["cold_s"] <= TARGET_BATCH_S,
+        },
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    rows = [
+        (f"single molecule, {load['clients']} clients", ""),
+        ("  requests / errors", f"{load['requests']} / {load['errors']}"),
+        ("  throughput", f"{load['throughput_rps']:.0f} req/s"),
+        (
+            "  p50 / p95 / p99",
+            f"{load['p50_ms']:.1f} / {load['p95_ms']:.1f} / "
+            f"{load['p99_ms']:.1f} ms (target p99 <= {TARGET_P99_MS:.0f})",
+        ),
+        (
+            f"batch of {batch['molecules']} unseen molecules",
+            f"{batch['cold_s']:.3f} s "
+            f"(target <= {TARGET_BATCH_S:.0f}); repeated: {batch['repeat_s']:.3f} s",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print(f"qemlflow serve on loopback, {report['cpus']} CPUs, {args.seconds:.0f} s of load")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""The HTTP edge of the prediction service: FastAPI routes, auth, limits, metrics.
+
+Handlers only parse, call :class:`~qemlflow.serve.service.ModelService` and render;
+the model, its swaps and its domain live in :mod:`qemlflow.serve.service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from qemlflow._version import __version__
+from qemlflow.errors import QeMLflowError
+from qemlflow.serve.domain import DEFAULT_THRESHOLD
+from qemlflow.serve.metrics import (
+    CONTENT_TYPE,
+    ASGIApp,
+    MetricsMiddleware,
+    Receive,
+    Scope,
+    Send,
+    ServiceMetrics,
+)
+from qemlflow.serve.schemas import (
+    HealthResponse,
+    ModelsResponse,
+    PredictRequest,
+    PredictResponse,
+    ReadyResponse,
+)
+from qemlflow.serve.service import (
+    BatchTooLargeError,
+    ModelNotReadyError,
+    ModelService,
+    smiles_from_table,
+)
+
+if TYPE_CHECKING:
+    from qemlflow.store import Store
+
+__all__ = ["BodyLimitMiddleware", "ServeSettings", "build_app", "create_app", "run_server"]
+
+MIB = 1024 * 1024
+ENDPOINTS = ("/predict", "/healthz", "/readyz", "/metrics", "/models", "/openapi.json", "/docs")
+
+
+class ServeSettings(BaseModel):
+    """Everything ``qemlflow serve`` can be told."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spec: str = Field(description="NAME, NAME@ALIAS or NAME@N.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    poll_seconds: float = Field(default=10.0, ge=0.0)
+    domain_threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0.0, le=1.0)
+    max_body_bytes: int = Field(default=MIB, gt=0)
+    max_batch: int = Field(default=10_000, gt=0)
+    cors_origin: str | None = None
+    public_docs: bool = False
+    key_cache_seconds: float = Field(default=5.0, ge=0.0)
+
+
+class BodyLimitMiddleware:
+    """Answers 413 to a request whose body is over ``max_bytes`` (declared or streamed).
+
+    The body is read here (it is at most ``max_bytes``) and handed on whole, so the app
+    never sees a request it would have to abandon half-way.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = bytes(message.get("body", b""))
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return dict(await receive())
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        detail = f"request body over {self.max_bytes} bytes; send fewer molecules per request"
+        response = JSONResponse({"detail": detail}, status_code=413)
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer KEY`.")
+_CSV_TYPES = ("text/csv", "text/plain", "application/csv")
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "text/csv": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+async def _request_smiles(request: Request, smiles_column: str | None) -> list[str]:
+    """The SMILES of a JSON body, a CSV body or an uploaded CSV file (field ``file``)."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if content_type == "multipart/form-data":
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(422, "a multipart upload needs the CSV in a file field 'file'")
+        return smiles_from_table(await upload.read(), upload.filename, smiles_column)
+    if content_type in _CSV_TYPES:
+        return smiles_from_table(await request.body(), "upload.csv", smiles_column)
+    if content_type != "application/json":
+        raise HTTPException(415, "send application/json, text/csv or a multipart CSV upload")
+    return PredictRequest.model_validate_json(await request.body()).smiles
+
+
+def create_app(service: ModelService, settings: ServeSettings, metrics: ServiceMetrics) -> FastAPI:
+    """Return the FastAPI app serving ``service`` (started with the app if not yet)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not service.started:
+            await run_in_threadpool(service.start)
+        yield
+        await run_in_threadpool(service.stop)
+
+    app = FastAPI(
+        title="QeMLflow prediction service",
+        version=__version__,
+        description=f"Scores molecules with the registered model `{settings.spec}`.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+
+    async def require_key(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        key = credentials.credentials if credentials is not None else ""
+        if not key or not (
+            service.key_is_cached(key) or await run_in_threadpool(service.key_is_valid, key)
+        ):
+            raise HTTPException(
+                401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    auth = [Depends(require_key)]
+    docs_auth = [] if settings.public_docs else auth
+
+    @app.post(
+        "/predict", response_model=PredictResponse, dependencies=auth, openapi_extra=_PREDICT_BODY
+    )
+    async def predict(
+        request: Request,
+        smiles_column: Annotated[str | None, Query(description="SMILES column of a CSV.")] = None,
+    ) -> PredictResponse:
+        """Score molecules: one result per input SMILES, in order."""
+        smiles = await _request_smiles(request, smiles_column)
+        return await service.predict(smiles)
+
+    @app.get("/healthz", response_model=HealthResponse)
+    async def healthz() -> HealthResponse:
+        """Liveness: the process answers (no API key needed)."""
+        return HealthResponse()
+
+    @app.get("/readyz", response_model=ReadyResponse, dependencies=auth)
+    async def readyz(response: Response) -> ReadyResponse:
+        """Readiness: a smoke-tested model is loaded (503 until then)."""
+        model = service.current
+        response.status_code = 200 if service.ready else 503
+        if model is None:
+            return ReadyResponse(ready=False)
+        return ReadyResponse(ready=service.ready, model=model.name, model_version=model.number)
+
+    @app.get("/models", response_model=ModelsResponse, dependencies=auth)
+    async def models() -> ModelsResponse:
+        """The model being served, its aliases and any refused versions."""
+        return ModelsResponse(
+            serving=await run_in_threadpool(service.describe), poll_seconds=service.poll_seconds
+        )
+
+    @app.get("/metrics", dependencies=auth, response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=docs_auth)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=docs_auth)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
+
+    _add_error_handlers(app)
+    if settings.cors_origin:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[settings.cors_origin],
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def answer(status: int, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(BatchTooLargeError)
+    async def too_many(request: Request, exc: BatchTooLargeError) -> JSONResponse:
+        return answer(413, exc)
+
+    @app.exception_handler(ModelNotReadyError)
+    async def not_ready(request: Request, exc: ModelNotReadyError) -> JSONResponse:
+        return answer(503, exc)
+
+    @app.exception_handler(ValidationError)
+    async def invalid(request: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.errors(include_url=False, include_input=False, include_context=False)},
+            status_code=422,
+        )
+
+    @app.exception_handler(QeMLflowError)
+    async def unusable(request: Request, exc: QeMLflowError) -> JSONResponse:
+        return answer(422, exc)
+
+
+def build_app(settings: ServeSettings, store: Store) -> FastAPI:
+    """Return the app for ``settings`` on ``store`` (the model loads when it starts)."""
+    metrics = ServiceMetrics(ENDPOINTS)
+    service = ModelService(
+        store,
+        settings.spec,
+        poll_seconds=settings.poll_seconds,
+        domain_threshold=settings.domain_threshold,
+        max_batch=settings.max_batch,
+        key_cache_seconds=settings.key_cache_seconds,
+        metrics=metrics,
+    )
+    app = create_app(service, settings, metrics)
+    app.state.service = service
+    return app
+
+
+def run_server(settings: ServeSettings, store: Store, *, log_level: str = "info") -> None:
+    """Load the model, then serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    app = build_app(settings, store)
+    app.state.service.start()  # fail here, before binding, when the model is unusable
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=log_level, access_log=False
+    )
+    asyncio.run(uvicorn.Server(config).serve())

@@ -1,0 +1,566 @@
+"""The model behind the prediction service: loaded, smoke-tested, batched, swapped.
+
+:class:`ServedModel` is one registered model version ready to answer: its predictor
+(from a hash-verified blob), a fast featurization plan and its applicability domain.
+:class:`ModelService` holds the version being served, scores requests on one worker
+thread (requests that arrive while it is busy are scored together, which amortizes the
+model's per-call cost), and follows the registry: when the alias moves, the new version
+is loaded and smoke-tested in the background and swapped in with one assignment, so no
+request ever sees a half-loaded model. A version that fails its smoke test is never
+served; the refusal is recorded in the audit trail as ``model.auto_rollback``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qemlflow.errors import QeMLflowError
+from qemlflow.serve.domain import DEFAULT_THRESHOLD, ApplicabilityDomain, ecfp4_packed
+from qemlflow.serve.schemas import (
+    DomainScore,
+    ModelInfo,
+    PredictionResult,
+    PredictResponse,
+    TaskPrediction,
+)
+
+if TYPE_CHECKING:
+    from qemlflow.pipeline.predictor import Predictor
+    from qemlflow.registry import ModelVersion
+    from qemlflow.serve.metrics import ServiceMetrics
+    from qemlflow.store import Store
+
+__all__ = [
+    "BatchTooLargeError",
+    "ModelNotReadyError",
+    "ModelService",
+    "ServeError",
+    "ServedModel",
+    "SmokeTestError",
+    "smiles_from_table",
+]
+
+log = logging.getLogger("qemlflow.serve")
+
+_STANDARDIZE_CACHE = 65_536  # input SMILES remembered with their standardized form
+_BATCH_MOLECULES = 2_048  # molecules scored together at most (one big request may exceed it)
+
+
+class ServeError(QeMLflowError):
+    """The prediction service cannot do what was asked."""
+
+
+class ModelNotReadyError(ServeError):
+    """No model has been loaded and smoke-tested yet."""
+
+
+class BatchTooLargeError(ServeError):
+    """A request holds more molecules than the service accepts at once."""
+
+
+class SmokeTestError(ServeError):
+    """A model version failed its readiness check and will not be served."""
+
+
+@lru_cache(maxsize=_STANDARDIZE_CACHE)
+def _prepared(smiles: str, standardize: bool, tautomer: bool) -> tuple[str, str]:
+    """(standardized SMILES, error): exactly what ``Predictor.predict`` computes per input."""
+    from qemlflow.chem import parse_smiles, standardize_smiles
+
+    parsed = standardize_smiles(smiles, tautomer=tautomer) if standardize else parse_smiles(smiles)
+    if parsed.ok:
+        return parsed.smiles or "", ""
+    error = f"{parsed.reason}: {parsed.detail}" if parsed.detail else str(parsed.reason)
+    return "", error
+
+
+def _ecfp_params(spec: Any) -> dict[str, Any] | None:
+    """The Morgan parameters of an ECFP/FCFP-only featurizer spec, else None."""
+    from qemlflow.features import make_featurizer
+    from qemlflow.features.concat import Concat
+    from qemlflow.features.fingerprints import ECFP
+
+    featurizer = make_featurizer(spec)
+    if isinstance(featurizer, Concat):
+        parts = featurizer.featurizers
+        if len(parts) != 1:
+            return None
+        featurizer = make_featurizer(parts[0])
+    if not isinstance(featurizer, ECFP):
+        return None
+    return {
+        "radius": int(featurizer.radius),
+        "size": int(featurizer.size),
+        "counts": bool(featurizer.counts),
+        "features": featurizer.type_name == "fcfp" or bool(getattr(featurizer, "features", False)),
+        "chirality": bool(featurizer.chirality),
+    }
+
+
+class _FeaturePlan:
+    """Model features and ECFP4 domain bits for standardized SMILES, parsing each once.
+
+    An ECFP-only model is featurized here with the fingerprint function directly (the
+    featurizer's per-call set-up costs more than a small batch does); ECFP4 bits double
+    as the domain fingerprints. Any other spec goes through the model's own featurizer.
+    """
+
+    def __init__(self, spec: Any) -> None:
+        from qemlflow.chem.fingerprints import fingerprint_function
+        from qemlflow.features import make_featurizer
+
+        self.spec = spec
+        self.ecfp = _ecfp_params(spec)
+        self.featurizer = make_featurizer(spec) if self.ecfp is None else None
+        self.row: Callable[[Any], NDArray[Any]] | None = None
+        if self.ecfp is not None:
+            self.row = fingerprint_function("morgan", packed=not self.ecfp["counts"], **self.ecfp)
+        self.shares_domain_bits = self.ecfp == {
+            "radius": 2,
+            "size": 2048,
+            "counts": False,
+            "features": False,
+            "chirality": False,
+        }
+
+    def compute(self, smiles: Sequence[str]) -> tuple[NDArray[Any], NDArray[np.uint8]]:
+        """Return (feature matrix with NaN rows where unusable, packed ECFP4 rows)."""
+        from qemlflow.chem.fingerprints import fill_rows
+
+        if self.ecfp is None or self.row is None:
+            assert self.featurizer is not None
+            return self.featurizer.transform(list(smiles)), ecfp4_packed(smiles)[0]
+        size = self.ecfp["size"]
+        if self.ecfp["counts"]:
+            X = np.zeros((len(smiles), size), dtype=np.float32)
+            valid = fill_rows(smiles, [(X, self.row)])
+            X[~valid] = np.nan
+            return X, ecfp4_packed(smiles)[0]
+        packed = np.zeros((len(smiles), (size + 7) // 8), dtype=np.uint8)
+        valid = fill_rows(smiles, [(packed, self.row)])
+        X = np.unpackbits(packed, axis=1, count=size, bitorder="little").astype(np.float32)
+        X[~valid] = np.nan
+        domain_bits = packed if self.shares_domain_bits else ecfp4_packed(smiles)[0]
+        return X, domain_bits
+
+
+def _as_2d(values: Any) -> NDArray[np.float64]:
+    array = np.asarray(values, dtype=float)
+    return array.reshape(-1, 1) if array.ndim == 1 else array
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One registered model version, loaded from its verified blob and ready to score."""
+
+    version: ModelVersion
+    predictor: Predictor
+    domain: ApplicabilityDomain
+    plan: _FeaturePlan = field(repr=False)
+    loaded_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def load(
+        cls, store: Store, version: ModelVersion, threshold: float = DEFAULT_THRESHOLD
+    ) -> ServedModel:
+        """Load ``version`` (hash-verified), build its domain, and smoke-test it.
+
+        Raises
+        ------
+        SmokeTestError
+            The model's own test molecules do not all get a finite prediction.
+        """
+        from qemlflow import registry
+
+        predictor = registry.load_version(store, version)
+        domain = ApplicabilityDomain(threshold=threshold).fit(_training_smiles(store, version))
+        model = cls(version, predictor, domain, _FeaturePlan(predictor.feature_spec))
+        model.smoke_test(registry.test_molecules(store, version))
+        return model
+
+    @property
+    def name(self) -> str:
+        """The registered model name."""
+        return str(self.version.name)
+
+    @property
+    def number(self) -> int:
+        """The version number."""
+        return int(self.version.version)
+
+    def smoke_test(self, smiles: Sequence[str]) -> None:
+        """Raise SmokeTestError unless every molecule gets finite outputs and no error."""
+        if not smiles:
+            raise SmokeTestError(f"{self.version_label} has no test molecules to check it on")
+        rows = self.score(list(smiles))
+        for row in rows:
+            values = [row.prediction, row.lower, row.upper, row.probability]
+            for task in (row.tasks or {}).values():
+                values += [task.prediction, task.lower, task.upper, task.probability]
+            given = [v for v in values if v is not None]
+            if row.error or not given or not all(math.isfinite(v) for v in given):
+                raise SmokeTestError(
+                    f"{self.version_label} failed its smoke test on {row.smiles!r}: "
+                    + (row.error or "no finite prediction")
+                )
+
+    @property
+    def version_label(self) -> str:
+        """``NAME@N``."""
+        return f"{self.name}@{self.number}"
+
+    def score(self, smiles: Sequence[str]) -> list[PredictionResult]:
+        """Score molecules: one result per input, in order; invalid ones carry an error.
+
+        The numbers are exactly those of ``Predictor.predict`` for the same SMILES.
+        """
+        p = self.predictor
+        prepared = [_prepared(s, p.standardize, p.tautomer) for s in smiles]
+        good = [i for i, (_, error) in enumerate(prepared) if not error]
+        X, bits = self.plan.compute([prepared[i][0] for i in good])
+        columns = self._model_outputs(X)
+        similarity = np.full(len(smiles), np.nan)
+        similarity[good] = self.domain.similarity_packed(bits)
+        in_domain = self.domain.in_domain(similarity).tolist()
+        position = dict(zip(good, range(len(good)), strict=True))
+        threshold = float(self.domain.threshold)
+        results = []
+        for i, (given, (std, error)) in enumerate(zip(smiles, prepared, strict=True)):
+            row = position.get(i)
+            values: dict[str, Any] = {"prediction": None}
+            if row is not None:
+                values = self._values(columns, row)
+            results.append(
+                PredictionResult.model_construct(
+                    smiles=given,
+                    standardized_smiles=std or None,
+                    **values,
+                    domain=DomainScore.model_construct(
+                        similarity=_number(float(similarity[i])),
+                        in_domain=bool(in_domain[i]),
+                        threshold=threshold,
+                    ),
+                    model=self.name,
+                    model_version=self.number,
+                    error=error or None,
+                )
+            )
+        return results
+
+    def _model_outputs(self, X: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
+        """Output name -> (n, n_tasks) matrix; the calls ``Predictor.predict`` makes."""
+        p = self.predictor
+        if not len(X):
+            return {}
+        if p.task == "regression":
+            prediction = _as_2d(p.model.predict(X))
+            lower, upper = (_as_2d(a) for a in p.model.predict_interval(X))
+            return {"prediction": prediction, "lower": lower, "upper": upper}
+        probability = _as_2d(p.model.predict_proba(X))
+        return {"prediction": (probability >= 0.5).astype(float), "probability": probability}
+
+    def _values(self, columns: dict[str, NDArray[np.float64]], row: int) -> dict[str, Any]:
+        targets = self.predictor.target_names
+        if len(targets) == 1:
+            return {name: _number(float(m[row, 0])) for name, m in columns.items()}
+        tasks = {
+            target: TaskPrediction(
+                **{name: _number(float(m[row, t])) for name, m in columns.items()}
+            )
+            for t, target in enumerate(targets)
+        }
+        return {"prediction": None, "tasks": tasks}
+
+
+def _training_smiles(store: Store, version: ModelVersion) -> list[str]:
+    """The standardized SMILES the version's model was fitted on (train split of its run)."""
+    from qemlflow.pipeline.steps import DatasetCodec, SplitCodec
+
+    run = store.get_run(version.run_id)
+    outputs = {s.step: s.output for s in run.steps if s.output}
+    if "standardize" not in outputs or "split" not in outputs:
+        raise SmokeTestError(
+            f"run {version.run_id} has no recorded dataset or split",
+            "register a model from a run recorded in this store",
+        )
+    dataset = DatasetCodec().decode(store.get_bytes(outputs["standardize"]))
+    split = SplitCodec().decode(store.get_bytes(outputs["split"]))
+    return [dataset.smiles[int(i)] for i in split.train]
+
+
+def smiles_from_table(data: bytes, filename: str | None, column: str | None) -> list[str]:
+    """The SMILES column of an uploaded table (CSV/TSV/SMI, by file name; default CSV)."""
+    from qemlflow.data.ingest import table_from_bytes
+    from qemlflow.pipeline.predict import find_smiles_column
+
+    name = filename if filename and "." in filename else "upload.csv"
+    table = table_from_bytes(data, name, f"the upload {name!r}")
+    smiles = table[find_smiles_column(table, column, f"the upload {name!r}")]
+    return ["" if v is None or v != v else str(v) for v in smiles.tolist()]
+
+
+_Job = tuple[list[str], "Future[PredictResponse]"]
+
+
+class ModelService:
+    """Serves one registry spec (``NAME``, ``NAME@ALIAS`` or ``NAME@N``) and follows it.
+
+    Parameters
+    ----------
+    store
+        The store holding the registry and the model blobs.
+    spec
+        What to serve; an alias is re-resolved every ``poll_seconds``.
+    poll_seconds
+        How often the registry is checked for a moved alias (0: never).
+    domain_threshold
+        Applicability-domain similarity threshold reported with every prediction.
+    max_batch
+        Most molecules one request may hold.
+    key_cache_seconds
+        How long a checked API key is trusted before the store is asked again (a revoked
+        key stops working within this time).
+    metrics
+        Where counters go; None records nothing.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        spec: str,
+        *,
+        poll_seconds: float = 10.0,
+        domain_threshold: float = DEFAULT_THRESHOLD,
+        max_batch: int = 10_000,
+        key_cache_seconds: float = 5.0,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.spec = spec
+        self.poll_seconds = poll_seconds
+        self.domain_threshold = domain_threshold
+        self.max_batch = max_batch
+        self.key_cache_seconds = key_cache_seconds
+        self.metrics = metrics
+        self.current: ServedModel | None = None
+        self.refused: dict[tuple[str, int], str] = {}
+        self._keys: dict[str, float] = {}
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def start(self) -> ServedModel:
+        """Load and smoke-test the spec's version, then start the worker and the poller."""
+        from qemlflow import registry
+
+        model = ServedModel.load(
+            self.store, registry.resolve(self.store, self.spec), self.domain_threshold
+        )
+        self._serve(model)
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._work, name="qemlflow-serve", daemon=True)]
+        if self.poll_seconds > 0:
+            self._threads.append(
+                threading.Thread(target=self._follow, name="qemlflow-poll", daemon=True)
+            )
+        for thread in self._threads:
+            thread.start()
+        return model
+
+    def stop(self) -> None:
+        """Stop the poller and the worker (requests in flight are answered first)."""
+        self._stop.set()
+        self._jobs.put(None)
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads = []
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has run (and :meth:`stop` has not)."""
+        return bool(self._threads)
+
+    @property
+    def ready(self) -> bool:
+        """A smoke-tested model is being served and the worker is running."""
+        return self.current is not None and any(
+            t.name == "qemlflow-serve" and t.is_alive() for t in self._threads
+        )
+
+    # -- predictions -------------------------------------------------------------------
+
+    async def predict(self, smiles: list[str]) -> PredictResponse:
+        """Score ``smiles`` with the model being served (one version for the whole list)."""
+        if len(smiles) > self.max_batch:
+            raise BatchTooLargeError(
+                f"{len(smiles)} molecules in one request; at most {self.max_batch} are accepted",
+                "split the molecules over several requests",
+            )
+        if not self.ready:
+            raise ModelNotReadyError("no model is loaded yet", "wait until /readyz says ready")
+        future: Future[PredictResponse] = Future()
+        self._jobs.put((smiles, future))
+        return await asyncio.wrap_future(future)
+
+    def _work(self) -> None:
+        """Worker loop: take every waiting job (up to a batch), score them in one go."""
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            jobs, size = [job], len(job[0])
+            while size < _BATCH_MOLECULES:
+                try:
+                    extra = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if extra is None:
+                    self._jobs.put(None)  # stop after this batch
+                    break
+                jobs.append(extra)
+                size += len(extra[0])
+            self._score_jobs(jobs)
+
+    def _score_jobs(self, jobs: list[_Job]) -> None:
+        model = self.current  # read once: the whole batch is one version
+        try:
+            assert model is not None
+            rows = model.score([s for smiles, _ in jobs for s in smiles])
+        except Exception as exc:
+            for _, future in jobs:
+                future.set_exception(exc)
+            return
+        if self.metrics is not None:
+            self.metrics.record_molecules(rows)
+        start = 0
+        for smiles, future in jobs:
+            results = rows[start : start + len(smiles)]
+            start += len(smiles)
+            future.set_result(
+                PredictResponse.model_construct(
+                    model=model.name,
+                    model_version=model.number,
+                    domain_threshold=float(model.domain.threshold),
+                    results=results,
+                )
+            )
+
+    # -- following the registry -------------------------------------------------------
+
+    def _serve(self, model: ServedModel) -> None:
+        self.current = model  # one reference assignment: atomic for every reader
+        log.info("serving %s", model.version_label)
+        if self.metrics is not None:
+            self.metrics.record_serving(model.name, model.number)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.poll_once()
+            except Exception as exc:  # keep serving whatever the registry does
+                log.warning("registry poll failed: %s", exc)
+
+    def poll_once(self) -> str:
+        """Check the spec once; return ``"unchanged"``, ``"swapped"`` or ``"refused"``.
+
+        A new version is loaded and smoke-tested before it replaces the current one; a
+        version that fails is refused (once, with a ``model.auto_rollback`` audit event)
+        and the current one keeps serving.
+        """
+        from qemlflow import registry
+
+        wanted = registry.resolve(self.store, self.spec)
+        current = self.current
+        key = (str(wanted.name), int(wanted.version))
+        if current is not None and (current.name, current.number) == key:
+            return "unchanged"
+        if key in self.refused:
+            return "refused"
+        try:
+            model = ServedModel.load(self.store, wanted, self.domain_threshold)
+        except Exception as exc:
+            self._refuse(wanted, current, exc)
+            return "refused"
+        self._serve(model)
+        if self.metrics is not None:
+            self.metrics.swaps.inc()
+        return "swapped"
+
+    def _refuse(self, wanted: ModelVersion, current: ServedModel | None, exc: Exception) -> None:
+        why = f"{type(exc).__name__}: {exc}"
+        label = f"{wanted.name}@{wanted.version}"
+        self.refused[(str(wanted.name), int(wanted.version))] = why
+        kept = current.version_label if current is not None else "nothing"
+        log.error("refused %s (%s); still serving %s", label, why, kept)
+        if self.metrics is not None:
+            self.metrics.auto_rollbacks.inc()
+        self.store.audit(
+            "model.auto_rollback",
+            {"model": str(wanted.model_digest), "run": str(wanted.run_id)},
+            reason=f"{label} failed its readiness check ({why}); kept serving {kept}",
+            details={
+                "name": str(wanted.name),
+                "refused_version": int(wanted.version),
+                "serving_version": None if current is None else current.number,
+                "spec": self.spec,
+                "error": why,
+            },
+        )
+
+    def describe(self) -> ModelInfo:
+        """What is being served, with the model's aliases now (reads the store)."""
+        model = self.current
+        if model is None:
+            raise ModelNotReadyError("no model is loaded yet", "wait until /readyz says ready")
+        v = model.version
+        return ModelInfo(
+            name=model.name,
+            version=model.number,
+            spec=self.spec,
+            run_id=str(v.run_id),
+            model_digest=str(v.model_digest),
+            task=str(v.task),
+            target_names=[str(t) for t in v.target_names],
+            metrics=dict(v.metrics),
+            aliases=self.store.current_aliases(model.name),
+            loaded_at=datetime.fromtimestamp(model.loaded_at, UTC).isoformat(timespec="seconds"),
+            refused_versions=sorted(n for name, n in self.refused if name == model.name),
+        )
+
+    # -- API keys ----------------------------------------------------------------------
+
+    def key_is_cached(self, presented: str) -> bool:
+        """Whether ``presented`` was found valid less than ``key_cache_seconds`` ago."""
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        return self._keys.get(digest, 0.0) > time.monotonic()
+
+    def key_is_valid(self, presented: str) -> bool:
+        """Whether ``presented`` is an active API key of the store (asks the store)."""
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        now = time.monotonic()
+        if self.store.check_api_key(presented) is None:
+            self._keys.pop(digest, None)
+            return False
+        self._keys[digest] = now + self.key_cache_seconds
+        return True

@@ -1,0 +1,307 @@
+"""``qemlflow serve``: a real uvicorn server on loopback, a real store, real runs.
+
+The runs are small (ECFP4 bits, a 30-tree random forest on 240 ESOL molecules) and made
+once for the module; each test that moves an alias works on an alias of its own.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+import qemlflow as qm
+from qemlflow import registry
+from qemlflow.serve.app import ServeSettings, build_app
+from qemlflow.serve.client import Client, ServiceError
+from qemlflow.store import Store
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+NAME = "esol"
+CONFIG: dict[str, Any] = {
+    "name": "served",
+    "dataset": {"source": "PLACEHOLDER", "smiles_column": "smiles", "target_columns": ["logp"]},
+    "features": [{"type": "ecfp"}],
+    "model": {"estimator": "random_forest", "params": {"n_estimators": 30}},
+    "evaluation": {"n_bootstrap": 20, "plots": False},
+}
+
+
+@dataclass
+class Trained:
+    store: Store
+    key: str
+    csv: Path
+    smiles: list[str]
+    versions: dict[int, registry.ModelVersion]
+
+
+def _small_esol(folder: Path, esol_frame: pd.DataFrame) -> Path:
+    """The ``small_esol_csv`` fixture's file (240 molecules + an invalid and an empty one)."""
+    frame = esol_frame.head(240).copy()
+    bad = pd.DataFrame({"smiles": ["C1CC(not smiles", ""], "logp": [-1.0, -2.0]})
+    frame = pd.concat([frame.iloc[:100], bad, frame.iloc[100:]], ignore_index=True)
+    path = folder / "small_esol.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, esol_frame: pd.DataFrame
+) -> Iterator[Trained]:
+    """Versions 1-3 of ``esol`` (seeds 0, 1, 2), v1 promoted to production; an API key."""
+    folder = tmp_path_factory.mktemp("serve")
+    csv = _small_esol(folder, esol_frame)
+    store = Store.open(folder / "store")
+    versions = {}
+    for seed in (0, 1, 2):
+        config = {**CONFIG, "seed": seed, "dataset": {**CONFIG["dataset"], "source": str(csv)}}
+        run_id = qm.run(config, store=store).run_id
+        assert run_id is not None
+        mv = registry.register(store, run_id, NAME)
+        versions[mv.version] = mv
+    registry.promote(store, NAME, 1, to="production")
+    _, key = store.create_api_key("tests")
+    smiles = [str(s) if s == s else "" for s in pd.read_csv(csv, keep_default_na=False).smiles]
+    yield Trained(store, key, csv, smiles, versions)
+    store.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(store: Store, spec: str = NAME, **options: Any) -> Iterator[tuple[str, Any]]:
+    """Run the service in a uvicorn server on a background thread; yield (url, app)."""
+    settings = ServeSettings(spec=spec, port=_free_port(), **options)
+    app = build_app(settings, store)
+    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{settings.port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(trained: Trained) -> Iterator[tuple[str, Any]]:
+    with serving(trained.store, f"{NAME}@production", poll_seconds=0) as running:
+        yield running
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _same(expected: float, got: float | None) -> bool:
+    return got is None if math.isnan(expected) else got == expected
+
+
+def test_predictions_equal_the_predictor(trained: Trained, server: tuple[str, Any]) -> None:
+    url, _ = server
+    expected = registry.load_version(trained.store, trained.versions[1]).predict(trained.smiles)
+    with Client(url, trained.key) as client:
+        results = client.predict(trained.smiles)
+        uploaded = client.predict_csv(trained.csv)
+    assert uploaded == results
+    assert len(results) == len(expected) == 242
+    for row, want in zip(results, expected.itertuples(index=False), strict=True):
+        assert row["smiles"] == want.smiles
+        assert (row["standardized_smiles"] or "") == want.standardized_smiles
+        for column in ("prediction", "lower", "upper"):
+            assert _same(getattr(want, column), row[column]), (column, row)
+        assert (row["error"] or "") == want.error
+        assert (row["model"], row["model_version"]) == (NAME, 1)
+        assert row["domain"]["threshold"] == 0.3
+    invalid = [r for r in results if r["error"]]
+    assert [r["smiles"] for r in invalid] == ["C1CC(not smiles", ""]
+    assert all(r["prediction"] is None and not r["domain"]["in_domain"] for r in invalid)
+    # training molecules are their own nearest neighbours; a lone atom is far from all
+    assert max(r["domain"]["similarity"] or 0 for r in results) == 1.0
+    far = Client(url, trained.key).predict(["[Xe]"])[0]["domain"]
+    assert far["similarity"] < 0.3 and far["in_domain"] is False
+
+
+def test_api_key_required_everywhere_but_healthz(trained: Trained, server: tuple[str, Any]) -> None:
+    url, _ = server
+    record, revoked = trained.store.create_api_key("revoked")
+    trained.store.revoke_api_key(record.id)
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    body = {"smiles": ["CCO"]}
+    for headers in (
+        {},
+        _auth("qmf_qk_00000000_" + "0" * 64),
+        _auth(revoked),
+        {"Authorization": "x"},
+    ):
+        response = httpx.post(f"{url}/predict", json=body, headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["www-authenticate"] == "Bearer"
+    for path in ("/readyz", "/metrics", "/models", "/openapi.json", "/docs"):
+        assert httpx.get(f"{url}{path}").status_code == 401, path
+        assert httpx.get(f"{url}{path}", headers=_auth(trained.key)).status_code == 200, path
+    with pytest.raises(ServiceError) as raised:
+        Client(url, "wrong").predict(["CCO"])
+    assert raised.value.status == 401
+
+
+def test_body_and_batch_limits(trained: Trained, server: tuple[str, Any]) -> None:
+    url, _ = server
+    headers = _auth(trained.key)
+    big = {"smiles": ["C" * 200] * 6000}  # ~1.2 MB
+    assert httpx.post(f"{url}/predict", json=big, headers=headers).status_code == 413
+    many = {"smiles": ["C"] * 10_001}  # small body, too many molecules
+    response = httpx.post(f"{url}/predict", json=many, headers=headers)
+    assert response.status_code == 413 and "10000" in response.json()["detail"]
+    bad = httpx.post(f"{url}/predict", content=b"{not json", headers=headers)
+    assert bad.status_code == 422
+    assert (
+        "access-control-allow-origin"
+        not in httpx.get(f"{url}/healthz", headers={"Origin": "https://evil.example"}).headers
+    )
+
+
+def test_metrics_and_models(trained: Trained, server: tuple[str, Any]) -> None:
+    url, _ = server
+    with Client(url, trained.key) as client:
+        client.predict(["CCO", "not a smiles", "[Xe]"])
+        served = client.models()["serving"]
+        assert client.ready()
+    assert (served["name"], served["version"], served["aliases"]) == (NAME, 1, {"production": 1})
+    text = httpx.get(f"{url}/metrics", headers=_auth(trained.key)).text
+    for needle in (
+        'qemlflow_requests_total{endpoint="/predict",status="200"}',
+        'qemlflow_request_seconds_bucket{endpoint="/predict",le="0.01"}',
+        'qemlflow_request_errors_total{endpoint="/readyz",status="401"}',
+        'qemlflow_molecules_total{outcome="invalid"}',
+        "qemlflow_out_of_domain_total",
+        "qemlflow_out_of_domain_ratio",
+        'qemlflow_model_serving{model="esol",version="1"} 1.0',
+    ):
+        assert needle in text, needle
+
+
+def test_swap_to_a_promoted_version_loses_no_request(trained: Trained) -> None:
+    store = trained.store
+    registry.promote(store, NAME, 1, to="staging")
+    versions: list[int] = []
+    failures: list[str] = []
+    stop = threading.Event()
+    with serving(store, f"{NAME}@staging", poll_seconds=0.1) as (url, _):
+
+        def hammer() -> None:
+            with httpx.Client(base_url=url, headers=_auth(trained.key), timeout=30) as http:
+                while not stop.is_set():
+                    response = http.post("/predict", json={"smiles": ["CCO", "c1ccccc1O"]})
+                    if response.status_code != 200:
+                        failures.append(f"{response.status_code} {response.text}")
+                        continue
+                    versions.extend({r["model_version"] for r in response.json()["results"]})
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        try:
+            time.sleep(0.3)
+            registry.promote(store, NAME, 2, to="staging")
+            deadline = time.monotonic() + 20
+            while (not versions or versions[-1] != 2) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+        finally:
+            stop.set()
+            thread.join()
+    assert failures == []
+    assert versions[0] == 1 and versions[-1] == 2
+    assert versions == sorted(versions)  # never back to the old version
+
+
+def test_broken_version_is_refused_and_audited(trained: Trained) -> None:
+    store = trained.store
+    registry.promote(store, NAME, 1, to="canary")
+    with serving(store, f"{NAME}@canary", poll_seconds=0.1) as (url, app):
+        registry.promote(store, NAME, 3, to="canary")  # passes its gates, then rots on disk
+        blob = store.open_blob_path(trained.versions[3].model_digest)
+        blob.chmod(0o644)
+        blob.write_bytes(blob.read_bytes()[:-10] + b"corrupted!")
+        deadline = time.monotonic() + 20
+        service = app.state.service
+        while (NAME, 3) not in service.refused and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with Client(url, trained.key) as client:
+            assert client.predict(["CCO"])[0]["model_version"] == 1
+            assert client.models()["serving"]["refused_versions"] == [3]
+            assert client.ready()
+        metrics = httpx.get(f"{url}/metrics", headers=_auth(trained.key)).text
+    assert "qemlflow_model_auto_rollbacks_total 1.0" in metrics
+    events = store.audit_events(action="model.auto_rollback")
+    assert len(events) == 1  # refused once, not at every poll
+    event = events[0]
+    assert event.details["refused_version"] == 3 and event.details["serving_version"] == 1
+    assert "CorruptBlobError" in (event.reason or "")
+
+
+def test_openapi_fuzzing_finds_no_server_error(trained: Trained, server: tuple[str, Any]) -> None:
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+
+    url, app = server
+    schema = schemathesis.openapi.from_dict(app.openapi())
+    headers = _auth(trained.key)
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(
+            max_examples=25,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy())
+        def check(case: Any) -> None:
+            case.call_and_validate(base_url=url, headers=headers, checks=[not_a_server_error])
+
+        check()
+
+
+def test_service_scores_like_the_predictor_in_process(trained: Trained) -> None:
+    """The scorer without HTTP: same numbers however the molecules are batched together,
+    and domain scores equal to ``tanimoto_similarity`` on ECFP4 bits."""
+    from qemlflow.models.tanimoto import tanimoto_similarity
+    from qemlflow.serve.service import ServedModel, _training_smiles
+
+    model = ServedModel.load(trained.store, trained.versions[2])
+    expected = model.predictor.predict(trained.smiles)
+    whole = model.score(trained.smiles)
+    parts = model.score(trained.smiles[:7]) + model.score(trained.smiles[7:])
+    for a, b, want in zip(whole, parts, expected.prediction, strict=True):
+        assert a.prediction == b.prediction and _same(want, a.prediction)
+    queries = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "[Xe]"]
+    train = qm.featurize(_training_smiles(trained.store, trained.versions[2]), "ecfp")
+    want_sim = tanimoto_similarity(qm.featurize(queries, "ecfp"), train).max(axis=1)
+    got = [r.domain.similarity for r in model.score(queries)]
+    assert np.allclose(np.asarray(got, dtype=float), want_sim, rtol=0, atol=1e-12)
