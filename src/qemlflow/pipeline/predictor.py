@@ -90,9 +90,9 @@ class Predictor:
         X = featurizer.transform(smiles)
         out: dict[str, np.ndarray] = {}
         if self.task == "regression":
-            pred = _as_2d(self.model.predict(X))
-            lower, upper = (_as_2d(a) for a in self.model.predict_interval(X))
-            parts = {"prediction": pred, "lower": lower, "upper": upper}
+            raw = self.model.predict(X)
+            lower, upper = (_as_2d(a) for a in self.model.interval_around(raw))
+            parts = {"prediction": _as_2d(raw), "lower": lower, "upper": upper}
         else:
             proba = _as_2d(self.model.predict_proba(X))
             parts = {"prediction": (proba >= 0.5).astype(float), "probability": proba}

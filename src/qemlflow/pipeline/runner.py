@@ -397,9 +397,10 @@ def _score_matrix(predictor: Predictor, model: Any, X: np.ndarray) -> dict[str, 
     from qemlflow.pipeline.predictor import _as_2d
 
     if predictor.task == "regression":
-        lower, upper = model.predict_interval(X)
+        prediction = model.predict(X)
+        lower, upper = model.interval_around(prediction)
         return {
-            "prediction": _as_2d(model.predict(X)),
+            "prediction": _as_2d(prediction),
             "lower": _as_2d(lower),
             "upper": _as_2d(upper),
         }

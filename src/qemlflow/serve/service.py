@@ -272,9 +272,9 @@ class ServedModel:
         if not len(X):
             return {}
         if p.task == "regression":
-            prediction = _as_2d(p.model.predict(X))
-            lower, upper = (_as_2d(a) for a in p.model.predict_interval(X))
-            return {"prediction": prediction, "lower": lower, "upper": upper}
+            raw = p.model.predict(X)
+            lower, upper = (_as_2d(a) for a in p.model.interval_around(raw))
+            return {"prediction": _as_2d(raw), "lower": lower, "upper": upper}
         probability = _as_2d(p.model.predict_proba(X))
         return {"prediction": (probability >= 0.5).astype(float), "probability": probability}
 
