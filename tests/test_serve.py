@@ -300,6 +300,18 @@ def test_service_scores_like_the_predictor_in_process(trained: Trained) -> None:
     parts = model.score(trained.smiles[:7]) + model.score(trained.smiles[7:])
     for a, b, want in zip(whole, parts, expected.prediction, strict=True):
         assert a.prediction == b.prediction and _same(want, a.prediction)
+    # A big batch is standardized in worker processes: still the same rows, in order.
+    from qemlflow.serve.service import _PARALLEL_FROM, _start_pool
+
+    pool = _start_pool()
+    assert pool is not None  # this machine has 2 cores
+    try:
+        big = trained.smiles * (_PARALLEL_FROM // len(trained.smiles) + 1)
+        pooled = model.score(big, pool)
+    finally:
+        pool.shutdown()
+    assert len(pooled) == len(big) > _PARALLEL_FROM
+    assert [r.model_dump() for r in pooled] == [r.model_dump() for r in model.score(big)]
     queries = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "[Xe]"]
     train = qm.featurize(_training_smiles(trained.store, trained.versions[2]), "ecfp")
     want_sim = tanimoto_similarity(qm.featurize(queries, "ecfp"), train).max(axis=1)

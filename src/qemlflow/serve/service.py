@@ -16,11 +16,13 @@ import asyncio
 import hashlib
 import logging
 import math
+import multiprocessing
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -87,6 +89,40 @@ def _prepared(smiles: str, standardize: bool, tautomer: bool) -> tuple[str, str]
         return parsed.smiles or "", ""
     error = f"{parsed.reason}: {parsed.detail}" if parsed.detail else str(parsed.reason)
     return "", error
+
+
+# Below this many molecules, a round trip to the worker processes costs more than it saves.
+_PARALLEL_FROM = 256
+
+
+def _prepare_chunk(job: tuple[list[str], bool, bool]) -> list[tuple[str, str]]:
+    """Standardize a chunk in a worker process (module level, so it can be pickled)."""
+    smiles, standardize, tautomer = job
+    return [_prepared(s, standardize, tautomer) for s in smiles]
+
+
+def _prepare_all(
+    smiles: Sequence[str], standardize: bool, tautomer: bool, pool: Executor | None
+) -> list[tuple[str, str]]:
+    """Standardize every input; big batches are spread over the worker processes."""
+    if pool is None or len(smiles) < _PARALLEL_FROM:
+        return [_prepared(s, standardize, tautomer) for s in smiles]
+    size = -(-len(smiles) // ((os.cpu_count() or 1) * 2))
+    jobs = [
+        (list(smiles[i : i + size]), standardize, tautomer) for i in range(0, len(smiles), size)
+    ]
+    return [row for chunk in pool.map(_prepare_chunk, jobs) for row in chunk]
+
+
+def _start_pool() -> Executor | None:
+    """Worker processes for standardizing big batches, started before any thread is."""
+    workers = os.cpu_count() or 1
+    if workers < 2:
+        return None
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    # Processes start on demand; make them all now, while this process has one thread.
+    list(pool.map(time.sleep, [0.05] * workers))
+    return pool
 
 
 def _ecfp_params(spec: Any) -> dict[str, Any] | None:
@@ -228,13 +264,14 @@ class ServedModel:
         """``NAME@N``."""
         return f"{self.name}@{self.number}"
 
-    def score(self, smiles: Sequence[str]) -> list[PredictionResult]:
+    def score(self, smiles: Sequence[str], pool: Executor | None = None) -> list[PredictionResult]:
         """Score molecules: one result per input, in order; invalid ones carry an error.
 
         The numbers are exactly those of ``Predictor.predict`` for the same SMILES.
+        ``pool`` standardizes big batches in worker processes.
         """
         p = self.predictor
-        prepared = [_prepared(s, p.standardize, p.tautomer) for s in smiles]
+        prepared = _prepare_all(smiles, p.standardize, p.tautomer, pool)
         good = [i for i, (_, error) in enumerate(prepared) if not error]
         X, bits = self.plan.compute([prepared[i][0] for i in good])
         columns = self._model_outputs(X)
@@ -367,6 +404,7 @@ class ModelService:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._pool: Executor | None = None
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -378,6 +416,8 @@ class ModelService:
             self.store, registry.resolve(self.store, self.spec), self.domain_threshold
         )
         self._serve(model)
+        if self._pool is None:
+            self._pool = _start_pool()
         self._stop.clear()
         self._threads = [threading.Thread(target=self._work, name="qemlflow-serve", daemon=True)]
         if self.poll_seconds > 0:
@@ -395,6 +435,9 @@ class ModelService:
         for thread in self._threads:
             thread.join(timeout=30)
         self._threads = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     @property
     def started(self) -> bool:
@@ -446,7 +489,7 @@ class ModelService:
         model = self.current  # read once: the whole batch is one version
         try:
             assert model is not None
-            rows = model.score([s for smiles, _ in jobs for s in smiles])
+            rows = model.score([s for smiles, _ in jobs for s in smiles], self._pool)
         except Exception as exc:
             for _, future in jobs:
                 future.set_exception(exc)
