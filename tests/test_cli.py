@@ -187,3 +187,12 @@ def test_the_installed_command_runs_the_demo(tmp_path: Path) -> None:
     assert sum(metrics["n"].values()) == 1117  # 1128 rows, 11 duplicate structures merged
     assert "rmse" in done.stdout
     assert len(pd.read_csv(out / "predictions.csv")) == 1128
+
+
+def test_serve_without_the_serve_extra_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "qemlflow.serve.app", None)  # as if fastapi were missing
+    assert main(["serve", "sol", "--port", "8765"]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "serve extra" in lines[0]

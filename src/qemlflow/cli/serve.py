@@ -46,7 +46,14 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from qemlflow.errors import ConfigError
-        from qemlflow.serve.app import ServeSettings, run_server
+
+        try:
+            from qemlflow.serve.app import ServeSettings, run_server
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"the prediction service needs {exc.name!r}, which is not installed",
+                "install the serve extra: pip install -e '.[serve]' (or 'qemlflow[serve]')",
+            ) from None
 
         try:
             settings = ServeSettings(
