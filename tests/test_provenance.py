@@ -363,3 +363,28 @@ def test_the_cli_records_lists_compares_reproduces_and_looks_after_the_store(
     capsys.readouterr()
     assert main(["reproduce", "nonexistent-run", "--store", store]) == 2
     assert "nonexistent-run" in capsys.readouterr().err
+
+
+def test_reproduce_reports_environment_drift(
+    tmp_path: Path,
+    small_esol_csv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import qemlflow.store as store_module
+
+    store = str(tmp_path / "store")
+    with Store.open(store) as opened:
+        run_id = qm.run(_config(small_esol_csv), store=opened).run_id or ""
+    real = store_module.capture_environment
+
+    def upgraded(project_dir: Any = None) -> dict[str, Any]:
+        environment = real(project_dir)
+        environment["packages"]["numpy"] = "99.0"
+        return environment
+
+    monkeypatch.setattr(store_module, "capture_environment", upgraded)
+    capsys.readouterr()
+    assert main(["reproduce", run_id, "--store", store]) == 0  # same results, other numpy
+    out = capsys.readouterr().out
+    assert "environment drift" in out and "-> 99.0" in out and "IDENTICAL" in out

@@ -52,15 +52,18 @@ def _print(report: object) -> None:
             f"[bold red]blob {problem.digest[:12]} ({problem.what}): {problem.problem}[/]"
         )
     drift = report.drift
-    changed = {k: v for k, v in drift.items() if v}
-    if changed:
+    if drift.get("drifted"):
         console.print("[yellow]environment drift since the run:[/]")
-        for kind, items in changed.items():
-            if isinstance(items, dict):
-                for name, change in sorted(items.items()):
-                    console.print(f"  {kind}: {name} {change}")
-            else:
-                console.print(f"  {kind}: {items}")
+        for key in ("python", "os", "qemlflow", "git"):
+            if drift.get(key):
+                console.print(f"  {key}: {drift[key]}")
+        packages = drift.get("packages") or {}
+        for name, change in sorted((packages.get("changed") or {}).items()):
+            console.print(f"  {name}: {change.get('recorded')} -> {change.get('current')}")
+        for name, version in sorted((packages.get("added") or {}).items()):
+            console.print(f"  {name}: added ({version})")
+        for name, version in sorted((packages.get("removed") or {}).items()):
+            console.print(f"  {name}: removed (was {version})")
     if report.identical:
         console.print(f"[bold green]IDENTICAL[/]: run {report.run_id} reproduced bit for bit")
         return
