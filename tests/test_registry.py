@@ -442,3 +442,13 @@ def test_backup_and_restore_keep_the_registry(store: Store, run_id: str, tmp_pat
         assert rollback(target, "sol") == v1  # new alias rows after the copied ones
         assert promote(target, "sol", 2).gates[1].passed
         _sound(target)
+
+
+def test_thresholds_can_come_from_the_experiment(store: Store, small_esol_csv: Path) -> None:
+    config = {**_config(small_esol_csv), "promotion": {"metrics": {"rmse": {"max": 0.01}}}}
+    result = qm.run(config, store=store)
+    register(store, result.run_id or "", "strict")
+    with pytest.raises(PromotionRefused, match="at the metrics gate: test rmse"):
+        promote(store, "strict", 1)
+    assert store.current_aliases("strict") == {}
+    assert store.audit_events(action="model.promotion_refused")[0].details["gate"] == "metrics"
