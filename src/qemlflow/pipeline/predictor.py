@@ -74,10 +74,6 @@ class Predictor:
         ]
         return frame
 
-    def predict_standardized(self, smiles: Sequence[str], *, n_jobs: int = 1) -> dict[str, Any]:
-        """Score already-standardized SMILES; returns output column name -> values."""
-        return self._score(list(smiles), n_jobs)
-
     def _score(self, smiles: list[str], n_jobs: int) -> dict[str, np.ndarray]:
         from qemlflow.features import make_featurizer
 
@@ -87,20 +83,26 @@ class Predictor:
             return {name: np.empty(0) for name in names}
         featurizer = make_featurizer(self.feature_spec)
         featurizer.set_params(n_jobs=n_jobs)
-        X = featurizer.transform(smiles)
         out: dict[str, np.ndarray] = {}
-        if self.task == "regression":
-            raw = self.model.predict(X)
-            lower, upper = (_as_2d(a) for a in self.model.interval_around(raw))
-            parts = {"prediction": _as_2d(raw), "lower": lower, "upper": upper}
-        else:
-            proba = _as_2d(self.model.predict_proba(X))
-            parts = {"prediction": (proba >= 0.5).astype(float), "probability": proba}
-        for base, matrix in parts.items():
+        for base, matrix in self.outputs(featurizer.transform(smiles)).items():
             for t, target in enumerate(self.target_names):
                 name = base if n_tasks == 1 else f"{base}_{target}"
                 out[name] = matrix[:, t]
         return out
+
+    def outputs(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Score featurized molecules: output name -> (n_molecules, n_tasks) matrix.
+
+        Regression gives ``prediction``, ``lower`` and ``upper``; classification gives
+        ``prediction`` (0/1 at 0.5) and ``probability``. The one place the model is called,
+        for ``predict``, for a run's own predictions and for the prediction service.
+        """
+        if self.task == "regression":
+            raw = self.model.predict(X)
+            lower, upper = self.model.interval_around(raw)
+            return {"prediction": _as_2d(raw), "lower": _as_2d(lower), "upper": _as_2d(upper)}
+        proba = _as_2d(self.model.predict_proba(X))
+        return {"prediction": (proba >= 0.5).astype(float), "probability": proba}
 
     def _column_names(self, n_tasks: int) -> list[str]:
         bases = (

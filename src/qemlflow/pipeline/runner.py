@@ -201,7 +201,7 @@ def execute(
         "predict",
         {},
         [fit_step.key, feat_step.key],
-        lambda: _score_matrix(predictor, predictor.model, X),
+        lambda: predictor.outputs(X),
         ScoresCodec(),
     )
     scores: dict[str, np.ndarray] = predict_step.value
@@ -390,22 +390,6 @@ def _register_dataset_version(store: Store, result: RunResult) -> None:
 
     by_step = {s.step: s for s in result.steps}
     record_dataset_version(store, by_step["dataset"], by_step["standardize"], result.dataset)
-
-
-def _score_matrix(predictor: Predictor, model: Any, X: np.ndarray) -> dict[str, np.ndarray]:
-    """Predict every molecule of the dataset from its already computed features."""
-    from qemlflow.pipeline.predictor import _as_2d
-
-    if predictor.task == "regression":
-        prediction = model.predict(X)
-        lower, upper = model.interval_around(prediction)
-        return {
-            "prediction": _as_2d(prediction),
-            "lower": _as_2d(lower),
-            "upper": _as_2d(upper),
-        }
-    proba = _as_2d(model.predict_proba(X))
-    return {"prediction": (proba >= 0.5).astype(float), "probability": proba}
 
 
 def _evaluate_parts(

@@ -195,11 +195,6 @@ class _FeaturePlan:
         return X, domain_bits
 
 
-def _as_2d(values: Any) -> NDArray[np.float64]:
-    array = np.asarray(values, dtype=float)
-    return array.reshape(-1, 1) if array.ndim == 1 else array
-
-
 def _number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -305,15 +300,9 @@ class ServedModel:
 
     def _model_outputs(self, X: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
         """Output name -> (n, n_tasks) matrix; the calls ``Predictor.predict`` makes."""
-        p = self.predictor
         if not len(X):
             return {}
-        if p.task == "regression":
-            raw = p.model.predict(X)
-            lower, upper = (_as_2d(a) for a in p.model.interval_around(raw))
-            return {"prediction": _as_2d(raw), "lower": lower, "upper": upper}
-        probability = _as_2d(p.model.predict_proba(X))
-        return {"prediction": (probability >= 0.5).astype(float), "probability": probability}
+        return self.predictor.outputs(X)
 
     def _values(self, columns: dict[str, NDArray[np.float64]], row: int) -> dict[str, Any]:
         targets = self.predictor.target_names
