@@ -24,7 +24,7 @@ def referenced_blobs_check(
     event that refers to it. ``store.gc`` removes only unreferenced blobs, so a blob an
     event names is never legitimately gone.
     """
-    from qemlflow.store import CorruptBlobError
+    said = {"missing": "is gone", "altered": "was altered on disk"}
 
     def check(events: Sequence[AuditEvent]) -> list[tuple[int, str]]:
         problems: list[tuple[int, str]] = []
@@ -35,14 +35,10 @@ def referenced_blobs_check(
                 if not isinstance(digest, str) or digest in seen or len(digest) != 64:
                     continue
                 seen.add(digest)
-                if not store.has_blob(digest):
-                    problems.append((event.seq, f"the {role} blob {digest} it refers to is gone"))
-                    continue
-                try:
-                    store.get_bytes(digest)
-                except CorruptBlobError:
+                problem = store.blob_problem(digest)
+                if problem is not None:
                     problems.append(
-                        (event.seq, f"the {role} blob {digest} it refers to was altered on disk")
+                        (event.seq, f"the {role} blob {digest} it refers to {said[problem]}")
                     )
         return problems
 

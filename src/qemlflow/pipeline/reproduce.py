@@ -93,21 +93,19 @@ class ReproduceReport:
 
 def _check_blobs(store: Store, run: RunRecord) -> list[BlobProblem]:
     """Re-hash every blob the run recorded (step outputs, artifacts, environment)."""
-    from qemlflow.store import CorruptBlobError
-
     wanted: list[tuple[str, str]] = [(f"{s.step} output", s.output) for s in run.steps if s.output]
     wanted += [(f"artifact {a.name}", a.digest) for a in run.artifacts]
     if run.environment:
         wanted.append(("environment snapshot", run.environment))
+    said = {
+        "missing": "missing from the store",
+        "altered": "altered on disk (its content hash differs)",
+    }
     problems = []
     for what, digest in wanted:
-        if not store.has_blob(digest):
-            problems.append(BlobProblem(what, digest, "missing from the store"))
-            continue
-        try:
-            store.get_bytes(digest)
-        except CorruptBlobError:
-            problems.append(BlobProblem(what, digest, "altered on disk (its content hash differs)"))
+        problem = store.blob_problem(digest)
+        if problem is not None:
+            problems.append(BlobProblem(what, digest, said[problem]))
     return problems
 
 

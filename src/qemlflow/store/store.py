@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -434,6 +434,12 @@ class Store:
     def has_blob(self, digest: str) -> bool:
         """Return whether blob ``digest`` is in the store."""
         return self.objects.has(digest)
+
+    def blob_problem(self, digest: str) -> Literal["missing", "altered"] | None:
+        """Re-hash blob ``digest`` (streamed): ``None`` when intact, else what is wrong."""
+        if not self.objects.has(digest):
+            return "missing"
+        return None if self.objects.hash_of(digest) == digest else "altered"
 
     def blob_digests(self) -> Iterator[str]:
         """Yield the digest of every blob in the store, sorted."""
