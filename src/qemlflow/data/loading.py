@@ -124,8 +124,22 @@ def _missing_column(kind: str, column: str, columns: list[str], label: str, flag
     )
 
 
-def _smiles_column(table: pd.DataFrame, label: str) -> str:
+def find_smiles_column(table: pd.DataFrame, label: str, requested: str | None = None) -> str:
+    """Return the SMILES column of ``table``: ``requested`` if it exists, else a column
+    named smiles/smi/mol (any case), else the one column whose name contains "smiles".
+
+    Errors name the columns there are and the option that fixes it.
+
+    Examples
+    --------
+    >>> find_smiles_column(pd.DataFrame({"Canonical_SMILES": ["C"], "y": [1]}), "x.csv")
+    'Canonical_SMILES'
+    """
     columns = [str(c) for c in table.columns]
+    if requested is not None:
+        if requested not in columns:
+            raise _missing_column("column", requested, columns, label, _SMILES_FLAG)
+        return requested
     for wanted in SMILES_COLUMN_NAMES:
         for column in columns:
             if column.lower() == wanted:
@@ -383,7 +397,9 @@ def dataset_from_raw(
     columns = list(table.columns)
     entry: BundledDataset | None = BUNDLED.get(name) if source_text.startswith("bundled:") else None
 
-    smiles_col = smiles_column or (entry.smiles_column if entry else _smiles_column(table, label))
+    smiles_col = smiles_column or (
+        entry.smiles_column if entry else find_smiles_column(table, label)
+    )
     if smiles_col not in columns:
         raise _missing_column("column", smiles_col, columns, label, _SMILES_FLAG)
     if isinstance(target_columns, str):

@@ -6,39 +6,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from qemlflow.errors import DataError
 from qemlflow.pipeline.predictor import load_model
 
-__all__ = ["SMILES_COLUMN_NAMES", "find_smiles_column", "predict_file"]
-
-SMILES_COLUMN_NAMES = ("smiles", "SMILES", "Smiles", "smi", "canonical_smiles", "mol")
+__all__ = ["find_smiles_column", "predict_file"]
 
 
 def find_smiles_column(table: pd.DataFrame, requested: str | None, source: str) -> str:
-    """Return the SMILES column: the requested one, or a conventionally named one.
+    """Return the SMILES column of a table to score: the requested one, a conventionally
+    named one (the rules of :func:`qemlflow.data.loading.find_smiles_column`), or the only
+    column there is.
 
     Examples
     --------
     >>> find_smiles_column(pd.DataFrame({"SMILES": ["C"], "y": [1]}), None, "x.csv")
     'SMILES'
     """
-    columns = [str(c) for c in table.columns]
-    if requested is not None:
-        if requested not in columns:
-            raise DataError(
-                f"column '{requested}' not found in {source} (columns: {', '.join(columns)})",
-                "pass the right name with --smiles",
-            )
-        return requested
-    for name in SMILES_COLUMN_NAMES:
-        if name in columns:
-            return name
-    if len(columns) == 1:
-        return columns[0]
-    raise DataError(
-        f"no SMILES column found in {source} (columns: {', '.join(columns)})",
-        "name it with --smiles",
-    )
+    from qemlflow.data.loading import find_smiles_column as detect
+
+    if requested is None and len(table.columns) == 1:
+        return str(table.columns[0])
+    return detect(table, source, requested)
 
 
 def predict_file(
