@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from qemlflow.store import Store
 
 pytest_plugins = ["tests.postgres_fixture"]
 
@@ -42,3 +46,55 @@ def small_esol_csv(tmp_path: Path, esol_frame: pd.DataFrame) -> Path:
     path = tmp_path / "small_esol.csv"
     frame.to_csv(path, index=False)
     return path
+
+
+MakeStore = Callable[[Path], Store]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_factory(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
+    """A callable ``make_store(path) -> Store``, on each metadata backend.
+
+    For PostgreSQL the first store of a test uses ``postgres_url``; further stores (a
+    restore target) get their own new database on the same server.
+    """
+    opened: list[Store] = []
+    extra_dbs: list[str] = []
+    admin_url: str | None = None
+    base_url: str | None = None
+    if request.param == "postgresql":
+        base_url = request.getfixturevalue("postgres_url")
+        admin_url = base_url.rsplit("/", 1)[0] + "/postgres"
+
+    def make_store(path: Path) -> Store:
+        url: str | None = None
+        if base_url is not None:
+            if not opened:
+                url = base_url
+            else:
+                import psycopg
+
+                name = f"qemlflow_extra_{uuid.uuid4().hex[:12]}"
+                with psycopg.connect(admin_url, autocommit=True) as conn:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+                extra_dbs.append(name)
+                url = base_url.rsplit("/", 1)[0] + f"/{name}"
+        store = Store.open(path, database_url=url)
+        opened.append(store)
+        return store
+
+    yield make_store
+    for store in opened:
+        store.close()
+    if extra_dbs:
+        import psycopg
+
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            for name in extra_dbs:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def store(store_factory: MakeStore, tmp_path: Path) -> Store:
+    """A fresh store at ``tmp_path / "store"``, on each metadata backend."""
+    return store_factory(tmp_path / "store")

@@ -14,7 +14,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,46 +45,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("QEMLFLOW_HOME", raising=False)
     monkeypatch.setenv("QEMLFLOW_ACTOR", ACTOR)
     monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(tmp_path / "no-identity"))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_factory(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
-    """``make_store(path) -> Store`` on each backend (further PostgreSQL stores: new dbs)."""
-    opened: list[Store] = []
-    extra_dbs: list[str] = []
-    base_url: str | None = None
-    if request.param == "postgresql":
-        base_url = request.getfixturevalue("postgres_url")
-    admin_url = None if base_url is None else base_url.rsplit("/", 1)[0] + "/postgres"
-
-    def make_store(path: Path) -> Store:
-        url = base_url
-        if base_url is not None and opened:
-            import psycopg
-
-            name = f"qemlflow_extra_{uuid.uuid4().hex[:12]}"
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            extra_dbs.append(name)
-            url = base_url.rsplit("/", 1)[0] + f"/{name}"
-        store = Store.open(path, database_url=url)
-        opened.append(store)
-        return store
-
-    yield make_store
-    for store in opened:
-        store.close()
-    if extra_dbs:
-        import psycopg
-
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            for name in extra_dbs:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def store(store_factory: MakeStore, tmp_path: Path) -> Store:
-    return store_factory(tmp_path / "store")
 
 
 def _actions(store: Store) -> list[str]:

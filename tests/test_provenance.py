@@ -42,15 +42,6 @@ def _config(source: Path, **changes: Any) -> dict[str, Any]:
     return config
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """A fresh store: metadata in SQLite, or in a new database on a real PostgreSQL server."""
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    opened = Store.open(tmp_path / "store", database_url=url)
-    yield opened
-    opened.close()
-
-
 def _corrupt(store: Store, digest: str) -> None:
     path = store.open_blob_path(digest)
     path.chmod(0o644)

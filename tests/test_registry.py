@@ -8,7 +8,6 @@ electronic signature made with a throw-away identity.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +48,6 @@ def _config(source: Path) -> dict[str, Any]:
         "model": {"estimator": "random_forest", "params": {"n_estimators": 30}},
         "evaluation": {"n_bootstrap": 50, "plots": False},
     }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh store: metadata in SQLite, or in a new database on a real PostgreSQL server."""
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    opened = Store.open(tmp_path / "store", database_url=url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

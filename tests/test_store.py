@@ -13,8 +13,7 @@ import os
 import stat
 import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,54 +38,6 @@ MakeStore = Callable[[Path], Store]
 def _no_store_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("QEMLFLOW_DATABASE_URL", raising=False)
     monkeypatch.delenv("QEMLFLOW_HOME", raising=False)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_factory(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
-    """A callable ``make_store(path) -> Store``, on each metadata backend.
-
-    For PostgreSQL the first store of a test uses ``postgres_url``; further stores (a
-    restore target) get their own new database on the same server.
-    """
-    opened: list[Store] = []
-    extra_dbs: list[str] = []
-    admin_url: str | None = None
-    base_url: str | None = None
-    if request.param == "postgresql":
-        base_url = request.getfixturevalue("postgres_url")
-        admin_url = base_url.rsplit("/", 1)[0] + "/postgres"
-
-    def make_store(path: Path) -> Store:
-        url: str | None = None
-        if base_url is not None:
-            if not opened:
-                url = base_url
-            else:
-                import psycopg
-
-                name = f"qemlflow_extra_{uuid.uuid4().hex[:12]}"
-                with psycopg.connect(admin_url, autocommit=True) as conn:
-                    conn.execute(f'CREATE DATABASE "{name}"')
-                extra_dbs.append(name)
-                url = base_url.rsplit("/", 1)[0] + f"/{name}"
-        store = Store.open(path, database_url=url)
-        opened.append(store)
-        return store
-
-    yield make_store
-    for store in opened:
-        store.close()
-    if extra_dbs:
-        import psycopg
-
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            for name in extra_dbs:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def store(store_factory: MakeStore, tmp_path: Path) -> Store:
-    return store_factory(tmp_path / "store")
 
 
 def _step(store: Store, name: str = "featurize", payload: bytes = b"out") -> StepRecord:
