@@ -56,6 +56,8 @@ class ApplicabilityDomain:
         Packed ECFP4 bits of the training molecules.
     bit_counts_ : ndarray of shape (n_train,)
         Bits set in each training fingerprint.
+    word_columns_ : ndarray of shape (32, n_train), uint64
+        ``fingerprints_`` transposed: each word position contiguous, for fast scoring.
 
     Examples
     --------
@@ -80,6 +82,7 @@ class ApplicabilityDomain:
         words = np.ascontiguousarray(packed, dtype=np.uint8).view(np.uint64)
         self.fingerprints_ = words.reshape(-1, _WORDS)
         self.bit_counts_ = _popcount(self.fingerprints_).sum(axis=1, dtype=np.int64)
+        self.word_columns_ = np.ascontiguousarray(self.fingerprints_.T)
         return self
 
     def similarity(self, smiles: Sequence[object]) -> NDArray[np.float64]:
@@ -96,7 +99,9 @@ class ApplicabilityDomain:
         if not len(self.fingerprints_):
             return best
         query_counts = _popcount(queries).sum(axis=1, dtype=np.int64)
-        for start in range(0, len(queries), self.chunk_size):
+        if hasattr(np, "bitwise_count"):
+            return self._similarity_by_word(queries, query_counts)
+        for start in range(0, len(queries), self.chunk_size):  # pragma: no cover - NumPy 1.x
             block = queries[start : start + self.chunk_size]
             shared = _popcount(block[:, None, :] & self.fingerprints_[None, :, :]).sum(
                 axis=2, dtype=np.int64
@@ -106,6 +111,40 @@ class ApplicabilityDomain:
                 sim = shared / union
             sim[union == 0] = 1.0  # two empty fingerprints are identical
             best[start : start + len(block)] = sim.max(axis=1)
+        return best
+
+    def _similarity_by_word(
+        self, queries: NDArray[np.uint64], query_counts: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        """Nearest-neighbour similarity, one 64-bit word position at a time.
+
+        Shared bits are accumulated word by word into preallocated (block, n_train)
+        arrays, so no (block, n_train, 32) temporary is ever built: about twice as fast
+        as broadcasting all words at once, with identical results.
+        """
+        columns = getattr(self, "word_columns_", None)
+        if columns is None:  # fitted before word_columns_ existed (an older pickle)
+            columns = self.word_columns_ = np.ascontiguousarray(self.fingerprints_.T)
+        block = max(1, min(self.chunk_size * 2, len(queries)))
+        n_train = columns.shape[1]
+        both = np.empty((block, n_train), dtype=np.uint64)
+        counted = np.empty((block, n_train), dtype=np.uint8)
+        shared = np.empty((block, n_train), dtype=np.uint16)  # at most 2048 bits shared
+        best = np.zeros(len(queries))
+        for start in range(0, len(queries), block):
+            rows = queries[start : start + block]
+            n = len(rows)
+            total = shared[:n]
+            total[:] = 0
+            for word in range(_WORDS):
+                np.bitwise_and(rows[:, word : word + 1], columns[word], out=both[:n])
+                np.bitwise_count(both[:n], out=counted[:n])
+                np.add(total, counted[:n], out=total)
+            union = query_counts[start : start + n, None] + self.bit_counts_[None] - total
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sim = total / union
+            sim[union == 0] = 1.0  # two empty fingerprints are identical
+            best[start : start + n] = sim.max(axis=1)
         return best
 
     def in_domain(self, similarity: NDArray[np.float64]) -> NDArray[np.bool_]:

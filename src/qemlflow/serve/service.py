@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qemlflow.errors import QeMLflowError
-from qemlflow.serve.domain import DEFAULT_THRESHOLD, ApplicabilityDomain, ecfp4_packed
+from qemlflow.pipeline.scoring import FeaturePlan, training_smiles
+from qemlflow.serve.domain import DEFAULT_THRESHOLD, ApplicabilityDomain
 from qemlflow.serve.schemas import (
     DomainScore,
     ModelInfo,
@@ -125,76 +126,6 @@ def _start_pool() -> Executor | None:
     return pool
 
 
-def _ecfp_params(spec: Any) -> dict[str, Any] | None:
-    """The Morgan parameters of an ECFP/FCFP-only featurizer spec, else None."""
-    from qemlflow.features import make_featurizer
-    from qemlflow.features.concat import Concat
-    from qemlflow.features.fingerprints import ECFP
-
-    featurizer = make_featurizer(spec)
-    if isinstance(featurizer, Concat):
-        parts = featurizer.featurizers
-        if len(parts) != 1:
-            return None
-        featurizer = make_featurizer(parts[0])
-    if not isinstance(featurizer, ECFP):
-        return None
-    return {
-        "radius": int(featurizer.radius),
-        "size": int(featurizer.size),
-        "counts": bool(featurizer.counts),
-        "features": featurizer.type_name == "fcfp" or bool(getattr(featurizer, "features", False)),
-        "chirality": bool(featurizer.chirality),
-    }
-
-
-class _FeaturePlan:
-    """Model features and ECFP4 domain bits for standardized SMILES, parsing each once.
-
-    An ECFP-only model is featurized here with the fingerprint function directly (the
-    featurizer's per-call set-up costs more than a small batch does); ECFP4 bits double
-    as the domain fingerprints. Any other spec goes through the model's own featurizer.
-    """
-
-    def __init__(self, spec: Any) -> None:
-        from qemlflow.chem.fingerprints import fingerprint_function
-        from qemlflow.features import make_featurizer
-
-        self.spec = spec
-        self.ecfp = _ecfp_params(spec)
-        self.featurizer = make_featurizer(spec) if self.ecfp is None else None
-        self.row: Callable[[Any], NDArray[Any]] | None = None
-        if self.ecfp is not None:
-            self.row = fingerprint_function("morgan", packed=not self.ecfp["counts"], **self.ecfp)
-        self.shares_domain_bits = self.ecfp == {
-            "radius": 2,
-            "size": 2048,
-            "counts": False,
-            "features": False,
-            "chirality": False,
-        }
-
-    def compute(self, smiles: Sequence[str]) -> tuple[NDArray[Any], NDArray[np.uint8]]:
-        """Return (feature matrix with NaN rows where unusable, packed ECFP4 rows)."""
-        from qemlflow.chem.fingerprints import fill_rows
-
-        if self.ecfp is None or self.row is None:
-            assert self.featurizer is not None
-            return self.featurizer.transform(list(smiles)), ecfp4_packed(smiles)[0]
-        size = self.ecfp["size"]
-        if self.ecfp["counts"]:
-            X = np.zeros((len(smiles), size), dtype=np.float32)
-            valid = fill_rows(smiles, [(X, self.row)])
-            X[~valid] = np.nan
-            return X, ecfp4_packed(smiles)[0]
-        packed = np.zeros((len(smiles), (size + 7) // 8), dtype=np.uint8)
-        valid = fill_rows(smiles, [(packed, self.row)])
-        X = np.unpackbits(packed, axis=1, count=size, bitorder="little").astype(np.float32)
-        X[~valid] = np.nan
-        domain_bits = packed if self.shares_domain_bits else ecfp4_packed(smiles)[0]
-        return X, domain_bits
-
-
 def _number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -206,7 +137,7 @@ class ServedModel:
     version: ModelVersion
     predictor: Predictor
     domain: ApplicabilityDomain
-    plan: _FeaturePlan = field(repr=False)
+    plan: FeaturePlan = field(repr=False)
     loaded_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -224,7 +155,7 @@ class ServedModel:
 
         predictor = registry.load_version(store, version)
         domain = ApplicabilityDomain(threshold=threshold).fit(_training_smiles(store, version))
-        model = cls(version, predictor, domain, _FeaturePlan(predictor.feature_spec))
+        model = cls(version, predictor, domain, FeaturePlan(predictor.feature_spec))
         model.smoke_test(registry.test_molecules(store, version))
         return model
 
@@ -319,18 +250,13 @@ class ServedModel:
 
 def _training_smiles(store: Store, version: ModelVersion) -> list[str]:
     """The standardized SMILES the version's model was fitted on (train split of its run)."""
-    from qemlflow.pipeline.steps import DatasetCodec, SplitCodec
-
-    run = store.get_run(version.run_id)
-    outputs = {s.step: s.output for s in run.steps if s.output}
-    if "standardize" not in outputs or "split" not in outputs:
+    smiles = training_smiles(store, version.run_id)
+    if smiles is None:
         raise SmokeTestError(
             f"run {version.run_id} has no recorded dataset or split",
             "register a model from a run recorded in this store",
         )
-    dataset = DatasetCodec().decode(store.get_bytes(outputs["standardize"]))
-    split = SplitCodec().decode(store.get_bytes(outputs["split"]))
-    return [dataset.smiles[int(i)] for i in split.train]
+    return smiles
 
 
 def smiles_from_table(data: bytes, filename: str | None, column: str | None) -> list[str]:

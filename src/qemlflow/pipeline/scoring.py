@@ -1,0 +1,128 @@
+"""Scoring building blocks shared by the prediction service and screening.
+
+:class:`FeaturePlan` featurizes molecules for a saved model and gives their ECFP4
+applicability-domain bits, parsing each molecule once; :func:`training_smiles` finds the
+molecules a run's model was fitted on, for its applicability domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from qemlflow.store import Store
+
+__all__ = ["FeaturePlan", "ecfp_params", "training_smiles"]
+
+
+def ecfp_params(spec: Any) -> dict[str, Any] | None:
+    """The Morgan parameters of an ECFP/FCFP-only featurizer spec, else None."""
+    from qemlflow.features import make_featurizer
+    from qemlflow.features.concat import Concat
+    from qemlflow.features.fingerprints import ECFP
+
+    featurizer = make_featurizer(spec)
+    if isinstance(featurizer, Concat):
+        parts = featurizer.featurizers
+        if len(parts) != 1:
+            return None
+        featurizer = make_featurizer(parts[0])
+    if not isinstance(featurizer, ECFP):
+        return None
+    return {
+        "radius": int(featurizer.radius),
+        "size": int(featurizer.size),
+        "counts": bool(featurizer.counts),
+        "features": featurizer.type_name == "fcfp" or bool(getattr(featurizer, "features", False)),
+        "chirality": bool(featurizer.chirality),
+    }
+
+
+class FeaturePlan:
+    """Model features and ECFP4 domain bits for SMILES, parsing each molecule once.
+
+    An ECFP-only model is featurized here with the fingerprint function directly (the
+    featurizer's per-call set-up costs more than a small batch does); ECFP4 bits double
+    as the domain fingerprints. Any other spec goes through the model's own featurizer.
+    """
+
+    def __init__(self, spec: Any) -> None:
+        from qemlflow.chem.fingerprints import fingerprint_function
+        from qemlflow.features import make_featurizer
+
+        self.spec = spec
+        self.ecfp = ecfp_params(spec)
+        self.featurizer = make_featurizer(spec) if self.ecfp is None else None
+        self.row: Callable[[Any], NDArray[Any]] | None = None
+        if self.ecfp is not None:
+            self.row = fingerprint_function("morgan", packed=not self.ecfp["counts"], **self.ecfp)
+        self.shares_domain_bits = self.ecfp == {
+            "radius": 2,
+            "size": 2048,
+            "counts": False,
+            "features": False,
+            "chirality": False,
+        }
+
+    def compute(self, smiles: Sequence[str]) -> tuple[NDArray[Any], NDArray[np.uint8]]:
+        """Return (feature matrix with NaN rows where unusable, packed ECFP4 rows)."""
+        X, bits, _ = self.compute_valid(smiles)
+        return X, bits
+
+    def compute_valid(
+        self, smiles: Sequence[str]
+    ) -> tuple[NDArray[Any], NDArray[np.uint8], NDArray[np.bool_]]:
+        """Return (features, packed ECFP4 rows, which SMILES gave a usable molecule).
+
+        Rows of unusable SMILES are NaN in the features and zero in the bits.
+        """
+        from qemlflow.chem.fingerprints import fill_rows
+        from qemlflow.serve.domain import ECFP4_BITS, ecfp4_packed
+
+        if self.ecfp is None or self.row is None:
+            assert self.featurizer is not None
+            bits, valid = ecfp4_packed(smiles)
+            return self.featurizer.transform(list(smiles)), bits, valid
+        size = self.ecfp["size"]
+        if self.ecfp["counts"]:
+            X = np.zeros((len(smiles), size), dtype=np.float32)
+            bits = np.zeros((len(smiles), ECFP4_BITS // 8), dtype=np.uint8)
+            domain_row = _ecfp4_row()
+            valid = fill_rows(smiles, [(X, self.row), (bits, domain_row)])
+            X[~valid] = np.nan
+            return X, bits, valid
+        packed = np.zeros((len(smiles), (size + 7) // 8), dtype=np.uint8)
+        if self.shares_domain_bits:
+            valid = fill_rows(smiles, [(packed, self.row)])
+            bits = packed
+        else:
+            bits = np.zeros((len(smiles), ECFP4_BITS // 8), dtype=np.uint8)
+            valid = fill_rows(smiles, [(packed, self.row), (bits, _ecfp4_row())])
+        X = np.unpackbits(packed, axis=1, count=size, bitorder="little").astype(np.float32)
+        X[~valid] = np.nan
+        return X, bits, valid
+
+
+def _ecfp4_row() -> Callable[[Any], NDArray[Any]]:
+    from qemlflow.chem.fingerprints import fingerprint_function
+    from qemlflow.serve.domain import ECFP4_BITS
+
+    return fingerprint_function("morgan", size=ECFP4_BITS, radius=2, packed=True)
+
+
+def training_smiles(store: Store, run_id: str) -> list[str] | None:
+    """The standardized SMILES a run's model was fitted on (its train split), or None
+    when the run recorded no dataset or split."""
+    from qemlflow.pipeline.steps import DatasetCodec, SplitCodec
+
+    run = store.get_run(run_id)
+    outputs = {s.step: s.output for s in run.steps if s.output}
+    if "standardize" not in outputs or "split" not in outputs:
+        return None
+    dataset = DatasetCodec().decode(store.get_bytes(outputs["standardize"]))
+    split = SplitCodec().decode(store.get_bytes(outputs["split"]))
+    return [dataset.smiles[int(i)] for i in split.train]

@@ -1,0 +1,180 @@
+"""Scoring one chunk of molecules into one Arrow table, wherever the chunk runs.
+
+:class:`ScoringPackage` is everything a worker needs (the model file's bytes, the packed
+training fingerprints of its applicability domain), sent once per worker;
+:func:`score_chunk` is the pure function each chunk runs, in this process, a local worker
+process or a Dask worker. A worker loads the model once and keeps it, keyed by digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from qemlflow.pipeline.predictor import Predictor
+    from qemlflow.pipeline.scoring import FeaturePlan
+    from qemlflow.screen.reading import InputChunk
+    from qemlflow.serve.domain import ApplicabilityDomain
+
+__all__ = ["ChunkScorer", "ScoringPackage", "output_columns", "score_chunk"]
+
+
+@dataclass(frozen=True)
+class ScoringPackage:
+    """What a worker needs to score chunks; pickled once per worker."""
+
+    model_digest: str
+    model_bytes: bytes = b""
+    domain_bits: bytes | None = None
+    """Packed ECFP4 rows (256 bytes each) of the training molecules; None: no domain."""
+    domain_threshold: float = 0.3
+    key: str = field(init=False)
+    """Names the scorer this package makes: model, domain and threshold together."""
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha256(self.model_digest.encode())
+        digest.update(b"-" if self.domain_bits is None else self.domain_bits)
+        digest.update(repr(self.domain_threshold).encode())
+        object.__setattr__(self, "key", digest.hexdigest())
+
+
+def output_columns(predictor: Predictor) -> list[str]:
+    """The model's output columns, named as ``Predictor.predict`` names them."""
+    bases = ["prediction", "lower", "upper"] if predictor.task == "regression" else []
+    bases = bases or ["prediction", "probability"]
+    targets = predictor.target_names
+    if len(targets) == 1:
+        return bases
+    return [f"{b}_{t}" for b in bases for t in targets]
+
+
+class ChunkScorer:
+    """A loaded model, its feature plan and its applicability domain, scoring chunks.
+
+    The numbers are those of ``Predictor.predict`` for the same SMILES. Without
+    standardization each molecule is parsed once, for the model's features and the domain
+    bits together; with it, the standardized SMILES are featurized as ``predict`` does.
+    """
+
+    def __init__(self, predictor: Predictor, domain: ApplicabilityDomain | None) -> None:
+        from qemlflow.pipeline.scoring import FeaturePlan
+
+        self.predictor = predictor
+        self.domain = domain
+        self.plan: FeaturePlan = FeaturePlan(predictor.feature_spec)
+        self.columns = output_columns(predictor)
+
+    @classmethod
+    def from_package(cls, package: ScoringPackage) -> ChunkScorer:
+        """Load the package's model (only load models you trust: they are pickles)."""
+        from qemlflow.pipeline.predictor import load_predictor_bytes
+        from qemlflow.serve.domain import ApplicabilityDomain
+
+        predictor = load_predictor_bytes(package.model_bytes, f"model {package.model_digest[:12]}")
+        domain = None
+        if package.domain_bits is not None:
+            bits = np.frombuffer(package.domain_bits, dtype=np.uint8).reshape(-1, 256)
+            domain = ApplicabilityDomain(threshold=package.domain_threshold).fit_packed(bits)
+        return cls(predictor, domain)
+
+    def score(self, ids: list[str], smiles: list[str]) -> pa.Table:
+        """Score one chunk: one output row per input row, in order; errors in place."""
+        import pyarrow as pa
+
+        n = len(smiles)
+        errors: list[str | None] = [None] * n
+        rows, X, bits = self._features(smiles, errors)
+        ok = np.zeros(n, dtype=bool)
+        ok[rows] = True
+        arrays: dict[str, Any] = {
+            "id": pa.array(ids, type=pa.string()),
+            "smiles": pa.array(smiles, type=pa.string()),
+        }
+        outputs = self.predictor.outputs(X) if len(rows) else {}
+        targets = self.predictor.target_names
+        for name in self.columns:
+            base, _, target = name.partition("_") if len(targets) > 1 else (name, "", "")
+            full = np.zeros(n)
+            if len(rows):
+                full[rows] = outputs[base][:, targets.index(target) if target else 0]
+            arrays[name] = pa.array(full, mask=~ok)
+        similarity = np.zeros(n)
+        known = ok if self.domain is not None else np.zeros(n, dtype=bool)
+        if self.domain is not None and len(rows):
+            similarity[rows] = self.domain.similarity_packed(bits)
+        arrays["domain_similarity"] = pa.array(similarity, mask=~known)
+        threshold = self.domain.threshold if self.domain is not None else np.inf
+        arrays["in_domain"] = pa.array(similarity >= threshold, mask=~known)
+        arrays["error"] = pa.array(errors, type=pa.string())
+        return pa.table(arrays)
+
+    def _features(
+        self, smiles: list[str], errors: list[str | None]
+    ) -> tuple[NDArray[np.intp], NDArray[Any], NDArray[np.uint8]]:
+        """(rows scored, their features, their domain bits); fills ``errors`` for the rest."""
+        from qemlflow.chem import parse_smiles, standardize_smiles
+
+        p = self.predictor
+        if p.standardize:
+            texts = []
+            for i, given in enumerate(smiles):
+                result = standardize_smiles(given, tautomer=p.tautomer)
+                texts.append(result.smiles or "")
+                if not result.ok:
+                    errors[i] = _error_text(result)
+            candidates = np.array([e is None for e in errors], dtype=bool)
+        else:
+            texts = [s.strip() for s in smiles]
+            candidates = np.ones(len(smiles), dtype=bool)
+        index = np.flatnonzero(candidates)
+        X, bits, valid = self.plan.compute_valid([texts[i] for i in index])
+        for i in index[~valid]:
+            parsed = parse_smiles(smiles[i])
+            errors[i] = _error_text(parsed) if not parsed.ok else "featurization_error"
+        if valid.all():  # the usual case: no copy of the feature matrix
+            return index, X, bits
+        return index[valid], X[valid], bits[valid]
+
+
+def _error_text(result: Any) -> str:
+    """The error ``Predictor.predict`` writes for a molecule that failed."""
+    return f"{result.reason}: {result.detail}" if result.detail else str(result.reason)
+
+
+_LOADED: dict[str, ChunkScorer] = {}
+
+
+def load_scorer(package: ScoringPackage) -> ChunkScorer:
+    """The package's scorer, loaded once per process (workers keep it between chunks)."""
+    scorer = _LOADED.get(package.key)
+    if scorer is None:
+        _LOADED.clear()  # one model at a time: a worker may outlive many screens
+        scorer = _LOADED[package.key] = ChunkScorer.from_package(package)
+    return scorer
+
+
+def score_chunk(package: ScoringPackage, chunk: InputChunk) -> pa.Table:
+    """Score ``chunk`` with the package's model (loaded on first use in this process)."""
+    return load_scorer(package).score(chunk.ids, chunk.smiles)
+
+
+def init_worker(package: ScoringPackage) -> None:
+    """Process-pool initializer: ignore Ctrl-C (the parent handles it), load the model."""
+    import os
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    load_scorer(package)
+
+
+def score_loaded(key: str, chunk: InputChunk) -> pa.Table:
+    """Score ``chunk`` with the scorer :func:`init_worker` loaded in this process."""
+    return _LOADED[key].score(chunk.ids, chunk.smiles)
