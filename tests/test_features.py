@@ -245,6 +245,7 @@ def test_spec_forms() -> None:
         "atompair",
         "torsion",
         "rdkit2d",
+        "smiles",
         "concat",
     }
 

@@ -19,6 +19,7 @@ from qemlflow.features.concat import Concat
 from qemlflow.features.descriptors import RDKitDescriptors
 from qemlflow.features.fingerprints import ECFP, FCFP, MACCS, AtomPair, Torsion
 from qemlflow.features.spec import FEATURIZERS, FeaturizerSpec, featurize, make_featurizer
+from qemlflow.features.structure import SmilesColumn
 
 __all__ = [
     "ECFP",
@@ -30,6 +31,7 @@ __all__ = [
     "Featurizer",
     "FeaturizerSpec",
     "RDKitDescriptors",
+    "SmilesColumn",
     "Torsion",
     "featurize",
     "make_featurizer",

@@ -14,11 +14,13 @@ from qemlflow.features.base import Featurizer
 from qemlflow.features.concat import Concat
 from qemlflow.features.descriptors import RDKitDescriptors
 from qemlflow.features.fingerprints import ECFP, FCFP, MACCS, AtomPair, Torsion
+from qemlflow.features.structure import SmilesColumn
 
 __all__ = ["FEATURIZERS", "FeaturizerSpec", "featurize", "make_featurizer"]
 
 FEATURIZERS: dict[str, type[Featurizer]] = {
-    cls.type_name: cls for cls in (ECFP, FCFP, MACCS, AtomPair, Torsion, RDKitDescriptors, Concat)
+    cls.type_name: cls
+    for cls in (ECFP, FCFP, MACCS, AtomPair, Torsion, RDKitDescriptors, SmilesColumn, Concat)
 }
 """Spec type name -> featurizer class."""
 
@@ -60,7 +62,7 @@ def _build(spec: FeaturizerSpec) -> Featurizer:
     if isinstance(spec, Mapping):
         return _build_from_mapping(spec)
     if isinstance(spec, Sequence) and not isinstance(spec, bytes):
-        return Concat(featurizers=[_build(part) for part in spec])
+        return _concat([_build(part) for part in spec])
     raise FeaturizerError(
         f"a featurizer spec must be a name, dict or list, got {type(spec).__name__}",
         'write e.g. "ecfp", {"type": "ecfp", "radius": 2} or ["ecfp", "rdkit2d"]',
@@ -101,7 +103,19 @@ def _build_from_mapping(spec: Mapping[str, Any]) -> Featurizer:
                 'write e.g. {"type": "concat", "featurizers": ["ecfp", "rdkit2d"]}',
             )
         params["featurizers"] = [_build(part) for part in parts]
+        return _concat(**params)
     return cls(**params)
+
+
+def _concat(featurizers: list[Featurizer], n_jobs: int = 1) -> Concat:
+    """A concatenation of numeric featurizers; the SMILES column cannot join one."""
+    if any(isinstance(part, SmilesColumn) for part in featurizers):
+        raise FeaturizerError(
+            "the 'smiles' featurizer cannot be combined with other featurizers",
+            "use features: smiles on its own (the D-MPNN adds RDKit descriptors itself "
+            "with params: {descriptors: rdkit2d})",
+        )
+    return Concat(featurizers=featurizers, n_jobs=n_jobs)
 
 
 def featurize(

@@ -4,17 +4,19 @@ Examples
 --------
 >>> from qemlflow.models import ESTIMATORS
 >>> sorted(ESTIMATORS)
-['extra_trees', 'knn', 'lightgbm', 'linear', 'random_forest', 'svm']
+['dmpnn', 'extra_trees', 'knn', 'lightgbm', 'linear', 'random_forest', 'svm']
 """
 
 from __future__ import annotations
 
 from qemlflow.models.conformal import conformal_quantile
+from qemlflow.models.dmpnn import DMPNN
 from qemlflow.models.molecular_model import MolecularModel, make_model
 from qemlflow.models.registry import ESTIMATORS, EstimatorSpec, get_spec
 from qemlflow.models.tanimoto import TanimotoKNN, tanimoto_similarity
 
 __all__ = [
+    "DMPNN",
     "ESTIMATORS",
     "EstimatorSpec",
     "MolecularModel",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -14,6 +14,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import SVC, SVR
 
 from qemlflow.errors import ConfigError
+from qemlflow.models.dmpnn import DMPNN, require_gnn
 from qemlflow.models.forests import (
     OrderedExtraTreesClassifier,
     OrderedExtraTreesRegressor,
@@ -26,6 +27,7 @@ __all__ = ["ESTIMATORS", "EstimatorSpec", "Task", "get_spec"]
 
 Task = Literal["regression", "classification"]
 Preprocessing = Literal["none", "impute", "impute_scale", "impute_minmax"]
+Reads = Literal["features", "smiles"]
 
 # Parameters MolecularModel sets itself, so that the seed and threads are recorded once.
 _MANAGED = ("random_state", "n_jobs", "task")
@@ -83,6 +85,14 @@ class EstimatorSpec:
         Other spellings of the seed/thread parameters, refused in ``params``.
     takes_n_jobs : bool
         Whether ``n_jobs`` is passed on (some classes deprecate it).
+    reads : {"features", "smiles"}
+        What the model takes as ``X``: a numeric feature matrix, or the (n, 1) SMILES
+        column of the ``smiles`` featurizer (graph models).
+    joint_tasks : bool
+        One model predicts every task at once (missing labels masked in its loss),
+        instead of one model per task.
+    check_installed : callable or None
+        Raises ConfigError when an optional package the model needs is missing.
 
     Examples
     --------
@@ -100,6 +110,9 @@ class EstimatorSpec:
     native_params: frozenset[str] = field(default_factory=frozenset)
     managed_aliases: frozenset[str] = field(default_factory=frozenset)
     takes_n_jobs: bool = True
+    reads: Reads = "features"
+    joint_tasks: bool = False
+    check_installed: Callable[[], None] | None = None
 
     def model_class(self, task: Task) -> type[Any]:
         """Return the class used for `task`."""
@@ -229,6 +242,17 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
         preprocessing="impute_scale",
         # LogisticRegression ignores n_jobs since scikit-learn 1.8 and warns about it.
         takes_n_jobs=False,
+    ),
+    "dmpnn": EstimatorSpec(
+        name="dmpnn",
+        regressor=DMPNN,
+        classifier=DMPNN,
+        regression_defaults={},
+        classification_defaults={},
+        preprocessing="none",
+        reads="smiles",
+        joint_tasks=True,
+        check_installed=require_gnn,
     ),
 }
 
