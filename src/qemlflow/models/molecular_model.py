@@ -12,9 +12,11 @@ import numpy as np
 import numpy.typing as npt
 import sklearn
 from lightgbm.basic import LightGBMError
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.utils import ClassifierTags, RegressorTags
@@ -25,6 +27,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from qemlflow._version import __version__
 from qemlflow.errors import ConfigError, DataError
 from qemlflow.models.conformal import conformal_quantile
+from qemlflow.models.dmpnn import as_smiles_column
 from qemlflow.models.registry import EstimatorSpec, Task, get_spec
 
 __all__ = ["MolecularModel", "make_model"]
@@ -48,10 +51,69 @@ class _ConstantProbability:
         return np.column_stack([1.0 - p, p])
 
 
-def _fit_checked(model: Any, X: npt.NDArray[Any], y: npt.NDArray[Any]) -> Any:
+class _ScoreCalibrator:
+    """Maps one task's raw probability from a joint multi-task model to a calibrated one.
+
+    ``"sigmoid"`` is Platt scaling on the logit, ``"isotonic"`` isotonic regression,
+    ``"none"`` the identity and ``"constant"`` a task whose training labels had one class.
+    """
+
+    def __init__(self, method: str, constant: float = 0.0) -> None:
+        self.method = method
+        self.constant = constant
+        self.model: Any = None
+
+    def fit(self, scores: FloatArray, labels: FloatArray) -> _ScoreCalibrator:
+        if self.method == "sigmoid":
+            self.model = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(scores), labels)
+        elif self.method == "isotonic":
+            self.model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+            self.model.fit(scores, labels)
+        return self
+
+    def reverses_ranking(self) -> bool:
+        """Whether the fitted Platt map decreases (higher score, lower probability)."""
+        return self.method == "sigmoid" and float(self.model.coef_[0, 0]) < 0.0
+
+    def transform(self, scores: FloatArray) -> FloatArray:
+        if self.method == "constant":
+            return np.full(len(scores), self.constant)
+        if self.method == "sigmoid":
+            return np.asarray(self.model.predict_proba(_logit(scores))[:, 1], dtype=np.float64)
+        if self.method == "isotonic":
+            return np.asarray(self.model.predict(scores), dtype=np.float64)
+        return np.asarray(scores, dtype=np.float64)
+
+
+_REVERSED = (
+    "the calibration labels rank the classes opposite to the model (Platt scaling would "
+    "invert every prediction)"
+)
+
+
+def _reverses_ranking(calibrated: CalibratedClassifierCV) -> bool:
+    """Whether a fitted sigmoid calibrator maps higher model scores to lower probabilities.
+
+    Platt scaling fits ``p = 1 / (1 + exp(a * score + b))``; on a small or unlucky
+    calibration set ``a`` can come out positive, which turns a useful ranking upside down
+    (ROC-AUC 1 - x). Such a calibrator is refused and the model's own probabilities kept.
+    """
+    for fitted in calibrated.calibrated_classifiers_:
+        for calibrator in fitted.calibrators:
+            if float(getattr(calibrator, "a_", -1.0)) > 0.0:
+                return True
+    return False
+
+
+def _logit(p: FloatArray) -> FloatArray:
+    clipped = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(clipped / (1 - clipped)).reshape(-1, 1)
+
+
+def _fit_checked(model: Any, X: npt.NDArray[Any], y: npt.NDArray[Any], **kwargs: Any) -> Any:
     """Fit `model`, turning a rejected parameter value into a ConfigError."""
     try:
-        return model.fit(X, y)
+        return model.fit(X, y, **kwargs)
     except (InvalidParameterError, LightGBMError) as exc:
         raise ConfigError(
             f"the estimator rejected a parameter: {exc}",
@@ -81,7 +143,9 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     """A regressor with conformal prediction intervals or a calibrated binary classifier.
 
     One underlying model is fitted per task (column of ``y``) on the rows where that
-    task is labelled, so molecules missing some labels still train the other tasks.
+    task is labelled, so molecules missing some labels still train the other tasks. The
+    D-MPNN (``"dmpnn"``) is one network for all tasks instead, with missing labels masked
+    out of its loss; it reads the SMILES column of the ``smiles`` featurizer as ``X``.
 
     Regression: ``predict_interval`` gives split-conformal intervals with marginal
     coverage `coverage`. The half-width per task is the conformal quantile of absolute
@@ -96,7 +160,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
 
     Parameters
     ----------
-    estimator : {"random_forest", "extra_trees", "lightgbm", "knn", "svm", "linear"}
+    estimator : {"random_forest", "extra_trees", "lightgbm", "knn", "svm", "linear", "dmpnn"}
         Underlying model; see ``qemlflow.models.ESTIMATORS``. ``"knn"`` is
         :class:`TanimotoKNN` after median imputation and min-max scaling to [0, 1];
         ``"svm"`` and ``"linear"`` (RidgeCV / LogisticRegression) get median imputation
@@ -206,6 +270,8 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
                 "pass e.g. params={'n_estimators': 300}",
             )
         spec = get_spec(self.estimator)
+        if spec.check_installed is not None:
+            spec.check_installed()
         resolved = spec.resolve_params(
             self.task, self.params, random_state=self.random_state, n_jobs=self.n_jobs
         )
@@ -220,10 +286,12 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             )
         return spec, resolved
 
-    @staticmethod
     def _check_features(
-        X: npt.ArrayLike, name: str = "X", n_features: int | None = None
+        self, X: npt.ArrayLike, name: str = "X", n_features: int | None = None
     ) -> npt.NDArray[Any]:
+        if get_spec(self.estimator).reads == "smiles":
+            smiles = as_smiles_column(X, name)
+            return np.asarray(smiles, dtype=np.str_).reshape(len(smiles), 1)
         try:
             X_checked = check_array(
                 X, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan", input_name=name
@@ -318,22 +386,13 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         self.base_estimators_: list[Any] = []
         self.n_train_per_task_: list[int] = []
         self.n_calibration_per_task_: list[int] = []
-        quantiles: list[float] = []
         self.calibration_methods_: list[str] = []
-        for t in range(Y.shape[1]):
-            rows = ~np.isnan(Y[:, t])
-            if not rows.any():
-                raise DataError(f"task {t} has no labels", "drop that column of y")
-            X_t, y_t = X_checked[rows], Y[rows, t]
-            cal: tuple[npt.NDArray[Any], FloatArray] | None = None
-            if X_cal_checked is not None and Y_cal is not None:
-                cal_rows = ~np.isnan(Y_cal[:, t])
-                cal = (X_cal_checked[cal_rows], Y_cal[cal_rows, t])
-            self.n_train_per_task_.append(int(rows.sum()))
-            if self.task == "regression":
-                quantiles.append(self._fit_regression_task(t, spec, resolved, X_t, y_t, cal))
-            else:
-                self._fit_classification_task(t, spec, resolved, X_t, y_t, cal)
+        self.joint_ = spec.joint_tasks
+        if spec.joint_tasks:
+            cal_set = None if X_cal_checked is None or Y_cal is None else (X_cal_checked, Y_cal)
+            quantiles = self._fit_joint(spec, resolved, X_checked, Y, cal_set)
+        else:
+            quantiles = self._fit_per_task(spec, resolved, X_checked, Y, X_cal_checked, Y_cal)
 
         self.params_ = resolved
         self.n_tasks_ = Y.shape[1]
@@ -345,6 +404,33 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         else:
             self.classes_ = np.array([0, 1])
         return self
+
+    def _fit_per_task(
+        self,
+        spec: EstimatorSpec,
+        resolved: dict[str, Any],
+        X: npt.NDArray[Any],
+        Y: FloatArray,
+        X_cal: npt.NDArray[Any] | None,
+        Y_cal: FloatArray | None,
+    ) -> list[float]:
+        """Fit one model per task on its labelled rows; return the conformal half-widths."""
+        quantiles: list[float] = []
+        for t in range(Y.shape[1]):
+            rows = ~np.isnan(Y[:, t])
+            if not rows.any():
+                raise DataError(f"task {t} has no labels", "drop that column of y")
+            X_t, y_t = X[rows], Y[rows, t]
+            cal: tuple[npt.NDArray[Any], FloatArray] | None = None
+            if X_cal is not None and Y_cal is not None:
+                cal_rows = ~np.isnan(Y_cal[:, t])
+                cal = (X_cal[cal_rows], Y_cal[cal_rows, t])
+            self.n_train_per_task_.append(int(rows.sum()))
+            if self.task == "regression":
+                quantiles.append(self._fit_regression_task(t, spec, resolved, X_t, y_t, cal))
+            else:
+                self._fit_classification_task(t, spec, resolved, X_t, y_t, cal)
+        return quantiles
 
     def _fit_regression_task(
         self,
@@ -364,6 +450,12 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             residuals = np.abs(y - oof)
         else:
             residuals = np.empty(0)
+        self.estimators_.append(model)
+        self.base_estimators_.append(model)
+        return self._conformal(t, residuals)
+
+    def _conformal(self, t: int, residuals: FloatArray) -> float:
+        """The interval half-width for task `t`, warning when it is unbounded."""
         quantile = conformal_quantile(residuals, float(self.coverage))
         if math.isinf(quantile):
             warnings.warn(
@@ -371,12 +463,87 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
                 f"coverage {self.coverage}, so its prediction intervals are unbounded; "
                 "give more calibration data or lower coverage",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        self.estimators_.append(model)
-        self.base_estimators_.append(model)
         self.n_calibration_per_task_.append(len(residuals))
         return quantile
+
+    def _fit_joint(
+        self,
+        spec: EstimatorSpec,
+        resolved: dict[str, Any],
+        X: npt.NDArray[Any],
+        Y: FloatArray,
+        cal: tuple[npt.NDArray[Any], FloatArray] | None,
+    ) -> list[float]:
+        """Fit one model for every task; calibrate each task on its labelled rows.
+
+        The calibration set is also handed to the model as validation data (the D-MPNN
+        picks its best epoch on it). Without one, 5-fold out-of-fold predictions are used.
+        """
+        for t in range(Y.shape[1]):
+            if np.isnan(Y[:, t]).all():
+                raise DataError(f"task {t} has no labels", "drop that column of y")
+        self.n_train_per_task_ = [int((~np.isnan(Y[:, t])).sum()) for t in range(Y.shape[1])]
+        validation = {} if cal is None else {"X_val": cal[0], "y_val": cal[1]}
+        model = _fit_checked(spec.build(self.task, resolved), X, Y, **validation)
+        self.estimators_ = [model]
+        self.base_estimators_ = [model]
+        if cal is not None:
+            scores, truth = model.predict_tasks(cal[0])[0], cal[1]
+        else:
+            scores, truth = self._joint_out_of_fold(spec, resolved, X, Y), Y
+        quantiles: list[float] = []
+        self.calibrators_: list[_ScoreCalibrator] = []
+        for t in range(Y.shape[1]):
+            usable = ~np.isnan(truth[:, t]) & ~np.isnan(scores[:, t])
+            if self.task == "regression":
+                quantiles.append(self._conformal(t, np.abs(truth[usable, t] - scores[usable, t])))
+            else:
+                self._add_task_calibrator(t, Y[:, t], scores[usable, t], truth[usable, t])
+        return quantiles
+
+    def _joint_out_of_fold(
+        self, spec: EstimatorSpec, resolved: dict[str, Any], X: npt.NDArray[Any], Y: FloatArray
+    ) -> FloatArray:
+        scores = np.full(Y.shape, np.nan)
+        if len(Y) < 2:
+            return scores
+        folds = KFold(min(_N_FOLDS, len(Y)), shuffle=True, random_state=self.random_state)
+        for train, held_out in folds.split(X):
+            if np.isnan(Y[train]).all(axis=0).any():
+                continue
+            model = _fit_checked(clone(spec.build(self.task, resolved)), X[train], Y[train])
+            scores[held_out] = model.predict_tasks(X[held_out])[0]
+        return scores
+
+    def _add_task_calibrator(
+        self, t: int, train: FloatArray, scores: FloatArray, truth: FloatArray
+    ) -> None:
+        counts = np.bincount(train[~np.isnan(train)].astype(np.int64), minlength=2)
+        if counts.min() == 0:
+            only = int(np.argmax(counts))
+            warnings.warn(
+                f"task {t}: every training label is {only}, so it always predicts "
+                f"probability {float(only)}; add molecules of the other class",
+                UserWarning,
+                stacklevel=4,
+            )
+            calibrator, n_cal = _ScoreCalibrator("constant", float(only)), 0
+        elif self.calibration == "none":
+            calibrator, n_cal = _ScoreCalibrator("none"), 0
+        elif len(np.unique(truth)) == 2:
+            method = self._calibration_method(len(truth))
+            calibrator, n_cal = _ScoreCalibrator(method).fit(scores, truth), len(truth)
+            if calibrator.reverses_ranking():
+                self._warn_uncalibrated(t, _REVERSED)
+                calibrator, n_cal = _ScoreCalibrator("none"), 0
+        else:
+            self._warn_uncalibrated(t, "its calibration labels have a single class")
+            calibrator, n_cal = _ScoreCalibrator("none"), 0
+        self.calibrators_.append(calibrator)
+        self.calibration_methods_.append(calibrator.method)
+        self.n_calibration_per_task_.append(n_cal)
 
     def _calibration_method(self, n_points: int) -> str:
         if self.calibration != "auto":
@@ -419,9 +586,13 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             if len(np.unique(y_c)) == 2:
                 method = self._calibration_method(len(y_c))
                 calibrated = CalibratedClassifierCV(FrozenEstimator(model), method=method)
-                self._add_classifier(calibrated.fit(X_c, y_c), model, method, len(y_c))
-                return
-            self._warn_uncalibrated(t, "its calibration labels have a single class")
+                calibrated.fit(X_c, y_c)
+                if not _reverses_ranking(calibrated):
+                    self._add_classifier(calibrated, model, method, len(y_c))
+                    return
+                self._warn_uncalibrated(t, _REVERSED)
+            else:
+                self._warn_uncalibrated(t, "its calibration labels have a single class")
             self._add_uncalibrated(model, X, labels)
             return
 
@@ -438,6 +609,10 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         )
         calibrated = _fit_checked(calibrated, X, labels)
         base = calibrated.calibrated_classifiers_[0].estimator
+        if _reverses_ranking(calibrated):
+            self._warn_uncalibrated(t, _REVERSED)
+            self._add_uncalibrated(base, X, labels)
+            return
         self._add_classifier(calibrated, base, method, len(labels))
 
     def _add_classifier(self, model: Any, base: Any, method: str, n_cal: int) -> None:
@@ -492,8 +667,25 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         if self.task == "classification":
             return np.asarray(self.predict_proba(X) >= 0.5, dtype=np.int64)
         X_checked = self._check_features(X, n_features=self.n_features_in_)
+        if getattr(self, "joint_", False):
+            return self._shape(self.estimators_[0].predict_tasks(X_checked)[0])
         columns = np.column_stack([m.predict(X_checked) for m in self.estimators_])
         return self._shape(columns.astype(np.float64))
+
+    def _is_ensemble(self) -> bool:
+        return hasattr(get_spec(self.estimator).regressor, "predict_tasks")
+
+    @available_if(_is_ensemble)  # type: ignore[untyped-decorator]
+    def predict_spread(self, X: npt.ArrayLike) -> FloatArray:
+        """Return the spread (standard deviation) of the ensemble's networks, per task.
+
+        Regression: in the units of ``y``; classification: of the uncalibrated
+        probabilities. Zero with ``ensemble_size=1``. A measure of model uncertainty,
+        beside the conformal intervals.
+        """
+        check_is_fitted(self, "estimators_")
+        X_checked = self._check_features(X, n_features=self.n_features_in_)
+        return self._shape(self.estimators_[0].predict_tasks(X_checked)[1])
 
     @available_if(_is_regression)  # type: ignore[untyped-decorator]
     def predict_interval(self, X: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
@@ -543,6 +735,12 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         """
         check_is_fitted(self, "estimators_")
         X_checked = self._check_features(X, n_features=self.n_features_in_)
+        if getattr(self, "joint_", False):
+            raw = self.estimators_[0].predict_tasks(X_checked)[0]
+            columns = np.column_stack(
+                [c.transform(raw[:, t]) for t, c in enumerate(self.calibrators_)]
+            )
+            return self._shape(np.clip(columns, 0.0, 1.0))
         columns = np.column_stack([m.predict_proba(X_checked)[:, 1] for m in self.estimators_])
         return self._shape(np.clip(columns.astype(np.float64), 0.0, 1.0))
 
@@ -627,6 +825,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
                 "scikit-learn": sklearn.__version__,
                 "lightgbm": lightgbm.__version__,
                 "numpy": np.__version__,
+                **_optional_versions(spec),
             },
         }
         if self.task == "regression":
@@ -647,6 +846,21 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
                 record["calibration_methods"] = self.calibration_methods_
         safe: dict[str, Any] = _json_safe(record)
         return safe
+
+
+def _optional_versions(spec: EstimatorSpec) -> dict[str, str]:
+    """Versions of the optional packages a model needs (read without importing them)."""
+    if spec.check_installed is None:
+        return {}
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "chemprop"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 def make_model(

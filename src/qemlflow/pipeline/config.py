@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from qemlflow.errors import ConfigError
+from qemlflow.errors import ConfigError, QeMLflowError
 
 __all__ = [
+    "TASK_DEFAULTS",
     "DatasetConfig",
     "EvaluationConfig",
     "ExperimentConfig",
@@ -24,8 +26,25 @@ __all__ = [
 FeatureSpec = str | dict[str, Any] | list[str | dict[str, Any]]
 
 
+# What an experiment that leaves out `features` (or `model.estimator`) runs, per task type:
+# the best classical configuration of the MoleculeNet benchmark (docs/benchmarks/moleculenet.md,
+# `qemlflow benchmark`). Filled in by `ExperimentConfig.with_task_defaults` once the task
+# is known; the plain field defaults below are the regression entry.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "regression": {
+        "features": [{"type": "ecfp", "counts": True}, {"type": "rdkit2d"}],
+        "model": {"estimator": "lightgbm", "params": {}},
+    },
+    "classification": {
+        "features": [{"type": "ecfp", "counts": True}, {"type": "rdkit2d"}],
+        "model": {"estimator": "lightgbm", "params": {}},
+    },
+}
+
+
 def _default_features() -> FeatureSpec:
-    return [{"type": "ecfp", "counts": True}, {"type": "rdkit2d"}]
+    features: FeatureSpec = copy.deepcopy(TASK_DEFAULTS["regression"]["features"])
+    return features
 
 
 def without_n_jobs(spec: Any) -> Any:
@@ -77,12 +96,15 @@ class SplitConfig(_Strict):
         return sizes
 
 
+Estimator = Literal["lightgbm", "random_forest", "extra_trees", "knn", "svm", "linear", "dmpnn"]
+# Estimators that read molecules as graphs (the ``smiles`` featurizer), not feature vectors.
+_GRAPH_ESTIMATORS = frozenset({"dmpnn"})
+
+
 class ModelConfig(_Strict):
     """Which estimator to fit, and its uncertainty settings."""
 
-    estimator: Literal["lightgbm", "random_forest", "extra_trees", "knn", "svm", "linear"] = (
-        "lightgbm"
-    )
+    estimator: Estimator = "lightgbm"
     params: dict[str, Any] = Field(default_factory=dict)
     coverage: float = Field(default=0.9, gt=0.0, lt=1.0)
     calibration: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"
@@ -120,12 +142,68 @@ class ExperimentConfig(_Strict):
         "{'metrics': {'rmse': {'max': 0.7}}, 'require_signature': 'approved'}.",
     )
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _estimator_shorthand(cls, value: Any) -> Any:
+        # `model: dmpnn` is short for `model: {estimator: dmpnn}`.
+        return {"estimator": value} if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _graph_models_read_smiles(cls, data: Any) -> Any:
+        # A graph model with no features given reads the molecules themselves.
+        if not isinstance(data, dict) or "features" in data:
+            return data
+        model = data.get("model")
+        estimator = model if isinstance(model, str) else (model or {}).get("estimator")
+        if isinstance(model, dict | str) and estimator in _GRAPH_ESTIMATORS:
+            return {**data, "features": "smiles"}
+        return data
+
     @model_validator(mode="after")
     def _features_are_buildable(self) -> ExperimentConfig:
-        from qemlflow.features import make_featurizer
+        from qemlflow.features import SmilesColumn, make_featurizer
 
-        make_featurizer(self.features)
+        featurizer = make_featurizer(self.features)
+        reads_smiles = isinstance(featurizer, SmilesColumn)
+        estimator = self.model.estimator
+        if estimator in _GRAPH_ESTIMATORS and not reads_smiles:
+            raise ConfigError(
+                f"estimator {estimator!r} reads molecules as graphs, but features is "
+                f"{featurizer.to_spec()['type']!r}",
+                "use features: smiles (or leave features out); for RDKit descriptors as "
+                "extra inputs set model.params.descriptors: rdkit2d",
+            )
+        if reads_smiles and estimator not in _GRAPH_ESTIMATORS:
+            raise ConfigError(
+                f"features 'smiles' gives no numbers for estimator {estimator!r}",
+                "use estimator: dmpnn, or numeric features such as ecfp or rdkit2d",
+            )
         return self
+
+    def with_task_defaults(self, task: Literal["regression", "classification"]) -> ExperimentConfig:
+        """This config with what it leaves out filled in by the best defaults for ``task``.
+
+        ``features`` when the config has none, and ``model.estimator`` (with its
+        ``params``) when it names none; everything the config sets stays as it is.
+
+        Examples
+        --------
+        >>> cfg = parse_config({"dataset": {"source": "bbbp"}, "model": {"coverage": 0.8}})
+        >>> full = cfg.with_task_defaults("classification")
+        >>> full.model.estimator == TASK_DEFAULTS["classification"]["model"]["estimator"]
+        True
+        >>> full.model.coverage
+        0.8
+        """
+        best = TASK_DEFAULTS[task]
+        update: dict[str, Any] = {}
+        if "features" not in self.model_fields_set:
+            update["features"] = copy.deepcopy(best["features"])
+        if "model" not in self.model_fields_set or "estimator" not in self.model.model_fields_set:
+            chosen = {**self.model.model_dump(exclude_unset=True), **copy.deepcopy(best["model"])}
+            update["model"] = ModelConfig.model_validate(chosen)
+        return self.model_copy(update=update) if update else self
 
     def resolved(self) -> dict[str, Any]:
         """Return the full configuration, defaults filled in, as plain JSON-compatible data."""
@@ -170,6 +248,8 @@ def parse_config(data: Any, *, source: str = "the configuration") -> ExperimentC
         )
     try:
         return ExperimentConfig.model_validate(data)
+    except QeMLflowError:
+        raise
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(_describe(dict(first), source)) from None
