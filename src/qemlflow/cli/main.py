@@ -11,6 +11,7 @@ import typer
 from qemlflow._version import __version__
 from qemlflow.cli import (
     audit,
+    benchmark,
     data,
     datasets,
     identity,
@@ -21,6 +22,7 @@ from qemlflow.cli import (
     reproduce,
     run,
     runs,
+    screen,
     serve,
     store,
 )
@@ -71,6 +73,8 @@ identity.register(app)
 models.register(app)
 keys.register(app)
 serve.register(app)
+screen.register(app)
+benchmark.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

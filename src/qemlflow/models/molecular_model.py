@@ -85,6 +85,18 @@ class _ScoreCalibrator:
         return np.asarray(scores, dtype=np.float64)
 
 
+def _warn_single_class(t: int, counts: npt.NDArray[np.int64], *, stacklevel: int) -> int:
+    """Warn that task `t` has training labels of one class only; return that class."""
+    only = int(np.argmax(counts))
+    warnings.warn(
+        f"task {t}: every training label is {only}, so it always predicts "
+        f"probability {float(only)}; add molecules of the other class",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+    return only
+
+
 _REVERSED = (
     "the calibration labels rank the classes opposite to the model (Platt scaling would "
     "invert every prediction)"
@@ -522,13 +534,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     ) -> None:
         counts = np.bincount(train[~np.isnan(train)].astype(np.int64), minlength=2)
         if counts.min() == 0:
-            only = int(np.argmax(counts))
-            warnings.warn(
-                f"task {t}: every training label is {only}, so it always predicts "
-                f"probability {float(only)}; add molecules of the other class",
-                UserWarning,
-                stacklevel=4,
-            )
+            only = _warn_single_class(t, counts, stacklevel=5)
             calibrator, n_cal = _ScoreCalibrator("constant", float(only)), 0
         elif self.calibration == "none":
             calibrator, n_cal = _ScoreCalibrator("none"), 0
@@ -562,13 +568,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         labels = y.astype(np.int64)
         counts = np.bincount(labels, minlength=2)
         if counts.min() == 0:
-            only = int(np.argmax(counts))
-            warnings.warn(
-                f"task {t}: every training label is {only}, so it always predicts "
-                f"probability {float(only)}; add molecules of the other class",
-                UserWarning,
-                stacklevel=3,
-            )
+            only = _warn_single_class(t, counts, stacklevel=4)
             self.estimators_.append(_ConstantProbability(float(only)))
             self.base_estimators_.append(None)
             self.calibration_methods_.append("none")

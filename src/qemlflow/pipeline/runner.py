@@ -111,6 +111,9 @@ def execute(
     dataset: Dataset = std_step.value
     if len(dataset) < _MIN_MOLECULES:
         raise _too_few_molecules(dataset)
+    # What the config leaves out (features, estimator) is the best default for the task,
+    # which is known for sure only now: the standardize step infers it from the labels.
+    cfg = cfg.with_task_defaults(dataset.task)
 
     featurizer = make_featurizer(cfg.features)
     feature_spec = without_n_jobs(featurizer.to_spec())
@@ -334,6 +337,8 @@ def run(
     from qemlflow.data import read_raw
 
     cfg = _as_config(config)
+    if cfg.dataset.task is not None:  # a declared task: record the config as it will run
+        cfg = cfg.with_task_defaults(cfg.dataset.task)
     raw = read_raw(cfg.dataset.source)
     out_dir = Path(out) if out is not None else None
     try:

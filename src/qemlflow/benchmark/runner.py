@@ -1,0 +1,300 @@
+"""Run each (dataset, model, seed) as a normal experiment and collect its test metric.
+
+Results accumulate in ``moleculenet.json``: a seed whose configuration digest is already
+recorded there is not run again, so a long benchmark can be resumed or extended (another
+model, more seeds) without recomputing what it already has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qemlflow.benchmark.suite import (
+    SIZES,
+    BenchmarkDataset,
+    BenchmarkModel,
+    resolve_datasets,
+    resolve_models,
+)
+from qemlflow.errors import DataError
+
+if TYPE_CHECKING:
+    from qemlflow.pipeline.config import ExperimentConfig
+    from qemlflow.store import Store
+
+__all__ = [
+    "BenchmarkResult",
+    "config_digest",
+    "experiment_config",
+    "read_results",
+    "run_benchmark",
+    "summarize",
+]
+
+RESULTS_NAME = "{suite}.json"
+
+
+@dataclass
+class BenchmarkResult:
+    """What a benchmark call produced: every (dataset, model) entry and what it ran.
+
+    ``results`` is the content of ``<suite>.json``; ``computed`` and ``reused`` list the
+    (dataset, model, seed) triples run now and those taken from the file.
+    """
+
+    suite: str
+    out_dir: Path
+    results: dict[str, dict[str, dict[str, Any]]]
+    computed: list[tuple[str, str, int]] = field(default_factory=list)
+    reused: list[tuple[str, str, int]] = field(default_factory=list)
+    wall_s: float = 0.0
+    started: str = ""
+    files: list[Path] = field(default_factory=list)
+
+
+def experiment_config(
+    dataset: BenchmarkDataset, model: BenchmarkModel, seed: int, n_jobs: int = 1
+) -> ExperimentConfig:
+    """The experiment one benchmark cell runs, with the task's defaults filled in."""
+    from qemlflow.pipeline.config import parse_config
+
+    data: dict[str, Any] = {
+        "name": f"benchmark-{dataset.name}-{model.name}-seed{seed}",
+        "seed": seed,
+        "n_jobs": n_jobs,
+        "dataset": {"source": dataset.name, "task": dataset.task},
+        # Scaffold sets use QeMLflow's balanced scaffold split (Chemprop's, seeded). The
+        # deterministic largest-first split of DeepChem leaves BBBP's test set one class.
+        "split": {"method": dataset.split, "sizes": list(SIZES)},
+        # Only the test metric is read: no bootstrap intervals, no plots.
+        "evaluation": {"n_bootstrap": 0, "plots": False},
+        **dict(model.experiment),
+    }
+    cfg = parse_config(data, source=f"benchmark model {model.name!r}")
+    with_defaults = getattr(cfg, "with_task_defaults", None)
+    return with_defaults(dataset.task) if callable(with_defaults) else cfg
+
+
+def config_digest(cfg: ExperimentConfig) -> str:
+    """sha256 of what decides a cell's result: the resolved config minus name and n_jobs."""
+    from qemlflow.store.keys import canonical_json
+
+    resolved = {k: v for k, v in cfg.resolved().items() if k not in ("name", "n_jobs")}
+    return hashlib.sha256(canonical_json(resolved)).hexdigest()
+
+
+def read_results(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """The results already in ``path`` (empty when the file does not exist)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})",
+            "fix or delete the file; the benchmark rewrites it",
+        ) from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} does not map datasets to models", "delete it and rerun")
+    return data
+
+
+def summarize(
+    dataset: BenchmarkDataset, model: BenchmarkModel, seeds: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One (dataset, model) entry: metric, mean, sd (ddof=1; 0 with one seed), per-seed values.
+
+    Examples
+    --------
+    >>> from qemlflow.benchmark.suite import MODELS, resolve_datasets
+    >>> esol = resolve_datasets("moleculenet", ["esol"])[0]
+    >>> entry = summarize(esol, MODELS["lightgbm"], [{"seed": 0, "value": 0.5},
+    ...                                              {"seed": 1, "value": 0.7}])
+    >>> entry["metric"], round(entry["mean"], 3), round(entry["sd"], 3), entry["split"]
+    ('rmse', 0.6, 0.141, 'random')
+    """
+    ordered = sorted(seeds, key=lambda s: int(s["seed"]))
+    values = [float(s["value"]) for s in ordered]
+    return {
+        "metric": dataset.metric,
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "seeds": ordered,
+        "split": dataset.split,
+        "task": dataset.task,
+        "n_seeds": len(values),
+        "description": model.description,
+        "family": model.family,
+    }
+
+
+def run_benchmark(
+    out: str | Path,
+    *,
+    suite: str = "moleculenet",
+    models: Sequence[str] | None = None,
+    datasets: Sequence[str] | None = None,
+    seeds: int = 3,
+    n_jobs: int = 1,
+    store: Store | None = None,
+    known_models: Mapping[str, BenchmarkModel] | None = None,
+    command: str | None = None,
+    on_cell: Callable[[str, str, int, dict[str, Any] | None], None] | None = None,
+) -> BenchmarkResult:
+    """Run ``suite`` for ``models`` over seeds ``0..seeds-1`` and write the report into ``out``.
+
+    Every cell is a normal experiment (``qemlflow.pipeline.runner.run``), recorded in
+    ``store`` when one is given; its step cache then featurizes each dataset once for all
+    seeds and models. ``on_cell(dataset, model, seed, entry)`` is called before each cell
+    (``entry`` None) and after it (the seed's entry). The JSON is rewritten after every
+    cell, so an interrupted run loses at most the cell in progress.
+    """
+    from qemlflow.benchmark.report import write_report
+
+    if seeds < 1:
+        from qemlflow.errors import ConfigError
+
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}", "pass --seeds 1 or more")
+    chosen_sets = resolve_datasets(suite, datasets)
+    chosen_models = resolve_models(models, known_models)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RESULTS_NAME.format(suite=suite)
+    results = read_results(path)
+    started = time.perf_counter()
+    outcome = BenchmarkResult(
+        suite=suite,
+        out_dir=out_dir,
+        results=results,
+        started=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    for dataset in chosen_sets:
+        for model in chosen_models:
+            previous = results.get(dataset.name, {}).get(model.name, {})
+            kept: dict[int, dict[str, Any]] = {}
+            for seed in range(seeds):
+                cfg = experiment_config(dataset, model, seed, n_jobs)
+                digest = config_digest(cfg)
+                old = _recorded_seed(previous, seed, digest)
+                if old is not None:
+                    kept[seed] = old
+                    outcome.reused.append((dataset.name, model.name, seed))
+                    continue
+                if on_cell is not None:
+                    on_cell(dataset.name, model.name, seed, None)
+                kept[seed] = _run_cell(cfg, dataset, digest, store)
+                outcome.computed.append((dataset.name, model.name, seed))
+                # Seeds beyond this call's range stay when their config is unchanged.
+                extra = _other_seeds(previous, kept, dataset, model, n_jobs)
+                results.setdefault(dataset.name, {})[model.name] = summarize(
+                    dataset, model, [*kept.values(), *extra]
+                )
+                _write_json(path, results)
+                if on_cell is not None:
+                    on_cell(dataset.name, model.name, seed, kept[seed])
+            extra = _other_seeds(previous, kept, dataset, model, n_jobs)
+            results.setdefault(dataset.name, {})[model.name] = summarize(
+                dataset, model, [*kept.values(), *extra]
+            )
+    results = _ordered(results)
+    outcome.results = results
+    _write_json(path, results)
+    outcome.wall_s = time.perf_counter() - started
+    outcome.files = write_report(outcome, command=command)
+    return outcome
+
+
+def _recorded_seed(previous: dict[str, Any], seed: int, digest: str) -> dict[str, Any] | None:
+    for entry in previous.get("seeds", []):
+        if (
+            isinstance(entry, dict)
+            and entry.get("seed") == seed
+            and entry.get("config_digest") == digest
+            and isinstance(entry.get("value"), int | float)
+        ):
+            return entry
+    return None
+
+
+def _other_seeds(
+    previous: dict[str, Any],
+    kept: dict[int, dict[str, Any]],
+    dataset: BenchmarkDataset,
+    model: BenchmarkModel,
+    n_jobs: int,
+) -> list[dict[str, Any]]:
+    extra = []
+    for entry in previous.get("seeds", []):
+        seed = entry.get("seed") if isinstance(entry, dict) else None
+        if not isinstance(seed, int) or seed in kept:
+            continue
+        digest = config_digest(experiment_config(dataset, model, seed, n_jobs))
+        if _recorded_seed(previous, seed, digest) is not None:
+            extra.append(entry)
+    return extra
+
+
+def _run_cell(
+    cfg: ExperimentConfig, dataset: BenchmarkDataset, digest: str, store: Store | None
+) -> dict[str, Any]:
+    from qemlflow.pipeline.runner import run
+
+    start = time.perf_counter()
+    result = run(cfg, store=store)
+    value = result.metrics.get("test", {}).get(dataset.metric)
+    if not isinstance(value, int | float) or math.isnan(value):
+        raise DataError(
+            f"the {cfg.name} run has no test-set {dataset.metric}",
+            "check that the test split has labelled molecules of both classes",
+        )
+    return {
+        "seed": cfg.seed,
+        "value": float(value),
+        "config_digest": digest,
+        "seconds": round(time.perf_counter() - start, 2),
+        "n_test": int(result.metrics.get("n", {}).get("test", 0)),
+        "run_id": result.run_id,
+    }
+
+
+def _ordered(
+    results: dict[str, dict[str, dict[str, Any]]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Datasets in suite order (unknown ones last), models in registry order."""
+    from qemlflow.benchmark.suite import MODELS, SUITES
+
+    order = {name: i for i, name in enumerate(n for s in SUITES.values() for n in s)}
+    model_order = {name: i for i, name in enumerate(MODELS)}
+    return {
+        ds: {
+            m: results[ds][m]
+            for m in sorted(results[ds], key=lambda m: (model_order.get(m, len(model_order)), m))
+        }
+        for ds in sorted(results, key=lambda d: (order.get(d, len(order)), d))
+    }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write atomically (temp file, fsync, rename): an interrupted run keeps the old file."""
+    text = json.dumps(data, indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

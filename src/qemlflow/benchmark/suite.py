@@ -1,0 +1,176 @@
+"""What a benchmark runs: its datasets (with their split and metric) and named models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from qemlflow.errors import ConfigError
+
+__all__ = [
+    "CANDIDATE_MODELS",
+    "DEFAULT_MODELS",
+    "MODELS",
+    "SUITES",
+    "BenchmarkDataset",
+    "BenchmarkModel",
+    "resolve_datasets",
+    "resolve_models",
+]
+
+# MoleculeNet (Wu et al. 2018) trains on 80 %, validates on 10 % and tests on 10 %.
+SIZES = (0.8, 0.1, 0.1)
+
+
+@dataclass(frozen=True)
+class BenchmarkDataset:
+    """A bundled dataset with the split and metric MoleculeNet recommends for it."""
+
+    name: str
+    task: Literal["regression", "classification"]
+    split: Literal["random", "scaffold"]
+    metric: Literal["rmse", "roc_auc"]
+
+    @property
+    def lower_is_better(self) -> bool:
+        """Whether a smaller metric value is a better model (RMSE) or not (ROC-AUC)."""
+        return self.metric == "rmse"
+
+
+@dataclass(frozen=True)
+class BenchmarkModel:
+    """A named experiment configuration: the ``features`` and ``model`` keys it sets.
+
+    ``experiment`` empty means the keys are left out, so the run gets QeMLflow's defaults
+    for the dataset's task. ``family`` says which literature row judges it (``classical``:
+    the MoleculeNet paper's best model; ``dmpnn``: the Chemprop paper's D-MPNN).
+    """
+
+    name: str
+    description: str
+    experiment: Mapping[str, Any] = field(default_factory=dict)
+    family: Literal["classical", "dmpnn"] = "classical"
+
+
+_ECFP_RDKIT2D = [{"type": "ecfp", "radius": 2, "size": 2048, "counts": True}, {"type": "rdkit2d"}]
+
+MODELS: dict[str, BenchmarkModel] = {
+    model.name: model
+    for model in (
+        BenchmarkModel(
+            "default",
+            "QeMLflow's default experiment (config without 'features' and 'model')",
+        ),
+        BenchmarkModel(
+            "lightgbm",
+            "LightGBM on ECFP4 counts (2048) + RDKit 2D descriptors",
+            {"features": _ECFP_RDKIT2D, "model": {"estimator": "lightgbm"}},
+        ),
+        BenchmarkModel(
+            "lightgbm_rdkit2d",
+            "LightGBM on RDKit 2D descriptors only",
+            {"features": [{"type": "rdkit2d"}], "model": {"estimator": "lightgbm"}},
+        ),
+        BenchmarkModel(
+            "random_forest",
+            "random forest (500 trees) on ECFP4 counts (2048) + RDKit 2D descriptors",
+            {"features": _ECFP_RDKIT2D, "model": {"estimator": "random_forest"}},
+        ),
+        BenchmarkModel(
+            "knn_tanimoto",
+            "Tanimoto k-nearest neighbours on ECFP4 bits (2048)",
+            {
+                "features": [{"type": "ecfp", "radius": 2, "size": 2048}],
+                "model": {"estimator": "knn"},
+            },
+        ),
+        BenchmarkModel(
+            "dmpnn",
+            "Chemprop D-MPNN with QeMLflow's default settings (qemlflow.models.DMPNN)",
+            {"features": "smiles", "model": {"estimator": "dmpnn"}},
+            family="dmpnn",
+        ),
+        BenchmarkModel(
+            "dmpnn_quick",
+            "D-MPNN, 15 epochs, no extra descriptors: the quick check CI runs on FreeSolv",
+            {
+                "features": "smiles",
+                "model": {
+                    "estimator": "dmpnn",
+                    # Every setting that changes the result is pinned, so the CI reference
+                    # stays valid when the model's defaults move.
+                    "params": {
+                        "epochs": 15,
+                        "dropout": 0.0,
+                        "descriptors": "none",
+                        "hidden_size": 300,
+                        "depth": 3,
+                        "ffn_hidden_size": 300,
+                        "batch_size": 50,
+                    },
+                },
+            },
+            family="dmpnn",
+        ),
+    )
+}
+
+SUITES: dict[str, tuple[str, ...]] = {
+    "moleculenet": ("esol", "freesolv", "lipophilicity", "bbbp", "bace", "clintox", "tox21"),
+}
+# The full run: the default classical experiment and the D-MPNN on every dataset. The other
+# classical candidates (the evidence for the defaults) are named with --models.
+DEFAULT_MODELS = ("default", "dmpnn")
+CANDIDATE_MODELS = ("lightgbm", "lightgbm_rdkit2d", "random_forest", "knn_tanimoto")
+
+
+def _dataset(name: str) -> BenchmarkDataset:
+    from qemlflow.data.registry import BUNDLED
+
+    entry = BUNDLED[name]
+    return BenchmarkDataset(entry.name, entry.task, entry.split, entry.metric)
+
+
+def resolve_datasets(suite: str, names: Sequence[str] | None) -> list[BenchmarkDataset]:
+    """The suite's datasets, or the named subset of them, in the suite's order.
+
+    Examples
+    --------
+    >>> [d.name for d in resolve_datasets("moleculenet", ["bbbp", "esol"])]
+    ['esol', 'bbbp']
+    """
+    if suite not in SUITES:
+        raise ConfigError(
+            f"unknown benchmark suite {suite!r}", f"use one of: {', '.join(sorted(SUITES))}"
+        )
+    members = SUITES[suite]
+    wanted = list(members) if not names else list(names)
+    unknown = [n for n in wanted if n not in members]
+    if unknown:
+        raise ConfigError(
+            f"unknown dataset(s) {', '.join(map(repr, unknown))} in suite {suite!r}",
+            f"use one or more of: {', '.join(members)}",
+        )
+    return [_dataset(n) for n in members if n in wanted]
+
+
+def resolve_models(
+    names: Sequence[str] | None, known: Mapping[str, BenchmarkModel] | None = None
+) -> list[BenchmarkModel]:
+    """The named benchmark models (``DEFAULT_MODELS`` when none are named).
+
+    Examples
+    --------
+    >>> [m.name for m in resolve_models(["lightgbm"])]
+    ['lightgbm']
+    """
+    known = MODELS if known is None else known
+    wanted = list(names) if names else [n for n in DEFAULT_MODELS if n in known]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown benchmark model(s) {', '.join(map(repr, unknown))}",
+            f"use one or more of: {', '.join(known)}",
+        )
+    return [known[n] for n in dict.fromkeys(wanted)]

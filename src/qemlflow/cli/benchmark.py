@@ -1,0 +1,123 @@
+"""``qemlflow benchmark``: MoleculeNet datasets and models, beside the literature."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from qemlflow.cli.options import StoreOption, open_store
+from qemlflow.cli.render import console
+
+if TYPE_CHECKING:
+    from qemlflow.benchmark import BenchmarkResult
+
+__all__ = ["register"]
+
+
+def _names(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    return names or None
+
+
+def _command(
+    suite: str, models: str | None, datasets: str | None, seeds: int, n_jobs: int, out: Path
+) -> str:
+    """The command line as parsed (recorded in the report, so it can be rerun)."""
+    words = ["qemlflow", "benchmark", "--suite", suite]
+    if models:
+        words += ["--models", models]
+    if datasets:
+        words += ["--datasets", datasets]
+    words += ["--seeds", str(seeds), "--n-jobs", str(n_jobs), "--out", str(out)]
+    return shlex.join(words)
+
+
+def _announce(dataset: str, model: str, seed: int, entry: dict[str, Any] | None) -> None:
+    if entry is None:
+        console.print(f"[dim]running[/] {dataset} / {model} / seed {seed} ...", highlight=False)
+    else:
+        console.print(
+            f"  {dataset} / {model} / seed {seed}: {entry['value']:.4f} ({entry['seconds']:.0f} s)",
+            highlight=False,
+        )
+
+
+def _summary(result: BenchmarkResult) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{result.suite} benchmark")
+    for column in ("dataset", "model", "metric", "mean ± sd", "seeds"):
+        table.add_column(column, no_wrap=True)
+    for dataset, models in result.results.items():
+        for name, entry in models.items():
+            table.add_row(
+                dataset,
+                name,
+                str(entry["metric"]),
+                f"{entry['mean']:.3f} ± {entry['sd']:.3f}",
+                str(entry["n_seeds"]),
+            )
+    console.print(table)
+    console.print(
+        f"{len(result.computed)} runs computed, {len(result.reused)} reused; "
+        f"{result.wall_s:.0f} s. Report: [bold]{result.files[1]}[/]"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``benchmark`` to the CLI."""
+
+    @app.command("benchmark")
+    def benchmark_command(
+        suite: Annotated[str, typer.Option("--suite", help="Benchmark suite.")] = "moleculenet",
+        models: Annotated[
+            str | None,
+            typer.Option(
+                "--models",
+                help="Comma-separated benchmark models (default: default,dmpnn; the other "
+                "classical candidates: lightgbm, lightgbm_rdkit2d, random_forest, knn_tanimoto; "
+                "dmpnn_quick is the CI check).",
+                show_default=False,
+            ),
+        ] = None,
+        datasets: Annotated[
+            str | None,
+            typer.Option(
+                "--datasets",
+                help="Comma-separated datasets of the suite (default: all of them).",
+                show_default=False,
+            ),
+        ] = None,
+        seeds: Annotated[int, typer.Option("--seeds", help="Seeds 0..N-1 per cell.")] = 3,
+        n_jobs: Annotated[int, typer.Option("--n-jobs", help="Parallel jobs per run.")] = 1,
+        out: Annotated[
+            Path, typer.Option("--out", "-o", help="Folder for the report (JSON, Markdown, PNG).")
+        ] = Path("benchmarks-out"),
+        store: StoreOption = None,
+    ) -> None:
+        """Run MoleculeNet datasets with their recommended split and metric over seeds.
+
+        Results already in OUT/<suite>.json with the same configuration are reused, so a
+        run can be resumed or extended with more models or seeds.
+        """
+        from qemlflow.benchmark import run_benchmark
+
+        command = _command(suite, models, datasets, seeds, n_jobs, out)
+        with open_store(store) as opened:
+            result = run_benchmark(
+                out,
+                suite=suite,
+                models=_names(models),
+                datasets=_names(datasets),
+                seeds=seeds,
+                n_jobs=n_jobs,
+                store=opened,
+                command=command,
+                on_cell=_announce,
+            )
+        _summary(result)
