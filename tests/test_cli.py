@@ -196,3 +196,15 @@ def test_serve_without_the_serve_extra_is_a_one_line_error(
     assert main(["serve", "sol", "--port", "8765"]) == 2
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "serve extra" in lines[0]
+
+
+def test_error_messages_keep_square_brackets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Errors name things like "qemlflow[gnn]" or a user's path: the console must print
+    # them as text, not read "[...]" as style markup and drop it.
+    (tmp_path / "one.smi").write_text("CCO\n")
+    spec = str(tmp_path / "no[red]pe.joblib")
+    code = main(["screen", spec, str(tmp_path / "one.smi"), "-o", str(tmp_path / "o.parquet")])
+    assert code == 2
+    assert "no[red]pe.joblib" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from qemlflow._version import __version__
 from qemlflow.cli import (
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except QeMLflowError as exc:
         if debug:
             raise
-        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        error_console.print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         return 2
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
@@ -100,14 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         if callable(show):
             show()
         else:
-            error_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
+            error_console.print(
+                f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False
+            )
         return int(exc.exit_code)
     except Exception as exc:  # the CLI's last line of defence: one line, never a traceback
         if debug:
             raise
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         error_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {line}; "
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(line)}; "
             "rerun with --debug for the traceback and report it",
             highlight=False,
             soft_wrap=True,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from qemlflow.cli.options import StoreOption, open_store
 from qemlflow.cli.render import console, error_console
@@ -132,11 +133,14 @@ def register(app: typer.Typer) -> None:
                         progress=_ScreenBar(display),
                     )
             except ScreenInterruptedError as exc:
-                error_console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
+                message = escape(str(exc))
+                error_console.print(f"[yellow]{message}[/]", highlight=False, soft_wrap=True)
                 raise typer.Exit(130) from None
             finally:
                 for warning in caught:
-                    error_console.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+                    error_console.print(
+                        f"[yellow]warning:[/] {escape(str(warning.message))}", highlight=False
+                    )
         rate = result.rows / max(result.seconds, 1e-9)
         console.print(
             f"{result.rows:,} molecules screened into [bold]{result.output}[/]"
