@@ -167,36 +167,40 @@ def test_dask_without_an_address_is_one_clear_error(
         screen(trained.model, source, tmp_path / "x.parquet", engine="dask")
 
 
-def test_killed_screen_resumes_to_identical_bytes(trained: Trained, tmp_path: Path) -> None:
+def _interrupt_midway(
+    trained: Trained, tmp_path: Path, sig: signal.Signals
+) -> tuple[Path, Path, Path, int, int, str]:
+    """Start a CLI screen of ~6,000 molecules, send `sig` once 5 of 60 parts exist."""
     library = trained.library * 20  # ~6,000 molecules, 60 chunks
     source = _write_smi(tmp_path / "big.smi", library)
     reference = tmp_path / "reference.parquet"
     screen(trained.model, source, reference, chunk_size=100)
 
-    out = tmp_path / "killed.parquet"
+    out = tmp_path / "stopped.parquet"
     parts = out.with_name(out.name + ".parts")
-    command = [
-        sys.executable,
-        "-m",
-        "qemlflow",
-        "screen",
-        str(trained.model),
-        str(source),
-        "-o",
-        str(out),
-        "--chunk-size",
-        "100",
-    ]
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "qemlflow", "screen", str(trained.model), str(source)]
+    command += ["-o", str(out), "--chunk-size", "100"]
+    # A shell without job control starts background jobs with SIGINT ignored, and the
+    # child would inherit that: give it the default disposition, as a terminal would.
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     while len(list(parts.glob("part-*.arrow"))) < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+    os.kill(child.pid, sig)
+    _, err = child.communicate(timeout=60)
     done = len(list(parts.glob("part-*.arrow")))
-    assert 5 <= done < 60, "the screen was not killed midway"
+    assert 5 <= done < 60, "the screen was not stopped midway"
     assert not out.exists()
+    return source, reference, out, child.returncode, done, err.decode()
 
+
+def test_killed_screen_resumes_to_identical_bytes(trained: Trained, tmp_path: Path) -> None:
+    source, reference, out, _, done, _ = _interrupt_midway(trained, tmp_path, signal.SIGKILL)
     with pytest.raises(ConfigError, match="--resume"):
         screen(trained.model, source, out, chunk_size=100)
     with pytest.raises(ConfigError, match="chunk_size"):
@@ -204,7 +208,18 @@ def test_killed_screen_resumes_to_identical_bytes(trained: Trained, tmp_path: Pa
     result = screen(trained.model, source, out, chunk_size=100, resume=True)
     assert result.resumed_chunks == done
     assert out.read_bytes() == reference.read_bytes()
-    assert not parts.exists()
+    assert not out.with_name(out.name + ".parts").exists()
+
+
+def test_ctrl_c_stops_cleanly_and_the_cli_resumes(trained: Trained, tmp_path: Path) -> None:
+    source, reference, out, code, done, err = _interrupt_midway(trained, tmp_path, signal.SIGINT)
+    assert code == 130
+    assert "--resume" in err and "Traceback" not in err
+    parts = sorted(out.with_name(out.name + ".parts").glob("part-*.arrow"))
+    assert len(parts) >= done  # every finished part kept, none half-written
+    args = [str(trained.model), str(source), "-o", str(out), "--chunk-size", "100"]
+    assert _cli("screen", *args, "--resume") == 0
+    assert out.read_bytes() == reference.read_bytes()
 
 
 def test_top_k_keeps_the_best_rows_deterministically(trained: Trained, tmp_path: Path) -> None:

@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if argv is None and "serve" not in args:  # a real process (the service has its own)
+        from qemlflow.cli.interrupts import route_ctrl_c_to_python
+
+        route_ctrl_c_to_python()
     try:
         code = app(args=args, standalone_mode=False)
     except QeMLflowError as exc:
