@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,38 +118,11 @@ def bar_outcomes(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str
     return rows
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _memory_gib() -> float | None:
     try:
         return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         return None
-
-
-def _git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    return f"{head} (with uncommitted changes)" if dirty else head
 
 
 def _accelerator() -> str:
@@ -163,21 +133,31 @@ def _accelerator() -> str:
 
 
 def environment() -> dict[str, Any]:
-    """The machine, OS, Python, library versions and git commit of this process."""
-    versions = {"python": platform.python_version()}
+    """The machine, OS, Python, library versions and git commit of this process.
+
+    A summary of the store's environment snapshot (``capture_environment``), plus memory
+    and the accelerator a model used.
+    """
+    from qemlflow.store.environment import capture_environment, normalize_package_name
+
+    snapshot = capture_environment()
+    packages = snapshot["packages"]
+    versions = {"python": snapshot["python"]["version"]}
     for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+        versions[name] = packages.get(normalize_package_name(name), "not installed")
+    git = snapshot["git"]
+    if git is None:
+        commit = "unknown (not a git checkout)"
+    else:
+        commit = f"{git['commit']} (with uncommitted changes)" if git["dirty"] else git["commit"]
     return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
+        "cpu": snapshot["cpu"]["model"],
+        "cores": snapshot["cpu"]["count"],
         "memory_gib": _memory_gib(),
         "accelerator": _accelerator(),
-        "os": platform.platform(),
+        "os": snapshot["os"]["platform"],
         "versions": versions,
-        "git_commit": _git_commit(),
+        "git_commit": commit,
     }
 
 

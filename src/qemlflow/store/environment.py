@@ -18,12 +18,13 @@ from typing import Any
 
 from qemlflow._version import __version__
 
-__all__ = ["capture_environment", "environment_drift"]
+__all__ = ["capture_environment", "environment_drift", "normalize_package_name"]
 
 _GIT_TIMEOUT_S = 10
 
 
-def _normalize_name(name: str) -> str:
+def normalize_package_name(name: str) -> str:
+    """A distribution name as the snapshot's ``packages`` keys spell it (PEP 503)."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -33,7 +34,7 @@ def _packages() -> dict[str, str]:
         name = dist.metadata["Name"] if dist.metadata else None
         if not name:
             continue
-        found.setdefault(_normalize_name(str(name)), str(dist.version))
+        found.setdefault(normalize_package_name(str(name)), str(dist.version))
     return dict(sorted(found.items()))
 
 
