@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -460,20 +459,11 @@ def _new_figure(size: tuple[float, float] = (5.0, 5.0)) -> Any:
 
 def _save_png(figure: Any, path: str | os.PathLike[str]) -> Path:
     """Write the figure atomically: temp file in the same folder, fsync, rename."""
+    from qemlflow._atomic import write_atomic
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png")
-            stream.flush()
-            os.fsync(stream.fileno())
-        Path(temporary).replace(target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(target, lambda temp: figure.savefig(temp, format="png"))
     return target
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qemlflow._atomic import write_atomic
 from qemlflow.benchmark.suite import (
     SIZES,
     BenchmarkDataset,
@@ -288,13 +287,4 @@ def _ordered(
 def _write_json(path: Path, data: Any) -> None:
     """Write atomically (temp file, fsync, rename): an interrupted run keeps the old file."""
     text = json.dumps(data, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qemlflow._atomic import write_atomic
 from qemlflow.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,14 +38,6 @@ def sha256_file(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(temp)
-    with temp.open("rb+") as handle:
-        os.fsync(handle.fileno())
-    temp.replace(path)
 
 
 class WorkFolder:
@@ -80,7 +72,7 @@ class WorkFolder:
         def write(path: Path) -> None:
             path.write_text(text)
 
-        _write_atomic(existing, write)
+        write_atomic(existing, write)
         return set()
 
     def part(self, index: int) -> Path:
@@ -99,7 +91,7 @@ class WorkFolder:
             with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
                 w.write_table(table)
 
-        _write_atomic(self.part(index), write)
+        write_atomic(self.part(index), write)
 
     def read_part(self, index: int) -> pa.Table:
         """Chunk ``index``'s rows."""
@@ -176,5 +168,5 @@ def write_output(
                 writer.write_table(table, row_group_size=max(chunk_size, len(table), 1))
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(output, write)
+    write_atomic(output, write)
     return sha256_file(output)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table, create_engine, func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
+from qemlflow._atomic import write_atomic
 from qemlflow._version import __version__
 from qemlflow.store import schema
 from qemlflow.store.audit import append_event, audit_head, lock_audit_log
@@ -323,13 +323,8 @@ def _count_rows(engine: Engine) -> dict[str, int]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
 def _copy_blobs(
