@@ -6,6 +6,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "FeaturizerError",
+    "InputTooLargeError",
     "ModelError",
     "QeMLflowError",
 ]
@@ -43,3 +44,10 @@ class FeaturizerError(QeMLflowError):
 
 class ModelError(QeMLflowError):
     """A model cannot be fitted, loaded or used as asked."""
+
+
+class InputTooLargeError(DataError):
+    """Input exceeds a stated limit (bytes, rows, field size); the message names the limit.
+
+    The prediction service answers it with 413; the CLI prints it as one line.
+    """
