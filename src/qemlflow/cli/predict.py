@@ -21,8 +21,8 @@ def register(app: typer.Typer) -> None:
         model: Annotated[
             str,
             typer.Argument(
-                help="A run output folder or model file of this store, or NAME[@ALIAS|@N] "
-                "(the registry, always; ./NAME@X for a path named like a spec)."
+                help="A run output folder or model file this store made, or a registered NAME, "
+                "NAME@ALIAS or NAME@N (NAME@X always means the registry: ./NAME@X is a path)."
             ),
         ],
         input: Annotated[Path, typer.Argument(help="Molecules: CSV/TSV/SMI (.gz), SDF, Parquet.")],

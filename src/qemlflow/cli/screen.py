@@ -40,8 +40,8 @@ def register(app: typer.Typer) -> None:
         model: Annotated[
             str,
             typer.Argument(
-                help="NAME[@ALIAS|@N] (the registry, always), a run output folder or a model "
-                "file of this store (./NAME@X for a path named like a spec)."
+                help="A run output folder or model file this store made, or a registered NAME, "
+                "NAME@ALIAS or NAME@N (NAME@X always means the registry: ./NAME@X is a path)."
             ),
         ],
         input: Annotated[

@@ -62,15 +62,17 @@ class OpenedModel:
     origin: Literal["registry", "store", "trusted"]
     """Why the bytes were loaded: a registry blob, a model the store made, ``--trust-file``."""
     note: str = ""
-    """What made the choice visible: the spec as written, the run, a shadowed path."""
+    """How it was named or found: the spec as written and its version, or the run."""
+    remark: str = ""
+    """Anything the user should know about the choice: a local path it did not use."""
 
     def describe(self) -> str:
         """One line saying which model is used, from where, and why it was trusted."""
         short = self.digest[:12]
         if self.origin == "registry":
-            return f"model from registry {self.note}, sha256 {short}"
+            return f"model from registry {self.note}, sha256 {short}{self.remark}"
         why = {"store": "known to the store", "trusted": "trusted with --trust-file"}[self.origin]
-        return f"model from file {self.label} sha256 {short} ({why}{self.note})"
+        return f"model from file {self.label} sha256 {short} ({why}{self.note}){self.remark}"
 
 
 def is_registry_reference(spec: str | PurePath) -> bool:
@@ -158,10 +160,9 @@ def _from_registry(spec: str, store: Store | None) -> OpenedModel:
     data = store.get_bytes(mv.model_digest)  # re-hashed: an altered blob is refused
     predictor = load_predictor_bytes(data, f"model {mv.spec}")
     note = spec if spec == mv.spec else f"{spec} (version {mv.version})"
-    if shadowed:
-        note += f"; the local '{spec}' is not used (write './{spec}' for it)"
+    remark = f"; the local '{spec}' is not used (write './{spec}' for it)" if shadowed else ""
     return OpenedModel(
-        mv.spec, mv.model_digest, data, predictor, mv.run_id, mv.spec, "registry", note
+        mv.spec, mv.model_digest, data, predictor, mv.run_id, mv.spec, "registry", note, remark
     )
 
 
@@ -205,7 +206,7 @@ def _known_model(store: Store, digest: str) -> tuple[str | None, str] | None:
     for step in store.find_steps(output_prefix=digest):
         if step.step == "fit" and step.output == digest:
             runs = store.runs_using_step(step.key)
-            return (runs[0], f"run {runs[0][:12]}") if runs else (None, "a recorded fit step")
+            return (runs[0], f"run {runs[0]}") if runs else (None, "a recorded fit step")
     for mv in store.list_model_versions():
         if mv.model_digest == digest:
             return mv.run_id, f"registered as {mv.spec}"
@@ -219,7 +220,7 @@ def _untrusted_problem(
     problem = f"model file '{path}' (sha256 {digest[:12]}) is not known to {where}"
     run_id = manifest.get("run_id") if manifest is not None else None
     if isinstance(run_id, str) and run_id:
-        problem += f"; its manifest names run {run_id[:12]}, which that store does not hold"
+        problem += f"; its manifest names run {run_id}, which that store does not hold"
     return problem
 
 
