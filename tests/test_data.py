@@ -244,8 +244,8 @@ def test_wrong_column_names(tmp_path: Path) -> None:
     path.write_text("smiles,logS\nCCO,1.0\n")
     with pytest.raises(DataError) as err:
         load_dataset(path, smiles_column="smile")
-    message = one_line(err, "column 'smile' not found in data.csv", "(columns: smiles, logS)")
-    assert message.endswith("pass the right name with --smiles / smiles_column")
+    message = one_line(err, "column 'smile' not found in 'data.csv'", "(columns: smiles, logS)")
+    assert message.endswith("pass the right name with --smiles-column / smiles_column")
     with pytest.raises(DataError) as err:
         load_dataset(path, target_columns=["logs"])
     one_line(err, "'logs' not found", "did you mean 'logS'?", "--target / target_columns")
@@ -263,7 +263,7 @@ def test_column_defaults(tmp_path: Path) -> None:
     nosmiles.write_text("structure,y\nCCO,1\n")
     with pytest.raises(DataError) as err:
         load_dataset(nosmiles)
-    one_line(err, "no SMILES column", "structure, y", "--smiles / smiles_column")
+    one_line(err, "no SMILES column", "structure, y", "--smiles-column / smiles_column")
     assert load_dataset(nosmiles, smiles_column="structure").smiles == ["CCO"]
 
     with_id = tmp_path / "with_id.csv"

@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from qemlflow.cli.options import JsonOption, StoreOption, open_store
+from qemlflow.cli.options import (
+    HeaderOption,
+    JsonOption,
+    SmilesColumnOption,
+    StoreOption,
+    open_store,
+)
 from qemlflow.cli.render import console
 
 __all__ = ["register"]
@@ -22,7 +28,7 @@ def register(app: typer.Typer) -> None:
     @data.command("add")
     def add_command(
         source: Annotated[str, typer.Argument(help="A data file, or a bundled dataset name.")],
-        smiles: Annotated[str | None, typer.Option("--smiles", help="SMILES column.")] = None,
+        smiles: SmilesColumnOption = None,
         target: Annotated[
             list[str] | None, typer.Option("--target", help="Label column (repeatable).")
         ] = None,
@@ -32,6 +38,7 @@ def register(app: typer.Typer) -> None:
         duplicates: Annotated[
             str, typer.Option("--duplicates", help="mean, first or drop_conflicting.")
         ] = "mean",
+        header: HeaderOption = None,
         store: StoreOption = None,
     ) -> None:
         """Validate and standardize a dataset and store it as a version."""
@@ -45,6 +52,7 @@ def register(app: typer.Typer) -> None:
                 target_columns=target,
                 task=task,
                 duplicates=duplicates,
+                **({"header": header} if header is not None else {}),
             )
         summary = dataset.summary()
         console.print(f"dataset version [bold]{record.id[:12]}[/] ({record.name})")

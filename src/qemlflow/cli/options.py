@@ -1,4 +1,4 @@
-"""Options shared by the commands that use the provenance store."""
+"""Options shared by several commands: the provenance store, and how molecules are read."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import typer
 if TYPE_CHECKING:
     from qemlflow.store import Store
 
-__all__ = ["JsonOption", "StoreOption", "TrustFileOption", "open_store"]
+__all__ = [
+    "HeaderOption",
+    "IdColumnOption",
+    "JsonOption",
+    "SmilesColumnOption",
+    "StoreOption",
+    "TrustFileOption",
+    "open_store",
+]
 
 StoreOption = Annotated[
     str | None,
@@ -44,3 +52,28 @@ def open_store(location: str | None) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+# The reading options, spelled the same on every command that reads molecules
+# (predict, screen, data add); error hints name these.
+SmilesColumnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--smiles-column",
+        "--smiles",
+        help="SMILES column: a name, or a number with --no-header (default: detected).",
+    ),
+]
+IdColumnOption = Annotated[
+    str | None,
+    typer.Option("--id-column", help="Id column: a name, or a number with --no-header."),
+]
+HeaderOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--header/--no-header",
+        help="Whether the first line names the columns (default: yes; for .smi, detected). "
+        "Without one, columns are numbered 1, 2, ...",
+        show_default=False,
+    ),
+]

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from qemlflow.cli.options import StoreOption, TrustFileOption, open_store
+from qemlflow.cli.options import (
+    HeaderOption,
+    IdColumnOption,
+    SmilesColumnOption,
+    StoreOption,
+    TrustFileOption,
+    open_store,
+)
 from qemlflow.cli.render import console, error_console
 
 __all__ = ["register"]
@@ -25,18 +32,23 @@ def register(app: typer.Typer) -> None:
                 "NAME@ALIAS or NAME@N (NAME@X always means the registry: ./NAME@X is a path)."
             ),
         ],
-        input: Annotated[Path, typer.Argument(help="Molecules: CSV/TSV/SMI (.gz), SDF, Parquet.")],
+        input: Annotated[
+            Path, typer.Argument(help="Molecules: CSV/TSV/TXT/SMI/SDF (.gz), or Parquet.")
+        ],
         trust_file: TrustFileOption = False,
         store: StoreOption = None,
         output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")] = Path(
             "predictions.csv"
         ),
-        smiles_column: Annotated[
-            str | None, typer.Option("--smiles", help="SMILES column (default: detected).")
-        ] = None,
+        smiles_column: SmilesColumnOption = None,
+        id_column: IdColumnOption = None,
+        header: HeaderOption = None,
         n_jobs: Annotated[int, typer.Option("--n-jobs", help="Parallel featurization jobs.")] = 1,
     ) -> None:
-        """Score molecules; one output row per input row, invalid ones marked in 'error'."""
+        """Score molecules; one output row per input row, invalid ones marked in 'error'.
+
+        With --id-column, the ids come first in an 'id' column.
+        """
         from rich.markup import escape
 
         from qemlflow.pipeline.model_source import open_model
@@ -45,7 +57,15 @@ def register(app: typer.Typer) -> None:
         with open_store(store) as opened:
             chosen = open_model(model, opened, trust_file=trust_file, purpose="predict")
         error_console.print(escape(chosen.describe()), highlight=False, soft_wrap=True)
-        table = predict_file(chosen, input, output, smiles_column=smiles_column, n_jobs=n_jobs)
+        table = predict_file(
+            chosen,
+            input,
+            output,
+            smiles_column=smiles_column,
+            id_column=id_column,
+            header=header,
+            n_jobs=n_jobs,
+        )
         failed = int((table["error"] != "").sum())
         console.print(
             f"{len(table)} molecules scored into [bold]{output}[/]"

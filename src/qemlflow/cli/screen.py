@@ -9,7 +9,14 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from qemlflow.cli.options import StoreOption, TrustFileOption, open_store
+from qemlflow.cli.options import (
+    HeaderOption,
+    IdColumnOption,
+    SmilesColumnOption,
+    StoreOption,
+    TrustFileOption,
+    open_store,
+)
 from qemlflow.cli.render import console, error_console
 
 __all__ = ["register"]
@@ -45,18 +52,15 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         input: Annotated[
-            Path, typer.Argument(help="Molecules: .smi, .csv, .tsv (.gz) or .parquet.")
+            Path, typer.Argument(help="Molecules: CSV/TSV/TXT/SMI/SDF (.gz), or Parquet.")
         ],
         output: Annotated[
             Path, typer.Option("--output", "-o", help="Where to write: .parquet or .csv.")
         ],
         trust_file: TrustFileOption = False,
-        smiles_column: Annotated[
-            str | None, typer.Option("--smiles-column", help="SMILES column (default: detected).")
-        ] = None,
-        id_column: Annotated[
-            str | None, typer.Option("--id-column", help="Id column (default: row number).")
-        ] = None,
+        smiles_column: SmilesColumnOption = None,
+        id_column: IdColumnOption = None,
+        header: HeaderOption = None,
         workers: Annotated[int, typer.Option("--workers", "-w", help="Local processes.")] = 1,
         engine: Annotated[
             str, typer.Option("--engine", help="local, or dask (an existing cluster).")
@@ -129,6 +133,7 @@ def register(app: typer.Typer) -> None:
                         store=opened,
                         smiles_column=smiles_column,
                         id_column=id_column,
+                        header=header,
                         chunk_size=chunk_size,
                         workers=workers,
                         engine=engine,

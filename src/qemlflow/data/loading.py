@@ -33,7 +33,9 @@ import pandas as pd
 from qemlflow.chem import MolResult, parse_smiles, standardize_smiles
 from qemlflow.chem.sdf import RECORD_ERRORS_ATTR
 from qemlflow.data.dataset import Dataset
-from qemlflow.data.ingest import SUPPORTED_EXTENSIONS, read_file_bytes, table_from_bytes
+from qemlflow.data.ingest import SUPPORTED_EXTENSIONS, read_file_bytes
+from qemlflow.data.reader import SMILES_HINT, open_molecules
+from qemlflow.data.reader import find_smiles_column as _find_in_columns
 from qemlflow.data.registry import BUNDLED, BundledDataset, bundled_bytes
 from qemlflow.errors import ConfigError, DataError
 from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
@@ -51,7 +53,7 @@ SMILES_COLUMN_NAMES = ("smiles", "smi", "mol")
 #: Relative tolerance under which two duplicate labels agree.
 AGREEMENT_TOLERANCE = 1e-6
 
-_SMILES_FLAG = "--smiles / smiles_column"
+_SMILES_FLAG = SMILES_HINT
 _TARGET_FLAG = "--target / target_columns"
 _TRUE_FALSE = {"true": 1.0, "false": 0.0}
 # Words in a column name that mark an identifier, never a label.
@@ -127,7 +129,8 @@ def _missing_column(kind: str, column: str, columns: list[str], label: str, flag
 
 def find_smiles_column(table: pd.DataFrame, label: str, requested: str | None = None) -> str:
     """Return the SMILES column of ``table``: ``requested`` if it exists, else a column
-    named smiles/smi/mol (any case), else the one column whose name contains "smiles".
+    named smiles/smi/mol (any case), else the one column whose name contains "smiles",
+    else the only column (the rules of :mod:`qemlflow.data.reader`).
 
     Errors name the columns there are and the option that fixes it.
 
@@ -136,22 +139,7 @@ def find_smiles_column(table: pd.DataFrame, label: str, requested: str | None = 
     >>> find_smiles_column(pd.DataFrame({"Canonical_SMILES": ["C"], "y": [1]}), "x.csv")
     'Canonical_SMILES'
     """
-    columns = [str(c) for c in table.columns]
-    if requested is not None:
-        if requested not in columns:
-            raise _missing_column("column", requested, columns, label, _SMILES_FLAG)
-        return requested
-    for wanted in SMILES_COLUMN_NAMES:
-        for column in columns:
-            if column.lower() == wanted:
-                return column
-    containing = [c for c in columns if "smiles" in c.lower()]
-    if len(containing) == 1:
-        return containing[0]
-    raise DataError(
-        f"no SMILES column found in {label} (columns: {', '.join(columns)})",
-        f"name it with {_SMILES_FLAG}",
-    )
+    return _find_in_columns([str(c) for c in table.columns], label, requested)
 
 
 def _mostly_numeric(values: pd.Series[Any]) -> bool:
@@ -345,6 +333,7 @@ def load_dataset(
     standardize: bool = True,
     tautomer: bool = False,
     limits: MoleculeLimits = DEFAULT_LIMITS,
+    header: bool | None = None,
 ) -> Dataset:
     """Load a bundled dataset (by name) or a data file into a Dataset.
 
@@ -354,7 +343,10 @@ def load_dataset(
     ``missing_label``, ``conflicting_duplicate``. Columns default from the registry for
     bundled datasets; for files the SMILES column is one named smiles/smi/mol (any case)
     and the targets are the numeric columns. The task is classification when every label
-    is 0/1, else regression. See the module docstring for the duplicate policies.
+    is 0/1, else regression. See the module docstring for the duplicate policies. The file
+    is read by the rules of :mod:`qemlflow.data.reader`: ``header=False`` reads a table
+    without a header row (columns ``1``, ``2``, ...), and a row with more fields than the
+    header is rejected as ``too_many_fields``.
 
     Examples
     --------
@@ -375,6 +367,7 @@ def load_dataset(
         standardize=standardize,
         tautomer=tautomer,
         limits=limits,
+        header=header,
     )
 
 
@@ -388,6 +381,7 @@ def dataset_from_raw(
     standardize: bool = True,
     tautomer: bool = False,
     limits: MoleculeLimits = DEFAULT_LIMITS,
+    header: bool | None = None,
 ) -> Dataset:
     """Build a Dataset from raw file bytes; the options are those of :func:`load_dataset`."""
     if duplicates not in DUPLICATE_POLICIES:
@@ -399,17 +393,17 @@ def dataset_from_raw(
         raise ConfigError(f"unknown task {task!r}", f"use one of {', '.join(TASKS)}")
     bundled = raw.source.startswith("bundled:")
     reading = f"bundled dataset {raw.name!r}" if bundled else f"'{raw.filename}'"
-    table = table_from_bytes(raw.data, raw.filename, reading)
     name, source_text, label, digest = raw.name, raw.source, raw.label, raw.digest
+    entry: BundledDataset | None = BUNDLED.get(name) if source_text.startswith("bundled:") else None
+    molecules = open_molecules(raw.data, name=raw.filename, label=reading, header=header)
+    requested = smiles_column or (entry.smiles_column if entry else None)
+    # The column is found before the rows are read: naming it may settle a .smi header.
+    smiles_col = "" if molecules.format == "sdf" else molecules.smiles_column(requested)
+    table = molecules.table()
     table.columns = [str(c) for c in table.columns]
     columns = list(table.columns)
-    entry: BundledDataset | None = BUNDLED.get(name) if source_text.startswith("bundled:") else None
-
-    smiles_col = smiles_column or (
-        entry.smiles_column if entry else find_smiles_column(table, label)
-    )
-    if smiles_col not in columns:
-        raise _missing_column("column", smiles_col, columns, label, _SMILES_FLAG)
+    if molecules.format == "sdf":  # its properties are known once it is read
+        smiles_col = find_smiles_column(table, reading, requested)
     if isinstance(target_columns, str):
         targets = [target_columns]
     elif target_columns is not None:

@@ -72,6 +72,11 @@ class DatasetConfig(_Strict):
     duplicates: Literal["mean", "first", "drop_conflicting"] = "mean"
     standardize: bool = True
     tautomer: bool = False
+    header: bool | None = Field(
+        default=None,
+        description="Whether the file's first line names its columns (false: numbered "
+        "1, 2, ...); default: yes, and detected for .smi.",
+    )
 
     @field_validator("target_columns", mode="before")
     @classmethod

@@ -24,6 +24,7 @@ def standardize_steps(
     duplicates: str = "mean",
     standardize: bool = True,
     tautomer: bool = False,
+    header: bool | None = None,
 ) -> tuple[StepResult[bytes], StepResult[Dataset]]:
     """Run the ``dataset`` and ``standardize`` steps exactly as an experiment does."""
     from qemlflow.pipeline.config import DatasetConfig
@@ -37,6 +38,7 @@ def standardize_steps(
         duplicates=duplicates,
         standardize=standardize,
         tautomer=tautomer,
+        header=header,
     )
     return execute_data_steps(config, raw, executor)
 
@@ -62,6 +64,7 @@ def record_dataset_version(
         "duplicates": std_step.params.get("duplicates"),
         "standardize": std_step.params.get("standardize"),
         "tautomer": std_step.params.get("tautomer"),
+        **({"header": std_step.params["header"]} if "header" in std_step.params else {}),
     }
     record = DatasetRecord(
         id=content_key("dataset_version", "1", resolved, [data_step.output], {}),

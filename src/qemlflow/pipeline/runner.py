@@ -283,6 +283,8 @@ def execute_data_steps(
         "duplicates": config.duplicates,
         "standardize": config.standardize,
         "tautomer": config.tautomer,
+        # Only when given, so that the steps of configs without it keep their keys.
+        **({"header": config.header} if config.header is not None else {}),
     }
     report.start("standardize")
     std_step = executor.run(

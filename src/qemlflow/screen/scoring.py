@@ -84,12 +84,17 @@ class ChunkScorer:
             domain = ApplicabilityDomain(threshold=package.domain_threshold).fit_packed(bits)
         return cls(predictor, domain)
 
-    def score(self, ids: list[str], smiles: list[str]) -> pa.Table:
-        """Score one chunk: one output row per input row, in order; errors in place."""
+    def score(
+        self, ids: list[str], smiles: list[str], read_errors: list[str] | None = None
+    ) -> pa.Table:
+        """Score one chunk: one output row per input row, in order; errors in place.
+
+        A row with a ``read_errors`` entry (it could not be read) is not scored.
+        """
         import pyarrow as pa
 
         n = len(smiles)
-        errors: list[str | None] = [None] * n
+        errors: list[str | None] = [e or None for e in read_errors] if read_errors else [None] * n
         rows, X, bits = self._features(smiles, errors)
         ok = np.zeros(n, dtype=bool)
         ok[rows] = True
@@ -125,6 +130,9 @@ class ChunkScorer:
         if p.standardize:
             texts = []
             for i, given in enumerate(smiles):
+                if errors[i] is not None:  # the row could not be read
+                    texts.append("")
+                    continue
                 result = standardize_smiles(given, tautomer=p.tautomer, limits=p.limits)
                 texts.append(result.smiles or "")
                 if not result.ok:
@@ -133,7 +141,7 @@ class ChunkScorer:
         else:
             texts = [s.strip() for s in smiles]
             for i, text in enumerate(texts):
-                if problem := p.limits.admission_problem(text):
+                if errors[i] is None and (problem := p.limits.admission_problem(text)):
                     errors[i] = f"{Reason.TOO_LARGE}: {problem}"
             candidates = np.array([e is None for e in errors], dtype=bool)
         index = np.flatnonzero(candidates)
@@ -165,7 +173,7 @@ def load_scorer(package: ScoringPackage) -> ChunkScorer:
 
 def score_chunk(package: ScoringPackage, chunk: InputChunk) -> pa.Table:
     """Score ``chunk`` with the package's model (loaded on first use in this process)."""
-    return load_scorer(package).score(chunk.ids, chunk.smiles)
+    return load_scorer(package).score(chunk.ids, chunk.smiles, chunk.errors)
 
 
 def init_worker(package: ScoringPackage) -> None:
@@ -180,4 +188,4 @@ def init_worker(package: ScoringPackage) -> None:
 
 def score_loaded(key: str, chunk: InputChunk) -> pa.Table:
     """Score ``chunk`` with the scorer :func:`init_worker` loaded in this process."""
-    return _LOADED[key].score(chunk.ids, chunk.smiles)
+    return _LOADED[key].score(chunk.ids, chunk.smiles, chunk.errors)

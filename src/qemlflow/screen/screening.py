@@ -132,6 +132,7 @@ def screen(
     store: Store | None = None,
     smiles_column: str | None = None,
     id_column: str | None = None,
+    header: bool | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     workers: int = 1,
     engine: str = "local",
@@ -154,7 +155,10 @@ def screen(
         with ``trust_file``), or a model :func:`~qemlflow.pipeline.model_source.open_model`
         opened; see there for the rule between specs and paths.
     input_path
-        ``.smi``, ``.csv``, ``.tsv`` (each may be gzipped) or ``.parquet``.
+        ``.smi``, ``.csv``, ``.tsv``, ``.txt``, ``.sdf`` (each may be gzipped) or
+        ``.parquet``, read by the rules of :mod:`qemlflow.data.reader` (``header=False``:
+        a table without a header row); a row that cannot be read keeps its place with
+        its reason in ``error``.
     output
         ``.parquet`` or ``.csv``: one row per input row, in input order (unless ``top``):
         id, smiles, the model's outputs, domain_similarity, in_domain, error.
@@ -204,7 +208,9 @@ def screen(
     output = Path(output)
     if output.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"cannot write '{output}'", "name the output .parquet or .csv")
-    source = open_input(input_path, smiles_column=smiles_column, id_column=id_column)
+    source = open_input(
+        input_path, smiles_column=smiles_column, id_column=id_column, header=header
+    )
     loaded = (
         model
         if isinstance(model, OpenedModel)
@@ -216,6 +222,7 @@ def screen(
         "chunk_size": chunk_size,
         "smiles_column": source.smiles_column,
         "id_column": id_column,
+        **({"header": header} if header is not None else {}),
         "top": top,
         "by": ranking,
         "ascending": ascending if top is not None else None,

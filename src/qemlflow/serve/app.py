@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qemlflow._version import __version__
-from qemlflow.errors import QeMLflowError
+from qemlflow.errors import InputTooLargeError, QeMLflowError
 from qemlflow.serve.domain import DEFAULT_THRESHOLD
 from qemlflow.serve.metrics import (
     CONTENT_TYPE,
@@ -67,6 +67,12 @@ class ServeSettings(BaseModel):
     domain_threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0.0, le=1.0)
     max_body_bytes: int = Field(default=MIB, gt=0)
     max_batch: int = Field(default=10_000, gt=0)
+    max_upload_bytes: int = Field(
+        default=32 * MIB, gt=0, description="Largest uploaded table once decompressed."
+    )
+    max_field_bytes: int = Field(
+        default=MIB, gt=0, description="Largest row (or value) of an uploaded table."
+    )
     cors_origin: str | None = None
     public_docs: bool = False
     key_cache_seconds: float = Field(default=5.0, ge=0.0)
@@ -143,17 +149,34 @@ _PREDICT_BODY = {
 }
 
 
-async def _request_smiles(request: Request, smiles_column: str | None) -> list[str]:
-    """The SMILES of a JSON body, a CSV body or an uploaded CSV file (field ``file``)."""
+async def _request_smiles(
+    request: Request, smiles_column: str | None, settings: ServeSettings
+) -> list[str]:
+    """The SMILES of a JSON body, a CSV body or an uploaded file (field ``file``).
+
+    An uploaded table is decompressed and parsed in a worker thread, as a stream bounded
+    by the settings' limits (InputTooLargeError, answered 413, past any of them).
+    """
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    limits = {
+        "max_rows": settings.max_batch,
+        "max_bytes": settings.max_upload_bytes,
+        "max_field_bytes": settings.max_field_bytes,
+    }
     if content_type == "multipart/form-data":
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise HTTPException(422, "a multipart upload needs the CSV in a file field 'file'")
-        return smiles_from_table(await upload.read(), upload.filename, smiles_column)
+        data = await upload.read()
+        return await run_in_threadpool(
+            smiles_from_table, data, upload.filename, smiles_column, **limits
+        )
     if content_type in _CSV_TYPES:
-        return smiles_from_table(await request.body(), "upload.csv", smiles_column)
+        data = await request.body()
+        return await run_in_threadpool(
+            smiles_from_table, data, "upload.csv", smiles_column, **limits
+        )
     if content_type != "application/json":
         raise HTTPException(415, "send application/json, text/csv or a multipart CSV upload")
     return PredictRequest.model_validate_json(await request.body()).smiles
@@ -201,7 +224,7 @@ def create_app(service: ModelService, settings: ServeSettings, metrics: ServiceM
         smiles_column: Annotated[str | None, Query(description="SMILES column of a CSV.")] = None,
     ) -> PredictResponse:
         """Score molecules: one result per input SMILES, in order."""
-        smiles = await _request_smiles(request, smiles_column)
+        smiles = await _request_smiles(request, smiles_column, settings)
         return await service.predict(smiles)
 
     @app.get("/healthz", response_model=HealthResponse)
@@ -271,6 +294,10 @@ def _add_error_handlers(app: FastAPI) -> None:
             {"detail": exc.errors(include_url=False, include_input=False, include_context=False)},
             status_code=422,
         )
+
+    @app.exception_handler(InputTooLargeError)
+    async def upload_too_large(request: Request, exc: InputTooLargeError) -> JSONResponse:
+        return answer(413, exc)
 
     @app.exception_handler(QeMLflowError)
     async def unusable(request: Request, exc: QeMLflowError) -> JSONResponse:

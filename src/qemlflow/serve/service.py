@@ -259,15 +259,33 @@ def _training_smiles(store: Store, version: ModelVersion) -> list[str]:
     return smiles
 
 
-def smiles_from_table(data: bytes, filename: str | None, column: str | None) -> list[str]:
-    """The SMILES column of an uploaded table (CSV/TSV/SMI, by file name; default CSV)."""
-    from qemlflow.data.ingest import table_from_bytes
-    from qemlflow.pipeline.predict import find_smiles_column
+def smiles_from_table(
+    data: bytes,
+    filename: str | None,
+    column: str | None,
+    *,
+    max_rows: int | None = None,
+    max_bytes: int | None = None,
+    max_field_bytes: int | None = None,
+) -> list[str]:
+    """The SMILES column of an uploaded table (any format the reader knows, by file
+    name; default CSV; gzip also by its first bytes), one entry per row.
+
+    The upload is decompressed and parsed as a stream, stopped with InputTooLargeError
+    as soon as it passes ``max_bytes`` decompressed or ``max_rows`` rows (a Parquet file
+    is checked against its footer first); a row over ``max_field_bytes`` is an error.
+    A row that cannot be read gives an empty SMILES (an invalid molecule, in its place).
+    """
+    from qemlflow.data.reader import DEFAULT_MAX_FIELD_BYTES, ReadLimits, open_molecules
 
     name = filename if filename and "." in filename else "upload.csv"
-    table = table_from_bytes(data, name, f"the upload {name!r}")
-    smiles = table[find_smiles_column(table, column, f"the upload {name!r}")]
-    return ["" if v is None or v != v else str(v) for v in smiles.tolist()]
+    limits = ReadLimits(
+        max_field_bytes=max_field_bytes or DEFAULT_MAX_FIELD_BYTES,
+        max_bytes=max_bytes,
+        max_rows=max_rows,
+    )
+    source = open_molecules(data, name=name, label=f"the upload {name!r}", limits=limits)
+    return [molecule.smiles for molecule in source.molecules(column)]
 
 
 _Job = tuple[list[str], "Future[PredictResponse]"]
