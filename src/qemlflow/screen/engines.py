@@ -50,7 +50,7 @@ def run_chunks(
     elif workers <= 1:
         scorer = load_scorer(package)
         for chunk in chunks:
-            done(chunk, scorer.score(chunk.ids, chunk.smiles))
+            done(chunk, scorer.score(chunk.ids, chunk.smiles, chunk.errors))
     else:
         _run_pool(chunks, package, done, workers)
 
