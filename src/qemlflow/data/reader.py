@@ -295,7 +295,7 @@ def _mangle(names: list[str]) -> list[str]:
 
 def _is_molecule(text: str) -> bool:
     """Whether a column name is really a molecule (two or more heavy atoms)."""
-    if not text or len(text) > 300 or not text.strip():
+    if not text or len(text) > 300 or not text.strip() or _bad_text(text):
         return False
     from qemlflow.chem import parse_smiles
 
@@ -989,7 +989,7 @@ def _too_long_record(number: int, limits: ReadLimits) -> _Record:
 
 def _is_molecule_text(text: str) -> bool:
     """Whether ``text`` parses as a SMILES (any size): the first field of a .smi line."""
-    if not text or len(text) > 300:
+    if not text or len(text) > 300 or _bad_text(text):
         return bool(text)
     from qemlflow.chem import parse_smiles
 
