@@ -72,8 +72,8 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], code: int) -> str:
     assert code == 2, captured.out + captured.err
     text = " ".join(captured.err.split())  # rich may wrap one message over lines
     assert "Traceback" not in captured.err and "internal error" not in text
-    assert text.startswith("error:") and text.count("error:") == 1, text
-    return text
+    assert text.count("error:") == 1, text  # after the line naming the model, if any
+    return text[text.index("error:") :]
 
 
 def _options_exist(message: str, command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,7 +97,7 @@ def test_extra_fields_are_errors_in_place_everywhere(
 ) -> None:
     source = tmp_path / "extra.csv"
     source.write_text(EXTRA)  # row 2 would score 'benzene' (or OCC) if shifted
-    table = predict_file(trained.model, source)
+    table = predict_file(trained.model, source, trust_file=True)
     assert table["smiles"].tolist() == ["CCO", "", "CCN", "CC(=O)O"]
     errors = table["error"].tolist()
     assert errors[1] == "too_many_fields: line 3 has 3 fields but the header has 2"
@@ -124,7 +124,7 @@ def test_the_three_readers_agree_on_a_smi_gz_with_extra_fields(
     lines = ["CCO\tethanol", "c1ccccc1\tbenzene\tA\tB", "CCN\tx\ty", "C1CC", "", "CCC"]
     source = tmp_path / "library.smi.gz"
     source.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
-    table = predict_file(trained.model, source)
+    table = predict_file(trained.model, source, trust_file=True)
     out = tmp_path / "screened.parquet"
     assert _screen(trained, source, out) == 0
     screened = pq.read_table(out).to_pandas()
@@ -145,7 +145,15 @@ def test_headerless_tsv_hint_names_options_that_exist(
     source = tmp_path / "headerless.tsv"
     source.write_text("CCO\t1\nc1ccccc1\t2\nCCN\t3\n")
     for command in (
-        ["predict", str(trained.model), str(source), "-o", str(tmp_path / "p.csv")],
+        [
+            "predict",
+            "rd@1",
+            str(source),
+            "-o",
+            str(tmp_path / "p.csv"),
+            "--store",
+            str(trained.store),
+        ],
         [
             "screen",
             "rd@1",
@@ -165,7 +173,7 @@ def test_headerless_tsv_hint_names_options_that_exist(
     screened = pd.read_csv(out, keep_default_na=False)
     assert screened["smiles"].tolist() == ["CCO", "c1ccccc1", "CCN"]
     assert screened["id"].astype(str).tolist() == ["1", "2", "3"]
-    table = predict_file(trained.model, source, header=False)
+    table = predict_file(trained.model, source, header=False, trust_file=True)
     assert table["error"].tolist() == ["", "", ""]
 
 
@@ -175,8 +183,18 @@ def test_naming_the_first_smiles_is_refused_not_dropped(
     source = tmp_path / "headerless.csv"
     source.write_text("CCO,1.5\nCCN,2.5\nCCC,0.5\n")
     for command in (
-        ["predict", str(trained.model), str(source), "--smiles", "CCO"],
-        ["screen", "rd@1", str(source), "-o", str(tmp_path / "s.csv"), "--smiles-column", "CCO"],
+        ["predict", "rd@1", str(source), "--smiles", "CCO", "--store", str(trained.store)],
+        [
+            "screen",
+            "rd@1",
+            str(source),
+            "-o",
+            str(tmp_path / "s.csv"),
+            "--smiles-column",
+            "CCO",
+            "--store",
+            str(trained.store),
+        ],
         ["data", "add", str(source), "--smiles", "CCO"],
     ):
         message = _one_line_error(capsys, main(command))
@@ -198,11 +216,31 @@ def test_wrong_column_hints_name_the_option_of_each_command(
     source = tmp_path / "mols.csv"
     source.write_text("structure,y\nCCO,1\nCCN,2\n")
     for command in (
-        ["predict", str(trained.model), str(source)],
-        ["screen", "rd@1", str(source), "-o", str(tmp_path / "s.csv")],
+        ["predict", "rd@1", str(source), "--store", str(trained.store)],
+        [
+            "screen",
+            "rd@1",
+            str(source),
+            "-o",
+            str(tmp_path / "s.csv"),
+            "--store",
+            str(trained.store),
+        ],
         ["data", "add", str(source)],
-        ["predict", str(trained.model), str(source), "--smiles-column", "smile"],
-        ["screen", "rd@1", str(source), "-o", str(tmp_path / "s.csv"), "--id-column", "nope"],
+        ["predict", "rd@1", str(source), "--smiles-column", "smile", "--store", str(trained.store)],
+        [
+            "screen",
+            "rd@1",
+            str(source),
+            "-o",
+            str(tmp_path / "s.csv"),
+            "--id-column",
+            "nope",
+            "--store",
+            str(trained.store),
+            "--smiles",
+            "structure",
+        ],
         ["data", "add", str(source), "--smiles-column", "smile"],
     ):
         message = _one_line_error(capsys, main(command))
@@ -218,7 +256,7 @@ def test_a_10_mb_field_is_a_row_error_not_an_internal_error(
 ) -> None:
     source = tmp_path / "huge.csv"
     source.write_text("smiles,y\nCCO,1\n" + "C" * 10_000_000 + ",2\nCCN,3\n")
-    table = predict_file(trained.model, source)
+    table = predict_file(trained.model, source, trust_file=True)
     assert table["error"].tolist()[0] == "" and table["error"].tolist()[2] == ""
     assert table["error"].tolist()[1].startswith("row_too_large: line 3 is over 1,048,576 bytes")
     out = tmp_path / "s.csv"
@@ -228,7 +266,9 @@ def test_a_10_mb_field_is_a_row_error_not_an_internal_error(
     assert ds.rows["reason"].tolist() == ["", "row_too_large", ""]
     quoted = tmp_path / "unclosed.csv"
     quoted.write_text('smiles,y\nCCO,1\n"CCN,2\nCCC,3\n')
-    code = main(["predict", str(trained.model), str(quoted), "-o", str(tmp_path / "q.csv")])
+    code = main(
+        ["predict", str(trained.model), str(quoted), "-o", str(tmp_path / "q.csv"), "--trust-file"]
+    )
     message = _one_line_error(capsys, code)
     assert "line 3 opens a quoted field that is never closed" in message
 

@@ -208,9 +208,7 @@ def screen(
     output = Path(output)
     if output.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"cannot write '{output}'", "name the output .parquet or .csv")
-    source = open_input(
-        input_path, smiles_column=smiles_column, id_column=id_column, header=header
-    )
+    source = open_input(input_path, smiles_column=smiles_column, id_column=id_column, header=header)
     loaded = (
         model
         if isinstance(model, OpenedModel)
