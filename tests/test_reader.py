@@ -296,3 +296,23 @@ def test_bundled_datasets_read_exactly_as_pandas_reads_them() -> None:
         expected = pd.read_csv(pd.io.common.BytesIO(data))
         got = open_molecules(data, name=entry.filename.removesuffix(".gz")).table()
         pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_run_and_data_add_read_headerless_files(
+    tmp_path: Path, esol_frame: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "headerless.csv"
+    esol_frame.head(200)[["smiles", "logp"]].to_csv(source, index=False, header=False)
+    config = {
+        **CONFIG,
+        "dataset": {"source": str(source), "header": False, "smiles_column": "1"},
+    }
+    result = qm.run(config, tmp_path / "run")
+    assert result.dataset.target_names == ["2"]
+    assert len(result.dataset.rows) == 200  # the first molecule is a row, not a header
+    store = str(tmp_path / "store")
+    code = main(
+        ["data", "add", str(source), "--no-header", "--smiles-column", "1", "--store", store]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert "200 rows -> 200 molecules" in capsys.readouterr().out
