@@ -382,7 +382,7 @@ class MoleculeFile:
         self.header = True
         self.delimiter = ","
         self.columns: list[str] = []
-        self._sample: list[str] = []
+        self._header_fields: list[str] = []  # the first line as split, named or not
         if self.ext == ".parquet":
             if header is False:
                 raise DataError(
@@ -531,7 +531,7 @@ class MoleculeFile:
         if not self.header:
             return columns[0]
         fix = ""
-        if self.ext != ".parquet" and columns and _is_molecule(self._header_fields[0]):
+        if self.ext not in (".parquet", ".sdf") and _is_molecule(self._header_fields[0]):
             fix = f"its first line looks like a molecule: pass {HEADER_OPTION} / header=False, or "
         return find_smiles_column(columns, self.label, None, fix)
 
