@@ -213,3 +213,26 @@ def test_arbitrary_bytes_as_parquet(name: str) -> None:
     for data in (b"PAR1", b"PAR1\x00\x00\x00\x00PAR1", b"garbage" * 10):
         molecules, error = _read(data, name)
         assert molecules is None and "Parquet" in error
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.builds(lambda b: gzip.compress(b, mtime=0), st.binary(max_size=400)),
+        st.builds(
+            lambda rows: "".join(_written(rows, ",")).encode(),
+            st.lists(st.lists(_FIELD[","], max_size=4), min_size=1, max_size=20),
+        ),
+    ),
+    st.sampled_from(["upload.csv", "x.tsv", "x.smi.gz", "x.sdf", "x.parquet", None]),
+)
+def test_service_uploads_raise_only_data_errors(data: bytes, filename: str | None) -> None:
+    from qemlflow.serve.service import smiles_from_table
+
+    try:
+        smiles = smiles_from_table(data, filename, None, max_rows=15, max_bytes=2000)
+    except DataError as exc:  # InputTooLargeError included: the service answers 413/422
+        assert "\n" not in str(exc) and exc.fix
+        return
+    assert len(smiles) <= 15 and all(isinstance(s, str) for s in smiles)
