@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+from hypothesis import strategies as st
 from tests.test_serve import _auth, _free_port, _small_esol, serving
 
 import qemlflow as qm
@@ -313,3 +314,89 @@ def test_signal_drains_and_exits_within_ten_seconds(served: Served, signum: int)
         time.sleep(0.05)
     left = [pid for pid in children if psutil.pid_exists(pid)]
     assert not [p for p in left if psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+# -- the request schema, fuzzed ----------------------------------------------------------
+
+_MIB = 1024 * 1024
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_MOLECULES = st.one_of(
+    st.text(max_size=30),  # any unicode: NUL, emoji, right-to-left marks, ...
+    st.text(alphabet="CNOSclnos1234()=#[]+-@H/\\.%", max_size=60),  # SMILES-like noise
+    st.sampled_from(
+        ["", " ", "CCO", "c1ccccc1O", "C1CC", "c1cccc1", "[Xe]", "💊", "C" * 6000, "x" * 200_000]
+    ),
+)
+
+
+def _fuzz_settings(examples: int) -> Any:
+    from hypothesis import HealthCheck, settings
+
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+def test_any_json_body_gets_an_answer_never_a_server_error(
+    served: Served, server: tuple[str, Any]
+) -> None:
+    from hypothesis import given
+
+    url, _ = server
+    with httpx.Client(base_url=url, headers=_auth(served.key), timeout=60) as http:
+
+        @_fuzz_settings(120)
+        @given(body=_JSON | st.fixed_dictionaries({"smiles": _JSON}) | st.binary(max_size=64))
+        def check(body: Any) -> None:
+            if isinstance(body, bytes):
+                response = http.post("/predict", content=body)
+            else:
+                response = http.post("/predict", json=body)
+            assert response.status_code in (200, 422), (body, response.text)
+            if response.status_code == 200:  # only {"smiles": [str, ...]} is accepted
+                sent = json.loads(body) if isinstance(body, bytes) else body
+                assert list(sent) == ["smiles"] and all(isinstance(s, str) for s in sent["smiles"])
+                assert len(response.json()["results"]) == len(sent["smiles"])
+
+        check()
+
+
+def test_any_smiles_list_gets_one_result_per_input_in_order(
+    served: Served, server: tuple[str, Any]
+) -> None:
+    from hypothesis import given
+
+    url, _ = server
+    with httpx.Client(base_url=url, headers=_auth(served.key), timeout=60) as http:
+
+        @_fuzz_settings(80)
+        @given(smiles=st.lists(_MOLECULES, max_size=20))
+        def check(smiles: list[str]) -> None:
+            body = json.dumps({"smiles": smiles}).encode()
+            response = http.post(
+                "/predict", content=body, headers={"Content-Type": "application/json"}
+            )
+            if len(body) > _MIB:
+                assert response.status_code == 413
+                return
+            assert response.status_code == 200, response.text
+            rows = response.json()["results"]
+            assert [row["smiles"] for row in rows] == smiles
+            for given_smiles, row in zip(smiles, rows, strict=True):
+                assert (row["error"] is None) == (row["prediction"] is not None), row
+                if not parse_smiles(given_smiles).ok:
+                    assert row["error"], row  # an invalid molecule says why, in its place
+
+        check()

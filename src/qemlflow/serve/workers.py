@@ -498,6 +498,8 @@ class MoleculeWorkers:
             self._queue.appendleft(job)
 
     def _wait_seconds(self) -> float:
+        if self._done:  # answered from the cache: no reason to wait for anything
+            return 0.0
         now = time.monotonic()
         seconds = _TICK
         for worker in self._workers:
