@@ -68,6 +68,8 @@ _CHUNK = 16  # most molecules handed to a worker at once (results come back one 
 _TICK = 0.25  # the dispatcher wakes at least this often (heartbeat, stop, budgets)
 _STALE = 10.0  # a dispatcher silent this long is not healthy
 _FAILED_TTL = 60.0  # seconds a timeout or a worker crash is remembered for an input
+_START_SECONDS = 60.0  # a worker not ready this long after its start is replaced
+_READY = "ready"
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,10 @@ def _worker_main(conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     _die_with_parent()
     plans: dict[str, FeaturePlan] = {}
+    try:
+        conn.send(_READY)  # only now does a molecule's time budget start to run
+    except (EOFError, OSError):
+        return
     while True:
         try:
             task = conn.recv()
@@ -252,7 +258,8 @@ class _Worker:
     process: ForkServerProcess
     conn: Connection
     task: _Task | None = None
-    since: float = 0.0  # when its current molecule started
+    since: float = field(default_factory=time.monotonic)  # start, then current molecule
+    ready: bool = False
 
 
 class MoleculeWorkers:
@@ -464,7 +471,7 @@ class MoleculeWorkers:
             self._retry_at = now + 1.0
 
     def _assign(self) -> None:
-        idle = [w for w in self._workers if w is not None and w.task is None]
+        idle = [w for w in self._workers if w is not None and w.ready and w.task is None]
         while idle and self._queue:
             job = self._queue[0]
             if job.cancelled() or not job.pending:
@@ -531,7 +538,11 @@ class MoleculeWorkers:
         """Take every result the worker has sent; False when it is gone."""
         try:
             while worker.conn.poll():
-                task_id, position, prepared = worker.conn.recv()
+                message = worker.conn.recv()
+                if message == _READY:
+                    worker.ready = True
+                    continue
+                task_id, position, prepared = message
                 task = worker.task
                 if task is None or task.id != task_id or position != task.done:
                     continue  # a result nobody waits for any more
@@ -558,6 +569,9 @@ class MoleculeWorkers:
     def _enforce_budgets(self) -> None:
         now = time.monotonic()
         for slot, worker in enumerate(self._workers):
+            if worker is not None and not worker.ready and now - worker.since > _START_SECONDS:
+                self._replace(slot, "died")  # never came up
+                continue
             if worker is None or worker.task is None:
                 continue
             if now - worker.since <= worker.task.job.recipe.time_budget:
