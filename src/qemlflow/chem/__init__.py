@@ -11,9 +11,12 @@ from qemlflow.chem.molecule import (
     standardize_mol,
     standardize_smiles,
 )
+from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "MolResult",
+    "MoleculeLimits",
     "Reason",
     "butina_clusters",
     "canonical_smiles",

@@ -11,6 +11,8 @@ from rdkit import Chem, rdBase
 from rdkit.Chem.MolStandardize import rdMolStandardize
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
+from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
+
 __all__ = [
     "MolResult",
     "Reason",
@@ -35,6 +37,8 @@ class Reason(StrEnum):
     SANITIZATION = "sanitization_error"
     NO_ATOMS = "no_atoms"
     STANDARDIZATION = "standardization_error"
+    TOO_LARGE = "too_large"
+    TIMEOUT = "timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +63,12 @@ def _failure(reason: Reason, detail: str) -> MolResult:
     return MolResult(mol=None, smiles=None, reason=reason, detail=detail)
 
 
-def parse_smiles(smiles: Any) -> MolResult:
+def parse_smiles(smiles: Any, *, limits: MoleculeLimits | None = DEFAULT_LIMITS) -> MolResult:
     """Parse and sanitize one SMILES string, telling why when it fails.
+
+    A SMILES longer than ``limits.max_smiles_length`` is refused before parsing, a molecule
+    with more than ``limits.max_heavy_atoms`` heavy atoms before sanitization (reason
+    ``too_large``); ``limits=None`` admits anything.
 
     Examples
     --------
@@ -72,6 +80,8 @@ def parse_smiles(smiles: Any) -> MolResult:
     <Reason.SANITIZATION: 'sanitization_error'>
     >>> parse_smiles("  ").reason
     <Reason.EMPTY: 'empty'>
+    >>> parse_smiles("C" * 400).detail
+    '400 heavy atoms, over the limit of 300 (raise limits.max_heavy_atoms to admit it)'
     """
     if smiles is None or (isinstance(smiles, float) and smiles != smiles):
         return _failure(Reason.EMPTY, "no SMILES given")
@@ -80,16 +90,26 @@ def parse_smiles(smiles: Any) -> MolResult:
     text = smiles.strip()
     if not text:
         return _failure(Reason.EMPTY, "SMILES is empty")
+    if limits is not None and (problem := limits.length_problem(text)):
+        return _failure(Reason.TOO_LARGE, problem)
     mol = Chem.MolFromSmiles(text, sanitize=False)
     if mol is None:
-        return _failure(Reason.UNPARSABLE, f"cannot parse SMILES {text!r}")
+        return _failure(Reason.UNPARSABLE, f"cannot parse SMILES {_shown(text)}")
     if mol.GetNumAtoms() == 0:
-        return _failure(Reason.NO_ATOMS, f"SMILES {text!r} has no atoms")
+        return _failure(Reason.NO_ATOMS, f"SMILES {_shown(text)} has no atoms")
+    if limits is not None and (problem := limits.atom_problem(mol.GetNumHeavyAtoms())):
+        return _failure(Reason.TOO_LARGE, problem)
     try:
         Chem.SanitizeMol(mol)
     except Exception as exc:  # RDKit raises several unrelated exception types here
-        return _failure(Reason.SANITIZATION, f"{text!r}: {_first_line(exc)}")
+        return _failure(Reason.SANITIZATION, f"{_shown(text)}: {_first_line(exc)}")
     return MolResult(mol=mol, smiles=Chem.MolToSmiles(mol))
+
+
+def _shown(text: Any, most: int = 200) -> str:
+    """``repr`` of a SMILES for a message, cut to ``most`` characters (errors stay one line)."""
+    shown = repr(text)
+    return shown if len(shown) <= most else f"{shown[: most - 3]}..."
 
 
 def _first_line(exc: BaseException) -> str:
@@ -130,8 +150,13 @@ def standardize_mol(mol: Chem.Mol, *, tautomer: bool = False) -> Chem.Mol:
     return result
 
 
-def standardize_smiles(smiles: Any, *, tautomer: bool = False) -> MolResult:
+def standardize_smiles(
+    smiles: Any, *, tautomer: bool = False, limits: MoleculeLimits | None = DEFAULT_LIMITS
+) -> MolResult:
     """Parse, standardize and canonicalize one SMILES string.
+
+    ``limits`` are checked while parsing (see :func:`parse_smiles`), before any
+    standardization work is done.
 
     Examples
     --------
@@ -140,15 +165,15 @@ def standardize_smiles(smiles: Any, *, tautomer: bool = False) -> MolResult:
     >>> standardize_smiles("not a smiles").reason
     <Reason.UNPARSABLE: 'unparsable'>
     """
-    parsed = parse_smiles(smiles)
+    parsed = parse_smiles(smiles, limits=limits)
     if parsed.mol is None:
         return parsed
     try:
         mol = standardize_mol(parsed.mol, tautomer=tautomer)
     except Exception as exc:  # RDKit raises several unrelated exception types here
-        return _failure(Reason.STANDARDIZATION, f"{smiles!r}: {_first_line(exc)}")
+        return _failure(Reason.STANDARDIZATION, f"{_shown(smiles)}: {_first_line(exc)}")
     if mol.GetNumAtoms() == 0:
-        return _failure(Reason.NO_ATOMS, f"{smiles!r} has no atoms after standardization")
+        return _failure(Reason.NO_ATOMS, f"{_shown(smiles)} has no atoms after standardization")
     return MolResult(mol=mol, smiles=Chem.MolToSmiles(mol))
 
 

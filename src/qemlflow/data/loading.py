@@ -36,6 +36,7 @@ from qemlflow.data.dataset import Dataset
 from qemlflow.data.ingest import SUPPORTED_EXTENSIONS, read_file_bytes, table_from_bytes
 from qemlflow.data.registry import BUNDLED, BundledDataset, bundled_bytes
 from qemlflow.errors import ConfigError, DataError
+from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
 
 __all__ = ["DUPLICATE_POLICIES", "TASKS", "load_dataset"]
 
@@ -315,16 +316,20 @@ def _merge_labels(
     return merged, ""
 
 
-def _standardize_all(values: list[Any], standardize: bool, tautomer: bool) -> dict[str, MolResult]:
+def _standardize_all(
+    values: list[Any], standardize: bool, tautomer: bool, limits: MoleculeLimits
+) -> dict[str, MolResult]:
     """Standardize each distinct SMILES string once.
 
     Serial on purpose: a process pool started from inside a library call breaks user
     scripts that lack an ``if __name__ == "__main__"`` guard (spawn) or holds threads (fork).
     """
     if not standardize:
-        return {v: parse_smiles(v) for v in dict.fromkeys(values) if isinstance(v, str)}
+        return {
+            v: parse_smiles(v, limits=limits) for v in dict.fromkeys(values) if isinstance(v, str)
+        }
     return {
-        v: standardize_smiles(v, tautomer=tautomer)
+        v: standardize_smiles(v, tautomer=tautomer, limits=limits)
         for v in dict.fromkeys(values)
         if isinstance(v, str)
     }
@@ -339,16 +344,17 @@ def load_dataset(
     duplicates: DuplicatePolicy = "mean",
     standardize: bool = True,
     tautomer: bool = False,
+    limits: MoleculeLimits = DEFAULT_LIMITS,
 ) -> Dataset:
     """Load a bundled dataset (by name) or a data file into a Dataset.
 
     Every input row ends up in ``Dataset.rows`` as ``ok``, ``merged`` (a duplicate of an
     earlier row's molecule) or ``rejected`` with a reason code: a chem reason such as
-    ``unparsable``, or ``non_numeric_label``, ``missing_label``, ``conflicting_duplicate``.
-    Columns default from the registry for bundled datasets; for files the SMILES column
-    is one named smiles/smi/mol (any case) and the targets are the numeric columns. The
-    task is classification when every label is 0/1, else regression. See the module
-    docstring for the duplicate policies.
+    ``unparsable`` or ``too_large`` (over the admission ``limits``), or ``non_numeric_label``,
+    ``missing_label``, ``conflicting_duplicate``. Columns default from the registry for
+    bundled datasets; for files the SMILES column is one named smiles/smi/mol (any case)
+    and the targets are the numeric columns. The task is classification when every label
+    is 0/1, else regression. See the module docstring for the duplicate policies.
 
     Examples
     --------
@@ -368,6 +374,7 @@ def load_dataset(
         duplicates=duplicates,
         standardize=standardize,
         tautomer=tautomer,
+        limits=limits,
     )
 
 
@@ -380,6 +387,7 @@ def dataset_from_raw(
     duplicates: DuplicatePolicy = "mean",
     standardize: bool = True,
     tautomer: bool = False,
+    limits: MoleculeLimits = DEFAULT_LIMITS,
 ) -> Dataset:
     """Build a Dataset from raw file bytes; the options are those of :func:`load_dataset`."""
     if duplicates not in DUPLICATE_POLICIES:
@@ -430,10 +438,12 @@ def dataset_from_raw(
     mol_index = [-1] * n
     record_errors: dict[int, tuple[str, str]] = table.attrs.get(RECORD_ERRORS_ATTR, {})
     raw_smiles = table[smiles_col].tolist()
-    standardized = _standardize_all(raw_smiles, standardize, tautomer)
+    standardized = _standardize_all(raw_smiles, standardize, tautomer, limits)
     groups: dict[str, list[int]] = {}
     for i, value in enumerate(raw_smiles):
-        result = standardized[value] if isinstance(value, str) else parse_smiles(value)
+        result = (
+            standardized[value] if isinstance(value, str) else parse_smiles(value, limits=limits)
+        )
         if i in record_errors:
             reason[i], detail[i] = record_errors[i]
         elif result.smiles is None:

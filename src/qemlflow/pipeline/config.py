@@ -10,12 +10,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qemlflow.errors import ConfigError, QeMLflowError
+from qemlflow.limits import MoleculeLimits
 
 __all__ = [
     "TASK_DEFAULTS",
     "DatasetConfig",
     "EvaluationConfig",
     "ExperimentConfig",
+    "LimitsConfig",
     "ModelConfig",
     "SplitConfig",
     "load_config",
@@ -118,6 +120,23 @@ class EvaluationConfig(_Strict):
     plots: bool = True
 
 
+class LimitsConfig(_Strict):
+    """Admission limits per molecule (see :class:`qemlflow.chem.MoleculeLimits`).
+
+    They apply when the dataset is standardized (a molecule over a limit is rejected as
+    ``too_large``, kept with its reason) and travel with the model to ``predict``,
+    ``screen`` and the prediction service.
+    """
+
+    max_smiles_length: int = Field(default=5_000, ge=1, le=10_000_000)
+    max_heavy_atoms: int = Field(default=300, ge=1, le=1_000_000)
+    time_budget_seconds: float = Field(default=5.0, gt=0.0, le=3_600.0)
+
+    def molecule_limits(self) -> MoleculeLimits:
+        """These limits as the chemistry layer takes them."""
+        return MoleculeLimits(**self.model_dump())
+
+
 class ExperimentConfig(_Strict):
     """A whole experiment: dataset -> standardize -> featurize -> split -> fit -> evaluate.
 
@@ -136,6 +155,7 @@ class ExperimentConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     promotion: dict[str, Any] | None = Field(
         default=None,
         description="Promotion gates for the registry, e.g. "

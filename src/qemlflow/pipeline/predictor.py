@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from qemlflow.errors import ModelError
+from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
 from qemlflow.pipeline.versions import library_versions
 
 __all__ = [
@@ -34,7 +35,8 @@ class Predictor:
     """Standardization settings + featurizer spec + fitted model, saved as one file.
 
     ``predict`` takes raw SMILES and returns a table row-aligned with them; invalid
-    molecules get an ``error`` instead of a prediction.
+    molecules, and molecules over the model's admission ``limits``, get an ``error``
+    instead of a prediction.
     """
 
     model: Any
@@ -43,6 +45,8 @@ class Predictor:
     target_names: list[str]
     standardize: bool = True
     tautomer: bool = False
+    # A class-level default, so that model files written before limits existed load with it.
+    limits: MoleculeLimits = DEFAULT_LIMITS
     metadata: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
 
@@ -57,8 +61,11 @@ class Predictor:
         from qemlflow.chem import parse_smiles, standardize_smiles
 
         inputs = ["" if s is None or (isinstance(s, float) and s != s) else str(s) for s in smiles]
+        limits = self.limits
         parsed = [
-            standardize_smiles(s, tautomer=self.tautomer) if self.standardize else parse_smiles(s)
+            standardize_smiles(s, tautomer=self.tautomer, limits=limits)
+            if self.standardize
+            else parse_smiles(s, limits=limits)
             for s in inputs
         ]
         ok = np.array([p.ok for p in parsed], dtype=bool)

@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from qemlflow.errors import DataError
+from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
 from qemlflow.pipeline.config import (
     DatasetConfig,
     ExperimentConfig,
@@ -107,7 +108,8 @@ def execute(
     from qemlflow.splits import split as make_split
 
     report = report or SilentProgress()
-    _, std_step = execute_data_steps(cfg.dataset, raw, executor, report)
+    limits = cfg.limits.molecule_limits()
+    _, std_step = execute_data_steps(cfg.dataset, raw, executor, report, limits=limits)
     dataset: Dataset = std_step.value
     if len(dataset) < _MIN_MOLECULES:
         raise _too_few_molecules(dataset)
@@ -183,6 +185,7 @@ def execute(
             target_names=list(dataset.target_names),
             standardize=cfg.dataset.standardize,
             tautomer=cfg.dataset.tautomer,
+            limits=limits,
         )
 
     fit_params = {
@@ -191,6 +194,7 @@ def execute(
         "coverage": cfg.model.coverage,
         "calibration": cfg.model.calibration,
         "seed": cfg.seed,
+        "limits": limits.to_dict(),  # they travel inside the model file
     }
     report.start("fit")
     fit_step = executor.run(
@@ -245,8 +249,13 @@ def execute_data_steps(
     raw: RawData,
     executor: StepExecutor,
     report: ProgressReporter | None = None,
+    *,
+    limits: MoleculeLimits = DEFAULT_LIMITS,
 ) -> tuple[StepResult[bytes], StepResult[Dataset]]:
-    """Run the ``dataset`` (raw bytes) and ``standardize`` steps."""
+    """Run the ``dataset`` (raw bytes) and ``standardize`` steps.
+
+    ``limits`` are the admission limits: a molecule over them is rejected as ``too_large``.
+    """
     from qemlflow.data import dataset_from_raw
 
     report = report or SilentProgress()
@@ -272,9 +281,9 @@ def execute_data_steps(
     report.start("standardize")
     std_step = executor.run(
         "standardize",
-        params,
+        {**params, "limits": limits.to_dict()},
         [data_step.key],
-        lambda: dataset_from_raw(raw, **params),
+        lambda: dataset_from_raw(raw, **params, limits=limits),
         DatasetCodec(),
     )
     dataset: Dataset = std_step.value

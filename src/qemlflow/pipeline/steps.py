@@ -46,7 +46,9 @@ STEP_ORDER = ("dataset", "standardize", "featurize", "split", "fit", "predict", 
 # Bump a step's version when its code changes what it outputs: old cache entries then miss.
 STEP_VERSIONS: dict[str, str] = {
     **dict.fromkeys(STEP_ORDER, "1"),
-    "featurize": "2",  # 2: arrays stored in the narrowest exact dtype (ArrayCodec)
+    "standardize": "2",  # 2: admission limits (molecules over them rejected as too_large)
+    "featurize": "3",  # 2: narrowest exact dtype (ArrayCodec); 3: bounded Ipc over 150 atoms
+    "fit": "2",  # 2: the model file carries its admission limits
 }
 # The libraries whose versions can change a step's output.
 STEP_LIBRARIES: dict[str, tuple[str, ...]] = {

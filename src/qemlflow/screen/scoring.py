@@ -119,24 +119,27 @@ class ChunkScorer:
         self, smiles: list[str], errors: list[str | None]
     ) -> tuple[NDArray[np.intp], NDArray[Any], NDArray[np.uint8]]:
         """(rows scored, their features, their domain bits); fills ``errors`` for the rest."""
-        from qemlflow.chem import parse_smiles, standardize_smiles
+        from qemlflow.chem import Reason, parse_smiles, standardize_smiles
 
         p = self.predictor
         if p.standardize:
             texts = []
             for i, given in enumerate(smiles):
-                result = standardize_smiles(given, tautomer=p.tautomer)
+                result = standardize_smiles(given, tautomer=p.tautomer, limits=p.limits)
                 texts.append(result.smiles or "")
                 if not result.ok:
                     errors[i] = _error_text(result)
             candidates = np.array([e is None for e in errors], dtype=bool)
         else:
             texts = [s.strip() for s in smiles]
-            candidates = np.ones(len(smiles), dtype=bool)
+            for i, text in enumerate(texts):
+                if problem := p.limits.admission_problem(text):
+                    errors[i] = f"{Reason.TOO_LARGE}: {problem}"
+            candidates = np.array([e is None for e in errors], dtype=bool)
         index = np.flatnonzero(candidates)
         X, bits, valid = self.plan.compute_valid([texts[i] for i in index])
         for i in index[~valid]:
-            parsed = parse_smiles(smiles[i])
+            parsed = parse_smiles(smiles[i], limits=p.limits)
             errors[i] = _error_text(parsed) if not parsed.ok else "featurization_error"
         if valid.all():  # the usual case: no copy of the feature matrix
             return index, X, bits
