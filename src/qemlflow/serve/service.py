@@ -144,7 +144,7 @@ class ServedModel:
     def recipe(self) -> FeatureRecipe:
         """What a worker process needs to prepare molecules for this model."""
         p = self.predictor
-        return FeatureRecipe(p.feature_spec, p.standardize, p.tautomer, _limits(p))
+        return FeatureRecipe(p.feature_spec, p.standardize, p.tautomer, p.limits)
 
     def smoke_test(
         self,
@@ -247,11 +247,6 @@ class ServedModel:
 def _row(values: NDArray[Any] | None) -> NDArray[Any]:
     assert values is not None  # a prepared molecule without an error has both rows
     return values
-
-
-def _limits(predictor: Predictor) -> Any:
-    """The model's admission limits (``Predictor.limits``), None for a model without them."""
-    return getattr(predictor, "limits", None)
 
 
 def _training_smiles(store: Store, version: ModelVersion) -> list[str]:

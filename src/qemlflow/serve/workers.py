@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
+
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerProcess
 
@@ -41,7 +43,6 @@ if TYPE_CHECKING:
     from qemlflow.serve.metrics import ServiceMetrics
 
 __all__ = [
-    "DEFAULT_TIME_BUDGET",
     "FeatureCache",
     "FeatureRecipe",
     "MoleculeWorkers",
@@ -51,9 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("qemlflow.serve")
-
-DEFAULT_TIME_BUDGET = 5.0
-"""Seconds one molecule may take (parse, standardize, featurize) when the model sets none."""
 
 # What the forkserver imports once, so that a fresh worker starts in milliseconds.
 _PRELOAD = [
@@ -89,7 +87,7 @@ class FeatureRecipe:
     spec: Any
     standardize: bool
     tautomer: bool
-    limits: Any = None
+    limits: MoleculeLimits = DEFAULT_LIMITS
 
     @cached_property
     def key(self) -> str:
@@ -99,9 +97,8 @@ class FeatureRecipe:
 
     @property
     def time_budget(self) -> float:
-        """Seconds one molecule may take: the model's limit, else the default."""
-        budget = getattr(self.limits, "time_budget_seconds", None)
-        return float(budget) if budget else DEFAULT_TIME_BUDGET
+        """Seconds one molecule may take (the model's ``limits.time_budget_seconds``)."""
+        return float(self.limits.time_budget_seconds)
 
 
 def prepare_molecule(recipe: FeatureRecipe, plan: FeaturePlan, smiles: str) -> Prepared:
@@ -112,11 +109,10 @@ def prepare_molecule(recipe: FeatureRecipe, plan: FeaturePlan, smiles: str) -> P
     from qemlflow.chem import parse_smiles, standardize_smiles
 
     try:
-        limits: dict[str, Any] = {} if recipe.limits is None else {"limits": recipe.limits}
         parsed = (
-            standardize_smiles(smiles, tautomer=recipe.tautomer, **limits)
+            standardize_smiles(smiles, tautomer=recipe.tautomer, limits=recipe.limits)
             if recipe.standardize
-            else parse_smiles(smiles, **limits)
+            else parse_smiles(smiles, limits=recipe.limits)
         )
         if not parsed.ok:
             error = f"{parsed.reason}: {parsed.detail}" if parsed.detail else str(parsed.reason)
