@@ -68,6 +68,7 @@ _STALE = 10.0  # a dispatcher silent this long is not healthy
 _FAILED_TTL = 60.0  # seconds a timeout or a worker crash is remembered for an input
 _START_SECONDS = 60.0  # a worker not ready this long after its start is replaced
 _READY = "ready"
+_NICE = 5
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,10 @@ def _worker_main(conn: Connection) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     _die_with_parent()
+    # The server's own work (HTTP, answers from the cache, the model call) is bounded and
+    # comes first; preparing new molecules takes the CPU that is left.
+    with contextlib.suppress(OSError):
+        os.nice(_NICE)
     plans: dict[str, FeaturePlan] = {}
     try:
         conn.send(_READY)  # only now does a molecule's time budget start to run
