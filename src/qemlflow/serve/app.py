@@ -341,3 +341,4 @@ def run_server(settings: ServeSettings, store: Store, *, log_level: str = "info"
         asyncio.run(Server(config).serve())
     finally:
         app.state.service.stop()  # no-op after a clean lifespan shutdown
+        faulthandler.cancel_dump_traceback_later()  # stopped in time: the caller goes on
