@@ -415,3 +415,15 @@ def test_any_smiles_list_gets_one_result_per_input_in_order(
                     assert row["error"], row  # an invalid molecule says why, in its place
 
         check()
+
+
+def test_readyz_says_503_when_the_scorer_cannot_take_work(served: Served) -> None:
+    with serving(served.store, f"{NAME}@production", poll_seconds=0, workers=1) as (url, app):
+        headers = _auth(served.key)
+        assert httpx.get(f"{url}/readyz", headers=headers).status_code == 200
+        app.state.service._pool.stop()  # the dispatcher ends, the worker is killed
+        answer = httpx.get(f"{url}/readyz", headers=headers)
+        assert answer.status_code == 503 and answer.json()["ready"] is False
+        refused = httpx.post(f"{url}/predict", json={"smiles": ["CCO"]}, headers=headers)
+        assert refused.status_code == 503
+        assert "readyz" in refused.json()["detail"]

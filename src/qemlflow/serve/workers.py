@@ -390,10 +390,12 @@ class MoleculeWorkers:
             if reason == "timeout":
                 error = (
                     f"timeout: preparing the molecule took over {job.recipe.time_budget:g} s, "
-                    "the model's time budget per molecule; it was stopped (simplify the "
-                    "molecule or raise the model's limits)"
+                    "the model's time budget per molecule, and was stopped "
+                    "(raise limits.time_budget_seconds to allow more)"
                 )
             else:
+                with contextlib.suppress(Exception):
+                    worker.process.join(timeout=1.0)
                 code = worker.process.exitcode
                 error = f"failed: the worker preparing the molecule died (exit code {code})"
             self._store(job, index, Prepared("", error), transient=True)
