@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
 
 if TYPE_CHECKING:
-    from multiprocessing.context import ForkServerProcess
+    from multiprocessing.process import BaseProcess
 
     from qemlflow.pipeline.scoring import FeaturePlan
     from qemlflow.serve.metrics import ServiceMetrics
@@ -256,7 +256,7 @@ class _Task:
 
 @dataclass(eq=False)
 class _Worker:
-    process: ForkServerProcess
+    process: BaseProcess
     conn: Connection
     task: _Task | None = None
     since: float = field(default_factory=time.monotonic)  # start, then current molecule
@@ -304,8 +304,11 @@ class MoleculeWorkers:
 
     def start(self) -> None:
         """Start the workers and the dispatcher; raises if not one worker can start."""
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(_PRELOAD)
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context: Any = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(_PRELOAD)
+        else:  # no forkserver on this platform: fresh interpreters, slower to start
+            context = multiprocessing.get_context("spawn")
         self._context = context
         self._stopping.clear()
         self._workers = [self._spawn() for _ in range(self.processes)]
