@@ -371,14 +371,17 @@ class ModelService:
         return model
 
     def stop(self) -> None:
-        """Stop the poller, then the worker processes (a request still waiting gets 503)."""
+        """Stop the worker processes (a request still waiting gets 503), then the poller.
+
+        The workers go first: a smoke test the poller may be waiting for then fails at once.
+        """
         self._stop.set()
-        if self._poller is not None:
-            self._poller.join(timeout=5)
-            self._poller = None
         if self._pool is not None:
             self._pool.stop()
             self._pool = None
+        if self._poller is not None:
+            self._poller.join(timeout=2)
+            self._poller = None
 
     @property
     def started(self) -> bool:

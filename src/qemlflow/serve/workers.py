@@ -324,9 +324,11 @@ class MoleculeWorkers:
         """Stop the dispatcher, fail what is still waiting and kill every worker."""
         self._stopping.set()
         self._wake()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=timeout)
+        if thread is None or not thread.is_alive():  # the dispatcher's state is ours now
+            self._fail_everything("the service is stopping")  # what came in meanwhile
         for worker in self._workers:
             if worker is not None:
                 self._kill(worker)
@@ -347,6 +349,10 @@ class MoleculeWorkers:
 
     def submit(self, job: WorkerJob) -> None:
         """Queue ``job``; ``finish`` is called with it once every molecule is prepared."""
+        if self._stopping.is_set():
+            job.failure = "the service is stopping"
+            self.finish([job])
+            return
         self._inbox.append(job)
         self._wake()
 
