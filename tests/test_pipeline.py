@@ -14,6 +14,7 @@ import qemlflow as qm
 from qemlflow.errors import ConfigError
 from qemlflow.pipeline import load_config, load_model, parse_config, run
 from qemlflow.pipeline.predict import predict_file
+from qemlflow.store import Store
 
 FAST_FEATURES = [{"type": "ecfp", "radius": 2, "size": 1024, "counts": True}]
 
@@ -95,10 +96,10 @@ def test_a_different_seed_changes_the_split(tmp_path: Path, small_esol_csv: Path
 
 def test_saved_model_scores_exactly_like_the_run(tmp_path: Path, small_esol_csv: Path) -> None:
     out = tmp_path / "out"
-    run(_config(small_esol_csv), out)
-    in_run = pd.read_csv(out / "predictions.csv", keep_default_na=False)
-
-    rescored = predict_file(out, small_esol_csv, tmp_path / "scored.csv")
+    with Store.open(tmp_path / "store") as store:  # the store that knows the model file
+        run(_config(small_esol_csv), out, store=store)
+        in_run = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+        rescored = predict_file(out, small_esol_csv, tmp_path / "scored.csv", store=store)
     written = pd.read_csv(tmp_path / "scored.csv", keep_default_na=False)
     assert list(written.columns[:2]) == ["smiles", "standardized_smiles"]
     assert {"prediction", "lower", "upper", "error"} <= set(written.columns)

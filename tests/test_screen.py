@@ -126,6 +126,7 @@ def test_outputs_are_byte_identical_across_engines(trained: Trained, tmp_path: P
             workers=workers,
             id_column="name",
             chunk_size=50,
+            trust_file=True,
         )
         for workers in (1, 2)
     }
@@ -146,6 +147,7 @@ def test_outputs_are_byte_identical_across_engines(trained: Trained, tmp_path: P
             "name",
             "--chunk-size",
             "50",
+            "--trust-file",
         )
     assert code == 0
     one = (tmp_path / "w1.parquet").read_bytes()
@@ -174,12 +176,12 @@ def _interrupt_midway(
     library = trained.library * 20  # ~6,000 molecules, 60 chunks
     source = _write_smi(tmp_path / "big.smi", library)
     reference = tmp_path / "reference.parquet"
-    screen(trained.model, source, reference, chunk_size=100)
+    screen(trained.model, source, reference, chunk_size=100, trust_file=True)
 
     out = tmp_path / "stopped.parquet"
     parts = out.with_name(out.name + ".parts")
     command = [sys.executable, "-m", "qemlflow", "screen", str(trained.model), str(source)]
-    command += ["-o", str(out), "--chunk-size", "100"]
+    command += ["-o", str(out), "--chunk-size", "100", "--trust-file"]
     # A shell without job control starts background jobs with SIGINT ignored, and the
     # child would inherit that: give it the default disposition, as a terminal would.
     child = subprocess.Popen(
@@ -202,10 +204,10 @@ def _interrupt_midway(
 def test_killed_screen_resumes_to_identical_bytes(trained: Trained, tmp_path: Path) -> None:
     source, reference, out, _, done, _ = _interrupt_midway(trained, tmp_path, signal.SIGKILL)
     with pytest.raises(ConfigError, match="--resume"):
-        screen(trained.model, source, out, chunk_size=100)
+        screen(trained.model, source, out, chunk_size=100, trust_file=True)
     with pytest.raises(ConfigError, match="chunk_size"):
-        screen(trained.model, source, out, chunk_size=50, resume=True)
-    result = screen(trained.model, source, out, chunk_size=100, resume=True)
+        screen(trained.model, source, out, chunk_size=50, resume=True, trust_file=True)
+    result = screen(trained.model, source, out, chunk_size=100, resume=True, trust_file=True)
     assert result.resumed_chunks == done
     assert out.read_bytes() == reference.read_bytes()
     assert not out.with_name(out.name + ".parts").exists()
@@ -217,22 +219,30 @@ def test_ctrl_c_stops_cleanly_and_the_cli_resumes(trained: Trained, tmp_path: Pa
     assert "--resume" in err and "Traceback" not in err
     parts = sorted(out.with_name(out.name + ".parts").glob("part-*.arrow"))
     assert len(parts) >= done  # every finished part kept, none half-written
-    args = [str(trained.model), str(source), "-o", str(out), "--chunk-size", "100"]
+    args = [str(trained.model), str(source), "-o", str(out), "--chunk-size", "100", "--trust-file"]
     assert _cli("screen", *args, "--resume") == 0
     assert out.read_bytes() == reference.read_bytes()
 
 
 def test_top_k_keeps_the_best_rows_deterministically(trained: Trained, tmp_path: Path) -> None:
     source = _write_smi(tmp_path / "lib.smi", trained.library * 2)  # every score twice: ties
-    full = screen(trained.model, source, tmp_path / "all.csv", chunk_size=70)
+    full = screen(trained.model, source, tmp_path / "all.csv", chunk_size=70, trust_file=True)
     table = pd.read_csv(full.output, keep_default_na=False, dtype={"id": str})
     scored = table[table["error"] == ""].copy()
     scored["row"] = scored["id"].astype(int)
     scored["prediction"] = scored["prediction"].astype(float)
 
-    best = screen(trained.model, source, tmp_path / "best.parquet", chunk_size=70, top=25)
+    best = screen(
+        trained.model, source, tmp_path / "best.parquet", chunk_size=70, top=25, trust_file=True
+    )
     low = screen(
-        trained.model, source, tmp_path / "low.parquet", chunk_size=33, top=25, ascending=True
+        trained.model,
+        source,
+        tmp_path / "low.parquet",
+        chunk_size=33,
+        top=25,
+        ascending=True,
+        trust_file=True,
     )
     got_best = pq.read_table(best.output).to_pandas()
     got_low = pq.read_table(low.output).to_pandas()
@@ -266,7 +276,9 @@ def test_model_file_without_its_store_leaves_the_domain_empty(
 ) -> None:
     source = _write_smi(tmp_path / "lib.smi", ["CCO", "c1ccccc1 benzene"])
     with Store.open(tmp_path / "other-store") as store, pytest.warns(UserWarning, match="domain"):
-        result = screen(trained.model, source, tmp_path / "out.parquet", store=store)
+        result = screen(
+            trained.model, source, tmp_path / "out.parquet", store=store, trust_file=True
+        )
         assert store.has_blob(result.model_digest)  # recorded: the model is kept
     table = pq.read_table(result.output).to_pandas()
     assert table["id"].tolist() == ["1", "benzene"]

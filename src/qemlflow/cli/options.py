@@ -11,7 +11,7 @@ import typer
 if TYPE_CHECKING:
     from qemlflow.store import Store
 
-__all__ = ["JsonOption", "StoreOption", "open_store"]
+__all__ = ["JsonOption", "StoreOption", "TrustFileOption", "open_store"]
 
 StoreOption = Annotated[
     str | None,
@@ -23,6 +23,15 @@ StoreOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+TrustFileOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-file",
+        help="Load a model file this store did not make: it is a pickle, and loading it runs "
+        "its code. Without this, such a file is refused unread; with it, the path and sha256 "
+        "are recorded in the audit trail (model.trusted).",
+    ),
+]
 
 
 @contextmanager

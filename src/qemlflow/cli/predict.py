@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from qemlflow.cli.render import console
+from qemlflow.cli.options import StoreOption, TrustFileOption, open_store
+from qemlflow.cli.render import console, error_console
 
 __all__ = ["register"]
 
@@ -17,8 +18,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command("predict")
     def predict_command(
-        model: Annotated[Path, typer.Argument(help="A model file or a run output folder.")],
+        model: Annotated[
+            str,
+            typer.Argument(
+                help="A run output folder or model file this store made, or a registered NAME, "
+                "NAME@ALIAS or NAME@N (NAME@X always means the registry: ./NAME@X is a path)."
+            ),
+        ],
         input: Annotated[Path, typer.Argument(help="Molecules: CSV/TSV/SMI (.gz), SDF, Parquet.")],
+        trust_file: TrustFileOption = False,
+        store: StoreOption = None,
         output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")] = Path(
             "predictions.csv"
         ),
@@ -28,9 +37,15 @@ def register(app: typer.Typer) -> None:
         n_jobs: Annotated[int, typer.Option("--n-jobs", help="Parallel featurization jobs.")] = 1,
     ) -> None:
         """Score molecules; one output row per input row, invalid ones marked in 'error'."""
+        from rich.markup import escape
+
+        from qemlflow.pipeline.model_source import open_model
         from qemlflow.pipeline.predict import predict_file
 
-        table = predict_file(model, input, output, smiles_column=smiles_column, n_jobs=n_jobs)
+        with open_store(store) as opened:
+            chosen = open_model(model, opened, trust_file=trust_file, purpose="predict")
+        error_console.print(escape(chosen.describe()), highlight=False, soft_wrap=True)
+        table = predict_file(chosen, input, output, smiles_column=smiles_column, n_jobs=n_jobs)
         failed = int((table["error"] != "").sum())
         console.print(
             f"{len(table)} molecules scored into [bold]{output}[/]"

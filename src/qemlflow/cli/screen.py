@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from qemlflow.cli.options import StoreOption, open_store
+from qemlflow.cli.options import StoreOption, TrustFileOption, open_store
 from qemlflow.cli.render import console, error_console
 
 __all__ = ["register"]
@@ -38,7 +38,11 @@ def register(app: typer.Typer) -> None:
     @app.command("screen")
     def screen_command(
         model: Annotated[
-            str, typer.Argument(help="A model file, a run output folder, or NAME[@ALIAS|@N].")
+            str,
+            typer.Argument(
+                help="A run output folder or model file this store made, or a registered NAME, "
+                "NAME@ALIAS or NAME@N (NAME@X always means the registry: ./NAME@X is a path)."
+            ),
         ],
         input: Annotated[
             Path, typer.Argument(help="Molecules: .smi, .csv, .tsv (.gz) or .parquet.")
@@ -46,6 +50,7 @@ def register(app: typer.Typer) -> None:
         output: Annotated[
             Path, typer.Option("--output", "-o", help="Where to write: .parquet or .csv.")
         ],
+        trust_file: TrustFileOption = False,
         smiles_column: Annotated[
             str | None, typer.Option("--smiles-column", help="SMILES column (default: detected).")
         ] = None,
@@ -96,6 +101,7 @@ def register(app: typer.Typer) -> None:
             TimeRemainingColumn,
         )
 
+        from qemlflow.pipeline.model_source import open_model
         from qemlflow.screen import ScreenInterruptedError, screen
 
         display = Progress(
@@ -113,9 +119,11 @@ def register(app: typer.Typer) -> None:
         with open_store(store) as opened, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
             try:
+                chosen = open_model(model, opened, trust_file=trust_file, purpose="screen")
+                error_console.print(escape(chosen.describe()), highlight=False, soft_wrap=True)
                 with display:
                     result = screen(
-                        model,
+                        chosen,
                         input,
                         output,
                         store=opened,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from qemlflow.pipeline.predictor import load_model
+from qemlflow.pipeline.model_source import OpenedModel, open_model
+
+if TYPE_CHECKING:
+    from qemlflow.store import Store
 
 __all__ = ["find_smiles_column", "predict_file"]
 
@@ -29,17 +33,27 @@ def find_smiles_column(table: pd.DataFrame, requested: str | None, source: str) 
 
 
 def predict_file(
-    model: str | Path,
+    model: str | Path | OpenedModel,
     input_path: str | Path,
     output: str | Path | None = None,
     *,
     smiles_column: str | None = None,
     n_jobs: int = 1,
+    store: Store | None = None,
+    trust_file: bool = False,
 ) -> pd.DataFrame:
-    """Score every row of ``input_path``; write the table to ``output`` when given."""
+    """Score every row of ``input_path``; write the table to ``output`` when given.
+
+    ``model`` is opened by :func:`~qemlflow.pipeline.model_source.open_model` with
+    ``store`` and ``trust_file``: a file is loaded only when ``store`` made it, or with
+    ``trust_file``.
+    """
     from qemlflow.data import read_table
 
-    predictor = load_model(model)
+    opened = (
+        model if isinstance(model, OpenedModel) else open_model(model, store, trust_file=trust_file)
+    )
+    predictor = opened.predictor
     table = read_table(input_path)
     column = find_smiles_column(table, smiles_column, str(input_path))
     result = predictor.predict(table[column].tolist(), n_jobs=n_jobs)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import io
+import json
 import pickle
 import warnings
 from collections.abc import Sequence
@@ -19,15 +22,23 @@ from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
 from qemlflow.pipeline.versions import library_versions
 
 __all__ = [
+    "MANIFEST_FILENAME",
+    "MANIFEST_FORMAT",
     "MODEL_FILENAME",
     "Predictor",
+    "check_manifest",
     "dump_predictor",
     "load_model",
     "load_predictor_bytes",
+    "manifest_path",
+    "read_manifest",
+    "write_model",
 ]
 
 MODEL_FILENAME = "model.joblib"
+MANIFEST_FILENAME = "model.json"
 _FORMAT = "qemlflow.predictor/1"
+MANIFEST_FORMAT = "qemlflow.model-manifest/1"
 
 
 @dataclass
@@ -125,11 +136,40 @@ class Predictor:
         return [f"{b}_{t}" for b in bases for t in self.target_names]
 
     def save(self, path: str | Path) -> Path:
-        """Write the predictor to ``path`` (a joblib file) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(dump_predictor(self))
-        return path
+        """Write the predictor to ``path`` (a joblib file), its manifest beside it
+        (:func:`manifest_path`), and return the path."""
+        return write_model(Path(path), self, dump_predictor(self))
+
+    def manifest(self, data: bytes, **extra: Any) -> dict[str, Any]:
+        """Describe the model file ``data`` (this predictor's bytes) in plain JSON.
+
+        What a reader needs before deciding to unpickle it: the file's sha256 and size,
+        the estimator's class, and every other field of the predictor (task, targets,
+        featurizer spec, standardization, library versions, ...); ``extra`` adds fields
+        (a run writes its ``run_id``).
+        """
+        model = type(self.model)
+        settings = {
+            f.name: _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "model"
+        }
+        return {
+            "format": MANIFEST_FORMAT,
+            "model_format": _FORMAT,
+            "model_sha256": hashlib.sha256(data).hexdigest(),
+            "model_bytes": len(data),
+            "estimator": f"{model.__module__}.{model.__qualname__}",
+            **settings,
+            **extra,
+        }
+
+
+def _plain(value: Any) -> Any:
+    """A predictor field as JSON can hold it (settings dataclasses become mappings)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 class _CanonicalPickler(pickle._Pickler):
@@ -206,10 +246,67 @@ def dump_predictor(predictor: Predictor) -> bytes:
     return gzip.compress(buffer.getvalue(), compresslevel=6, mtime=0)
 
 
+def manifest_path(model_path: Path) -> Path:
+    """Where the manifest of the model file ``model_path`` is: ``model.json`` beside
+    ``model.joblib`` (the same name with ``.json``)."""
+    return model_path.with_suffix(".json")
+
+
+def write_model(
+    path: Path, predictor: Predictor, data: bytes, *, run_id: str | None = None
+) -> Path:
+    """Write model-file bytes ``data`` (``predictor``, dumped) to ``path`` and its manifest
+    beside it; ``run_id`` is recorded in the manifest when given. Returns ``path``.
+
+    ``data`` is written exactly as given: a run writes its ``fit`` blob, so the file's
+    digest is the step's output digest.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    extra = {"model_file": path.name, **({"run_id": run_id} if run_id else {})}
+    text = json.dumps(predictor.manifest(data, **extra), indent=2, default=str) + "\n"
+    manifest_path(path).write_text(text, encoding="utf-8")
+    return path
+
+
+def read_manifest(model_path: Path) -> dict[str, Any] | None:
+    """The manifest beside ``model_path``, read as JSON (never unpickled); None when there
+    is none, or the JSON file there is not this model file's manifest."""
+    try:
+        data = json.loads(manifest_path(model_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != MANIFEST_FORMAT
+        or data.get("model_file", model_path.name) != model_path.name
+    ):
+        return None
+    return data
+
+
+def check_manifest(model_path: Path, digest: str) -> dict[str, Any] | None:
+    """Refuse a model file whose manifest names other bytes; return the manifest (or None).
+
+    A mismatch means the folder was altered or its files mixed up: nothing in it is
+    unpickled.
+    """
+    manifest = read_manifest(model_path)
+    if manifest is not None and manifest.get("model_sha256") != digest:
+        recorded = str(manifest.get("model_sha256"))[:12]
+        raise ModelError(
+            f"'{model_path}' does not match its manifest '{manifest_path(model_path).name}' "
+            f"(sha256 {digest[:12]} in the file, {recorded} in the manifest)",
+            "the folder was altered or mixed up: run 'qemlflow run' again or restore it",
+        )
+    return manifest
+
+
 def load_predictor_bytes(data: bytes, label: str) -> Predictor:
     """Load a predictor from model-file bytes; ``label`` names them in errors.
 
-    Only load bytes you trust: a model file is a pickle.
+    Only load bytes you trust: a model file is a pickle, and unpickling runs the code it
+    names. Commands establish that first (:func:`qemlflow.pipeline.model_source.open_model`).
     """
     try:
         payload = pickle.loads(gzip.decompress(data))
@@ -235,7 +332,10 @@ def _as_2d(values: Any) -> np.ndarray:
 def load_model(path: str | Path) -> Predictor:
     """Load a predictor from a model file or from a run output folder.
 
-    Only load files you trust: a model file is a pickle.
+    Only load files you trust: a model file is a pickle, and this loads it without asking
+    anyone (a manifest beside it that names other bytes is still refused). ``predict``,
+    ``screen`` and :func:`~qemlflow.pipeline.model_source.open_model` load only what the
+    store knows, or what the user explicitly trusts.
     """
     path = Path(path)
     if path.is_dir():
@@ -245,7 +345,15 @@ def load_model(path: str | Path) -> Predictor:
             f"no model at '{path}'",
             f"give a {MODEL_FILENAME} file or the output folder of 'qemlflow run'",
         )
-    predictor = load_predictor_bytes(path.read_bytes(), f"'{path}'")
+    data = path.read_bytes()
+    check_manifest(path, hashlib.sha256(data).hexdigest())
+    predictor = load_predictor_bytes(data, f"'{path}'")
+    warn_about_drift(predictor)
+    return predictor
+
+
+def warn_about_drift(predictor: Predictor) -> None:
+    """Warn when the predictor was saved with other library versions than these."""
     drift = {
         name: (saved, now)
         for name, now in library_versions().items()
@@ -254,6 +362,5 @@ def load_model(path: str | Path) -> Predictor:
     if drift:
         listed = ", ".join(f"{n} {a} -> {b}" for n, (a, b) in sorted(drift.items()))
         warnings.warn(
-            f"model was saved with other library versions ({listed})", RuntimeWarning, stacklevel=2
+            f"model was saved with other library versions ({listed})", RuntimeWarning, stacklevel=3
         )
-    return predictor

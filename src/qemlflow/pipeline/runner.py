@@ -22,7 +22,13 @@ from qemlflow.pipeline.config import (
     parse_config,
     without_n_jobs,
 )
-from qemlflow.pipeline.predictor import MODEL_FILENAME, Predictor
+from qemlflow.pipeline.predictor import (
+    MANIFEST_FILENAME,
+    MODEL_FILENAME,
+    Predictor,
+    dump_predictor,
+    write_model,
+)
 from qemlflow.pipeline.progress import ProgressReporter, SilentProgress
 from qemlflow.pipeline.steps import (
     STEP_ORDER,
@@ -503,6 +509,7 @@ _ARTIFACT_KINDS = {
     "predictions.csv": "text/csv",
     "rejected.csv": "text/csv",
     MODEL_FILENAME: "application/x-qemlflow-model",
+    MANIFEST_FILENAME: "application/json",
     "parity.png": "image/png",
     "roc.png": "image/png",
     "run.json": "application/json",
@@ -521,11 +528,11 @@ def _write_artifacts(result: RunResult, out: Path) -> Path:
     result.predictions.to_csv(out / "predictions.csv", index=False)
     result.dataset.write_rejected(out / "rejected.csv")
     fit = next((s for s in result.steps if s.step == "fit" and s.encoded is not None), None)
-    if fit is not None and fit.encoded is not None:
-        # The recorded blob itself, so the file's digest is the fit step's output digest.
-        (out / MODEL_FILENAME).write_bytes(fit.encoded)
-    else:
-        result.predictor.save(out / MODEL_FILENAME)
+    # The recorded blob itself, so the file's digest is the fit step's output digest; the
+    # manifest (model.json) describes it without unpickling.
+    encoded = fit.encoded if fit is not None and fit.encoded is not None else None
+    data = encoded if encoded is not None else dump_predictor(result.predictor)
+    write_model(out / MODEL_FILENAME, result.predictor, data, run_id=result.run_id)
     plots: list[str] = []
     if cfg.evaluation.plots and len(result.split.test):
         test = result.split.test
@@ -569,6 +576,7 @@ def _write_artifacts(result: RunResult, out: Path) -> Path:
                     "predictions.csv",
                     "rejected.csv",
                     MODEL_FILENAME,
+                    MANIFEST_FILENAME,
                     *plots,
                 ]
             ),

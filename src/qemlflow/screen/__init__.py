@@ -4,9 +4,10 @@ From Python (``qemlflow screen`` on the command line)::
 
     from qemlflow.screen import screen
 
-    screen("model.joblib", "library.smi.gz", "scores.parquet", workers=4)
+    screen("sol@production", "library.smi.gz", "scores.parquet", store=store, workers=4)
 """
 
+from qemlflow.screen.parts import ScreenPartError
 from qemlflow.screen.screening import (
     ScreenInterruptedError,
     ScreenProgress,
@@ -14,4 +15,4 @@ from qemlflow.screen.screening import (
     screen,
 )
 
-__all__ = ["ScreenInterruptedError", "ScreenProgress", "ScreenResult", "screen"]
+__all__ = ["ScreenInterruptedError", "ScreenPartError", "ScreenProgress", "ScreenResult", "screen"]

@@ -2,14 +2,15 @@
 
 The input is cut into fixed chunks (chunk ``i`` = rows ``[i*C, (i+1)*C)``), each chunk is
 scored independently (here, in local worker processes or on a Dask cluster) into a part
-file, and the parts are assembled in order into one row-aligned output. The screen is
-recorded in the store's audit trail as ``screen.completed``.
+file, and the parts are assembled in order into one row-aligned output, each part checked
+against its record (the input rows it covers and their digest, its own digest) on resuming
+and again on assembly. The screen is recorded in the store's audit trail as
+``screen.completed``, only after that verified output is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from qemlflow.errors import ConfigError, QeMLflowError
+from qemlflow.pipeline.model_source import OpenedModel, open_model
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -62,52 +64,11 @@ class ScreenResult:
     domain: bool
     audit_seq: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    rescored_chunks: int = 0
+    """Chunks whose kept part did not match its record on resuming, and were scored again."""
 
 
-@dataclass(frozen=True)
-class _Model:
-    label: str
-    digest: str
-    data: bytes
-    predictor: Predictor
-    run_id: str | None
-    version: str | None
-
-
-def _load_model(spec: str | Path, store: Store | None) -> _Model:
-    """A model file (or run folder) when the path exists, else a registry spec."""
-    from qemlflow.pipeline.predictor import MODEL_FILENAME, load_predictor_bytes
-
-    path = Path(spec)
-    if path.is_dir():
-        path = path / MODEL_FILENAME
-    if path.is_file():
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        predictor = load_predictor_bytes(data, f"'{path}'")
-        run_id = _run_of_model(store, digest) if store is not None else None
-        return _Model(str(path), digest, data, predictor, run_id, None)
-    if store is None:
-        raise ConfigError(f"no model file '{spec}'", "give a model.joblib or a registry spec")
-    from qemlflow import registry
-
-    mv = registry.resolve(store, str(spec))
-    data = store.get_bytes(mv.model_digest)  # re-hashed: an altered blob is refused
-    predictor = load_predictor_bytes(data, f"model {mv.spec}")
-    return _Model(mv.spec, mv.model_digest, data, predictor, mv.run_id, mv.spec)
-
-
-def _run_of_model(store: Store, digest: str) -> str | None:
-    """The run whose ``fit`` step made this model file, when the store has one."""
-    for step in store.find_steps(output_prefix=digest):
-        if step.step == "fit" and step.output == digest:
-            runs = store.runs_using_step(step.key)
-            if runs:
-                return runs[0]
-    return None
-
-
-def _domain_bits(store: Store | None, model: _Model) -> bytes | None:
+def _domain_bits(store: Store | None, model: OpenedModel) -> bytes | None:
     from qemlflow.pipeline.scoring import training_smiles
     from qemlflow.serve.domain import ecfp4_packed
 
@@ -164,7 +125,7 @@ def _require(module: str, extra: str) -> None:
 
 
 def screen(
-    model: str | Path,
+    model: str | Path | OpenedModel,
     input_path: str | Path,
     output: str | Path,
     *,
@@ -181,14 +142,17 @@ def screen(
     domain_threshold: float = 0.3,
     resume: bool = False,
     progress: ScreenProgress | None = None,
+    trust_file: bool = False,
 ) -> ScreenResult:
     """Score every molecule of ``input_path`` with ``model`` into ``output``.
 
     Parameters
     ----------
     model
-        A model file (or ``qemlflow run`` output folder), or a registry spec ``NAME``,
-        ``NAME@ALIAS``, ``NAME@N`` (needs ``store``).
+        A registry spec ``NAME``, ``NAME@ALIAS``, ``NAME@N`` (needs ``store``), a model
+        file or ``qemlflow run`` output folder (loaded only when ``store`` made it, or
+        with ``trust_file``), or a model :func:`~qemlflow.pipeline.model_source.open_model`
+        opened; see there for the rule between specs and paths.
     input_path
         ``.smi``, ``.csv``, ``.tsv`` (each may be gzipped) or ``.parquet``.
     output
@@ -207,17 +171,26 @@ def screen(
         regression, probability for classification), highest first (lowest first with
         ``ascending``); ties go to the earlier input row. Rows with errors never rank.
     resume
-        Continue an interrupted screen of the same input, model and options.
+        Continue an interrupted screen of the same input, model and options. Kept parts
+        are reused only when they match their records and the input rows they cover;
+        the others are scored again (with a warning).
     progress
         Receives progress; None reports nothing.
+    trust_file
+        Load a model file the store does not know (a pickle: loading runs its code);
+        audited as ``model.trusted``.
 
     Raises
     ------
+    UntrustedModelError
+        ``model`` is a file the store does not know, and ``trust_file`` is False.
+    ScreenPartError
+        A part changed on disk between its scoring and the assembly; nothing was written.
     ScreenInterruptedError
         On Ctrl-C; finished chunks are kept, and ``resume=True`` continues.
     """
     from qemlflow.screen.engines import dask_address, run_chunks
-    from qemlflow.screen.parts import TopK, WorkFolder, sha256_file, write_output
+    from qemlflow.screen.parts import TopK, WorkFolder, rows_digest, sha256_file, write_output
     from qemlflow.screen.reading import open_input
     from qemlflow.screen.scoring import ScoringPackage
 
@@ -232,7 +205,11 @@ def screen(
     if output.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"cannot write '{output}'", "name the output .parquet or .csv")
     source = open_input(input_path, smiles_column=smiles_column, id_column=id_column)
-    loaded = _load_model(model, store)
+    loaded = (
+        model
+        if isinstance(model, OpenedModel)
+        else open_model(model, store, trust_file=trust_file, purpose="screen")
+    )
     predictor = loaded.predictor
     ranking = _score_column(predictor, by) if top is not None else None
     params: dict[str, Any] = {
@@ -247,7 +224,7 @@ def screen(
     }
     input_digest = sha256_file(source.path)
     work = WorkFolder(output)
-    finished = work.start(
+    kept = work.start(
         {
             "input": source.path.name,
             "input_sha256": input_digest,
@@ -262,10 +239,13 @@ def screen(
     if progress is not None:
         progress.start(source.total, source.unit)
     counts = {"rows": 0, "chunks": 0, "position": 0}
+    input_digests: dict[int, str] = {}  # chunks in flight: the digest of their input rows
+    resumed: set[int] = set()
+    rescored: list[int] = []
 
     def record(chunk: InputChunk, table: pa.Table | None) -> None:
         if table is not None:
-            work.write_part(chunk.index, table)
+            work.write_part(chunk.index, chunk.start, table, input_digests.pop(chunk.index))
         # Skipped (resumed) chunks can be reported while earlier ones are still scoring.
         end = chunk.start + (table.num_rows if table is not None else chunk.rows)
         counts["rows"] = max(counts["rows"], end)
@@ -276,10 +256,20 @@ def screen(
 
     def to_score() -> Any:
         for chunk in source.chunks(chunk_size):
-            if chunk.index in finished:
-                record(chunk, None)
-            else:
-                yield chunk
+            digest = rows_digest(chunk.ids, chunk.smiles)
+            if chunk.index in kept:
+                problem = work.check(chunk.index, chunk.start, digest)
+                if problem is None:
+                    resumed.add(chunk.index)
+                    record(chunk, None)
+                    continue
+                warnings.warn(
+                    f"cannot reuse {problem}; scoring that chunk again", UserWarning, stacklevel=2
+                )
+                work.discard(chunk.index)
+                rescored.append(chunk.index)
+            input_digests[chunk.index] = digest
+            yield chunk
 
     try:
         run_chunks(to_score(), package, record, engine=engine, workers=workers, address=address)
@@ -294,7 +284,7 @@ def screen(
 
     def parts() -> Any:
         nonlocal errors
-        for table in work.parts(counts["chunks"]):
+        for table in work.parts(counts["chunks"]):  # each checked against its record
             errors += table.num_rows - table.column("error").null_count
             yield table.cast(schema)
 
@@ -305,9 +295,9 @@ def screen(
         for table in parts():
             best.add(table, start)
             start += table.num_rows
-        kept = [best.best] if best.best is not None else []
-        written = sum(t.num_rows for t in kept)
-        output_digest = write_output(output, iter(kept), schema, chunk_size)
+        winners = [best.best] if best.best is not None else []
+        written = sum(t.num_rows for t in winners)
+        output_digest = write_output(output, iter(winners), schema, chunk_size)
     else:
         written = counts["rows"]
         output_digest = write_output(output, parts(), schema, chunk_size)
@@ -322,10 +312,11 @@ def screen(
         errors=errors,
         written=written,
         chunks=counts["chunks"],
-        resumed_chunks=len(finished),
+        resumed_chunks=len(resumed),
         seconds=time.perf_counter() - began,
         domain=domain_bits is not None,
         params=params,
+        rescored_chunks=len(rescored),
     )
     if store is not None:
         seq = _record(store, result, loaded, source.path, engine, workers)
@@ -334,7 +325,12 @@ def screen(
 
 
 def _record(
-    store: Store, result: ScreenResult, model: _Model, input_path: Path, engine: str, workers: int
+    store: Store,
+    result: ScreenResult,
+    model: OpenedModel,
+    input_path: Path,
+    engine: str,
+    workers: int,
 ) -> int:
     """Append ``screen.completed`` (the model file goes into the store, so the event's
     model digest can be verified like any other)."""
@@ -358,6 +354,8 @@ def _record(
             "written": result.written,
             "chunks": result.chunks,
             "resumed_chunks": result.resumed_chunks,
+            "rescored_chunks": result.rescored_chunks,
+            "model_origin": model.origin,
             "applicability_domain": result.domain,
             "engine": engine,
             "workers": workers,
