@@ -426,3 +426,25 @@ def test_readyz_says_503_when_the_scorer_cannot_take_work(served: Served) -> Non
         refused = httpx.post(f"{url}/predict", json={"smiles": ["CCO"]}, headers=headers)
         assert refused.status_code == 503
         assert "readyz" in refused.json()["detail"]
+
+
+def test_service_recovers_when_the_forkserver_and_every_worker_are_killed(
+    served: Served,
+) -> None:
+    from multiprocessing import forkserver
+
+    with serving(served.store, f"{NAME}@production", poll_seconds=0, workers=2) as (url, app):
+        pool = app.state.service._pool
+        workers = [w for w in pool._workers if w is not None]
+        server_pid = forkserver._forkserver._forkserver_pid
+        assert server_pid is not None
+        os.kill(server_pid, signal.SIGKILL)  # its children, the workers, die with it
+        deadline = time.monotonic() + 60
+        while any(w in pool._workers for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(w in pool._workers for w in workers)
+        with httpx.Client(base_url=url, headers=_auth(served.key), timeout=60) as http:
+            response = http.post("/predict", json={"smiles": served.smiles[120:130]})
+            assert response.status_code == 200
+            assert all(r["error"] is None for r in response.json()["results"])
+            assert http.get("/readyz").status_code == 200
