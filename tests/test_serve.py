@@ -300,17 +300,22 @@ def test_service_scores_like_the_predictor_in_process(trained: Trained) -> None:
     parts = model.score(trained.smiles[:7]) + model.score(trained.smiles[7:])
     for a, b, want in zip(whole, parts, expected.prediction, strict=True):
         assert a.prediction == b.prediction and _same(want, a.prediction)
-    # A big batch is standardized in worker processes: still the same rows, in order.
-    from qemlflow.serve.service import _PARALLEL_FROM, _start_pool
+    # Prepared in worker processes (a big batch, spread over them): the same rows, in order.
+    from qemlflow.serve.workers import MoleculeWorkers, WorkerJob
 
-    pool = _start_pool()
-    assert pool is not None  # this machine has 2 cores
+    finished: list[WorkerJob] = []
+    done = threading.Event()
+    workers = MoleculeWorkers(2, lambda jobs: (finished.extend(jobs), done.set()))
+    workers.start()
     try:
-        big = trained.smiles * (_PARALLEL_FROM // len(trained.smiles) + 1)
-        pooled = model.score(big, pool)
+        big = trained.smiles * 3
+        workers.submit(WorkerJob(model.recipe, model.cache, big, owner=None))
+        assert done.wait(120)
     finally:
-        pool.shutdown()
-    assert len(pooled) == len(big) > _PARALLEL_FROM
+        workers.stop()
+    (job,) = finished
+    pooled = model.results(big, [row for row in job.rows if row is not None])
+    assert len(pooled) == len(big)
     assert [r.model_dump() for r in pooled] == [r.model_dump() for r in model.score(big)]
     queries = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "[Xe]"]
     train = qm.featurize(_training_smiles(trained.store, trained.versions[2]), "ecfp")

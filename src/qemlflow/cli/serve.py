@@ -40,9 +40,21 @@ def register(app: typer.Typer) -> None:
         public_docs: Annotated[
             bool, typer.Option("--public-docs", help="Serve /docs and /openapi.json without a key.")
         ] = False,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                "--workers",
+                help="Worker processes that prepare molecules (default: one per core, at least 2).",
+                show_default=False,
+            ),
+        ] = None,
         store: StoreOption = None,
     ) -> None:
-        """Serve a registered model; follows its alias and swaps versions without downtime."""
+        """Serve a registered model; follows its alias and swaps versions without downtime.
+
+        Molecules are prepared in worker processes, each within the model's time budget;
+        SIGTERM or Ctrl+C lets requests in flight finish, then stops within 10 s.
+        """
         from pydantic import ValidationError
 
         from qemlflow.errors import ConfigError
@@ -66,6 +78,7 @@ def register(app: typer.Typer) -> None:
                 max_batch=max_batch,
                 cors_origin=cors_origin,
                 public_docs=public_docs,
+                workers=workers,
             )
         except ValidationError as exc:
             first = exc.errors()[0]

@@ -11,6 +11,7 @@ import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -75,7 +76,12 @@ class ServeSettings(BaseModel):
     )
     cors_origin: str | None = None
     public_docs: bool = False
-    key_cache_seconds: float = Field(default=5.0, ge=0.0)
+    key_cache_seconds: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="A revoked key is refused within this time."
+    )
+    workers: int | None = Field(
+        default=None, gt=0, description="Worker processes (default: one per core, at least 2)."
+    )
 
 
 class BodyLimitMiddleware:
@@ -314,6 +320,7 @@ def build_app(settings: ServeSettings, store: Store) -> FastAPI:
         domain_threshold=settings.domain_threshold,
         max_batch=settings.max_batch,
         key_cache_seconds=settings.key_cache_seconds,
+        workers=settings.workers,
         metrics=metrics,
     )
     app = create_app(service, settings, metrics)
@@ -321,9 +328,24 @@ def build_app(settings: ServeSettings, store: Store) -> FastAPI:
     return app
 
 
+# SIGTERM/SIGINT: requests in flight get this long to finish, then the service stops; a
+# process still alive at _EXIT_DEADLINE is ended by faulthandler's C watchdog thread.
+_GRACE_SECONDS = 5
+_EXIT_DEADLINE = 9.0
+
+
 def run_server(settings: ServeSettings, store: Store, *, log_level: str = "info") -> None:
-    """Load the model, then serve it with uvicorn until interrupted."""
+    """Load the model, then serve it with uvicorn until SIGTERM or SIGINT (then drain, exit)."""
+    import faulthandler
+
     import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Whatever happens during shutdown, the process is gone within 10 s: the
+            # watchdog runs in C and needs neither the GIL nor the event loop.
+            faulthandler.dump_traceback_later(_EXIT_DEADLINE, exit=True)
+            super().handle_exit(sig, frame)
 
     app = build_app(settings, store)
     app.state.service.start()  # fail here, before binding, when the model is unusable
@@ -331,10 +353,19 @@ def run_server(settings: ServeSettings, store: Store, *, log_level: str = "info"
     # garbage collector's full passes, which otherwise stall requests for tens of ms.
     gc.collect()
     gc.freeze()
-    # The event loop and the scoring thread share the GIL: hand it over more often than
-    # every 5 ms so that a request is not held up behind a whole batch's Python work.
+    # The event loop and the dispatcher thread share the GIL: hand it over more often
+    # than every 5 ms so that a request is not held up behind a batch's Python work.
     sys.setswitchinterval(0.001)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=log_level, access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=_GRACE_SECONDS,
     )
-    asyncio.run(uvicorn.Server(config).serve())
+    try:
+        asyncio.run(Server(config).serve())
+    finally:
+        app.state.service.stop()  # no-op after a clean lifespan shutdown
+        faulthandler.cancel_dump_traceback_later()  # stopped in time: the caller goes on

@@ -31,8 +31,12 @@ class ServiceMetrics:
     ``qemlflow_request_errors_total`` (responses with status >= 400),
     ``qemlflow_molecules_total`` by outcome (``scored`` / ``invalid``),
     ``qemlflow_out_of_domain_total`` and the running ``qemlflow_out_of_domain_ratio``,
-    ``qemlflow_model_swaps_total``, ``qemlflow_model_auto_rollbacks_total`` and
-    ``qemlflow_model_serving`` (1 for the version being served).
+    ``qemlflow_model_swaps_total``, ``qemlflow_model_auto_rollbacks_total``,
+    ``qemlflow_model_serving`` (1 for the version being served), and for the worker
+    processes: ``qemlflow_worker_restarts_total`` by reason (``timeout``, ``died``),
+    ``qemlflow_molecule_timeouts_total``, ``qemlflow_workers_live`` and
+    ``qemlflow_feature_cache_total`` by result (``hit``: prepared before, no worker needed;
+    ``miss``).
     """
 
     def __init__(self, endpoints: Iterable[str] = ()) -> None:
@@ -82,6 +86,28 @@ class ServiceMetrics:
             ["model", "version"],
             registry=r,
         )
+        self.worker_restarts = Counter(
+            "qemlflow_worker_restarts",
+            "Worker processes killed and replaced, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.molecule_timeouts = Counter(
+            "qemlflow_molecule_timeouts",
+            "Molecules cut off at their time budget",
+            registry=r,
+        )
+        self.workers_live = Gauge(
+            "qemlflow_workers_live", "Worker processes running now", registry=r
+        )
+        self.feature_cache = Counter(
+            "qemlflow_feature_cache",
+            "Molecules looked up in the feature cache, by result",
+            ["result"],
+            registry=r,
+        )
+        for reason in ("timeout", "died"):
+            self.worker_restarts.labels(reason)
         self._scored = 0
         self._outside = 0
         self._serving: tuple[str, str] | None = None
@@ -114,6 +140,13 @@ class ServiceMetrics:
         self._outside += outside
         if self._scored:
             self.out_of_domain_ratio.set(self._outside / self._scored)
+
+    def record_cache(self, hits: int, misses: int) -> None:
+        """Count feature-cache lookups of one request (distinct molecules)."""
+        if hits:
+            self.feature_cache.labels("hit").inc(hits)
+        if misses:
+            self.feature_cache.labels("miss").inc(misses)
 
     def record_serving(self, name: str, version: int) -> None:
         """Mark ``name`` version ``version`` as the one being served."""

@@ -1,31 +1,31 @@
 """The model behind the prediction service: loaded, smoke-tested, batched, swapped.
 
 :class:`ServedModel` is one registered model version ready to answer: its predictor
-(from a hash-verified blob), a fast featurization plan and its applicability domain.
-:class:`ModelService` holds the version being served, scores requests on one worker
-thread (requests that arrive while it is busy are scored together, which amortizes the
-model's per-call cost), and follows the registry: when the alias moves, the new version
-is loaded and smoke-tested in the background and swapped in with one assignment, so no
-request ever sees a half-loaded model. A version that fails its smoke test is never
+(from a hash-verified blob), a fast featurization plan, its applicability domain and a
+cache of the molecules already prepared for it. :class:`ModelService` holds the version
+being served and scores requests: the per-molecule work whose cost grows with the
+molecule runs in killable worker processes (:mod:`qemlflow.serve.workers`), each molecule
+within the model's time budget; the model call and the domain similarity run here, once
+for every request whose molecules are ready at about the same time (which amortizes the
+model's per-call cost). The service follows the registry: when the alias moves, the new
+version is loaded and smoke-tested in the background and swapped in with one assignment,
+so no request ever sees a half-loaded model. A version that fails its smoke test is never
 served; the refusal is recorded in the audit trail as ``model.auto_rollback``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
-import multiprocessing
-import os
-import queue
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +40,15 @@ from qemlflow.serve.schemas import (
     PredictionResult,
     PredictResponse,
     TaskPrediction,
+)
+from qemlflow.serve.workers import (
+    FeatureCache,
+    FeatureRecipe,
+    MoleculeWorkers,
+    Prepared,
+    WorkerJob,
+    prepare_molecule,
+    worker_processes,
 )
 
 if TYPE_CHECKING:
@@ -60,8 +69,7 @@ __all__ = [
 
 log = logging.getLogger("qemlflow.serve")
 
-_STANDARDIZE_CACHE = 65_536  # input SMILES remembered with their standardized form
-_BATCH_MOLECULES = 2_048  # molecules scored together at most (one big request may exceed it)
+_SMOKE_TEST_SECONDS = 120.0  # longest wait for a new version's test molecules
 
 
 class ServeError(QeMLflowError):
@@ -80,52 +88,6 @@ class SmokeTestError(ServeError):
     """A model version failed its readiness check and will not be served."""
 
 
-@lru_cache(maxsize=_STANDARDIZE_CACHE)
-def _prepared(smiles: str, standardize: bool, tautomer: bool) -> tuple[str, str]:
-    """(standardized SMILES, error): exactly what ``Predictor.predict`` computes per input."""
-    from qemlflow.chem import parse_smiles, standardize_smiles
-
-    parsed = standardize_smiles(smiles, tautomer=tautomer) if standardize else parse_smiles(smiles)
-    if parsed.ok:
-        return parsed.smiles or "", ""
-    error = f"{parsed.reason}: {parsed.detail}" if parsed.detail else str(parsed.reason)
-    return "", error
-
-
-# Below this many molecules, a round trip to the worker processes costs more than it saves.
-_PARALLEL_FROM = 256
-
-
-def _prepare_chunk(job: tuple[list[str], bool, bool]) -> list[tuple[str, str]]:
-    """Standardize a chunk in a worker process (module level, so it can be pickled)."""
-    smiles, standardize, tautomer = job
-    return [_prepared(s, standardize, tautomer) for s in smiles]
-
-
-def _prepare_all(
-    smiles: Sequence[str], standardize: bool, tautomer: bool, pool: Executor | None
-) -> list[tuple[str, str]]:
-    """Standardize every input; big batches are spread over the worker processes."""
-    if pool is None or len(smiles) < _PARALLEL_FROM:
-        return [_prepared(s, standardize, tautomer) for s in smiles]
-    size = -(-len(smiles) // ((os.cpu_count() or 1) * 2))
-    jobs = [
-        (list(smiles[i : i + size]), standardize, tautomer) for i in range(0, len(smiles), size)
-    ]
-    return [row for chunk in pool.map(_prepare_chunk, jobs) for row in chunk]
-
-
-def _start_pool() -> Executor | None:
-    """Worker processes for standardizing big batches, started before any thread is."""
-    workers = os.cpu_count() or 1
-    if workers < 2:
-        return None
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
-    # Processes start on demand; make them all now, while this process has one thread.
-    list(pool.map(time.sleep, [0.05] * workers))
-    return pool
-
-
 def _number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -139,12 +101,21 @@ class ServedModel:
     domain: ApplicabilityDomain
     plan: FeaturePlan = field(repr=False)
     loaded_at: float = field(default_factory=time.time)
+    cache: FeatureCache = field(default_factory=FeatureCache, repr=False, compare=False)
 
     @classmethod
     def load(
-        cls, store: Store, version: ModelVersion, threshold: float = DEFAULT_THRESHOLD
+        cls,
+        store: Store,
+        version: ModelVersion,
+        threshold: float = DEFAULT_THRESHOLD,
+        *,
+        score: Callable[[ServedModel, list[str]], list[PredictionResult]] | None = None,
     ) -> ServedModel:
         """Load ``version`` (hash-verified), build its domain, and smoke-test it.
+
+        ``score`` is how the smoke test scores (the service's worker processes); by
+        default the molecules are prepared in this process.
 
         Raises
         ------
@@ -156,7 +127,7 @@ class ServedModel:
         predictor = registry.load_version(store, version)
         domain = ApplicabilityDomain(threshold=threshold).fit(_training_smiles(store, version))
         model = cls(version, predictor, domain, FeaturePlan(predictor.feature_spec))
-        model.smoke_test(registry.test_molecules(store, version))
+        model.smoke_test(registry.test_molecules(store, version), score)
         return model
 
     @property
@@ -169,11 +140,21 @@ class ServedModel:
         """The version number."""
         return int(self.version.version)
 
-    def smoke_test(self, smiles: Sequence[str]) -> None:
+    @cached_property
+    def recipe(self) -> FeatureRecipe:
+        """What a worker process needs to prepare molecules for this model."""
+        p = self.predictor
+        return FeatureRecipe(p.feature_spec, p.standardize, p.tautomer, p.limits)
+
+    def smoke_test(
+        self,
+        smiles: Sequence[str],
+        score: Callable[[ServedModel, list[str]], list[PredictionResult]] | None = None,
+    ) -> None:
         """Raise SmokeTestError unless every molecule gets finite outputs and no error."""
         if not smiles:
             raise SmokeTestError(f"{self.version_label} has no test molecules to check it on")
-        rows = self.score(list(smiles))
+        rows = self.score(list(smiles)) if score is None else score(self, list(smiles))
         for row in rows:
             values = [row.prediction, row.lower, row.upper, row.probability]
             for task in (row.tasks or {}).values():
@@ -190,16 +171,31 @@ class ServedModel:
         """``NAME@N``."""
         return f"{self.name}@{self.number}"
 
-    def score(self, smiles: Sequence[str], pool: Executor | None = None) -> list[PredictionResult]:
-        """Score molecules: one result per input, in order; invalid ones carry an error.
+    def score(self, smiles: Sequence[str]) -> list[PredictionResult]:
+        """Score molecules in this process: one result per input, in order.
 
-        The numbers are exactly those of ``Predictor.predict`` for the same SMILES.
-        ``pool`` standardizes big batches in worker processes.
+        The numbers are exactly those of ``Predictor.predict`` for the same SMILES. The
+        service prepares molecules in worker processes instead and calls :meth:`results`.
         """
-        p = self.predictor
-        prepared = _prepare_all(smiles, p.standardize, p.tautomer, pool)
-        good = [i for i, (_, error) in enumerate(prepared) if not error]
-        X, bits = self.plan.compute([prepared[i][0] for i in good])
+        recipe = self.recipe
+        return self.results(smiles, [prepare_molecule(recipe, self.plan, s) for s in smiles])
+
+    def results(
+        self, smiles: Sequence[str], prepared: Sequence[Prepared]
+    ) -> list[PredictionResult]:
+        """The results of prepared molecules: the model's outputs and the domain scores.
+
+        Rows of valid molecules are stacked and scored in one model call, so the numbers
+        equal ``Predictor.predict``'s however the molecules were batched.
+        """
+        good = [i for i, row in enumerate(prepared) if not row.error]
+        width = self.domain.fingerprints_.shape[1] * 8
+        if good:
+            X = np.stack([_row(prepared[i].features) for i in good])
+            bits = np.stack([_row(prepared[i].bits) for i in good])
+        else:
+            X = np.empty((0, 0))
+            bits = np.zeros((0, width), dtype=np.uint8)
         columns = self._model_outputs(X)
         similarity = np.full(len(smiles), np.nan)
         similarity[good] = self.domain.similarity_packed(bits)
@@ -207,7 +203,7 @@ class ServedModel:
         position = dict(zip(good, range(len(good)), strict=True))
         threshold = float(self.domain.threshold)
         results = []
-        for i, (given, (std, error)) in enumerate(zip(smiles, prepared, strict=True)):
+        for i, (given, row_prepared) in enumerate(zip(smiles, prepared, strict=True)):
             row = position.get(i)
             values: dict[str, Any] = {"prediction": None}
             if row is not None:
@@ -215,7 +211,7 @@ class ServedModel:
             results.append(
                 PredictionResult.model_construct(
                     smiles=given,
-                    standardized_smiles=std or None,
+                    standardized_smiles=row_prepared.smiles or None,
                     **values,
                     domain=DomainScore.model_construct(
                         similarity=_number(float(similarity[i])),
@@ -224,7 +220,7 @@ class ServedModel:
                     ),
                     model=self.name,
                     model_version=self.number,
-                    error=error or None,
+                    error=row_prepared.error or None,
                 )
             )
         return results
@@ -246,6 +242,11 @@ class ServedModel:
             for t, target in enumerate(targets)
         }
         return {"prediction": None, "tasks": tasks}
+
+
+def _row(values: NDArray[Any] | None) -> NDArray[Any]:
+    assert values is not None  # a prepared molecule without an error has both rows
+    return values
 
 
 def _training_smiles(store: Store, version: ModelVersion) -> list[str]:
@@ -288,7 +289,24 @@ def smiles_from_table(
     return [molecule.smiles for molecule in source.molecules(column)]
 
 
-_Job = tuple[list[str], "Future[PredictResponse]"]
+@dataclass(frozen=True)
+class _Answer:
+    """Who waits for a job: the model version that scores it and how to hand over the result."""
+
+    model: ServedModel
+    settle: Callable[[PredictResponse | BaseException], None]
+
+
+def _settle(
+    future: asyncio.Future[PredictResponse], outcome: PredictResponse | BaseException
+) -> None:
+    """Complete ``future`` on its event loop, unless its client has gone (then do nothing)."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 class ModelService:
@@ -307,8 +325,10 @@ class ModelService:
     max_batch
         Most molecules one request may hold.
     key_cache_seconds
-        How long a checked API key is trusted before the store is asked again (a revoked
-        key stops working within this time).
+        How long a checked API key is trusted before the store is asked again: a revoked
+        key is refused by every service process within this time (at most 1 s).
+    workers
+        Worker processes that prepare molecules (default: one per core, at least two).
     metrics
         Where counters go; None records nothing.
     """
@@ -321,7 +341,8 @@ class ModelService:
         poll_seconds: float = 10.0,
         domain_threshold: float = DEFAULT_THRESHOLD,
         max_batch: int = 10_000,
-        key_cache_seconds: float = 5.0,
+        key_cache_seconds: float = 0.5,
+        workers: int | None = None,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         self.store = store
@@ -330,117 +351,154 @@ class ModelService:
         self.domain_threshold = domain_threshold
         self.max_batch = max_batch
         self.key_cache_seconds = key_cache_seconds
+        self.workers = workers or worker_processes()
         self.metrics = metrics
         self.current: ServedModel | None = None
         self.refused: dict[tuple[str, int], str] = {}
         self._keys: dict[str, float] = {}
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._pool: Executor | None = None
+        self._poller: threading.Thread | None = None
+        self._pool: MoleculeWorkers | None = None
 
     # -- life cycle --------------------------------------------------------------------
 
     def start(self) -> ServedModel:
-        """Load and smoke-test the spec's version, then start the worker and the poller."""
+        """Start the worker processes, load and smoke-test the spec's version, then poll."""
         from qemlflow import registry
 
-        model = ServedModel.load(
-            self.store, registry.resolve(self.store, self.spec), self.domain_threshold
-        )
-        self._serve(model)
-        if self._pool is None:
-            self._pool = _start_pool()
-        self._stop.clear()
-        self._threads = [threading.Thread(target=self._work, name="qemlflow-serve", daemon=True)]
-        if self.poll_seconds > 0:
-            self._threads.append(
-                threading.Thread(target=self._follow, name="qemlflow-poll", daemon=True)
+        pool = MoleculeWorkers(self.workers, self._finish, self.metrics)
+        pool.start()
+        self._pool = pool
+        if self.metrics is not None:
+            self.metrics.workers_live.set_function(lambda: pool.live)
+        try:
+            model = ServedModel.load(
+                self.store,
+                registry.resolve(self.store, self.spec),
+                self.domain_threshold,
+                score=self._score_waiting,
             )
-        for thread in self._threads:
-            thread.start()
+        except BaseException:
+            self.stop()
+            raise
+        self._serve(model)
+        self._stop.clear()
+        if self.poll_seconds > 0:
+            self._poller = threading.Thread(target=self._follow, name="qemlflow-poll", daemon=True)
+            self._poller.start()
         return model
 
     def stop(self) -> None:
-        """Stop the poller and the worker (requests in flight are answered first)."""
+        """Stop the worker processes (a request still waiting gets 503), then the poller.
+
+        The workers go first: a smoke test the poller may be waiting for then fails at once.
+        """
         self._stop.set()
-        self._jobs.put(None)
-        for thread in self._threads:
-            thread.join(timeout=30)
-        self._threads = []
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.stop()
             self._pool = None
+        if self._poller is not None:
+            self._poller.join(timeout=2)
+            self._poller = None
 
     @property
     def started(self) -> bool:
         """Whether :meth:`start` has run (and :meth:`stop` has not)."""
-        return bool(self._threads)
+        return self._pool is not None
 
     @property
     def ready(self) -> bool:
-        """A smoke-tested model is being served and the worker is running."""
-        return self.current is not None and any(
-            t.name == "qemlflow-serve" and t.is_alive() for t in self._threads
-        )
+        """A smoke-tested model is served, the dispatcher runs and a worker process lives."""
+        pool = self._pool
+        return self.current is not None and pool is not None and pool.healthy
 
     # -- predictions -------------------------------------------------------------------
 
     async def predict(self, smiles: list[str]) -> PredictResponse:
-        """Score ``smiles`` with the model being served (one version for the whole list)."""
+        """Score ``smiles`` with the model being served (one version for the whole list).
+
+        The answer arrives through the event loop: a client that goes away (its task
+        cancelled) leaves the scorer untouched, and its molecules still fill the cache.
+        """
         if len(smiles) > self.max_batch:
             raise BatchTooLargeError(
                 f"{len(smiles)} molecules in one request; at most {self.max_batch} are accepted",
                 "split the molecules over several requests",
             )
-        if not self.ready:
-            raise ModelNotReadyError("no model is loaded yet", "wait until /readyz says ready")
-        future: Future[PredictResponse] = Future()
-        self._jobs.put((smiles, future))
-        return await asyncio.wrap_future(future)
-
-    def _work(self) -> None:
-        """Worker loop: take every waiting job (up to a batch), score them in one go."""
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            jobs, size = [job], len(job[0])
-            while size < _BATCH_MOLECULES:
-                try:
-                    extra = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if extra is None:
-                    self._jobs.put(None)  # stop after this batch
-                    break
-                jobs.append(extra)
-                size += len(extra[0])
-            self._score_jobs(jobs)
-
-    def _score_jobs(self, jobs: list[_Job]) -> None:
-        model = self.current  # read once: the whole batch is one version
-        try:
-            assert model is not None
-            rows = model.score([s for smiles, _ in jobs for s in smiles], self._pool)
-        except Exception as exc:
-            for _, future in jobs:
-                future.set_exception(exc)
-            return
-        if self.metrics is not None:
-            self.metrics.record_molecules(rows)
-        start = 0
-        for smiles, future in jobs:
-            results = rows[start : start + len(smiles)]
-            start += len(smiles)
-            future.set_result(
-                PredictResponse.model_construct(
-                    model=model.name,
-                    model_version=model.number,
-                    domain_threshold=float(model.domain.threshold),
-                    results=results,
-                )
+        model, pool = self.current, self._pool  # read once: the whole request is one version
+        if model is None or pool is None or not self.ready:
+            raise ModelNotReadyError(
+                "the scorer cannot take work now", "wait until /readyz says ready"
             )
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[PredictResponse] = loop.create_future()
+
+        def settle(outcome: PredictResponse | BaseException) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, answer, outcome)
+
+        pool.submit(
+            WorkerJob(model.recipe, model.cache, smiles, _Answer(model, settle), answer.done)
+        )
+        return await answer
+
+    def _score_waiting(self, model: ServedModel, smiles: list[str]) -> list[PredictionResult]:
+        """Score through the worker processes from a plain thread (the smoke tests)."""
+        pool = self._pool
+        if pool is None:
+            raise ModelNotReadyError("the worker processes are not running", "start the service")
+        done = threading.Event()
+        outcome: list[PredictResponse | BaseException] = []
+
+        def settle(result: PredictResponse | BaseException) -> None:
+            outcome.append(result)
+            done.set()
+
+        pool.submit(WorkerJob(model.recipe, model.cache, smiles, _Answer(model, settle)))
+        if not done.wait(_SMOKE_TEST_SECONDS):
+            raise SmokeTestError(
+                f"{model.version_label}: its test molecules were not scored in "
+                f"{_SMOKE_TEST_SECONDS:g} s"
+            )
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return list(outcome[0].results)
+
+    def _finish(self, jobs: list[WorkerJob]) -> None:
+        """Score prepared jobs (on the dispatcher thread): one model call per version."""
+        groups: dict[int, list[WorkerJob]] = {}
+        for job in jobs:
+            answer: _Answer = job.owner
+            if job.failure is not None:
+                answer.settle(ModelNotReadyError(job.failure, "send the request again"))
+                continue
+            groups.setdefault(id(answer.model), []).append(job)
+        for group in groups.values():
+            model: ServedModel = group[0].owner.model
+            try:
+                rows = model.results(
+                    [s for job in group for s in job.smiles],
+                    [row for job in group for row in job.rows if row is not None],
+                )
+            except Exception as exc:
+                log.exception("scoring failed")
+                for job in group:
+                    job.owner.settle(exc)
+                continue
+            if self.metrics is not None:
+                self.metrics.record_molecules(rows)
+            start = 0
+            for job in group:
+                results = rows[start : start + len(job.smiles)]
+                start += len(job.smiles)
+                job.owner.settle(
+                    PredictResponse.model_construct(
+                        model=model.name,
+                        model_version=model.number,
+                        domain_threshold=float(model.domain.threshold),
+                        results=results,
+                    )
+                )
 
     # -- following the registry -------------------------------------------------------
 
@@ -474,7 +532,9 @@ class ModelService:
         if key in self.refused:
             return "refused"
         try:
-            model = ServedModel.load(self.store, wanted, self.domain_threshold)
+            model = ServedModel.load(
+                self.store, wanted, self.domain_threshold, score=self._score_waiting
+            )
         except Exception as exc:
             self._refuse(wanted, current, exc)
             return "refused"
