@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from qemlflow.cli.options import StoreOption, open_store
-from qemlflow.cli.render import console, error_console
+from qemlflow.cli.render import LazyProgress, console, error_console
 
 __all__ = ["register"]
 
@@ -89,7 +89,6 @@ def register(app: typer.Typer) -> None:
 
         from rich.progress import (
             BarColumn,
-            Progress,
             TaskProgressColumn,
             TextColumn,
             TimeElapsedColumn,
@@ -98,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
         from qemlflow.screen import ScreenInterruptedError, screen
 
-        display = Progress(
+        display = LazyProgress(
             TextColumn("[bold]screen"),
             BarColumn(),
             TaskProgressColumn(),

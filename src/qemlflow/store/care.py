@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import shutil
 import tempfile
@@ -262,6 +263,11 @@ def collect_garbage(store: Store, grace_seconds: float = 3600, dry_run: bool = F
     yet. Returns the digests removed (or, with ``dry_run``, the ones that would be); a
     removal appends one ``store.gc`` audit event listing them.
     """
+    if not math.isfinite(grace_seconds) or grace_seconds < 0:
+        raise StoreError(
+            f"the grace period must be a number of seconds >= 0, got {grace_seconds}",
+            "give e.g. --grace 3600 (0 removes every unreferenced blob not in use)",
+        )
     if not dry_run:
         store.objects.clean_temp(STALE_TEMP_SECONDS)
     with _reading(store._engine) as conn, conn.begin():

@@ -8,6 +8,7 @@ audit trail (:mod:`qemlflow.store.audit`) in the same transaction.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -35,6 +36,7 @@ from qemlflow.store.audit import (
     audit_head,
     current_actor,
     lock_audit_log,
+    missing_append_only_triggers,
     read_events,
     verify_audit_chain,
 )
@@ -88,6 +90,7 @@ _DATASETS_FIX = "list datasets with `qemlflow data list`"
 _MODELS_FIX = "list registered models with `qemlflow models list`"
 MODEL_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,99}")
 """Model names and aliases: lowercase letters, digits, ``_``, ``.``, ``-``; at most 100."""
+_MAX_VERSION = 2**31 - 1  # the version column is a 32-bit integer on PostgreSQL
 API_KEY_PREFIX = "qmf_"
 _API_KEY_ID = re.compile(r"qk_[0-9a-f]{8}")
 _API_KEY_SECRET = re.compile(r"[0-9a-f]{64}")
@@ -956,7 +959,11 @@ class Store:
     @staticmethod
     def _model_version_row(conn: Connection, name: str, version: int) -> RowMapping:
         t = schema.model_versions
-        row = conn.execute(select(t).where(t.c.name == name, t.c.version == int(version))).first()
+        row = None
+        if 1 <= int(version) <= _MAX_VERSION:  # beyond it no row can exist (nor be queried)
+            row = conn.execute(
+                select(t).where(t.c.name == name, t.c.version == int(version))
+            ).first()
         if row is None:
             exists = conn.execute(select(t.c.name).where(t.c.name == name).limit(1)).first()
             if exists is None:
@@ -1240,10 +1247,15 @@ class Store:
     def verify_audit(
         self, anchor: Mapping[str, Any] | None = None, checks: Sequence[AuditCheck] = ()
     ) -> AuditReport:
-        """Check the whole audit chain (every row, by seq); see :func:`verify_audit_chain`."""
+        """Check the whole audit chain (every row, by seq), see :func:`verify_audit_chain`,
+        and that the triggers keeping the trail and the registry append-only are in place."""
         with self._reading() as conn:
             events = read_events(conn)
-        return verify_audit_chain(events, anchor=anchor, checks=checks)
+            missing = missing_append_only_triggers(conn)
+        report = verify_audit_chain(events, anchor=anchor, checks=checks)
+        if not missing:
+            return report
+        return dataclasses.replace(report, problems=(*missing, *report.problems))
 
     # -- care --------------------------------------------------------------------------
 
