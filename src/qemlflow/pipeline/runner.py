@@ -378,6 +378,17 @@ def _recorded_run(
     folder: OutputFolder | None,
     progress: ProgressReporter | None,
 ) -> RunResult:
+    with store.in_flight(f"run {cfg.name}"):  # gc keeps what it writes until recorded
+        return _recorded_steps(cfg, raw, store, folder, progress)
+
+
+def _recorded_steps(
+    cfg: ExperimentConfig,
+    raw: RawData,
+    store: Store,
+    folder: OutputFolder | None,
+    progress: ProgressReporter | None,
+) -> RunResult:
     from qemlflow.store import canonical_json, capture_environment
 
     environment = store.put_bytes(canonical_json(capture_environment(Path.cwd())))

@@ -408,6 +408,19 @@ class Store:
         ):
             yield conn
 
+    @contextlib.contextmanager
+    def in_flight(self, what: str) -> Iterator[None]:
+        """Mark this process as writing into the store for the block: :meth:`gc` keeps
+        every blob written from now on until the block ends, whatever its grace period.
+
+        Enter it before writing the first blob that is referenced only later, and leave it
+        once the references are committed. A killed process's claim ends with it.
+        """
+        from qemlflow.store.leases import hold_lease
+
+        with hold_lease(self.root, what):
+            yield
+
     # -- blobs -------------------------------------------------------------------------
 
     def put_bytes(self, data: bytes) -> str:
