@@ -44,7 +44,9 @@ def _env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["QEMLFLOW_HOME"] = str(home)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    env.pop("QEMLFLOW_DATABASE_URL", None)
+    env["QEMLFLOW_IDENTITY_DIR"] = str(home / "identity")
+    for name in ("QEMLFLOW_DATABASE_URL", "QEMLFLOW_PASSPHRASE"):
+        env.pop(name, None)
     return env
 
 
@@ -53,6 +55,7 @@ def _qemlflow(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "qemlflow", *args],
+        stdin=subprocess.DEVNULL,  # no terminal: nothing may wait for an answer
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -197,6 +200,17 @@ HOSTILE: list[tuple[str, list[str], str]] = [
     ("register-empty-name", ["models", "register", "{run_id}", "--name", ""], "model name"),
     ("data-add-folder", ["data", "add", "a-folder", "--smiles", "smiles"], "a-folder"),
     ("keys-create-empty", ["keys", "create", ""], "name"),
+    ("keys-create-line-break", ["keys", "create", "ci\nclient"], "line breaks"),
+    ("data-add-bad-task", ["data", "add", MOLS, "--smiles", "smiles", "--task", "x"], "--task"),
+    ("data-add-bad-duplicates", ["data", "add", MOLS, "--duplicates", "x"], "--duplicates"),
+    ("benchmark-20-digit-seeds", ["benchmark", "--seeds", BIG], "--seeds"),
+    ("identity-init-no-terminal", ["identity", "init", "--name", "A", "--email", "a@b.c"], "PASS"),
+    ("sign-no-terminal", ["sign", "{run_id}", "--meaning", "approved", "--reason", "x"], "PASS"),
+    (
+        "store-unreachable-database",
+        ["runs", "list", "--store", "postgresql://u@127.0.0.1:1/x"],
+        "127",
+    ),
 ]
 
 

@@ -109,7 +109,8 @@ def path_error_line(exc: OSError) -> str | None:
 
 
 def _print_error(message: str, label: str = "error") -> None:
-    error_console.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    line = " ".join(message.split())  # one line, even for a driver's multi-line message
+    error_console.print(f"[bold red]{label}:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _usage_line(exc: typer.TyperException) -> str:

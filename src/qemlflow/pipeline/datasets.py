@@ -26,18 +26,29 @@ def standardize_steps(
     tautomer: bool = False,
 ) -> tuple[StepResult[bytes], StepResult[Dataset]]:
     """Run the ``dataset`` and ``standardize`` steps exactly as an experiment does."""
+    from pydantic import ValidationError
+
+    from qemlflow.errors import ConfigError
     from qemlflow.pipeline.config import DatasetConfig
     from qemlflow.pipeline.runner import execute_data_steps
 
-    config = DatasetConfig(
-        source=raw.source,
-        smiles_column=smiles_column,
-        target_columns=target_columns,
-        task=task,
-        duplicates=duplicates,
-        standardize=standardize,
-        tautomer=tautomer,
-    )
+    try:
+        config = DatasetConfig(
+            source=raw.source,
+            smiles_column=smiles_column,
+            target_columns=target_columns,
+            task=task,
+            duplicates=duplicates,
+            standardize=standardize,
+            tautomer=tautomer,
+        )
+    except ValidationError as exc:  # --task, --duplicates: name the option and its values
+        first = exc.errors()[0]
+        option = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
+        raise ConfigError(
+            f"bad value for {option}: {str(first['msg']).removeprefix('Value error, ')}",
+            "see --help",
+        ) from None
     return execute_data_steps(config, raw, executor)
 
 

@@ -1106,9 +1106,10 @@ class Store:
         256-bit random secret. Appends an ``apikey.created`` audit event (no secret in it).
         """
         name = name.strip()
-        if not name or len(name) > 200:
+        if not name or len(name) > 200 or not name.isprintable():
             raise StoreError(
-                "an API key needs a name of 1 to 200 characters",
+                "an API key needs a name of 1 to 200 printable characters "
+                "(no line breaks or control characters)",
                 "name it after who or what will use it",
             )
         actor = current_actor()
