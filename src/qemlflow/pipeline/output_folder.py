@@ -4,19 +4,21 @@ A run writes its results into a hidden sibling of the folder asked for
 (``.NAME.partial-PID-TOKEN``) and renames it to ``NAME`` only once every file is written
 and flushed, so a run killed at any point leaves no ``NAME`` with a ``model.joblib`` in it.
 The folder asked for may be missing, empty, or hold only files a run writes (earlier
-results, which are replaced as a whole); a folder holding anything else is refused, so
-no file of the user's is ever deleted. Leftovers of killed runs are removed by the next
-run into the same folder.
+results, which are replaced as a whole, in one atomic swap on Linux); a folder holding
+anything else is refused, so no file of the user's is ever deleted. Leftovers of killed
+runs are removed by the next run into the same folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Collection
 from pathlib import Path
 
@@ -98,6 +100,21 @@ def _remove_leftovers(parent: Path, name: str) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); ``False`` when
+    this system or file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return bool(done == 0)
+
+
 class OutputFolder:
     """A run's output folder under construction: write into ``path``, then :meth:`publish`.
 
@@ -144,11 +161,14 @@ class OutputFolder:
         _check_target(self.target, self._run_files)  # nothing foreign appeared meanwhile
         parent = self.target.parent
         if self.target.exists() and any(self.target.iterdir()):
-            old = parent / f".{self.target.name}.replaced-{os.getpid()}-{secrets.token_hex(4)}"
-            # Between these renames the folder is briefly absent: never half old, half new.
-            self.target.replace(old)
-            self.path.replace(self.target)
-            shutil.rmtree(old, ignore_errors=True)
+            if _exchange(self.path, self.target):  # one atomic step: old or new, always
+                shutil.rmtree(self.path, ignore_errors=True)  # now holds the old results
+            else:
+                old = parent / f".{self.target.name}.replaced-{os.getpid()}-{secrets.token_hex(4)}"
+                # Between these renames the folder is briefly absent: never half old, half new.
+                self.target.replace(old)
+                self.path.replace(self.target)
+                shutil.rmtree(old, ignore_errors=True)
         else:  # missing, or an empty folder (which rename replaces)
             self.path.replace(self.target)
         _fsync(parent)
