@@ -316,6 +316,12 @@ def test_a_killed_run_leaves_no_usable_output_folder(
     assert not out.exists()
     line = _one_line_error(_qemlflow(["predict", str(out), "molecules.csv"], home, workspace.root))
     assert "no model" in line
+    if moment == "model-written":  # the run was in flight: its lease died with it
+        assert list((home / "leases").glob("*.json"))
+        with Store.open(home) as store:
+            store.gc(grace_seconds=0)
+            assert [r.status for r in store.list_runs()] == ["aborted"]
+        assert not list((home / "leases").glob("*.json"))
 
     # The next run into the same folder clears the leftovers and publishes a whole folder.
     done = _qemlflow(["run", str(workspace.config), "--out", str(out)], home, workspace.root)

@@ -97,6 +97,7 @@ def add_dataset_version(
     from qemlflow.pipeline.runner import portable_raw
 
     raw = portable_raw(read_raw(source))
-    data_step, std_step = standardize_steps(raw, StepExecutor(store), **options)
-    dataset: Dataset = std_step.value
-    return record_dataset_version(store, data_step, std_step, dataset), dataset
+    with store.in_flight("data add"):  # gc keeps its blobs until the version is recorded
+        data_step, std_step = standardize_steps(raw, StepExecutor(store), **options)
+        dataset: Dataset = std_step.value
+        return record_dataset_version(store, data_step, std_step, dataset), dataset
