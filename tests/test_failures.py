@@ -478,3 +478,10 @@ def test_store_and_audit_verify_commands_exit_1_naming_the_trigger(tmp_path: Pat
         assert done.returncode == 1, done.stderr
         assert "model_versions_no_delete" in done.stdout
         assert "NOT sound" in done.stdout
+
+
+def test_no_arguments_shows_the_help_and_no_error(tmp_path: Path) -> None:
+    done = _qemlflow([], tmp_path / "store", tmp_path)
+    assert done.returncode == 2
+    assert "Usage" in done.stdout and "run" in done.stdout
+    assert done.stderr.strip() == ""

@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         error_console.print("[bold red]aborted[/]")
         return 130
     except typer.TyperException as exc:  # usage errors: one line, and where the help is
-        _print_error(_usage_line(exc) if exc.exit_code == 2 else exc.format_message())
+        if exc.format_message().strip():  # no message: the help was shown (no arguments)
+            _print_error(_usage_line(exc) if exc.exit_code == 2 else exc.format_message())
         return int(exc.exit_code)
     except OSError as exc:
         line = path_error_line(exc)
