@@ -117,7 +117,7 @@ def _usage_line(exc: typer.TyperException) -> str:
     """A usage error as one line that names the problem and where the help is."""
     ctx = getattr(exc, "ctx", None)
     where = f"qemlflow {ctx.command_path.partition(' ')[2]}".strip() if ctx else "qemlflow"
-    message = " ".join(exc.format_message().split())
+    message = " ".join(exc.format_message().split()).rstrip(".")
     return f"{message}; see '{where} --help'"
 
 
