@@ -60,7 +60,7 @@ def test_library_drift_is_reported_when_loading(tmp_path: Path, small_esol_csv: 
         "model": {"estimator": "linear"},
         "evaluation": {"n_bootstrap": 0, "plots": False},
     }
-    result = qm.run(config, tmp_path)
+    result = qm.run(config, tmp_path / "out")
     result.predictor.versions["scikit-learn"] = "0.0.1"
     result.predictor.save(tmp_path / "old.joblib")
     with warnings.catch_warnings(record=True) as caught:

@@ -113,8 +113,8 @@ def test_saved_model_scores_exactly_like_the_run(tmp_path: Path, small_esol_csv:
 
 
 def test_model_file_records_featurizer_and_versions(tmp_path: Path, small_esol_csv: Path) -> None:
-    run(_config(small_esol_csv), tmp_path)
-    predictor = load_model(tmp_path / "model.joblib")
+    run(_config(small_esol_csv), tmp_path / "out")
+    predictor = load_model(tmp_path / "out" / "model.joblib")
     assert predictor.feature_spec["type"] in {"ecfp", "concat"}
     assert {"rdkit", "scikit-learn", "numpy", "qemlflow"} <= set(predictor.versions)
     table = predictor.predict(["CCO", "not a molecule", None, "c1ccccc1O"])

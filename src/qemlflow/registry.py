@@ -284,7 +284,7 @@ def resolve(store: Store, spec: str) -> ModelVersion:
     name, ref = name.strip(), ref.strip()
     if at and not ref:
         raise RegistryError(f"model spec {spec!r} ends in '@'", "write NAME, NAME@ALIAS or NAME@N")
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():  # "²".isdigit() too, but int() refuses it
         return store.get_model_version(name, int(ref))
     if ref == LATEST:
         return _latest(store, name)

@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 RESULTS_NAME = "{suite}.json"
+_MAX_SEEDS = 100  # each seed is a full pass over the suite; more is a typo
 
 
 @dataclass
@@ -161,10 +162,13 @@ def run_benchmark(
     """
     from qemlflow.benchmark.report import write_report
 
-    if seeds < 1:
+    if not 1 <= seeds <= _MAX_SEEDS:
         from qemlflow.errors import ConfigError
 
-        raise ConfigError(f"--seeds must be at least 1, got {seeds}", "pass --seeds 1 or more")
+        raise ConfigError(
+            f"--seeds must be at least 1 and at most {_MAX_SEEDS}, got {seeds}",
+            "pass --seeds 3, say",
+        )
     chosen_sets = resolve_datasets(suite, datasets)
     chosen_models = resolve_models(models, known_models)
     out_dir = Path(out)

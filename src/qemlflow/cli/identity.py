@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -20,6 +21,14 @@ def _passphrase(confirm: bool) -> str:
     from_env = os.environ.get(_PASSPHRASE_ENV)
     if from_env:
         return from_env
+    if not sys.stdin.isatty():  # a prompt would read the passphrase from a pipe, or fail
+        from qemlflow.errors import QeMLflowError
+
+        raise QeMLflowError(
+            f"a passphrase is needed, and ${_PASSPHRASE_ENV} is not set nor is there a "
+            "terminal to ask on",
+            f"set {_PASSPHRASE_ENV}, or run the command in a terminal",
+        )
     return str(typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm))
 
 

@@ -15,10 +15,39 @@ from rich.progress import (
 )
 from rich.table import Table
 
-__all__ = ["RichProgress", "console", "error_console", "metrics_table"]
+__all__ = ["LazyProgress", "RichProgress", "console", "error_console", "metrics_table"]
 
 console = Console()
 error_console = Console(stderr=True)
+
+
+class LazyProgress(Progress):
+    """A rich Progress that draws nothing until its first task.
+
+    A command that fails before any work starts then prints its one error line alone,
+    without the blank line an empty live display leaves behind.
+    """
+
+    def __init__(self, *columns: Any, **options: Any) -> None:
+        console = options.get("console") or error_console
+        if options.get("transient") and not console.is_terminal:
+            # A transient display leaves nothing on a terminal; elsewhere (a log, a pipe)
+            # it would leave its last frame, or a blank line: draw none at all.
+            options["disable"] = True
+        super().__init__(*columns, **options)
+
+    def __enter__(self) -> LazyProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.live.is_started:
+            self.stop()
+
+    def add_task(self, *args: Any, **kwargs: Any) -> Any:
+        """Add a task, starting the display with the first one."""
+        if not self.live.is_started:
+            self.start()
+        return super().add_task(*args, **kwargs)
 
 
 class RichProgress:
@@ -31,7 +60,7 @@ class RichProgress:
     @classmethod
     def create(cls) -> Progress:
         """Return the rich Progress display used by ``qemlflow run``."""
-        return Progress(
+        return LazyProgress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description:<10}"),
             BarColumn(),

@@ -26,12 +26,12 @@ RecordOption = Annotated[
 def _run(
     config: Path | str, out: Path, n_jobs: int | None, store: str | None, record: bool
 ) -> None:
-    from qemlflow.pipeline.config import load_config
+    from qemlflow.pipeline.config import load_config, parse_config
     from qemlflow.pipeline.runner import run
 
     cfg = load_config(config)
-    if n_jobs is not None:
-        cfg = cfg.model_copy(update={"n_jobs": n_jobs})
+    if n_jobs is not None:  # validated like the config's own n_jobs
+        cfg = parse_config({**cfg.model_dump(), "n_jobs": n_jobs}, source="--n-jobs")
     if not record:
         with RichProgress.create() as display:
             result = run(cfg, out, progress=RichProgress(display))

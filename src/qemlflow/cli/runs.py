@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
     def list_command(
         store: StoreOption = None,
         as_json: JsonOption = False,
-        limit: Annotated[int | None, typer.Option("--limit", help="Newest N only.")] = None,
+        limit: Annotated[int | None, typer.Option("--limit", min=0, help="Newest N only.")] = None,
     ) -> None:
         """List runs, newest first."""
         with open_store(store) as opened:

@@ -17,7 +17,7 @@ from qemlflow.cli.options import (
     TrustFileOption,
     open_store,
 )
-from qemlflow.cli.render import console, error_console
+from qemlflow.cli.render import LazyProgress, console, error_console
 
 __all__ = ["register"]
 
@@ -98,7 +98,6 @@ def register(app: typer.Typer) -> None:
 
         from rich.progress import (
             BarColumn,
-            Progress,
             TaskProgressColumn,
             TextColumn,
             TimeElapsedColumn,
@@ -108,7 +107,7 @@ def register(app: typer.Typer) -> None:
         from qemlflow.pipeline.model_source import open_model
         from qemlflow.screen import ScreenInterruptedError, screen
 
-        display = Progress(
+        display = LazyProgress(
             TextColumn("[bold]screen"),
             BarColumn(),
             TaskProgressColumn(),

@@ -16,13 +16,27 @@ from qemlflow.features.descriptors import RDKitDescriptors
 from qemlflow.features.fingerprints import ECFP, FCFP, MACCS, AtomPair, Torsion
 from qemlflow.features.structure import SmilesColumn
 
-__all__ = ["FEATURIZERS", "FeaturizerSpec", "featurize", "make_featurizer"]
+__all__ = ["FEATURIZERS", "PARAMETER_LIMITS", "FeaturizerSpec", "featurize", "make_featurizer"]
 
 FEATURIZERS: dict[str, type[Featurizer]] = {
     cls.type_name: cls
     for cls in (ECFP, FCFP, MACCS, AtomPair, Torsion, RDKitDescriptors, SmilesColumn, Concat)
 }
 """Spec type name -> featurizer class."""
+
+_FINGERPRINT_LIMITS = {"size": (65_536, "1024 to 4096"), "radius": (10, "2 or 3")}
+PARAMETER_LIMITS: dict[str, dict[str, tuple[int, str]]] = {
+    "ecfp": _FINGERPRINT_LIMITS,
+    "fcfp": _FINGERPRINT_LIMITS,
+    "atompair": {"size": _FINGERPRINT_LIMITS["size"]},
+    "torsion": {"size": _FINGERPRINT_LIMITS["size"]},
+    "*": {"n_jobs": (1024, "1, or -1 for all cores")},
+}
+"""Featurizer type -> parameter -> (largest value, typical values); ``*`` is every type.
+
+Far beyond any useful setting, these stop a typo from asking for terabytes of features
+or hours of hashing: a 10**11-bit fingerprint would fail deep inside NumPy instead.
+"""
 
 FeaturizerSpec = str | Mapping[str, Any] | Sequence[Any] | Featurizer
 """A type name, a dict with ``"type"`` and parameters, a list (concatenation), or a featurizer."""
@@ -50,7 +64,25 @@ allowed: chirality, counts, features, n_jobs, radius, size
     """
     featurizer = _build(spec)
     featurizer._validate()
+    _check_limits(featurizer)
     return featurizer
+
+
+def _check_limits(featurizer: Featurizer) -> None:
+    """Raise FeaturizerError when a parameter is above its :data:`PARAMETER_LIMITS` bound."""
+    if isinstance(featurizer, Concat):
+        for part in featurizer.featurizers:
+            _check_limits(part)
+    name = featurizer.type_name
+    params = featurizer.get_params(deep=False)
+    limits = {**PARAMETER_LIMITS["*"], **PARAMETER_LIMITS.get(name, {})}
+    for key, (top, typical) in limits.items():
+        value = params.get(key)
+        if isinstance(value, int | np.integer) and not isinstance(value, bool) and value > top:
+            raise FeaturizerError(
+                f"{name} parameter {key!r} is {value}, above the limit of {top}",
+                f"set {key} to at most {top} (typical: {typical})",
+            )
 
 
 def _build(spec: FeaturizerSpec) -> Featurizer:

@@ -120,7 +120,7 @@ class ModelConfig(_Strict):
 class EvaluationConfig(_Strict):
     """How the fitted model is scored."""
 
-    n_bootstrap: int = Field(default=1000, ge=0)
+    n_bootstrap: int = Field(default=1000, ge=0, le=100_000)
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     plots: bool = True
 
@@ -153,8 +153,8 @@ class ExperimentConfig(_Strict):
     """
 
     name: str = "experiment"
-    seed: int = 0
-    n_jobs: int = 1
+    seed: int = Field(default=0, ge=0)
+    n_jobs: int = Field(default=1, ge=-1024, le=1024)
     dataset: DatasetConfig
     features: FeatureSpec = Field(default_factory=_default_features)
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -166,6 +166,13 @@ class ExperimentConfig(_Strict):
         description="Promotion gates for the registry, e.g. "
         "{'metrics': {'rmse': {'max': 0.7}}, 'require_signature': 'approved'}.",
     )
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _some_jobs(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("n_jobs must be a number of processes, or -1 for all cores, not 0")
+        return value
 
     @field_validator("model", mode="before")
     @classmethod
@@ -287,7 +294,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"config file '{path}' not found", "check the path")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         reason = str(exc).splitlines()[0]
         raise ConfigError(f"{path} is not valid YAML ({reason})", "fix the syntax") from None
     return parse_config(data, source=str(path))

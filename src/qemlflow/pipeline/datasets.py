@@ -27,19 +27,30 @@ def standardize_steps(
     header: bool | None = None,
 ) -> tuple[StepResult[bytes], StepResult[Dataset]]:
     """Run the ``dataset`` and ``standardize`` steps exactly as an experiment does."""
+    from pydantic import ValidationError
+
+    from qemlflow.errors import ConfigError
     from qemlflow.pipeline.config import DatasetConfig
     from qemlflow.pipeline.runner import execute_data_steps
 
-    config = DatasetConfig(
-        source=raw.source,
-        smiles_column=smiles_column,
-        target_columns=target_columns,
-        task=task,
-        duplicates=duplicates,
-        standardize=standardize,
-        tautomer=tautomer,
-        header=header,
-    )
+    try:
+        config = DatasetConfig(
+            source=raw.source,
+            smiles_column=smiles_column,
+            target_columns=target_columns,
+            task=task,
+            duplicates=duplicates,
+            standardize=standardize,
+            tautomer=tautomer,
+            header=header,
+        )
+    except ValidationError as exc:  # --task, --duplicates: name the option and its values
+        first = exc.errors()[0]
+        option = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
+        raise ConfigError(
+            f"bad value for {option}: {str(first['msg']).removeprefix('Value error, ')}",
+            "see --help",
+        ) from None
     return execute_data_steps(config, raw, executor)
 
 
@@ -89,6 +100,7 @@ def add_dataset_version(
     from qemlflow.pipeline.runner import portable_raw
 
     raw = portable_raw(read_raw(source))
-    data_step, std_step = standardize_steps(raw, StepExecutor(store), **options)
-    dataset: Dataset = std_step.value
-    return record_dataset_version(store, data_step, std_step, dataset), dataset
+    with store.in_flight("data add"):  # gc keeps its blobs until the version is recorded
+        data_step, std_step = standardize_steps(raw, StepExecutor(store), **options)
+        dataset: Dataset = std_step.value
+        return record_dataset_version(store, data_step, std_step, dataset), dataset

@@ -22,6 +22,7 @@ from qemlflow.pipeline.config import (
     parse_config,
     without_n_jobs,
 )
+from qemlflow.pipeline.output_folder import OutputFolder
 from qemlflow.pipeline.predictor import (
     MANIFEST_FILENAME,
     MODEL_FILENAME,
@@ -320,11 +321,20 @@ def _too_few_molecules(dataset: Dataset) -> DataError:
     return _TooFewMoleculesError(dataset, "Dataset.rejected of qemlflow.load_dataset(...)")
 
 
-def _with_rejected_report(exc: _TooFewMoleculesError, out: Path | None) -> DataError:
-    """Write the rejected rows next to the results, and point the error at them."""
-    if out is None:
+def _with_rejected_report(exc: _TooFewMoleculesError, folder: OutputFolder | None) -> DataError:
+    """Write the rejected rows where the results would have gone; point the error at them.
+
+    They become the output folder when it is missing or empty; earlier results there are
+    left alone, and the rows go next to them instead.
+    """
+    if folder is None:
         return exc
-    path = exc.dataset.write_rejected(out / "rejected.csv")
+    target = folder.target
+    if target.exists() and any(target.iterdir()):
+        path = exc.dataset.write_rejected(target.parent / f"{target.name}-rejected.csv")
+    else:
+        exc.dataset.write_rejected(folder.path / "rejected.csv")
+        path = folder.publish() / "rejected.csv"
     return _TooFewMoleculesError(exc.dataset, str(path))
 
 
@@ -342,8 +352,11 @@ def run(
     config
         An :class:`ExperimentConfig`, a mapping with the same keys, or a YAML path.
     out
-        A folder to write the results into (created when missing); ``None`` keeps
-        everything in memory.
+        A folder to write the results into. It appears only when complete (written
+        aside, then renamed into place; after the run is recorded when there is a store),
+        so an interrupted run leaves none. It may be missing, empty, or hold earlier
+        results (replaced as a whole); a folder with other files is refused.
+        ``None`` keeps everything in memory.
     store
         A provenance store: steps already computed there are read back instead of
         recomputed, and the run is recorded (config, step keys, environment, metrics,
@@ -357,15 +370,21 @@ def run(
     if cfg.dataset.task is not None:  # a declared task: record the config as it will run
         cfg = cfg.with_task_defaults(cfg.dataset.task)
     raw = read_raw(cfg.dataset.source)
-    out_dir = Path(out) if out is not None else None
+    folder = OutputFolder.begin(out, _ARTIFACT_KINDS) if out is not None else None
     try:
         if store is not None:
-            return _recorded_run(cfg, raw, store, out_dir, progress)
-        result = execute(cfg, raw, StepExecutor(), progress)
+            result = _recorded_run(cfg, raw, store, folder, progress)
+        else:
+            result = execute(cfg, raw, StepExecutor(), progress)
+            if folder is not None:
+                _write_artifacts(result, folder.path)
+        if folder is not None:
+            result.out_dir = folder.publish()
     except _TooFewMoleculesError as exc:
-        raise _with_rejected_report(exc, out_dir) from None
-    if out_dir is not None:
-        result.out_dir = _write_artifacts(result, out_dir)
+        raise _with_rejected_report(exc, folder) from None
+    finally:
+        if folder is not None:
+            folder.discard()  # a no-op once published
     return result
 
 
@@ -373,7 +392,18 @@ def _recorded_run(
     cfg: ExperimentConfig,
     raw: RawData,
     store: Store,
-    out: Path | None,
+    folder: OutputFolder | None,
+    progress: ProgressReporter | None,
+) -> RunResult:
+    with store.in_flight(f"run {cfg.name}"):  # gc keeps what it writes until recorded
+        return _recorded_steps(cfg, raw, store, folder, progress)
+
+
+def _recorded_steps(
+    cfg: ExperimentConfig,
+    raw: RawData,
+    store: Store,
+    folder: OutputFolder | None,
     progress: ProgressReporter | None,
 ) -> RunResult:
     from qemlflow.store import canonical_json, capture_environment
@@ -392,13 +422,11 @@ def _recorded_run(
         result.run_id = run_id
         _register_dataset_version(store, result)
         with tempfile.TemporaryDirectory(prefix="qemlflow-run-") as scratch:
-            written = _write_artifacts(result, Path(out) if out else Path(scratch))
+            written = _write_artifacts(result, folder.path if folder else Path(scratch))
             for path in sorted(written.iterdir()):
                 if path.is_file() and path.name in _ARTIFACT_KINDS:
                     digest = store.put_file(path)
                     store.add_artifact(run_id, path.name, digest, _ARTIFACT_KINDS[path.name])
-            if out is not None:
-                result.out_dir = written
         store.finish_run(run_id, result.metrics)
     except BaseException as exc:
         store.fail_run(run_id, f"{type(exc).__name__}: {exc}".strip())

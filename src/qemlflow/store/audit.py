@@ -49,6 +49,7 @@ from qemlflow.store.records import utc_now
 
 __all__ = [
     "ACTOR_ENV",
+    "APPEND_ONLY_TRIGGERS",
     "GENESIS_HASH",
     "AuditCheck",
     "AuditEvent",
@@ -58,6 +59,7 @@ __all__ = [
     "current_actor",
     "event_hash",
     "lock_audit_log",
+    "missing_append_only_triggers",
     "next_event",
     "read_events",
     "verify_audit_chain",
@@ -72,6 +74,23 @@ GENESIS_HASH = "0" * 64
 _PG_AUDIT_LOCK = 0x71E3A0D17
 _ACTION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
 _MIN_PREFIX = 6
+
+APPEND_ONLY_TRIGGERS: dict[str, dict[str, tuple[str, str]]] = {
+    "sqlite": {
+        f"{table}_no_{op.lower()}": (table, op)
+        for table in ("audit_events", "model_versions", "alias_events")
+        for op in ("UPDATE", "DELETE")
+    },
+    "postgresql": {
+        name: (table, op)
+        for table in ("audit_events", "model_versions", "alias_events")
+        for name, op in (
+            (f"{table}_append_only", "UPDATE/DELETE"),
+            (f"{table}_no_truncate", "TRUNCATE"),
+        )
+    },
+}
+"""Per backend: trigger name -> (table, refused operations); made by migrations 0002, 0003."""
 
 AuditCheck = Callable[[Sequence["AuditEvent"]], Iterable[tuple[int, str]]]
 """An extra check for :func:`verify_audit_chain`: ``check(events) -> [(seq, problem), ...]``."""
@@ -351,6 +370,39 @@ def audit_head(conn: Connection) -> dict[str, Any]:
 
 
 # -- verification --------------------------------------------------------------------
+
+
+def _present_triggers(conn: Connection) -> dict[str, str]:
+    """Trigger name -> table, for the enabled triggers of the store's database."""
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            text(
+                "SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' "
+                "AND c.relnamespace = to_regnamespace(current_schema())"
+            )
+        )
+    else:
+        rows = conn.execute(text("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'"))
+    return {str(name): str(table) for name, table in rows}
+
+
+def missing_append_only_triggers(conn: Connection) -> list[str]:
+    """Return one problem per append-only trigger that is missing, disabled or moved.
+
+    The triggers are what refuses UPDATE and DELETE on ``audit_events``, ``model_versions``
+    and ``alias_events``; without one, the hash chain still shows an edit, but the
+    database no longer stops it.
+    """
+    expected = APPEND_ONLY_TRIGGERS.get(conn.dialect.name, APPEND_ONLY_TRIGGERS["sqlite"])
+    present = _present_triggers(conn)
+    return [
+        f"trigger {name} on {table} is missing or disabled: {operations} on {table} is no "
+        "longer refused; restore the store from a backup into a new store (its migrations "
+        "recreate the trigger) and find out who removed it"
+        for name, (table, operations) in expected.items()
+        if present.get(name) != table
+    ]
 
 
 @dataclass(frozen=True)

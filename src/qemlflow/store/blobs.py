@@ -117,9 +117,8 @@ class BlobStore:
     def _commit(self, tmp: Path, digest: str) -> str:
         """Move the finished temp file ``tmp`` into place as blob ``digest``."""
         final = self.path_for(digest)
-        if final.is_file():
+        if final.is_file() and self._touch(final):
             tmp.unlink(missing_ok=True)
-            self._touch(final)
             return digest
         tmp.chmod(_READ_ONLY)
         parent = final.parent
@@ -131,18 +130,26 @@ class BlobStore:
         return digest
 
     @staticmethod
-    def _touch(path: Path) -> None:
-        # A re-written blob is "new" again for gc's grace period: a run that writes it
-        # now registers it only later.
-        with contextlib.suppress(OSError):
+    def _touch(path: Path) -> bool:
+        """Mark an existing blob as just written; ``False`` when it is gone (write it again).
+
+        A re-written blob is "new" again for gc's grace period and in-flight runs: a run
+        that writes it now registers it only later. gc moves a blob aside before deleting
+        it, so a touch either lands before (and gc sees it) or fails here.
+        """
+        try:
             os.utime(path)
+        except FileNotFoundError:
+            return False
+        except OSError:  # not ours to change (a read-only store): it is there
+            return True
+        return True
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data`` and return its sha256 digest; storing existing content is a no-op."""
         digest = hashlib.sha256(data).hexdigest()
         final = self.path_for(digest)
-        if final.is_file():
-            self._touch(final)
+        if final.is_file() and self._touch(final):
             return digest
         handle, tmp = self._temp_file()
         try:
@@ -206,6 +213,26 @@ class BlobStore:
                     entry.unlink()
                     removed.append(entry)
         return removed
+
+    def remove_unless_touched(self, digest: str, cutoff: float) -> bool:
+        """Delete blob ``digest`` unless it was written after ``cutoff`` (a Unix time).
+
+        The blob is first renamed aside, then its time checked again: a writer re-writing
+        it at the same moment either touched it before the rename (it is put back) or finds
+        it gone and writes it anew. Returns whether it was deleted.
+        """
+        path = self.path_for(digest)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        aside = self.tmp_dir / f"gc-{digest}-{os.getpid()}.tmp"
+        try:
+            path.replace(aside)
+        except FileNotFoundError:
+            return False
+        if aside.stat().st_mtime > cutoff:
+            aside.replace(path)  # a writer's copy there meanwhile has the same content
+            return False
+        aside.unlink()
+        return True
 
     def remove(self, digest: str) -> None:
         """Delete blob ``digest`` (only garbage collection and restore cleanup do this)."""

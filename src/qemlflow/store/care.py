@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import shutil
 import tempfile
@@ -57,6 +58,7 @@ BACKUP_DB = "metadata.sqlite"
 _BATCH = 1000
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 STALE_TEMP_SECONDS = 60.0
+_CLOCK_SLACK = 2.0  # file times are coarser than time.time(): never cut a lease short
 
 # (table, columns naming the row, column holding a blob digest)
 BLOB_REFERENCES: tuple[tuple[Table, tuple[str, ...], str], ...] = (
@@ -257,16 +259,29 @@ def collect_garbage(store: Store, grace_seconds: float = 3600, dry_run: bool = F
     """Remove the blobs that nothing refers to and that are older than ``grace_seconds``.
 
     A blob counts as referenced when a digest column names it, or when its digest
-    appears anywhere in a JSON column (conservative; audit event details excepted). The
-    grace period protects blobs that a running process has written but not registered
-    yet. Returns the digests removed (or, with ``dry_run``, the ones that would be); a
-    removal appends one ``store.gc`` audit event listing them.
+    appears anywhere in a JSON column (conservative; audit event details excepted). Blobs
+    written since the oldest in-flight run began (see :meth:`Store.in_flight`) are kept
+    whatever the grace period, and so is anything written after gc started; the grace
+    period protects what other writers have written but not registered yet. Returns the
+    digests removed (or, with ``dry_run``, the ones that would be); a removal appends one
+    ``store.gc`` audit event listing them.
     """
+    from qemlflow.store.leases import live_leases
+
+    if not math.isfinite(grace_seconds) or grace_seconds < 0:
+        raise StoreError(
+            f"the grace period must be a number of seconds >= 0, got {grace_seconds}",
+            "give e.g. --grace 3600 (0 removes every unreferenced blob not in use)",
+        )
+    started = time.time()
     if not dry_run:
         store.objects.clean_temp(STALE_TEMP_SECONDS)
+    # Leases before references: a run that ends in between committed its references
+    # before it dropped its lease, so the snapshot below holds them.
+    leases = live_leases(store.root, remove_dead=not dry_run)
     with _reading(store._engine) as conn, conn.begin():
         referenced = _referenced_digests(conn)
-    cutoff = time.time() - grace_seconds
+    cutoff = min([started - grace_seconds, *(lease.started_at - _CLOCK_SLACK for lease in leases)])
     removed: list[str] = []
     for digest in store.objects.digests():
         if digest in referenced:
@@ -277,8 +292,8 @@ def collect_garbage(store: Store, grace_seconds: float = 3600, dry_run: bool = F
             continue
         if mtime > cutoff:
             continue
-        if not dry_run:
-            store.objects.remove(digest)
+        if not dry_run and not store.objects.remove_unless_touched(digest, cutoff):
+            continue
         removed.append(digest)
     if removed and not dry_run:
         store.audit(

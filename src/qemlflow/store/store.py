@@ -8,6 +8,7 @@ audit trail (:mod:`qemlflow.store.audit`) in the same transaction.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -35,6 +36,7 @@ from qemlflow.store.audit import (
     audit_head,
     current_actor,
     lock_audit_log,
+    missing_append_only_triggers,
     read_events,
     verify_audit_chain,
 )
@@ -88,6 +90,7 @@ _DATASETS_FIX = "list datasets with `qemlflow data list`"
 _MODELS_FIX = "list registered models with `qemlflow models list`"
 MODEL_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,99}")
 """Model names and aliases: lowercase letters, digits, ``_``, ``.``, ``-``; at most 100."""
+_MAX_VERSION = 2**31 - 1  # the version column is a 32-bit integer on PostgreSQL
 API_KEY_PREFIX = "qmf_"
 _API_KEY_ID = re.compile(r"qk_[0-9a-f]{8}")
 _API_KEY_SECRET = re.compile(r"[0-9a-f]{64}")
@@ -404,6 +407,19 @@ class Store:
             conn.begin(),
         ):
             yield conn
+
+    @contextlib.contextmanager
+    def in_flight(self, what: str) -> Iterator[None]:
+        """Mark this process as writing into the store for the block: :meth:`gc` keeps
+        every blob written from now on until the block ends, whatever its grace period.
+
+        Enter it before writing the first blob that is referenced only later, and leave it
+        once the references are committed. A killed process's claim ends with it.
+        """
+        from qemlflow.store.leases import hold_lease
+
+        with hold_lease(self.root, what):
+            yield
 
     # -- blobs -------------------------------------------------------------------------
 
@@ -956,7 +972,11 @@ class Store:
     @staticmethod
     def _model_version_row(conn: Connection, name: str, version: int) -> RowMapping:
         t = schema.model_versions
-        row = conn.execute(select(t).where(t.c.name == name, t.c.version == int(version))).first()
+        row = None
+        if 1 <= int(version) <= _MAX_VERSION:  # beyond it no row can exist (nor be queried)
+            row = conn.execute(
+                select(t).where(t.c.name == name, t.c.version == int(version))
+            ).first()
         if row is None:
             exists = conn.execute(select(t.c.name).where(t.c.name == name).limit(1)).first()
             if exists is None:
@@ -1086,9 +1106,10 @@ class Store:
         256-bit random secret. Appends an ``apikey.created`` audit event (no secret in it).
         """
         name = name.strip()
-        if not name or len(name) > 200:
+        if not name or len(name) > 200 or not name.isprintable():
             raise StoreError(
-                "an API key needs a name of 1 to 200 characters",
+                "an API key needs a name of 1 to 200 printable characters "
+                "(no line breaks or control characters)",
                 "name it after who or what will use it",
             )
         actor = current_actor()
@@ -1240,10 +1261,15 @@ class Store:
     def verify_audit(
         self, anchor: Mapping[str, Any] | None = None, checks: Sequence[AuditCheck] = ()
     ) -> AuditReport:
-        """Check the whole audit chain (every row, by seq); see :func:`verify_audit_chain`."""
+        """Check the whole audit chain (every row, by seq), see :func:`verify_audit_chain`,
+        and that the triggers keeping the trail and the registry append-only are in place."""
         with self._reading() as conn:
             events = read_events(conn)
-        return verify_audit_chain(events, anchor=anchor, checks=checks)
+            missing = missing_append_only_triggers(conn)
+        report = verify_audit_chain(events, anchor=anchor, checks=checks)
+        if not missing:
+            return report
+        return dataclasses.replace(report, problems=(*missing, *report.problems))
 
     # -- care --------------------------------------------------------------------------
 
