@@ -56,7 +56,6 @@ def register(app: typer.Typer) -> None:
 
         with open_store(store) as opened:
             chosen = open_model(model, opened, trust_file=trust_file, purpose="predict")
-        error_console.print(escape(chosen.describe()), highlight=False, soft_wrap=True)
         table = predict_file(
             chosen,
             input,
@@ -66,6 +65,8 @@ def register(app: typer.Typer) -> None:
             header=header,
             n_jobs=n_jobs,
         )
+        # Which model scored, once it has: a failed command prints its error line alone.
+        error_console.print(escape(chosen.describe()), highlight=False, soft_wrap=True)
         failed = int((table["error"] != "").sum())
         console.print(
             f"{len(table)} molecules scored into [bold]{output}[/]"

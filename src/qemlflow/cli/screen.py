@@ -23,14 +23,21 @@ __all__ = ["register"]
 
 
 class _ScreenBar:
-    """A rich bar over the input (bytes, or rows for Parquet) with molecules/s and ETA."""
+    """A rich bar over the input (bytes, or rows for Parquet) with molecules/s and ETA.
 
-    def __init__(self, progress: Any) -> None:
+    ``heading`` (which model is used) is printed when scoring starts: every input error is
+    found before that, so an error is the only line a failed command prints.
+    """
+
+    def __init__(self, progress: Any, heading: str = "") -> None:
         self._progress = progress
+        self._heading = heading
         self._task: Any = None
         self._began = time.perf_counter()
 
     def start(self, total: int, unit: str) -> None:
+        if self._heading:
+            error_console.print(escape(self._heading), highlight=False, soft_wrap=True)
         self._task = self._progress.add_task("screen", total=max(total, 1), rate="", rows=0)
         self._began = time.perf_counter()
 
@@ -123,7 +130,6 @@ def register(app: typer.Typer) -> None:
             warnings.simplefilter("always", UserWarning)
             try:
                 chosen = open_model(model, opened, trust_file=trust_file, purpose="screen")
-                error_console.print(escape(chosen.describe()), highlight=False, soft_wrap=True)
                 with display:
                     result = screen(
                         chosen,
@@ -142,7 +148,7 @@ def register(app: typer.Typer) -> None:
                         ascending=ascending,
                         domain_threshold=threshold,
                         resume=resume,
-                        progress=_ScreenBar(display),
+                        progress=_ScreenBar(display, chosen.describe()),
                     )
             except ScreenInterruptedError as exc:
                 message = escape(str(exc))

@@ -11,6 +11,7 @@ and again on assembly. The screen is recorded in the store's audit trail as
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["ScreenInterruptedError", "ScreenProgress", "ScreenResult", "screen"]
 
 DEFAULT_CHUNK_SIZE = 20_000
+_MAX_WORKERS = 1_024  # processes; more is a typo, and each one holds the model
 
 
 class ScreenInterruptedError(QeMLflowError):
@@ -201,6 +203,12 @@ def screen(
     _require("pyarrow", "parquet")
     if chunk_size < 1 or workers < 1 or (top is not None and top < 1):
         raise ConfigError("--chunk-size, --workers and --top must be at least 1", "see --help")
+    if workers > _MAX_WORKERS:
+        raise ConfigError(
+            f"--workers {workers} is too large: at most {_MAX_WORKERS} local processes",
+            f"give --workers between 1 and {_MAX_WORKERS} (this machine has "
+            f"{os.cpu_count() or 1} cores)",
+        )
     if engine == "dask":
         _require("distributed", "dask")
         address = dask_address(address)
