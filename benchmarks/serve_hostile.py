@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -278,9 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tool",
         choices=("httpx", "wrk"),
-        default="httpx",
-        help="normal clients: asyncio+httpx, or wrk (Debian's, in C: leaves the cores to "
-        "the server; the huge-molecule client stays httpx)",
+        default="wrk" if shutil.which("wrk") else "httpx",
+        help="normal clients: wrk (Debian's, in C: leaves the cores to the server; the "
+        "default when installed) or asyncio+httpx (which takes CPU from the server on 2 "
+        "cores); the huge-molecule client is always httpx",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
