@@ -185,6 +185,24 @@ def test_body_and_batch_limits(trained: Trained, server: tuple[str, Any]) -> Non
     )
 
 
+def test_an_unreadable_upload_row_keeps_its_place_and_its_reason(
+    trained: Trained, server: tuple[str, Any]
+) -> None:
+    url, _ = server
+    table = b"smiles,name\nCCO,ethanol\nc1ccccc1,benzene,EXTRA\nCCN,ethylamine\n"
+    response = httpx.post(
+        f"{url}/predict",
+        content=table,
+        headers={**_auth(trained.key), "Content-Type": "text/csv"},
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["smiles"] for r in results] == ["CCO", "", "CCN"]
+    assert results[0]["error"] is None and results[2]["error"] is None
+    assert results[1]["error"].startswith("too_many_fields: line 3 has 3 fields")
+    assert results[1]["prediction"] is None
+
+
 def test_metrics_and_models(trained: Trained, server: tuple[str, Any]) -> None:
     url, _ = server
     with Client(url, trained.key) as client:

@@ -44,7 +44,7 @@ from qemlflow.serve.service import (
     BatchTooLargeError,
     ModelNotReadyError,
     ModelService,
-    smiles_from_table,
+    molecules_from_table,
 )
 
 if TYPE_CHECKING:
@@ -157,8 +157,9 @@ _PREDICT_BODY = {
 
 async def _request_smiles(
     request: Request, smiles_column: str | None, settings: ServeSettings
-) -> list[str]:
-    """The SMILES of a JSON body, a CSV body or an uploaded file (field ``file``).
+) -> tuple[list[str], list[str]]:
+    """The SMILES of a JSON body, a CSV body or an uploaded file (field ``file``), and per
+    row the reason it could not be read ("" when it was).
 
     An uploaded table is decompressed and parsed in a worker thread, as a stream bounded
     by the settings' limits (InputTooLargeError, answered 413, past any of them).
@@ -174,18 +175,18 @@ async def _request_smiles(
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise HTTPException(422, "a multipart upload needs the CSV in a file field 'file'")
-        data = await upload.read()
-        return await run_in_threadpool(
-            smiles_from_table, data, upload.filename, smiles_column, **limits
-        )
-    if content_type in _CSV_TYPES:
-        data = await request.body()
-        return await run_in_threadpool(
-            smiles_from_table, data, "upload.csv", smiles_column, **limits
-        )
-    if content_type != "application/json":
+        data, filename = await upload.read(), upload.filename
+    elif content_type in _CSV_TYPES:
+        data, filename = await request.body(), "upload.csv"
+    elif content_type == "application/json":
+        smiles = PredictRequest.model_validate_json(await request.body()).smiles
+        return smiles, [""] * len(smiles)
+    else:
         raise HTTPException(415, "send application/json, text/csv or a multipart CSV upload")
-    return PredictRequest.model_validate_json(await request.body()).smiles
+    molecules = await run_in_threadpool(
+        molecules_from_table, data, filename, smiles_column, **limits
+    )
+    return [m.smiles for m in molecules], [m.error for m in molecules]
 
 
 def create_app(service: ModelService, settings: ServeSettings, metrics: ServiceMetrics) -> FastAPI:
@@ -230,8 +231,12 @@ def create_app(service: ModelService, settings: ServeSettings, metrics: ServiceM
         smiles_column: Annotated[str | None, Query(description="SMILES column of a CSV.")] = None,
     ) -> PredictResponse:
         """Score molecules: one result per input SMILES, in order."""
-        smiles = await _request_smiles(request, smiles_column, settings)
-        return await service.predict(smiles)
+        smiles, unreadable = await _request_smiles(request, smiles_column, settings)
+        response = await service.predict(smiles)
+        for result, reason in zip(response.results, unreadable, strict=True):
+            if reason:  # the row never held a molecule: say why, not "empty SMILES"
+                result.error = reason
+        return response
 
     @app.get("/healthz", response_model=HealthResponse)
     async def healthz() -> HealthResponse:

@@ -52,6 +52,7 @@ from qemlflow.serve.workers import (
 )
 
 if TYPE_CHECKING:
+    from qemlflow.data.reader import Molecule
     from qemlflow.pipeline.predictor import Predictor
     from qemlflow.registry import ModelVersion
     from qemlflow.serve.metrics import ServiceMetrics
@@ -64,6 +65,7 @@ __all__ = [
     "ServeError",
     "ServedModel",
     "SmokeTestError",
+    "molecules_from_table",
     "smiles_from_table",
 ]
 
@@ -260,7 +262,7 @@ def _training_smiles(store: Store, version: ModelVersion) -> list[str]:
     return smiles
 
 
-def smiles_from_table(
+def molecules_from_table(
     data: bytes,
     filename: str | None,
     column: str | None,
@@ -268,14 +270,13 @@ def smiles_from_table(
     max_rows: int | None = None,
     max_bytes: int | None = None,
     max_field_bytes: int | None = None,
-) -> list[str]:
-    """The SMILES column of an uploaded table (any format the reader knows, by file
-    name; default CSV; gzip also by its first bytes), one entry per row.
+) -> list[Molecule]:
+    """The molecules of an uploaded table (any format the reader knows, by file name;
+    default CSV; gzip also by its first bytes), one per row, with each row's read error.
 
     The upload is decompressed and parsed as a stream, stopped with InputTooLargeError
     as soon as it passes ``max_bytes`` decompressed or ``max_rows`` rows (a Parquet file
-    is checked against its footer first); a row over ``max_field_bytes`` is an error.
-    A row that cannot be read gives an empty SMILES (an invalid molecule, in its place).
+    is checked against its footer first); a row over ``max_field_bytes`` is a row error.
     """
     from qemlflow.data.reader import DEFAULT_MAX_FIELD_BYTES, ReadLimits, open_molecules
 
@@ -286,7 +287,29 @@ def smiles_from_table(
         max_rows=max_rows,
     )
     source = open_molecules(data, name=name, label=f"the upload {name!r}", limits=limits)
-    return [molecule.smiles for molecule in source.molecules(column)]
+    return list(source.molecules(column))
+
+
+def smiles_from_table(
+    data: bytes,
+    filename: str | None,
+    column: str | None,
+    *,
+    max_rows: int | None = None,
+    max_bytes: int | None = None,
+    max_field_bytes: int | None = None,
+) -> list[str]:
+    """The SMILES column of an uploaded table (see :func:`molecules_from_table`), one entry
+    per row; a row that cannot be read gives an empty SMILES (an invalid molecule)."""
+    molecules = molecules_from_table(
+        data,
+        filename,
+        column,
+        max_rows=max_rows,
+        max_bytes=max_bytes,
+        max_field_bytes=max_field_bytes,
+    )
+    return [molecule.smiles for molecule in molecules]
 
 
 @dataclass(frozen=True)
