@@ -164,6 +164,11 @@ HOSTILE: list[tuple[str, list[str], str]] = [
         "too large",
     ),
     (
+        "screen-nan-domain-threshold",
+        ["screen", "{run}", MOLS, "-o", "s.csv", "--domain-threshold", "nan"],
+        "--domain-threshold",
+    ),
+    (
         "screen-negative-top",
         ["screen", "{run}", MOLS, "-o", "s.csv", "--top", "-5"],
         "--top",

@@ -210,6 +210,11 @@ def test_metrics_and_models(trained: Trained, server: tuple[str, Any]) -> None:
         served = client.models()["serving"]
         assert client.ready()
     assert (served["name"], served["version"], served["aliases"]) == (NAME, 1, {"production": 1})
+    assert served["limits"] == {
+        "max_smiles_length": 5000,
+        "max_heavy_atoms": 300,
+        "time_budget_seconds": 5.0,
+    }
     text = httpx.get(f"{url}/metrics", headers=_auth(trained.key)).text
     for needle in (
         'qemlflow_requests_total{endpoint="/predict",status="200"}',

@@ -203,6 +203,11 @@ def screen(
     _require("pyarrow", "parquet")
     if chunk_size < 1 or workers < 1 or (top is not None and top < 1):
         raise ConfigError("--chunk-size, --workers and --top must be at least 1", "see --help")
+    if not 0.0 <= domain_threshold <= 1.0:  # also refuses NaN
+        raise ConfigError(
+            f"--domain-threshold {domain_threshold} is not a Tanimoto similarity",
+            "give a number from 0 to 1 (default 0.3)",
+        )
     if workers > _MAX_WORKERS:
         raise ConfigError(
             f"--workers {workers} is too large: at most {_MAX_WORKERS} local processes",

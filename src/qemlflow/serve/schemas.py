@@ -90,6 +90,10 @@ class ModelInfo(BaseModel):
     metrics: dict[str, object]
     aliases: dict[str, int] = Field(description="The model's aliases in the registry now.")
     loaded_at: str
+    limits: dict[str, float] = Field(
+        description="The model's admission limits per molecule (max_smiles_length, "
+        "max_heavy_atoms, time_budget_seconds); a molecule over them gets a per-row error."
+    )
     refused_versions: list[int] = Field(
         description="Versions that failed their smoke test and were never served."
     )

@@ -604,6 +604,7 @@ class ModelService:
             metrics=dict(v.metrics),
             aliases=self.store.current_aliases(model.name),
             loaded_at=datetime.fromtimestamp(model.loaded_at, UTC).isoformat(timespec="seconds"),
+            limits=model.predictor.limits.to_dict(),
             refused_versions=sorted(n for name, n in self.refused if name == model.name),
         )
 
