@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -15,6 +16,8 @@ __all__ = [
     "HeaderOption",
     "IdColumnOption",
     "JsonOption",
+    "ModelArgument",
+    "MoleculesArgument",
     "SmilesColumnOption",
     "StoreOption",
     "TrustFileOption",
@@ -31,6 +34,17 @@ StoreOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+# The model and the molecules of predict and screen.
+ModelArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A run output folder or model file this store made, or a registered NAME, "
+        "NAME@ALIAS or NAME@N (NAME@X always means the registry: ./NAME@X is a path)."
+    ),
+]
+MoleculesArgument = Annotated[
+    Path, typer.Argument(help="Molecules: CSV/TSV/TXT/SMI/SDF (.gz), or Parquet.")
+]
 TrustFileOption = Annotated[
     bool,
     typer.Option(

@@ -10,6 +10,8 @@ import typer
 from qemlflow.cli.options import (
     HeaderOption,
     IdColumnOption,
+    ModelArgument,
+    MoleculesArgument,
     SmilesColumnOption,
     StoreOption,
     TrustFileOption,
@@ -25,16 +27,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("predict")
     def predict_command(
-        model: Annotated[
-            str,
-            typer.Argument(
-                help="A run output folder or model file this store made, or a registered NAME, "
-                "NAME@ALIAS or NAME@N (NAME@X always means the registry: ./NAME@X is a path)."
-            ),
-        ],
-        input: Annotated[
-            Path, typer.Argument(help="Molecules: CSV/TSV/TXT/SMI/SDF (.gz), or Parquet.")
-        ],
+        model: ModelArgument,
+        input: MoleculesArgument,
         trust_file: TrustFileOption = False,
         store: StoreOption = None,
         output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")] = Path(

@@ -12,6 +12,8 @@ from rich.markup import escape
 from qemlflow.cli.options import (
     HeaderOption,
     IdColumnOption,
+    ModelArgument,
+    MoleculesArgument,
     SmilesColumnOption,
     StoreOption,
     TrustFileOption,
@@ -51,16 +53,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("screen")
     def screen_command(
-        model: Annotated[
-            str,
-            typer.Argument(
-                help="A run output folder or model file this store made, or a registered NAME, "
-                "NAME@ALIAS or NAME@N (NAME@X always means the registry: ./NAME@X is a path)."
-            ),
-        ],
-        input: Annotated[
-            Path, typer.Argument(help="Molecules: CSV/TSV/TXT/SMI/SDF (.gz), or Parquet.")
-        ],
+        model: ModelArgument,
+        input: MoleculesArgument,
         output: Annotated[
             Path, typer.Option("--output", "-o", help="Where to write: .parquet or .csv.")
         ],

@@ -291,25 +291,12 @@ def molecules_from_table(
 
 
 def smiles_from_table(
-    data: bytes,
-    filename: str | None,
-    column: str | None,
-    *,
-    max_rows: int | None = None,
-    max_bytes: int | None = None,
-    max_field_bytes: int | None = None,
+    data: bytes, filename: str | None, column: str | None, **limits: int | None
 ) -> list[str]:
-    """The SMILES column of an uploaded table (see :func:`molecules_from_table`), one entry
-    per row; a row that cannot be read gives an empty SMILES (an invalid molecule)."""
-    molecules = molecules_from_table(
-        data,
-        filename,
-        column,
-        max_rows=max_rows,
-        max_bytes=max_bytes,
-        max_field_bytes=max_field_bytes,
-    )
-    return [molecule.smiles for molecule in molecules]
+    """The SMILES column of an uploaded table (see :func:`molecules_from_table`, which
+    takes the same ``limits``), one entry per row; a row that cannot be read gives an
+    empty SMILES (an invalid molecule)."""
+    return [m.smiles for m in molecules_from_table(data, filename, column, **limits)]
 
 
 @dataclass(frozen=True)
