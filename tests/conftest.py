@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.bundled import bundled_csv
 
 from qemlflow.store import Store
 
@@ -16,8 +17,6 @@ pytest_plugins = ["tests.postgres_fixture"]
 
 # As the CLI does: keep two OpenMP runtimes (LightGBM, scikit-learn) from spinning.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -33,8 +32,8 @@ def _isolated_store(
 
 @pytest.fixture(scope="session")
 def esol_frame() -> pd.DataFrame:
-    """The ESOL table as shipped in ../shared/data."""
-    return pd.read_csv(SHARED_DATA / "esol.csv")
+    """The ESOL table (the bundled dataset's CSV)."""
+    return pd.read_csv(bundled_csv("esol"))
 
 
 @pytest.fixture

@@ -21,12 +21,12 @@ import pandas as pd
 import pytest
 import yaml
 from sqlalchemy import text
+from tests.bundled import bundled_csv
 
 from qemlflow.errors import FeaturizerError
 from qemlflow.features import make_featurizer
 from qemlflow.store import Store
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 SMALL_CONFIG = {
@@ -101,7 +101,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     root = tmp_path_factory.mktemp("hostile")
     home = root / "store"
     data = root / "small.csv"
-    pd.read_csv(SHARED_DATA / "esol.csv").head(120).to_csv(data, index=False)
+    pd.read_csv(bundled_csv("esol")).head(120).to_csv(data, index=False)
     config = _write_config(root, data)
     done = _qemlflow(["run", str(config), "--out", "results"], home, root)
     assert done.returncode == 0, done.stderr

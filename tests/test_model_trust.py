@@ -23,13 +23,13 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from tests.bundled import bundled_csv
 
 import qemlflow as qm
 from qemlflow import registry
 from qemlflow.pipeline.predictor import load_model
 from qemlflow.store import Store
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONFIG: dict[str, Any] = {
     "name": "trusted",
     "dataset": {"source": "PLACEHOLDER", "smiles_column": "smiles", "target_columns": ["logp"]},
@@ -62,7 +62,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     folder = tmp_path_factory.mktemp("trust")
-    pd.read_csv(SHARED_DATA / "esol.csv").head(120).to_csv(folder / "train.csv", index=False)
+    pd.read_csv(bundled_csv("esol")).head(120).to_csv(folder / "train.csv", index=False)
     config = {**CONFIG, "dataset": {**CONFIG["dataset"], "source": str(folder / "train.csv")}}
     with Store.open(folder / "store") as store:
         result = qm.run(config, folder / "run", store=store)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from tests.bundled import bundled_csv
 
 import qemlflow as qm
 from qemlflow.errors import ConfigError
@@ -126,7 +127,7 @@ def test_model_file_records_featurizer_and_versions(tmp_path: Path, small_esol_c
 
 
 def test_classification_run_gives_probabilities_and_roc(tmp_path: Path) -> None:
-    frame = pd.read_csv(Path(__file__).resolve().parents[2] / "shared/data/bbbp.csv").head(300)
+    frame = pd.read_csv(bundled_csv("bbbp")).head(300)
     path = tmp_path / "bbbp.csv"
     frame.to_csv(path, index=False)
     config = _config(path)
@@ -144,7 +145,7 @@ def test_classification_run_gives_probabilities_and_roc(tmp_path: Path) -> None:
 
 
 def test_multitask_run_keeps_molecules_with_missing_labels(tmp_path: Path) -> None:
-    frame = pd.read_csv(Path(__file__).resolve().parents[2] / "shared/data/tox21.csv").head(400)
+    frame = pd.read_csv(bundled_csv("tox21")).head(400)
     path = tmp_path / "tox21.csv"
     frame.to_csv(path, index=False)
     targets = ["NR-AR", "NR-AhR", "SR-ARE"]

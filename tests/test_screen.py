@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from tests.bundled import bundled_csv
 
 import qemlflow as qm
 from qemlflow import registry
@@ -37,7 +38,6 @@ CONFIG: dict[str, Any] = {
     "model": {"estimator": "random_forest", "params": {"n_estimators": 30}},
     "evaluation": {"n_bootstrap": 20, "plots": False},
 }
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = pytest.mark.filterwarnings("ignore:the training molecules:UserWarning")
 INVALID = ["C1CC(nosmiles", "", "c1cccc1", "Xx"]
 
@@ -52,7 +52,7 @@ class Trained:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     folder = tmp_path_factory.mktemp("screen")
-    esol = pd.read_csv(SHARED_DATA / "esol.csv")
+    esol = pd.read_csv(bundled_csv("esol"))
     esol.head(200).to_csv(folder / "train.csv", index=False)
     config = {**CONFIG, "dataset": {**CONFIG["dataset"], "source": str(folder / "train.csv")}}
     with Store.open(folder / "store") as store:

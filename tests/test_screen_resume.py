@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from tests.bundled import bundled_csv
 
 import qemlflow as qm
 from qemlflow.cli.main import main
@@ -28,7 +29,6 @@ from qemlflow.screen import screen
 from qemlflow.screen.parts import ScreenPartError
 from qemlflow.store import Store
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONFIG: dict[str, Any] = {
     "name": "resumed",
     "dataset": {"source": "PLACEHOLDER", "smiles_column": "smiles", "target_columns": ["logp"]},
@@ -53,7 +53,7 @@ class Killed:
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Killed]:
     folder = tmp_path_factory.mktemp("resume")
-    esol = pd.read_csv(SHARED_DATA / "esol.csv")
+    esol = pd.read_csv(bundled_csv("esol"))
     esol.head(150).to_csv(folder / "train.csv", index=False)
     config = {**CONFIG, "dataset": {**CONFIG["dataset"], "source": str(folder / "train.csv")}}
     library = esol["smiles"].iloc[150:].tolist() * 3 + ["not a smiles"]  # ~2,900 rows

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.bundled import bundled_csv
 
 from qemlflow.chem.cluster import butina_clusters
 from qemlflow.chem.molecule import murcko_scaffold
@@ -25,7 +25,7 @@ from qemlflow.splits import (
     stratified_split,
 )
 
-ESOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "esol.csv"
+ESOL = bundled_csv("esol")
 
 
 @pytest.fixture(scope="module")
