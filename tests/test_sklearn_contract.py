@@ -26,7 +26,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import qemlflow as qm
-from qemlflow.errors import DataError, ModelInputError
+from qemlflow.errors import ConfigError, DataError, ModelInputError
 from qemlflow.features import make_featurizer
 from qemlflow.models import DMPNN, MolecularModel, TanimotoKNN
 
@@ -252,3 +252,10 @@ def test_bad_input_is_a_value_error_and_a_data_error() -> None:
         ModelInputError, match="X has 2 features, but MolecularModel is expecting 3"
     ):
         fitted.predict(np.zeros((1, 2)))
+
+
+def test_a_parameter_scikit_learn_rejects_is_still_a_config_error() -> None:
+    # Recognized without importing scikit-learn's private InvalidParameterError.
+    X, y = np.random.default_rng(0).random((30, 4)), np.arange(30.0)
+    with pytest.raises(ConfigError, match=r"rejected a parameter.*n_estimators"):
+        MolecularModel("random_forest", params={"n_estimators": -1}).fit(X, y)
