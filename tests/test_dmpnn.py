@@ -100,10 +100,11 @@ def test_classification_gives_calibrated_probabilities(
     # With descriptors the tiny network ranks the calibration molecules the right way
     # round; a network that ranks them backwards is left uncalibrated (test_models.py).
     model = fitted(X, y, task="classification", descriptors="rdkit2d")
-    proba = model.predict_proba(X[80:])
+    proba = model.predict_positive(X[80:])
     assert proba.ndim == 1 and np.all((proba >= 0) & (proba <= 1))
     assert model.calibration_methods_ == ["sigmoid"]
-    np.testing.assert_array_equal(model.predict(X[80:]), model.predict_proba(X[80:]) >= 0.5)
+    np.testing.assert_array_equal(model.predict_proba(X[80:])[:, 1], proba)
+    np.testing.assert_array_equal(model.predict(X[80:]), proba >= 0.5)
     assert not hasattr(model, "predict_interval")
 
 
@@ -126,7 +127,8 @@ def test_one_network_learns_every_task_with_missing_labels(
     labels = (np.nanmedian(Y, axis=0) < Y).astype(float)
     labels[np.isnan(Y)] = np.nan
     classifier = fitted(X, labels, task="classification")
-    assert classifier.predict_proba(X[100:]).shape == (20, 2)
+    assert classifier.predict_positive(X[100:]).shape == (20, 2)
+    assert [p.shape for p in classifier.predict_proba(X[100:])] == [(20, 2), (20, 2)]
     assert len(classifier.calibrators_) == 2
 
 

@@ -76,9 +76,13 @@ def test_every_estimator_classifies_with_nan_features(name: str) -> None:
     X, y = logistic_data(200)
     X = with_nan(X)
     model = MolecularModel(name, task="classification", params=FAST[name]).fit(X[:160], y[:160])
-    proba = model.predict_proba(X[160:])
+    proba = model.predict_positive(X[160:])
     labels = model.predict(X[160:])
     assert proba.shape == labels.shape == (40,)
+    both = model.predict_proba(X[160:])  # scikit-learn's shape: a column per class
+    assert both.shape == (40, 2)
+    np.testing.assert_array_equal(both[:, 1], proba)
+    np.testing.assert_allclose(both.sum(axis=1), 1.0)
     assert np.all((proba >= 0) & (proba <= 1))
     assert set(np.unique(labels)) <= {0, 1}
     np.testing.assert_array_equal(labels, (proba >= 0.5).astype(int))
@@ -139,8 +143,8 @@ def test_calibrated_probabilities_beat_uncalibrated_boosting() -> None:
     params = {"n_estimators": 300, "learning_rate": 0.1}
     raw = MolecularModel("lightgbm", "classification", params=params, calibration="none")
     cal = MolecularModel("lightgbm", "classification", params=params)
-    p_raw = raw.fit(X[train], y[train]).predict_proba(X[test])
-    p_cal = cal.fit(X[train], y[train]).predict_proba(X[test])
+    p_raw = raw.fit(X[train], y[train]).predict_positive(X[test])
+    p_cal = cal.fit(X[train], y[train]).predict_positive(X[test])
     assert cal.calibration_methods_ == ["isotonic"]  # auto: >= 1000 calibration points
     brier_raw = np.mean((p_raw - y[test]) ** 2)
     brier_cal = np.mean((p_cal - y[test]) ** 2)
@@ -155,7 +159,7 @@ def test_calibration_set_is_used_for_classification() -> None:
     assert model.calibration_methods_ == ["sigmoid"]
     assert model.n_calibration_per_task_ == [300]
     assert model.calibration_source_ == "calibration_set"
-    p = model.predict_proba(X[700:])
+    p = model.predict_positive(X[700:])
     assert _ece(p, y[700:]) < 0.12
 
 
@@ -189,9 +193,15 @@ def test_multitask_classification_with_single_class_task() -> None:
     Y = np.column_stack([y, np.zeros(200), np.where(np.arange(200) % 3 == 0, np.nan, y)])
     with pytest.warns(UserWarning, match="every training label is 0"):
         model = MolecularModel("linear", "classification").fit(X, Y)
-    proba = model.predict_proba(X[:10])
+    proba = model.predict_positive(X[:10])
     assert proba.shape == (10, 3)
     np.testing.assert_array_equal(proba[:, 1], 0.0)
+    # predict_proba: one (n, 2) array per task, as scikit-learn's multi-output classifiers
+    per_task = model.predict_proba(X[:10])
+    assert isinstance(per_task, list) and [p.shape for p in per_task] == [(10, 2)] * 3
+    for t, p in enumerate(per_task):
+        np.testing.assert_array_equal(p[:, 1], proba[:, t])
+        np.testing.assert_array_equal(p[:, 0], 1.0 - proba[:, t])
     assert model.n_train_per_task_ == [200, 200, int(np.sum(np.arange(200) % 3 != 0))]
     assert model.calibration_methods_ == ["sigmoid", "none", "sigmoid"]
 
@@ -259,14 +269,14 @@ def test_pickle_round_trip_and_determinism(task: str, tmp_path: Any) -> None:
     # n_jobs=1: with 2 cores, LightGBM's OpenMP threads can stall behind scikit-learn's.
     first = MolecularModel("lightgbm", task, params=params).fit(X[:150], y[:150])
     second = MolecularModel("lightgbm", task, params=params).fit(X[:150], y[:150])
-    out = first.predict(X[150:]) if task == "regression" else first.predict_proba(X[150:])
-    again = second.predict(X[150:]) if task == "regression" else second.predict_proba(X[150:])
+    out = first.predict(X[150:]) if task == "regression" else first.predict_positive(X[150:])
+    again = second.predict(X[150:]) if task == "regression" else second.predict_positive(X[150:])
     np.testing.assert_array_equal(out, again)
 
     path = tmp_path / "model.joblib"
     joblib.dump(first, path)
     loaded = joblib.load(path)
-    reloaded = loaded.predict(X[150:]) if task == "regression" else loaded.predict_proba(X[150:])
+    reloaded = loaded.predict(X[150:]) if task == "regression" else loaded.predict_positive(X[150:])
     np.testing.assert_array_equal(out, reloaded)
     assert loaded.describe() == first.describe()
 
@@ -379,6 +389,6 @@ def test_a_calibration_set_that_reverses_the_ranking_is_refused() -> None:
     with pytest.warns(UserWarning, match="rank the classes opposite"):
         model.fit(X, y, X_cal=X_cal, y_cal=y_cal)
     X_test = rng.normal(size=(200, 4))
-    auc = roc_auc_score(X_test[:, 0] > 0, model.predict_proba(X_test))
+    auc = roc_auc_score(X_test[:, 0] > 0, model.predict_positive(X_test))
     assert auc > 0.95
     assert model.calibration_methods_ == ["none"]

@@ -8,6 +8,7 @@ __all__ = [
     "FeaturizerError",
     "InputTooLargeError",
     "ModelError",
+    "ModelInputError",
     "QeMLflowError",
 ]
 
@@ -50,4 +51,13 @@ class InputTooLargeError(DataError):
     """Input exceeds a stated limit (bytes, rows, field size); the message names the limit.
 
     The prediction service answers it with 413; the CLI prints it as one line.
+    """
+
+
+class ModelInputError(DataError, ValueError):
+    """An estimator was given a malformed ``X`` or ``y``.
+
+    Also a ValueError, as scikit-learn's estimator contract asks of bad input, so
+    scikit-learn's tools (``cross_val_score``'s error handling, the estimator checks)
+    treat QeMLflow's models as their own.
     """

@@ -20,12 +20,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.utils import ClassifierTags, RegressorTags
-from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from qemlflow._version import __version__
-from qemlflow.errors import ConfigError, DataError
+from qemlflow.errors import ConfigError, ModelInputError
 from qemlflow.models.conformal import conformal_quantile
 from qemlflow.models.dmpnn import as_smiles_column
 from qemlflow.models.registry import EstimatorSpec, Task, get_spec
@@ -122,11 +121,23 @@ def _logit(p: FloatArray) -> FloatArray:
     return np.log(clipped / (1 - clipped)).reshape(-1, 1)
 
 
+def _rejects_parameter(exc: BaseException) -> bool:
+    """Whether `exc` is scikit-learn's parameter-validation error.
+
+    Its class, ``InvalidParameterError`` (a ValueError and TypeError), lives in a private
+    module; matching the name keeps a data error from being reported as a bad parameter
+    without importing it.
+    """
+    return any(cls.__name__ == "InvalidParameterError" for cls in type(exc).__mro__)
+
+
 def _fit_checked(model: Any, X: npt.NDArray[Any], y: npt.NDArray[Any], **kwargs: Any) -> Any:
     """Fit `model`, turning a rejected parameter value into a ConfigError."""
     try:
         return model.fit(X, y, **kwargs)
-    except (InvalidParameterError, LightGBMError) as exc:
+    except (ValueError, TypeError, LightGBMError) as exc:
+        if not isinstance(exc, LightGBMError) and not _rejects_parameter(exc):
+            raise
         raise ConfigError(
             f"the estimator rejected a parameter: {exc}",
             "fix that entry of params (see the estimator's documentation)",
@@ -167,8 +178,9 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     Classification (labels 0/1): probabilities are calibrated on ``(X_cal, y_cal)`` when
     given (the fitted model is frozen), else by 5-fold cross-validation on the training
     data (one model refitted on all rows, calibrator fitted on out-of-fold scores).
-    ``predict_proba`` returns the probability of the *positive* class only, shape
-    ``(n,)`` or ``(n, t)``, unlike scikit-learn's ``(n, 2)``.
+    ``predict_proba`` returns ``(n_samples, 2)`` in the order of ``classes_`` (a list of
+    such arrays, one per task, when ``y`` is 2-D); ``predict_positive`` returns the
+    positive-class column(s) alone, shaped like ``predict``.
 
     Parameters
     ----------
@@ -227,6 +239,8 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     True
     >>> clf = MolecularModel("linear", task="classification").fit(X, (y > 1.5).astype(int))
     >>> clf.predict_proba(X[:2]).shape
+    (2, 2)
+    >>> clf.predict_positive(X[:2]).shape
     (2,)
     """
 
@@ -255,7 +269,8 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         tags.target_tags.multi_output = True
         if self.task == "classification":
             tags.estimator_type = "classifier"
-            tags.classifier_tags = ClassifierTags()
+            # Binary only: each task's labels are 0/1 (NaN = missing).
+            tags.classifier_tags = ClassifierTags(multi_class=False)
         else:
             tags.estimator_type = "regressor"
             tags.regressor_tags = RegressorTags()
@@ -309,38 +324,49 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
                 X, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan", input_name=name
             )
         except ValueError as exc:
-            raise DataError(
+            raise ModelInputError(
                 f"{name} is not a usable feature matrix: {exc}",
                 "give a 2-D numeric array; NaN is allowed, infinity is not",
             ) from exc
         if n_features is not None and X_checked.shape[1] != n_features:
-            raise DataError(
-                f"{name} has {X_checked.shape[1]} features but the model expects {n_features}",
+            raise ModelInputError(
+                f"{name} has {X_checked.shape[1]} features, but MolecularModel is expecting "
+                f"{n_features} features as input",
                 "featurize these molecules exactly as the training ones",
             )
         return np.asarray(X_checked)
 
     def _check_y(self, y: npt.ArrayLike, n_rows: int, name: str = "y") -> FloatArray:
+        if y is None:
+            raise ModelInputError(
+                f"MolecularModel requires y to be passed, but the target {name} is None",
+                "give one label (or row of labels) per molecule",
+            )
         try:
             Y = np.asarray(y, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise DataError(f"{name} is not numeric: {exc}", "give numbers, NaN = missing") from exc
+            raise ModelInputError(
+                f"{name} is not numeric: {exc}", "give numbers, NaN = missing"
+            ) from exc
         if Y.ndim == 1:
             Y = Y[:, None]
         if Y.ndim != 2 or Y.shape[0] != n_rows:
-            raise DataError(
-                f"{name} has shape {np.shape(y)} but needs ({n_rows},) or ({n_rows}, n_tasks)",
+            raise ModelInputError(
+                f"{name} has shape {np.asarray(y).shape} but needs ({n_rows},) or "
+                f"({n_rows}, n_tasks)",
                 f"give one row of labels per row of {name.replace('y', 'X')}",
             )
         if np.isinf(Y).any():
-            raise DataError(f"{name} contains infinity", "remove or fix those labels")
+            raise ModelInputError(f"{name} contains infinity", "remove or fix those labels")
         if self.task == "classification":
             labels = Y[~np.isnan(Y)]
             if not np.isin(labels, (0.0, 1.0)).all():
-                raise DataError(
+                raise ModelInputError(
                     f"{name} has labels other than 0 and 1: "
-                    f"{sorted(set(np.unique(labels)) - {0.0, 1.0})[:5]}",
-                    "encode each classification task as 0/1 (NaN = missing)",
+                    f"{sorted(set(np.unique(labels)) - {0.0, 1.0})[:5]}. "
+                    "Only binary classification is supported",
+                    "encode each classification task as 0/1 (NaN = missing), or use "
+                    "task='regression' for a continuous target",
                 )
         return Y
 
@@ -373,12 +399,13 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         ------
         ConfigError
             For an unknown estimator, task, calibration or parameter.
-        DataError
-            For malformed X or y, or a task without labels.
+        ModelInputError
+            For malformed X or y, or a task without labels (a DataError and ValueError).
         """
         spec, resolved = self._resolve()
         X_checked = self._check_features(X)
         Y = self._check_y(y, X_checked.shape[0])
+        Y_ndim = np.asarray(y).ndim
         if (X_cal is None) != (y_cal is None):
             raise ConfigError(
                 "only one of X_cal and y_cal was given", "pass both for a calibration set"
@@ -389,7 +416,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             X_cal_checked = self._check_features(X_cal, "X_cal", X_checked.shape[1])
             Y_cal = self._check_y(y_cal, X_cal_checked.shape[0], "y_cal")
             if Y_cal.shape[1] != Y.shape[1]:
-                raise DataError(
+                raise ModelInputError(
                     f"y_cal has {Y_cal.shape[1]} tasks but y has {Y.shape[1]}",
                     "give calibration labels for the same tasks",
                 )
@@ -408,7 +435,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
 
         self.params_ = resolved
         self.n_tasks_ = Y.shape[1]
-        self.multi_output_ = np.ndim(y) == 2
+        self.multi_output_ = Y_ndim == 2
         self.n_features_in_ = X_checked.shape[1]
         self.calibration_source_ = "calibration_set" if X_cal is not None else "cross_validation"
         if self.task == "regression":
@@ -431,7 +458,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         for t in range(Y.shape[1]):
             rows = ~np.isnan(Y[:, t])
             if not rows.any():
-                raise DataError(f"task {t} has no labels", "drop that column of y")
+                raise ModelInputError(f"task {t} has no labels", "drop that column of y")
             X_t, y_t = X[rows], Y[rows, t]
             cal: tuple[npt.NDArray[Any], FloatArray] | None = None
             if X_cal is not None and Y_cal is not None:
@@ -495,7 +522,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         """
         for t in range(Y.shape[1]):
             if np.isnan(Y[:, t]).all():
-                raise DataError(f"task {t} has no labels", "drop that column of y")
+                raise ModelInputError(f"task {t} has no labels", "drop that column of y")
         self.n_train_per_task_ = [int((~np.isnan(Y[:, t])).sum()) for t in range(Y.shape[1])]
         validation = {} if cal is None else {"X_val": cal[0], "y_val": cal[1]}
         model = _fit_checked(spec.build(self.task, resolved), X, Y, **validation)
@@ -665,7 +692,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         """
         check_is_fitted(self, "estimators_")
         if self.task == "classification":
-            return np.asarray(self.predict_proba(X) >= 0.5, dtype=np.int64)
+            return np.asarray(self.predict_positive(X) >= 0.5, dtype=np.int64)
         X_checked = self._check_features(X, n_features=self.n_features_in_)
         if getattr(self, "joint_", False):
             return self._shape(self.estimators_[0].predict_tasks(X_checked)[0])
@@ -717,11 +744,33 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         return values - half_width, values + half_width
 
     @available_if(_is_classification)  # type: ignore[untyped-decorator]
-    def predict_proba(self, X: npt.ArrayLike) -> FloatArray:
-        """Return the calibrated probability of the positive class (label 1).
+    def predict_proba(self, X: npt.ArrayLike) -> FloatArray | list[FloatArray]:
+        """Return calibrated class probabilities, as scikit-learn's classifiers do.
 
-        Unlike scikit-learn's ``(n_samples, 2)``, only the positive column is returned,
-        one per task.
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features; NaN allowed.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 2), or list of such arrays
+            Columns in the order of ``classes_`` (``[0, 1]``), each row summing to 1.
+            When ``y`` was 2-D (multi-task), one array per task, the shape of
+            scikit-learn's multi-output classifiers (e.g. ``RandomForestClassifier``).
+            :meth:`predict_positive` gives the positive column(s) alone.
+        """
+        positive = self.predict_positive(X)
+        if not self.multi_output_:
+            return np.column_stack([1.0 - positive, positive])
+        return [np.column_stack([1.0 - p, p]) for p in positive.T]
+
+    @available_if(_is_classification)  # type: ignore[untyped-decorator]
+    def predict_positive(self, X: npt.ArrayLike) -> FloatArray:
+        """Return the calibrated probability of the positive class (label 1), per task.
+
+        Column 1 of :meth:`predict_proba`, for every task at once: the score QeMLflow
+        ranks, thresholds and reports as ``probability``.
 
         Parameters
         ----------
@@ -731,7 +780,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         Returns
         -------
         ndarray of shape (n_samples,) or (n_samples, n_tasks)
-            Probabilities in [0, 1].
+            Probabilities in [0, 1]; the shape follows the ``y`` given to ``fit``.
         """
         check_is_fitted(self, "estimators_")
         X_checked = self._check_features(X, n_features=self.n_features_in_)

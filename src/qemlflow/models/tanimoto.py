@@ -11,9 +11,10 @@ from sklearn.base import BaseEstimator
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils import ClassifierTags, RegressorTags
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
-from qemlflow.errors import ConfigError, DataError
+from qemlflow.errors import ConfigError, ModelInputError
 
 __all__ = ["TanimotoKNN", "tanimoto_similarity"]
 
@@ -50,7 +51,7 @@ def _check_non_negative(X: npt.ArrayLike, name: str) -> FloatArray:
             dtype=np.float64,
         )
     except ValueError as exc:
-        raise DataError(
+        raise ModelInputError(
             f"Tanimoto similarity cannot use {name}: {exc}",
             "give non-negative, finite features such as fingerprint bits or counts "
             "(impute NaN and min-max scale descriptors first)",
@@ -89,7 +90,7 @@ def tanimoto_similarity(A: npt.ArrayLike, B: npt.ArrayLike, chunk_size: int = 51
     A_ = _check_non_negative(A, "A")
     B_ = _check_non_negative(B, "B")
     if A_.shape[1] != B_.shape[1]:
-        raise DataError(
+        raise ModelInputError(
             f"A has {A_.shape[1]} features but B has {B_.shape[1]}",
             "compute both with the same featurizer",
         )
@@ -159,6 +160,8 @@ class TanimotoKNN(BaseEstimator):  # type: ignore[misc]
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
+        # Tanimoto similarity is defined for non-negative features only.
+        tags.input_tags.positive_only = True
         if self.task == "classification":
             tags.estimator_type = "classifier"
             tags.classifier_tags = ClassifierTags()
@@ -205,6 +208,12 @@ class TanimotoKNN(BaseEstimator):  # type: ignore[misc]
         self.row_sums_ = X_checked.sum(axis=1)
         self.binary_ = _is_binary(X_checked)
         if self.task == "classification":
+            try:
+                check_classification_targets(y_arr)
+            except ValueError as exc:
+                raise ModelInputError(
+                    f"y is not a set of class labels: {exc}", "use task='regression'"
+                ) from exc
             self.classes_, self.y_fit_ = np.unique(y_arr, return_inverse=True)
         else:
             self.y_fit_ = np.asarray(y_arr, dtype=np.float64)
@@ -216,8 +225,9 @@ class TanimotoKNN(BaseEstimator):  # type: ignore[misc]
         check_is_fitted(self, "X_fit_")
         Q = _check_non_negative(X, "X")
         if Q.shape[1] != self.n_features_in_:
-            raise DataError(
-                f"X has {Q.shape[1]} features but the model was fitted on {self.n_features_in_}",
+            raise ModelInputError(
+                f"X has {Q.shape[1]} features, but TanimotoKNN is expecting "
+                f"{self.n_features_in_} features as input",
                 "featurize the query molecules exactly as the training ones",
             )
         k = min(self.n_neighbors, self.X_fit_.shape[0])

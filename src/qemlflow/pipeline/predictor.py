@@ -119,7 +119,7 @@ class Predictor:
             raw = self.model.predict(X)
             lower, upper = self.model.interval_around(raw)
             return {"prediction": _as_2d(raw), "lower": _as_2d(lower), "upper": _as_2d(upper)}
-        proba = _as_2d(self.model.predict_proba(X))
+        proba = _as_2d(self.model.predict_positive(X))
         return {"prediction": (proba >= 0.5).astype(float), "probability": proba}
 
     def _column_names(self, n_tasks: int) -> list[str]:
