@@ -656,15 +656,15 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             self.calibration_sources_.append("none")
             return
 
-        cal_counts = np.bincount(cal[1].astype(np.int64), minlength=2) if cal is not None else None
-        if cal is not None and cal_counts is not None:
-            if cal_counts.min() < MIN_CALIBRATION_PER_CLASS:
-                # Too few of a class to fit a calibrator on alone: calibrate by
-                # cross-validation on the training and calibration rows together.
-                X, y = _stack(X, y, cal)
-                labels = y.astype(np.int64)
-                counts = np.bincount(labels, minlength=2)
-                cal = None
+        if cal is not None and (
+            np.bincount(cal[1].astype(np.int64), minlength=2).min() < MIN_CALIBRATION_PER_CLASS
+        ):
+            # Too few of a class to fit a calibrator on alone: calibrate by
+            # cross-validation on the training and calibration rows together.
+            X, y = _stack(X, y, cal)
+            labels = y.astype(np.int64)
+            counts = np.bincount(labels, minlength=2)
+            cal = None
         if cal is not None:
             self.calibration_sources_.append("calibration_set")
             model = _fit_checked(spec.build(self.task, resolved), X, labels)

@@ -274,7 +274,7 @@ def _make_split(cfg: ExperimentConfig, dataset: Dataset) -> Split:
     everything = np.arange(len(dataset))
     return Split(
         train=everything,
-        valid=[],
+        valid=everything[:0],
         test=everything,
         method="kfold",
         seed=cfg.seed,
