@@ -241,3 +241,31 @@ def test_kfold_intervals_on_50_molecules_cover_90_percent(tmp_path: Path) -> Non
     coverage, n = _held_out_coverage(tmp_path, {"method": "kfold", "k": 5})
     assert n >= 990  # every molecule held out once (a few duplicates merge)
     assert 0.85 <= coverage <= 0.95, coverage
+
+
+# ------------------------------------------------------------------ the model on its own
+
+
+def test_a_calibration_set_with_few_of_a_class_is_pooled_keeping_the_ranking() -> None:
+    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
+
+    from qemlflow.models import MolecularModel
+
+    rng = np.random.default_rng(0)
+    X = rng.random((120, 6))
+    y = (X[:, 0] + 0.3 * rng.random(120) > 0.7).astype(float)
+    cal = np.flatnonzero(y == 0)[:10].tolist() + np.flatnonzero(y == 1)[:3].tolist()
+    train = np.setdiff1d(np.arange(100), cal)
+    model = MolecularModel("random_forest", task="classification", params={"n_estimators": 30})
+    model.fit(X[train], y[train], X[cal], y[cal])  # 3 positives: too few to calibrate on
+    assert model.calibration_sources_ == ["cross_validation"]
+    assert model.calibration_methods_ == ["sigmoid"]
+    assert model.n_calibration_per_task_ == [len(train) + len(cal)]
+    proba = model.predict_proba(X[100:])
+    raw = model.base_estimators_[0].predict_proba(X[100:])[:, 1]
+    assert np.all((proba >= 0) & (proba <= 1))
+    # Platt scaling is monotone: the ranking (and ROC-AUC) is the model's own.
+    np.testing.assert_array_equal(rankdata(proba), rankdata(raw))
+    assert roc_auc_score(y[100:], proba) == roc_auc_score(y[100:], raw)
+    assert model.describe()["calibration_sources"] == ["cross_validation"]

@@ -93,6 +93,19 @@ class _ScoreCalibrator:
         return np.asarray(scores, dtype=np.float64)
 
 
+class _CalibratedScores:
+    """A fitted classifier whose positive-class probability goes through a calibrator."""
+
+    def __init__(self, model: Any, calibrator: _ScoreCalibrator) -> None:
+        self.model = model
+        self.calibrator = calibrator
+
+    def predict_proba(self, X: npt.NDArray[Any]) -> FloatArray:
+        raw = np.asarray(self.model.predict_proba(X)[:, 1], dtype=np.float64)
+        p = self.calibrator.transform(raw)
+        return np.column_stack([1.0 - p, p])
+
+
 def _warn_single_class(t: int, counts: npt.NDArray[np.int64], *, stacklevel: int) -> int:
     """Warn that task `t` has training labels of one class only; return that class."""
     only = int(np.argmax(counts))
@@ -197,9 +210,11 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
 
     Classification (labels 0/1): probabilities are calibrated on ``(X_cal, y_cal)`` when
     given with at least ``MIN_CALIBRATION_PER_CLASS`` (5) labels of each class (the
-    fitted model is frozen), else by 5-fold cross-validation on the training (and
-    calibration) rows (one model refitted on all of them, calibrator fitted on
-    out-of-fold scores); the source per task is in ``calibration_sources_``.
+    fitted model is frozen); with fewer, a Platt map is fitted on 5-fold out-of-fold
+    scores of the training and calibration rows together (the model stays fitted on the
+    training rows, so its ranking is unchanged); without a calibration set, by 5-fold
+    cross-validation on the training data (one model refitted on all rows, calibrator
+    fitted on out-of-fold scores). The source per task is in ``calibration_sources_``.
     ``predict_proba`` returns the probability of the *positive* class only, shape
     ``(n,)`` or ``(n, t)``, unlike scikit-learn's ``(n, 2)``.
 
@@ -659,12 +674,8 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         if cal is not None and (
             np.bincount(cal[1].astype(np.int64), minlength=2).min() < MIN_CALIBRATION_PER_CLASS
         ):
-            # Too few of a class to fit a calibrator on alone: calibrate by
-            # cross-validation on the training and calibration rows together.
-            X, y = _stack(X, y, cal)
-            labels = y.astype(np.int64)
-            counts = np.bincount(labels, minlength=2)
-            cal = None
+            self._fit_pooled_calibration(t, spec, resolved, X, y, cal)
+            return
         if cal is not None:
             self.calibration_sources_.append("calibration_set")
             model = _fit_checked(spec.build(self.task, resolved), X, labels)
@@ -701,6 +712,44 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             self._add_uncalibrated(base, X, labels)
             return
         self._add_classifier(calibrated, base, method, len(labels))
+
+    def _fit_pooled_calibration(
+        self,
+        t: int,
+        spec: EstimatorSpec,
+        resolved: dict[str, Any],
+        X: npt.NDArray[Any],
+        y: FloatArray,
+        cal: tuple[npt.NDArray[Any], FloatArray],
+    ) -> None:
+        """Calibrate on out-of-fold scores of the training and calibration rows together.
+
+        For a calibration set with too few labels of a class to fit a calibrator on. The
+        model that predicts is still fitted on the training rows alone and the map is
+        Platt scaling (``"auto"``), which is monotone: the model's ranking, and so its
+        ROC-AUC, is what it would have been with a larger calibration set.
+        """
+        labels = y.astype(np.int64)
+        model = _fit_checked(spec.build(self.task, resolved), X, labels)
+        self.calibration_sources_.append("cross_validation")
+        X_all, y_all = _stack(X, y, cal)
+        pooled = y_all.astype(np.int64)
+        n_splits = min(_N_FOLDS, int(np.bincount(pooled, minlength=2).min()))
+        if not hasattr(model, "predict_proba") or n_splits < 2:
+            self._warn_uncalibrated(t, "too few labelled molecules of a class to calibrate on")
+            self._add_uncalibrated(model, X, labels)
+            return
+        folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
+        scores = cross_val_predict(
+            spec.build(self.task, resolved), X_all, pooled, cv=folds, method="predict_proba"
+        )[:, 1]
+        method = "sigmoid" if self.calibration == "auto" else str(self.calibration)
+        calibrator = _ScoreCalibrator(method).fit(np.asarray(scores, dtype=np.float64), y_all)
+        if calibrator.reverses_ranking():
+            self._warn_uncalibrated(t, _REVERSED)
+            self._add_uncalibrated(model, X, labels)
+            return
+        self._add_classifier(_CalibratedScores(model, calibrator), model, method, len(pooled))
 
     def _add_classifier(self, model: Any, base: Any, method: str, n_cal: int) -> None:
         self.estimators_.append(model)
