@@ -108,6 +108,19 @@ def test_a_small_classification_set_runs_and_states_its_calibration(tmp_path: Pa
     assert probability.between(0, 1).all()
 
 
+def test_a_small_sparse_multitask_set_runs_and_states_each_tasks_calibration(
+    tmp_path: Path,
+) -> None:
+    # Tox21: 12 tasks, labels missing, few positives: in 40 molecules some tasks have
+    # none, and no validation part has 5 of a class.
+    out = _run(tmp_path, _config(tmp_path, _subset(tmp_path, "tox21", 40), **QUICK))
+    metrics = json.loads((out / "metrics.json").read_text())
+    fitted_on = metrics["calibration"]["fitted_on"]
+    assert len(fitted_on) == 12 and set(fitted_on) <= {"cross_validation", "none"}
+    assert "none" in fitted_on  # a task with one class in training predicts a constant
+    assert 0.0 <= metrics["test"]["pr_auc"] <= 1.0
+
+
 def test_fewer_molecules_than_the_minimum_is_one_line_exit_2(tmp_path: Path) -> None:
     config = _config(tmp_path, _subset(tmp_path, "esol", MIN_MOLECULES - 1))
     done = _qemlflow(["run", str(config), "--out", str(tmp_path / "results")], tmp_path)
