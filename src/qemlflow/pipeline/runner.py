@@ -639,7 +639,8 @@ def _fold_summary(folds: list[dict[str, Any]], statistic: Any) -> dict[str, floa
 
 
 def _clean(value: float) -> float | None:
-    return None if math.isnan(value) else value
+    # An interval of a task without residuals is unbounded: null, not a crash at the end.
+    return value if math.isfinite(value) else None
 
 
 def _headline(metrics: dict[str, Any]) -> str:
