@@ -84,7 +84,9 @@ def test_regression_gives_predictions_and_conformal_intervals(
     lower, upper = model.predict_interval(X[100:])
     assert pred.shape == lower.shape == upper.shape == (20,)
     assert np.all(np.isfinite(pred)) and np.all(lower < pred) and np.all(pred < upper)
-    assert model.n_calibration_per_task_ == [20] and model.n_features_in_ == 1
+    # 20 calibration molecules are under 50: cross-conformal over train + calibration.
+    assert model.n_calibration_per_task_ == [100] and model.n_features_in_ == 1
+    assert model.interval_methods_ == ["cross_conformal"]
     # Predictions are in the units of y, not the standardized ones the network learns.
     assert abs(float(pred.mean()) - float(y[:80].mean())) < 2 * float(y[:80].std())
     record = model.describe()

@@ -116,13 +116,29 @@ def test_intervals_cover_held_out_points(use_cal_set: bool) -> None:
     assert 0.85 <= covered <= 0.95
 
 
-def test_too_few_calibration_points_give_unbounded_intervals() -> None:
+def test_small_calibration_set_switches_to_cross_conformal() -> None:
     X, y = regression_data(60)
-    with pytest.warns(UserWarning, match="unbounded"):
-        model = MolecularModel("linear", coverage=0.95).fit(X[:50], y[:50], X[50:55], y[50:55])
+    model = MolecularModel("linear", coverage=0.95).fit(X[:50], y[:50], X[50:55], y[50:55])
     lower, upper = model.predict_interval(X[55:])
-    assert np.all(np.isneginf(lower)) and np.all(np.isposinf(upper))
-    assert model.describe()["conformal_quantiles"] == [None]
+    assert np.all(np.isfinite(lower)) and np.all(np.isfinite(upper))
+    assert model.interval_methods_ == ["cross_conformal"]
+    assert model.n_calibration_per_task_ == [55]  # out-of-fold over train + calibration
+    assert model.describe()["interval_methods"] == ["cross_conformal"]
+
+
+def test_too_few_residuals_for_coverage_give_the_largest_one() -> None:
+    X, y = regression_data(12)
+    with pytest.warns(UserWarning, match="largest residual"):
+        model = MolecularModel("linear", coverage=0.95).fit(X, y)
+    assert model.interval_methods_ == ["cross_conformal_max_residual"]
+    assert np.isfinite(model.conformal_quantiles_[0]) and model.conformal_quantiles_[0] > 0
+
+
+def test_large_calibration_set_stays_split_conformal() -> None:
+    X, y = regression_data(200)
+    model = MolecularModel("linear").fit(X[:100], y[:100], X[100:150], y[100:150])
+    assert model.interval_methods_ == ["split_conformal"]
+    assert model.n_calibration_per_task_ == [50]
 
 
 # --------------------------------------------------------------------- calibration

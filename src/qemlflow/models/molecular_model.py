@@ -37,6 +37,14 @@ Calibration = Literal["auto", "sigmoid", "isotonic", "none"]
 _N_FOLDS = 5
 # "auto" calibration: isotonic regression needs many points to beat Platt scaling.
 _ISOTONIC_MIN_POINTS = 1000
+# Below this many calibration points a split-conformal quantile is too coarse (and, under
+# (1 + 1/coverage) points, infinite): the interval comes from cross-conformal residuals
+# on the training and calibration rows together instead. The bundled benchmark sets'
+# validation parts (ESOL 113, FreeSolv 64 molecules) stay split-conformal.
+MIN_SPLIT_CONFORMAL_POINTS = 50
+# Below this many calibration labels of either class, probabilities are calibrated by
+# cross-validation on the training and calibration rows together.
+MIN_CALIBRATION_PER_CLASS = 5
 
 
 class _ConstantProbability:
@@ -84,6 +92,19 @@ class _ScoreCalibrator:
         return np.asarray(scores, dtype=np.float64)
 
 
+class _CalibratedScores:
+    """A fitted classifier whose positive-class probability goes through a calibrator."""
+
+    def __init__(self, model: Any, calibrator: _ScoreCalibrator) -> None:
+        self.model = model
+        self.calibrator = calibrator
+
+    def predict_proba(self, X: npt.NDArray[Any]) -> FloatArray:
+        raw = np.asarray(self.model.predict_proba(X)[:, 1], dtype=np.float64)
+        p = self.calibrator.transform(raw)
+        return np.column_stack([1.0 - p, p])
+
+
 def _warn_single_class(t: int, counts: npt.NDArray[np.int64], *, stacklevel: int) -> int:
     """Warn that task `t` has training labels of one class only; return that class."""
     only = int(np.argmax(counts))
@@ -114,6 +135,26 @@ def _reverses_ranking(calibrated: CalibratedClassifierCV) -> bool:
             if float(getattr(calibrator, "a_", -1.0)) > 0.0:
                 return True
     return False
+
+
+def _stack(
+    X: npt.NDArray[Any], y: FloatArray, cal: tuple[npt.NDArray[Any], FloatArray]
+) -> tuple[npt.NDArray[Any], FloatArray]:
+    """Training and calibration rows as one set (for cross-validated calibration)."""
+    return np.concatenate([X, cal[0]]), np.concatenate([y, cal[1]])
+
+
+def _enough_to_calibrate(task: str, y_cal: FloatArray) -> bool:
+    """Whether a held-out calibration set is big enough to calibrate every task on alone.
+
+    Regression: at least ``MIN_SPLIT_CONFORMAL_POINTS`` labels per task. Classification
+    (one joint model) keeps its calibration set whatever its size: a task it cannot
+    calibrate is reported as uncalibrated per task.
+    """
+    if task != "regression":
+        return True
+    labelled = (~np.isnan(y_cal)).sum(axis=0)
+    return bool(len(labelled) and labelled.min() >= MIN_SPLIT_CONFORMAL_POINTS)
 
 
 def _logit(p: FloatArray) -> FloatArray:
@@ -170,14 +211,21 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     D-MPNN (``"dmpnn"``) is one network for all tasks instead, with missing labels masked
     out of its loss; it reads the SMILES column of the ``smiles`` featurizer as ``X``.
 
-    Regression: ``predict_interval`` gives split-conformal intervals with marginal
-    coverage `coverage`. The half-width per task is the conformal quantile of absolute
-    residuals on ``(X_cal, y_cal)`` when given, else of 5-fold out-of-fold residuals on
-    the training data; the final model is always fitted on all of ``(X, y)``.
+    Regression: ``predict_interval`` gives conformal intervals with marginal coverage
+    `coverage`. The half-width per task is the conformal quantile of absolute residuals
+    on ``(X_cal, y_cal)`` (split-conformal) when it has at least
+    ``MIN_SPLIT_CONFORMAL_POINTS`` (50) labels, else of 5-fold out-of-fold residuals on the
+    training and calibration rows together (cross-conformal); with too few residuals for
+    `coverage` the largest one is used, so intervals stay finite. The method per task is
+    in ``interval_methods_``; the final model is always fitted on ``(X, y)`` alone.
 
     Classification (labels 0/1): probabilities are calibrated on ``(X_cal, y_cal)`` when
-    given (the fitted model is frozen), else by 5-fold cross-validation on the training
-    data (one model refitted on all rows, calibrator fitted on out-of-fold scores).
+    given with at least ``MIN_CALIBRATION_PER_CLASS`` (5) labels of each class (the
+    fitted model is frozen); with fewer, a Platt map is fitted on 5-fold out-of-fold
+    scores of the training and calibration rows together (the model stays fitted on the
+    training rows, so its ranking is unchanged); without a calibration set, by 5-fold
+    cross-validation on the training data (one model refitted on all rows, calibrator
+    fitted on out-of-fold scores). The source per task is in ``calibration_sources_``.
     ``predict_proba`` returns ``(n_samples, 2)`` in the order of ``classes_`` (a list of
     such arrays, one per task, when ``y`` is 2-D); ``predict_positive`` returns the
     positive-class column(s) alone, shaped like ``predict``.
@@ -222,9 +270,16 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     n_calibration_per_task_ : list of int
         Points the conformal quantile or calibrator was fitted on, per task.
     conformal_quantiles_ : ndarray of shape (n_tasks,)
-        Interval half-width per task (regression; ``inf`` when too few points).
+        Interval half-width per task (regression; ``inf`` only without any residual).
+    interval_methods_ : list of str
+        How each task's half-width was found (regression): ``"split_conformal"``,
+        ``"cross_conformal"``, or either with ``"_max_residual"`` when there were too few
+        residuals for `coverage`.
     calibration_methods_ : list of str
         Calibration used per task (classification).
+    calibration_sources_ : list of str
+        Per task, what the intervals or calibrator were fitted on: ``"calibration_set"``,
+        ``"cross_validation"`` or ``"none"``.
     classes_ : ndarray
         ``array([0, 1])`` (classification).
 
@@ -426,6 +481,8 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         self.n_train_per_task_: list[int] = []
         self.n_calibration_per_task_: list[int] = []
         self.calibration_methods_: list[str] = []
+        self.interval_methods_: list[str] = []
+        self.calibration_sources_: list[str] = []
         self.joint_ = spec.joint_tasks
         if spec.joint_tasks:
             cal_set = None if X_cal_checked is None or Y_cal is None else (X_cal_checked, Y_cal)
@@ -437,7 +494,8 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         self.n_tasks_ = Y.shape[1]
         self.multi_output_ = Y_ndim == 2
         self.n_features_in_ = X_checked.shape[1]
-        self.calibration_source_ = "calibration_set" if X_cal is not None else "cross_validation"
+        sources = set(self.calibration_sources_)
+        self.calibration_source_ = sources.pop() if len(sources) == 1 else "per_task"
         if self.task == "regression":
             self.conformal_quantiles_ = np.asarray(quantiles, dtype=np.float64)
         else:
@@ -481,30 +539,56 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         cal: tuple[npt.NDArray[Any], FloatArray] | None,
     ) -> float:
         model = _fit_checked(spec.build(self.task, resolved), X, y)
-        if cal is not None:
-            residuals = np.abs(cal[1] - model.predict(cal[0])) if len(cal[1]) else np.empty(0)
-        elif len(y) >= 2:
-            folds = KFold(min(_N_FOLDS, len(y)), shuffle=True, random_state=self.random_state)
-            oof = cross_val_predict(spec.build(self.task, resolved), X, y, cv=folds)
-            residuals = np.abs(y - oof)
+        if cal is not None and len(cal[1]) >= MIN_SPLIT_CONFORMAL_POINTS:
+            residuals = np.abs(cal[1] - model.predict(cal[0]))
+            method = "split_conformal"
         else:
+            # Cross-conformal: every training (and calibration) row is scored by a model
+            # that did not see it, so small data still gives enough residuals.
+            X_all, y_all = (X, y) if cal is None else _stack(X, y, cal)
             residuals = np.empty(0)
+            if len(y_all) >= 2:
+                folds = KFold(
+                    min(_N_FOLDS, len(y_all)), shuffle=True, random_state=self.random_state
+                )
+                oof = cross_val_predict(spec.build(self.task, resolved), X_all, y_all, cv=folds)
+                residuals = np.abs(y_all - oof)
+            method = "cross_conformal"
+        self.calibration_sources_.append(
+            "calibration_set" if method == "split_conformal" else "cross_validation"
+        )
         self.estimators_.append(model)
         self.base_estimators_.append(model)
-        return self._conformal(t, residuals)
+        return self._conformal(t, residuals, method)
 
-    def _conformal(self, t: int, residuals: FloatArray) -> float:
-        """The interval half-width for task `t`, warning when it is unbounded."""
+    def _conformal(self, t: int, residuals: FloatArray, method: str) -> float:
+        """The interval half-width for task `t` by `method`; finite whenever residuals exist.
+
+        With fewer than ``1 / (1 - coverage) - 1`` residuals the conformal quantile is
+        infinite; the largest residual is used instead (coverage then reaches at most
+        ``n / (n + 1)``), stated as the method and in a warning.
+        """
         quantile = conformal_quantile(residuals, float(self.coverage))
-        if math.isinf(quantile):
+        if math.isinf(quantile) and len(residuals):
+            quantile = float(np.max(residuals))
+            method = f"{method}_max_residual"
             warnings.warn(
                 f"task {t}: {len(residuals)} calibration residuals are too few for "
-                f"coverage {self.coverage}, so its prediction intervals are unbounded; "
-                "give more calibration data or lower coverage",
+                f"coverage {self.coverage}; the interval is the largest residual, covering "
+                f"at most {len(residuals) / (len(residuals) + 1):.2f}; give more data or "
+                "lower coverage",
+                UserWarning,
+                stacklevel=4,
+            )
+        elif math.isinf(quantile):
+            warnings.warn(
+                f"task {t}: no calibration residuals, so its prediction intervals are "
+                "unbounded; give more training data",
                 UserWarning,
                 stacklevel=4,
             )
         self.n_calibration_per_task_.append(len(residuals))
+        self.interval_methods_.append(method)
         return quantile
 
     def _fit_joint(
@@ -528,16 +612,21 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         model = _fit_checked(spec.build(self.task, resolved), X, Y, **validation)
         self.estimators_ = [model]
         self.base_estimators_ = [model]
-        if cal is not None:
+        if cal is not None and _enough_to_calibrate(self.task, cal[1]):
             scores, truth = model.predict_tasks(cal[0])[0], cal[1]
+            method, source = "split_conformal", "calibration_set"
         else:
-            scores, truth = self._joint_out_of_fold(spec, resolved, X, Y), Y
+            X_all, Y_all = (X, Y) if cal is None else _stack(X, Y, cal)
+            scores, truth = self._joint_out_of_fold(spec, resolved, X_all, Y_all), Y_all
+            method, source = "cross_conformal", "cross_validation"
         quantiles: list[float] = []
         self.calibrators_: list[_ScoreCalibrator] = []
         for t in range(Y.shape[1]):
             usable = ~np.isnan(truth[:, t]) & ~np.isnan(scores[:, t])
+            self.calibration_sources_.append(source)
             if self.task == "regression":
-                quantiles.append(self._conformal(t, np.abs(truth[usable, t] - scores[usable, t])))
+                residuals = np.abs(truth[usable, t] - scores[usable, t])
+                quantiles.append(self._conformal(t, residuals, method))
             else:
                 self._add_task_calibrator(t, Y[:, t], scores[usable, t], truth[usable, t])
         return quantiles
@@ -600,14 +689,22 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             self.base_estimators_.append(None)
             self.calibration_methods_.append("none")
             self.n_calibration_per_task_.append(0)
+            self.calibration_sources_.append("none")
             return
 
         if self.calibration == "none":
             model = _fit_checked(spec.build(self.task, resolved), X, labels)
             self._add_classifier(model, model, "none", 0)
+            self.calibration_sources_.append("none")
             return
 
+        if cal is not None and (
+            np.bincount(cal[1].astype(np.int64), minlength=2).min() < MIN_CALIBRATION_PER_CLASS
+        ):
+            self._fit_pooled_calibration(t, spec, resolved, X, y, cal)
+            return
         if cal is not None:
+            self.calibration_sources_.append("calibration_set")
             model = _fit_checked(spec.build(self.task, resolved), X, labels)
             X_c, y_c = cal[0], cal[1].astype(np.int64)
             if len(np.unique(y_c)) == 2:
@@ -623,6 +720,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             self._add_uncalibrated(model, X, labels)
             return
 
+        self.calibration_sources_.append("cross_validation")
         n_splits = min(_N_FOLDS, int(counts.min()))
         if n_splits < 2:
             self._warn_uncalibrated(t, "the rarer class has fewer than 2 training examples")
@@ -641,6 +739,44 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             self._add_uncalibrated(base, X, labels)
             return
         self._add_classifier(calibrated, base, method, len(labels))
+
+    def _fit_pooled_calibration(
+        self,
+        t: int,
+        spec: EstimatorSpec,
+        resolved: dict[str, Any],
+        X: npt.NDArray[Any],
+        y: FloatArray,
+        cal: tuple[npt.NDArray[Any], FloatArray],
+    ) -> None:
+        """Calibrate on out-of-fold scores of the training and calibration rows together.
+
+        For a calibration set with too few labels of a class to fit a calibrator on. The
+        model that predicts is still fitted on the training rows alone and the map is
+        Platt scaling (``"auto"``), which is monotone: the model's ranking, and so its
+        ROC-AUC, is what it would have been with a larger calibration set.
+        """
+        labels = y.astype(np.int64)
+        model = _fit_checked(spec.build(self.task, resolved), X, labels)
+        self.calibration_sources_.append("cross_validation")
+        X_all, y_all = _stack(X, y, cal)
+        pooled = y_all.astype(np.int64)
+        n_splits = min(_N_FOLDS, int(np.bincount(pooled, minlength=2).min()))
+        if not hasattr(model, "predict_proba") or n_splits < 2:
+            self._warn_uncalibrated(t, "too few labelled molecules of a class to calibrate on")
+            self._add_uncalibrated(model, X, labels)
+            return
+        folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
+        scores = cross_val_predict(
+            spec.build(self.task, resolved), X_all, pooled, cv=folds, method="predict_proba"
+        )[:, 1]
+        method = "sigmoid" if self.calibration == "auto" else str(self.calibration)
+        calibrator = _ScoreCalibrator(method).fit(np.asarray(scores, dtype=np.float64), y_all)
+        if calibrator.reverses_ranking():
+            self._warn_uncalibrated(t, _REVERSED)
+            self._add_uncalibrated(model, X, labels)
+            return
+        self._add_classifier(_CalibratedScores(model, calibrator), model, method, len(pooled))
 
     def _add_classifier(self, model: Any, base: Any, method: str, n_cal: int) -> None:
         self.estimators_.append(model)
@@ -888,9 +1024,11 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
                 n_train_per_task=self.n_train_per_task_,
                 n_calibration_per_task=self.n_calibration_per_task_,
                 calibration_source=self.calibration_source_,
+                calibration_sources=self.calibration_sources_,
             )
             if self.task == "regression":
                 record["conformal_quantiles"] = self.conformal_quantiles_.tolist()
+                record["interval_methods"] = self.interval_methods_
             else:
                 record["calibration_methods"] = self.calibration_methods_
         safe: dict[str, Any] = _json_safe(record)

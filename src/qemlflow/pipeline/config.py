@@ -84,12 +84,47 @@ class DatasetConfig(_Strict):
         return [value] if isinstance(value, str) else value
 
 
-class SplitConfig(_Strict):
-    """How molecules are divided into train, validation and test sets."""
+DEFAULT_FOLDS = 5
 
-    method: Literal["random", "scaffold", "stratified", "cluster"] = "random"
+
+class SplitConfig(_Strict):
+    """How molecules are divided into train, validation and test sets, or into k folds.
+
+    ``method: kfold`` (with ``k``, default 5) evaluates by k-fold cross-validation:
+    ``sizes`` is then unused. ``split: {method: kfold, k: 5}`` is stored as
+    ``params: {k: 5}``, so configs without it keep their resolved form (and digests).
+    """
+
+    method: Literal["random", "scaffold", "stratified", "cluster", "kfold"] = "random"
     sizes: tuple[float, float, float] = (0.8, 0.1, 0.1)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _k_shorthand(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "k" not in data:
+            return data
+        if data.get("method") != "kfold":
+            raise ValueError("k is only for method: kfold")
+        rest = {key: value for key, value in data.items() if key != "k"}
+        return {**rest, "params": {**dict(data.get("params") or {}), "k": data["k"]}}
+
+    @model_validator(mode="after")
+    def _folds(self) -> SplitConfig:
+        if self.method != "kfold":
+            return self
+        unknown = sorted(set(self.params) - {"k"})
+        if unknown:
+            raise ValueError(f"method kfold takes only k, not {', '.join(unknown)}")
+        k = self.params.get("k", DEFAULT_FOLDS)
+        if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 100:
+            raise ValueError(f"k must be a whole number of folds from 2 to 100, got {k!r}")
+        return self
+
+    @property
+    def k(self) -> int:
+        """The number of cross-validation folds (``method: kfold``)."""
+        return int(self.params.get("k", DEFAULT_FOLDS))
 
     @field_validator("sizes")
     @classmethod

@@ -50,10 +50,13 @@ if TYPE_CHECKING:
     from qemlflow.splits import Split
     from qemlflow.store import Store
 
-__all__ = ["RunResult", "execute", "execute_data_steps", "portable_raw", "run"]
+__all__ = ["MIN_MOLECULES", "RunResult", "execute", "execute_data_steps", "portable_raw", "run"]
 
 _FEATURIZE_CHUNK = 2048
-_MIN_MOLECULES = 10
+# The smallest dataset an experiment runs on: 20 molecules leave a 16-molecule training
+# part in the default 80/10/10 split (or 16 per fold in 5-fold cross-validation), enough
+# for cross-conformal intervals at the default 90 % coverage (ceil(17 * 0.9) = 16).
+MIN_MOLECULES = 20
 
 
 @dataclass
@@ -111,14 +114,12 @@ def execute(
 ) -> RunResult:
     """Run every step of ``cfg`` on ``raw`` through ``executor`` (cache or not)."""
     from qemlflow.features import make_featurizer
-    from qemlflow.models import make_model
-    from qemlflow.splits import split as make_split
 
     report = report or SilentProgress()
     limits = cfg.limits.molecule_limits()
     _, std_step = execute_data_steps(cfg.dataset, raw, executor, report, limits=limits)
     dataset: Dataset = std_step.value
-    if len(dataset) < _MIN_MOLECULES:
+    if len(dataset) < MIN_MOLECULES:
         raise _too_few_molecules(dataset)
     # What the config leaves out (features, estimator) is the best default for the task,
     # which is known for sure only now: the standardize step infers it from the labels.
@@ -154,46 +155,25 @@ def execute(
         "split",
         split_params,
         [std_step.key],
-        lambda: make_split(
-            cfg.split.method,
-            n=len(dataset),
-            smiles=dataset.smiles,
-            y=dataset.y,
-            sizes=cfg.split.sizes,
-            seed=cfg.seed,
-            **cfg.split.params,
-        ),
+        lambda: _make_split(cfg, dataset),
         SplitCodec(),
     )
     parts: Split = split_step.value
+    cross_validation = cfg.split.method == "kfold"
     report.finish(
-        "split", _cached(split_step, f"{len(parts.train)}/{len(parts.valid)}/{len(parts.test)}")
+        "split",
+        _cached(
+            split_step,
+            f"{cfg.split.k} folds"
+            if cross_validation
+            else f"{len(parts.train)}/{len(parts.valid)}/{len(parts.test)}",
+        ),
     )
 
     def fit() -> Predictor:
-        y = dataset.y[:, 0] if dataset.n_tasks == 1 else dataset.y
-        model = make_model(
-            cfg.model.estimator,
-            dataset.task,
-            params=cfg.model.params,
-            coverage=cfg.model.coverage,
-            calibration=cfg.model.calibration,
-            random_state=cfg.seed,
-            n_jobs=cfg.n_jobs,
-        )
-        calibration: dict[str, Any] = {}
-        if len(parts.valid):
-            calibration = {"X_cal": X[parts.valid], "y_cal": y[parts.valid]}
-        model.fit(X[parts.train], y[parts.train], **calibration)
-        return Predictor(
-            model=model,
-            feature_spec=feature_spec,
-            task=dataset.task,
-            target_names=list(dataset.target_names),
-            standardize=cfg.dataset.standardize,
-            tautomer=cfg.dataset.tautomer,
-            limits=limits,
-        )
+        # With cross-validation the final model is fitted on every molecule (train is all
+        # of them, valid is empty): its intervals are then cross-conformal.
+        return _fit_predictor(cfg, dataset, X, parts.train, parts.valid, feature_spec, limits)
 
     fit_params = {
         "estimator": cfg.model.estimator,
@@ -211,13 +191,23 @@ def execute(
     report.finish("fit", _cached(fit_step, cfg.model.estimator))
 
     report.start("predict")
-    predict_step = executor.run(
-        "predict",
-        {},
-        [fit_step.key, feat_step.key],
-        lambda: predictor.outputs(X),
-        ScoresCodec(),
-    )
+    if cross_validation:
+        # Each molecule is scored by the fold model that did not see it (out of fold).
+        predict_step = executor.run(
+            "predict",
+            {"out_of_fold": fit_params},
+            [fit_step.key, feat_step.key, split_step.key],
+            lambda: _out_of_fold_outputs(cfg, dataset, X, parts, feature_spec, limits),
+            ScoresCodec(),
+        )
+    else:
+        predict_step = executor.run(
+            "predict",
+            {},
+            [fit_step.key, feat_step.key],
+            lambda: predictor.outputs(X),
+            ScoresCodec(),
+        )
     scores: dict[str, np.ndarray] = predict_step.value
     report.finish("predict", _cached(predict_step, f"{len(X)} molecules"))
 
@@ -232,7 +222,7 @@ def execute(
         "evaluate",
         eval_params,
         [predict_step.key, split_step.key, std_step.key],
-        lambda: _evaluate_parts(cfg, dataset, parts, scores),
+        lambda: _evaluate_parts(cfg, dataset, parts, scores, predictor),
         JsonCodec(),
     )
     metrics: dict[str, Any] = eval_step.value
@@ -249,6 +239,110 @@ def execute(
         timings={s.step: s.seconds for s in executor.results},
         steps=list(executor.results),
     )
+
+
+def _make_split(cfg: ExperimentConfig, dataset: Dataset) -> Split:
+    """The run's split; for ``kfold``, every molecule in train and test with its fold.
+
+    The fold of each molecule is ``params["fold"]``; folds are seeded by the run's seed
+    and stratified by class for a single-task classification set.
+    """
+    from qemlflow.splits import Split, kfold
+    from qemlflow.splits import split as make_split
+
+    if cfg.split.method != "kfold":
+        return make_split(
+            cfg.split.method,
+            n=len(dataset),
+            smiles=dataset.smiles,
+            y=dataset.y,
+            sizes=cfg.split.sizes,
+            seed=cfg.seed,
+            **cfg.split.params,
+        )
+    stratify = dataset.task == "classification" and dataset.n_tasks == 1
+    folds = kfold(
+        "stratified" if stratify else "random",
+        n=len(dataset),
+        y=dataset.y[:, 0] if stratify else None,
+        k=cfg.split.k,
+        seed=cfg.seed,
+    )
+    fold_of = np.empty(len(dataset), dtype=np.int64)
+    for f, (_, test) in enumerate(folds):
+        fold_of[test] = f
+    everything = np.arange(len(dataset))
+    return Split(
+        train=everything,
+        valid=everything[:0],
+        test=everything,
+        method="kfold",
+        seed=cfg.seed,
+        params={"k": cfg.split.k, "fold": fold_of.tolist()},
+    )
+
+
+def _folds(parts: Split) -> list[np.ndarray]:
+    """The test rows of each cross-validation fold."""
+    fold_of = np.asarray(parts.params["fold"], dtype=np.int64)
+    return [np.flatnonzero(fold_of == f) for f in range(int(parts.params["k"]))]
+
+
+def _fit_predictor(
+    cfg: ExperimentConfig,
+    dataset: Dataset,
+    X: np.ndarray,
+    train: np.ndarray,
+    valid: np.ndarray,
+    feature_spec: Any,
+    limits: MoleculeLimits,
+) -> Predictor:
+    """Fit the model on ``train``, calibrated on ``valid`` when it is not empty."""
+    from qemlflow.models import make_model
+
+    y = dataset.y[:, 0] if dataset.n_tasks == 1 else dataset.y
+    model = make_model(
+        cfg.model.estimator,
+        dataset.task,
+        params=cfg.model.params,
+        coverage=cfg.model.coverage,
+        calibration=cfg.model.calibration,
+        random_state=cfg.seed,
+        n_jobs=cfg.n_jobs,
+    )
+    calibration: dict[str, Any] = {}
+    if len(valid):
+        calibration = {"X_cal": X[valid], "y_cal": y[valid]}
+    model.fit(X[train], y[train], **calibration)
+    return Predictor(
+        model=model,
+        feature_spec=feature_spec,
+        task=dataset.task,
+        target_names=list(dataset.target_names),
+        standardize=cfg.dataset.standardize,
+        tautomer=cfg.dataset.tautomer,
+        limits=limits,
+    )
+
+
+def _out_of_fold_outputs(
+    cfg: ExperimentConfig,
+    dataset: Dataset,
+    X: np.ndarray,
+    parts: Split,
+    feature_spec: Any,
+    limits: MoleculeLimits,
+) -> dict[str, np.ndarray]:
+    """Every molecule's scores from a model fitted on the other folds."""
+    scores: dict[str, np.ndarray] = {}
+    everything = np.arange(len(dataset))
+    for test in _folds(parts):
+        train = np.setdiff1d(everything, test)
+        fold_model = _fit_predictor(cfg, dataset, X, train, test[:0], feature_spec, limits)
+        for name, matrix in fold_model.outputs(X[test]).items():
+            scores.setdefault(name, np.full((len(dataset), matrix.shape[1]), np.nan))
+            scores[name][test] = matrix
+    return scores
 
 
 def execute_data_steps(
@@ -313,7 +407,7 @@ class _TooFewMoleculesError(DataError):
         super().__init__(
             f"only {len(dataset)} valid molecules in {dataset.source} "
             f"({len(dataset.rejected)} rows rejected)",
-            f"an experiment needs at least {_MIN_MOLECULES}; the reasons are in {where}",
+            f"an experiment needs at least {MIN_MOLECULES}; the reasons are in {where}",
         )
 
 
@@ -443,8 +537,18 @@ def _register_dataset_version(store: Store, result: RunResult) -> None:
 
 
 def _evaluate_parts(
-    cfg: ExperimentConfig, dataset: Dataset, parts: Split, scored: dict[str, np.ndarray]
+    cfg: ExperimentConfig,
+    dataset: Dataset,
+    parts: Split,
+    scored: dict[str, np.ndarray],
+    predictor: Predictor,
 ) -> dict[str, Any]:
+    """Metrics per part; with ``kfold``, ``test`` is the pooled out-of-fold predictions.
+
+    Cross-validation adds ``folds`` (each fold's metrics) and ``cross_validation`` (k,
+    mean and standard deviation over folds, and that the saved model is fitted on every
+    molecule). Regression adds ``interval`` with its coverage, width and method.
+    """
     from qemlflow.evaluation import evaluate
 
     score = scored["prediction"] if dataset.task == "regression" else scored["probability"]
@@ -456,39 +560,87 @@ def _evaluate_parts(
         f"ci{level}": {},
         "per_task": {},
     }
-    for name in ("train", "valid", "test"):
-        index = getattr(parts, name)
-        if len(index) == 0:
-            continue
-        result = evaluate(
+    cross_validation = parts.method == "kfold"
+    # With cross-validation every molecule is in train (the final model) and in test
+    # (out of fold): only the out-of-fold part measures anything.
+    names = ("test",) if cross_validation else ("train", "valid", "test")
+
+    def scored_part(index: np.ndarray, n_bootstrap: int) -> dict[str, Any]:
+        return evaluate(
             dataset.y[index],
             score[index],
             dataset.task,
-            n_bootstrap=cfg.evaluation.n_bootstrap if name == "test" else 0,
+            n_bootstrap=n_bootstrap,
             seed=cfg.seed,
             confidence=cfg.evaluation.confidence,
             task_names=list(dataset.target_names),
         ).to_dict()
+
+    for name in names:
+        index = getattr(parts, name)
+        if len(index) == 0:
+            continue
+        result = scored_part(index, cfg.evaluation.n_bootstrap if name == "test" else 0)
         metrics[name] = result["metrics"]
         metrics["n"][name] = len(index)
         if name == "test":
             metrics[f"ci{level}"][name] = result.get(f"ci{level}", {})
             metrics["per_task"][name] = result.get("per_task", {})
+    if cross_validation:
+        folds = [
+            {"fold": f, "n": len(index), **scored_part(index, 0)["metrics"]}
+            for f, index in enumerate(_folds(parts))
+        ]
+        metrics["folds"] = folds
+        metrics["cross_validation"] = {
+            "k": len(folds),
+            "test": "pooled out-of-fold predictions of all folds",
+            "fold_mean": _fold_summary(folds, np.mean),
+            "fold_std": _fold_summary(folds, np.std),
+            "final_model": f"fitted on all {len(dataset)} molecules",
+        }
     if dataset.task == "regression" and len(parts.test):
         truth = dataset.y[parts.test]
         inside = (truth >= scored["lower"][parts.test]) & (truth <= scored["upper"][parts.test])
         labelled = ~np.isnan(truth)
         width = (scored["upper"] - scored["lower"])[parts.test][labelled]
+        methods = list(getattr(predictor.model, "interval_methods_", []))
         metrics["interval"] = {
             "nominal_coverage": cfg.model.coverage,
             "test_coverage": _clean(float(inside[labelled].mean())),
             "test_mean_width": _clean(float(width.mean())),
+            # How the saved model's intervals were calibrated (per task when several).
+            "interval_method": methods[0] if len(set(methods)) == 1 else methods,
+        }
+        if cross_validation:
+            metrics["interval"]["test_intervals"] = (
+                "from each fold model, cross-conformal on its training folds"
+            )
+    if dataset.task == "classification":
+        sources = list(getattr(predictor.model, "calibration_sources_", []))
+        methods = list(getattr(predictor.model, "calibration_methods_", []))
+        metrics["calibration"] = {
+            "method": methods[0] if len(set(methods)) == 1 else methods,
+            "fitted_on": sources[0] if len(set(sources)) == 1 else sources,
         }
     return metrics
 
 
+def _fold_summary(folds: list[dict[str, Any]], statistic: Any) -> dict[str, float | None]:
+    """``statistic`` (mean or std) over folds of each metric, skipping undefined folds."""
+    summary: dict[str, float | None] = {}
+    for name in folds[0]:
+        if name in ("fold", "n"):
+            continue
+        values = [f[name] for f in folds if isinstance(f.get(name), float | int)]
+        values = [v for v in values if math.isfinite(v)]
+        summary[name] = float(statistic(values)) if values else None
+    return summary
+
+
 def _clean(value: float) -> float | None:
-    return None if math.isnan(value) else value
+    # An interval of a task without residuals is unbounded: null, not a crash at the end.
+    return value if math.isfinite(value) else None
 
 
 def _headline(metrics: dict[str, Any]) -> str:
@@ -516,6 +668,9 @@ def _prediction_table(
             "split": np.where(found, assignment[np.where(found, mol_index, 0)], "rejected"),
         }
     )
+    if parts.method == "kfold":  # the fold whose model scored the row (-1: rejected)
+        fold_of = np.asarray(parts.params["fold"], dtype=np.int64)
+        table["fold"] = np.where(found, fold_of[np.where(found, mol_index, 0)], -1)
     single = dataset.n_tasks == 1
     for t, target in enumerate(dataset.target_names):
         label = dataset.y[np.where(found, mol_index, 0), t]
@@ -592,7 +747,10 @@ def _write_artifacts(result: RunResult, out: Path) -> Path:
                 "sha256": result.dataset.source_digest,
                 **result.dataset.summary(),
             },
-            "split": {k: len(getattr(result.split, k)) for k in ("train", "valid", "test")},
+            "split": {
+                **{k: len(getattr(result.split, k)) for k in ("train", "valid", "test")},
+                **({"k": result.split.params["k"]} if result.split.method == "kfold" else {}),
+            },
             "steps": [
                 {"step": s.step, "key": s.key, "output": s.output, "cache_hit": s.cache_hit}
                 for s in result.steps

@@ -48,7 +48,10 @@ STEP_VERSIONS: dict[str, str] = {
     **dict.fromkeys(STEP_ORDER, "1"),
     "standardize": "2",  # 2: admission limits (molecules over them rejected as too_large)
     "featurize": "3",  # 2: narrowest exact dtype (ArrayCodec); 3: bounded Ipc over 150 atoms
-    "fit": "2",  # 2: the model file carries its admission limits
+    # 2: the model file carries its admission limits; 3: small calibration sets give
+    # cross-conformal intervals / pooled calibration (a cached v2 model could be infinite)
+    "fit": "3",
+    "evaluate": "2",  # 2: interval_method, calibration and cross-validation in the metrics
 }
 # The libraries whose versions can change a step's output.
 STEP_LIBRARIES: dict[str, tuple[str, ...]] = {
