@@ -275,7 +275,7 @@ def test_a_calibration_set_with_few_of_a_class_is_pooled_keeping_the_ranking() -
     assert model.calibration_sources_ == ["cross_validation"]
     assert model.calibration_methods_ == ["sigmoid"]
     assert model.n_calibration_per_task_ == [len(train) + len(cal)]
-    proba = model.predict_proba(X[100:])
+    proba = model.predict_positive(X[100:])
     raw = model.base_estimators_[0].predict_proba(X[100:])[:, 1]
     assert np.all((proba >= 0) & (proba <= 1))
     # Platt scaling is monotone: the ranking (and ROC-AUC) is the model's own.
