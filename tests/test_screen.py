@@ -107,6 +107,11 @@ def test_invalid_lines_stay_in_place_with_their_error(trained: Trained, tmp_path
     for column in ("prediction", "lower", "upper"):
         np.testing.assert_allclose(table[column], expected[column], rtol=0, atol=1e-12)
     assert (table["error"].fillna("") == expected["error"]).all()
+    # Every row says what was scored: predict's standardized SMILES, null for errors.
+    assert list(table.columns[:3]) == ["id", "smiles", "standardized_smiles"]
+    scored = table["standardized_smiles"]
+    assert (scored[~bad] == expected["standardized_smiles"][~bad]).all()
+    assert scored[bad].isna().all()
     # The training run was found in the store: the domain is there for valid rows.
     assert table.loc[~bad, "domain_similarity"].between(0, 1).all()
     assert table.loc[bad, "domain_similarity"].isna().all()

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["ScreenPartError", "TopK", "WorkFolder", "rows_digest", "sha256_file"]
 
 MANIFEST = "manifest.json"
-_FORMAT = "qemlflow.screen/2"
+_FORMAT = "qemlflow.screen/3"  # 3: parts carry standardized_smiles
 _PART_FORMAT = "qemlflow.screen-part/1"
 
 

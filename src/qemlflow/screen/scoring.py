@@ -95,12 +95,15 @@ class ChunkScorer:
 
         n = len(smiles)
         errors: list[str | None] = [e or None for e in read_errors] if read_errors else [None] * n
-        rows, X, bits = self._features(smiles, errors)
+        rows, X, bits, scored = self._features(smiles, errors)
         ok = np.zeros(n, dtype=bool)
         ok[rows] = True
         arrays: dict[str, Any] = {
             "id": pa.array(ids, type=pa.string()),
             "smiles": pa.array(smiles, type=pa.string()),
+            # What the model scored: the standardized structure (as given when the model
+            # does not standardize); null where there is an error.
+            "standardized_smiles": pa.array(scored, type=pa.string(), mask=~ok),
         }
         outputs = self.predictor.outputs(X) if len(rows) else {}
         targets = self.predictor.target_names
@@ -122,8 +125,9 @@ class ChunkScorer:
 
     def _features(
         self, smiles: list[str], errors: list[str | None]
-    ) -> tuple[NDArray[np.intp], NDArray[Any], NDArray[np.uint8]]:
-        """(rows scored, their features, their domain bits); fills ``errors`` for the rest."""
+    ) -> tuple[NDArray[np.intp], NDArray[Any], NDArray[np.uint8], list[str]]:
+        """(rows scored, their features, their domain bits, the SMILES each row was scored
+        as); fills ``errors`` for the rest."""
         from qemlflow.chem import Reason, parse_smiles, standardize_smiles
 
         p = self.predictor
@@ -150,8 +154,8 @@ class ChunkScorer:
             parsed = parse_smiles(smiles[i], limits=p.limits)
             errors[i] = _error_text(parsed) if not parsed.ok else "featurization_error"
         if valid.all():  # the usual case: no copy of the feature matrix
-            return index, X, bits
-        return index[valid], X[valid], bits[valid]
+            return index, X, bits, texts
+        return index[valid], X[valid], bits[valid], texts
 
 
 def _error_text(result: Any) -> str:

@@ -92,7 +92,11 @@ def _schema(predictor: Predictor) -> pa.Schema:
 
     from qemlflow.screen.scoring import output_columns
 
-    fields = [pa.field("id", pa.string()), pa.field("smiles", pa.string())]
+    fields = [
+        pa.field("id", pa.string()),
+        pa.field("smiles", pa.string()),
+        pa.field("standardized_smiles", pa.string()),
+    ]
     fields += [pa.field(name, pa.float64()) for name in output_columns(predictor)]
     fields += [
         pa.field("domain_similarity", pa.float64()),
