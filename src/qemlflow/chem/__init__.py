@@ -8,6 +8,7 @@ from qemlflow.chem.molecule import (
     inchikey,
     murcko_scaffold,
     parse_smiles,
+    smiles_inchikey,
     standardize_mol,
     standardize_smiles,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "inchikey",
     "murcko_scaffold",
     "parse_smiles",
+    "smiles_inchikey",
     "standardize_mol",
     "standardize_smiles",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "inchikey",
     "murcko_scaffold",
     "parse_smiles",
+    "smiles_inchikey",
     "standardize_mol",
     "standardize_smiles",
 ]
@@ -199,6 +200,22 @@ def inchikey(mol: Chem.Mol) -> str:
     'LFQSCWFLJHTTHZ-UHFFFAOYSA-N'
     """
     return str(Chem.MolToInchiKey(mol) or "")  # type: ignore[no-untyped-call]
+
+
+def smiles_inchikey(smiles: str) -> str:
+    """Return the standard InChIKey of a SMILES ('' when it cannot be parsed or has none).
+
+    Parsed with RDKit's stereo perception, so E/Z and R/S isomers keep distinct keys.
+
+    Examples
+    --------
+    >>> smiles_inchikey("Cl/C=C/Cl") == smiles_inchikey("Cl/C=C\\Cl")
+    False
+    >>> smiles_inchikey("Oc1ccccn1") == smiles_inchikey("O=c1cccc[nH]1")  # tautomers
+    True
+    """
+    mol = Chem.MolFromSmiles(smiles)
+    return inchikey(mol) if mol is not None else ""
 
 
 def murcko_scaffold(smiles: str, *, generic: bool = False) -> str:

@@ -616,6 +616,7 @@ def _evaluate_parts(
             metrics["interval"]["test_intervals"] = (
                 "from each fold model, cross-conformal on its training folds"
             )
+    metrics["leakage"] = leakage(dataset.smiles, parts)
     if dataset.task == "classification":
         sources = list(getattr(predictor.model, "calibration_sources_", []))
         methods = list(getattr(predictor.model, "calibration_methods_", []))
@@ -624,6 +625,47 @@ def _evaluate_parts(
             "fitted_on": sources[0] if len(set(sources)) == 1 else sources,
         }
     return metrics
+
+
+def leakage(smiles: list[str], parts: Split) -> dict[str, Any]:
+    """What the parts of a split share, which a held-out score should not see.
+
+    ``duplicates_across_parts``: molecules whose standard InChIKey (which also merges the
+    mobile-hydrogen tautomers that distinct SMILES can hide) occurs in another part;
+    ``shared_scaffolds``: Bemis-Murcko scaffolds present in more than one part (scaffold
+    splits only; ``None`` for others, which do not promise to separate scaffolds).
+
+    Examples
+    --------
+    >>> from qemlflow.splits import Split
+    >>> parts = Split(train=[0, 1], valid=[], test=[2, 3], method="random", seed=0)
+    >>> leakage(["Oc1ccccn1", "CCO", "O=c1cccc[nH]1", "CCN"], parts)["duplicates_across_parts"]
+    2
+    """
+    from qemlflow.chem import murcko_scaffold, smiles_inchikey
+
+    groups = _folds(parts) if parts.method == "kfold" else [parts.train, parts.valid, parts.test]
+    part_of = np.full(len(smiles), -1, dtype=np.int64)
+    for number, index in enumerate(groups):
+        part_of[np.asarray(index, dtype=np.int64)] = number
+    key_of = [smiles_inchikey(text) if part_of[i] >= 0 else "" for i, text in enumerate(smiles)]
+    parts_of_key: dict[str, set[int]] = {}
+    for key, part in zip(key_of, part_of.tolist(), strict=True):
+        if key:
+            parts_of_key.setdefault(key, set()).add(part)
+    duplicates = sum(1 for key in key_of if key and len(parts_of_key[key]) > 1)
+    shared: int | None = None
+    if parts.method == "scaffold":
+        scaffolds: dict[str, set[int]] = {}
+        for i, text in enumerate(smiles):
+            if part_of[i] >= 0 and (scaffold := murcko_scaffold(text)):
+                scaffolds.setdefault(scaffold, set()).add(int(part_of[i]))
+        shared = sum(1 for found in scaffolds.values() if len(found) > 1)
+    return {
+        "duplicates_across_parts": duplicates,
+        "shared_scaffolds": shared,
+        "compared_by": "standard InChIKey of the standardized molecule; Murcko scaffolds",
+    }
 
 
 def _fold_summary(folds: list[dict[str, Any]], statistic: Any) -> dict[str, float | None]:
