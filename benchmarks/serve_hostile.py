@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve import _WRK_SCRIPT, _free_port
 
 TARGET_P99_MS = 50.0
 TARGET_EXIT_S = 10.0
@@ -72,12 +74,6 @@ def _drug_like(pool: int) -> list[str]:
     return frame["smiles"].astype(str).tolist()[:pool]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
     """``qemlflow serve esol`` as a user starts it (the CLI, its own process)."""
     command = [sys.executable, "-m", "qemlflow", "serve", "esol", "--port", str(port)]
@@ -112,7 +108,9 @@ def _percentiles(seconds: list[float]) -> dict[str, float | None]:
     }
 
 
-async def _load(url: str, key: str, smiles: list[str], args: argparse.Namespace) -> dict[str, Any]:
+async def _load(
+    url: str, key: str, smiles: list[str], args: argparse.Namespace, folder: Path
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"}
     seen: set[str] = set()
     primed_s, primed_errors = 0.0, 0
@@ -177,7 +175,7 @@ async def _load(url: str, key: str, smiles: list[str], args: argparse.Namespace)
                 next_at += args.huge_every
 
     if args.tool == "wrk":
-        wrk = await _wrk_clients(url, key, smiles, args)
+        wrk = await _wrk_clients(url, key, smiles, args, folder)
         _, (stdout, _) = await asyncio.gather(hostile(), wrk.communicate())
         normal = _wrk_figures(stdout)
     else:
@@ -213,14 +211,11 @@ async def _load(url: str, key: str, smiles: list[str], args: argparse.Namespace)
 
 
 async def _wrk_clients(
-    url: str, key: str, smiles: list[str], args: argparse.Namespace
+    url: str, key: str, smiles: list[str], args: argparse.Namespace, folder: Path
 ) -> asyncio.subprocess.Process:
     """The normal clients as wrk (C, one thread), started now for ``--seconds``."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from serve import _WRK_SCRIPT  # the same lua script as the plain serving benchmark
-
     bodies = ",".join(json.dumps(json.dumps({"smiles": [s]})) for s in smiles)
-    script = Path(tempfile.mkdtemp(prefix="qemlflow-wrk-")) / "load.lua"
+    script = folder / "load.lua"
     script.write_text(_WRK_SCRIPT % {"key": key, "bodies": bodies}, encoding="utf-8")
     command = ["wrk", "-t1", f"-c{args.clients}", f"-d{args.seconds:.0f}s", "-s", str(script)]
     return await asyncio.create_subprocess_exec(
@@ -295,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         server = _start_server(folder, port)
         try:
             _wait_until_ready(url, key, server)
-            load = asyncio.run(_load(url, key, _drug_like(args.pool), args))
+            load = asyncio.run(_load(url, key, _drug_like(args.pool), args, Path(tmp)))
             exit_s = _stop(server)
         finally:
             if server.poll() is None:

@@ -35,8 +35,6 @@ class MoleculeLimits:
     --------
     >>> MoleculeLimits().max_heavy_atoms
     300
-    >>> MoleculeLimits.from_dict({"max_heavy_atoms": 1000}).max_heavy_atoms
-    1000
     """
 
     max_smiles_length: int = 5_000
@@ -52,11 +50,6 @@ class MoleculeLimits:
     def to_dict(self) -> dict[str, Any]:
         """The limits as a plain dict (recorded in step keys, run records, model cards)."""
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> MoleculeLimits:
-        """Limits from a dict; missing keys take the defaults."""
-        return cls(**(values or {}))
 
     def length_problem(self, smiles: str) -> str | None:
         """Why ``smiles`` is too long to parse, or None."""
