@@ -48,3 +48,29 @@ def test_leakage_of_a_real_scaffold_split_matches_its_parts() -> None:
     assert found["shared_scaffolds"] == 0
     assert isinstance(found["duplicates_across_parts"], int)
     assert np.all(np.isin(parts.test, np.arange(len(ds))))
+
+
+def test_shared_scaffolds_are_counted_as_the_split_groups_them() -> None:
+    # trans and cis decalin: one stereo-free scaffold, two with stereo.
+    smiles = ["CC1CC[C@H]2CCCC[C@@H]2C1", "CC1CC[C@H]2CCCC[C@H]2C1", "CCO"]
+    for method in ("scaffold", "scaffold_deepchem"):
+        parts = Split(train=[0, 2], valid=[], test=[1], method=method, seed=0)
+        assert leakage(smiles, parts)["shared_scaffolds"] == 1
+        kept = Split(train=[0, 2], valid=[], test=[1], method=method, params={"stereo": True})
+        assert leakage(smiles, kept)["shared_scaffolds"] == 0
+
+
+def test_deepchem_and_stereo_scaffold_runs_share_nothing_across_parts() -> None:
+    runs = [
+        qm.run({**CONFIG, "seed": seed, "split": {"method": "scaffold_deepchem"}})
+        for seed in (0, 1)
+    ]
+    for run in runs:
+        assert run.split.method == "scaffold_deepchem"
+        assert run.metrics["leakage"]["duplicates_across_parts"] == 0
+        assert run.metrics["leakage"]["shared_scaffolds"] == 0
+    assert runs[0].split.test.tolist() == runs[1].split.test.tolist()  # seed-free split
+    kept = qm.run({**CONFIG, "split": {"method": "scaffold", "stereo": True}})
+    assert kept.split.params["stereo"] is True
+    assert kept.metrics["leakage"]["shared_scaffolds"] == 0
+    assert "with stereo" in kept.metrics["leakage"]["compared_by"]

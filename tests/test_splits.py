@@ -41,7 +41,7 @@ def labels() -> np.ndarray:
 
 
 def _inputs(method: str, smiles: list[str], labels: np.ndarray) -> dict[str, object]:
-    if method in ("scaffold", "cluster"):
+    if method in ("scaffold", "scaffold_deepchem", "cluster"):
         return {"smiles": smiles}
     if method == "stratified":
         return {"y": labels}
@@ -167,7 +167,10 @@ def test_stratified_spreads_rare_classes() -> None:
 # --------------------------------------------------------------------------- folds
 
 
-@pytest.mark.parametrize("method", METHODS)
+FOLD_METHODS = [m for m in METHODS if m != "scaffold_deepchem"]
+
+
+@pytest.mark.parametrize("method", FOLD_METHODS)
 def test_kfold_tests_every_index_once(method: str, smiles: list[str], labels: np.ndarray) -> None:
     folds = kfold(method, k=4, seed=1, **_inputs(method, smiles, labels))  # type: ignore[arg-type]
     assert len(folds) == 4
@@ -229,7 +232,9 @@ def test_bad_sizes(sizes: object) -> None:
 
 
 def test_bad_method_lists_allowed() -> None:
-    with pytest.raises(ConfigError, match="random, scaffold, stratified, cluster"):
+    with pytest.raises(
+        ConfigError, match="random, scaffold, scaffold_deepchem, stratified, cluster"
+    ):
         split("butterfly", n=10)
     with pytest.raises(ConfigError):
         kfold("butterfly", n=10)
@@ -252,3 +257,126 @@ def test_bad_inputs() -> None:
         kfold("scaffold", smiles=["CCO", "CCN", "CCC"], k=2)
     with pytest.raises(ConfigError):
         repeated_kfold(n=10, repeats=0)
+
+
+# ------------------------------------------------ stereo-free scaffolds, DeepChem, duplicates
+
+
+def test_stereoisomers_share_a_part_under_scaffold_unless_stereo_is_kept() -> None:
+    """cis/trans decalins and R/S spiro compounds: one stereo-free scaffold per family."""
+    from rdkit import Chem
+
+    families = []
+    for ring in ("C", "CC", "CCC", "CCCC", "N", "O", "CN", "CO", "NC", "OC"):
+        # a substituted decalin-like bicycle whose ring-fusion stereo survives in the scaffold
+        trans = Chem.MolToSmiles(Chem.MolFromSmiles(f"FC1C[C@H]2CC{ring}CC[C@@H]2CC1"))
+        cis = Chem.MolToSmiles(Chem.MolFromSmiles(f"FC1C[C@H]2CC{ring}CC[C@H]2CC1"))
+        families.append((trans, cis))
+    for trans, cis in families:
+        assert murcko_scaffold(trans) == murcko_scaffold(cis)
+        assert murcko_scaffold(trans, stereo=True) != murcko_scaffold(cis, stereo=True)
+    smiles = [s for pair in families for s in pair]
+    pair_of = np.repeat(np.arange(len(families)), 2)
+    apart_with_stereo = 0
+    for seed in range(8):
+        for method in ("scaffold", "scaffold_deepchem"):
+            s = split(method, smiles=smiles, seed=seed)
+            for part in (s.train, s.valid, s.test):
+                inside = set(pair_of[part].tolist())
+                others = set(pair_of[np.setdiff1d(np.arange(len(smiles)), part)].tolist())
+                assert not inside & others, (method, seed)
+        kept = split("scaffold", smiles=smiles, seed=seed, stereo=True)
+        assert kept.params["stereo"] is True
+        part_of = np.empty(len(smiles), dtype=int)
+        for p, part in enumerate((kept.train, kept.valid, kept.test)):
+            part_of[part] = p
+        apart_with_stereo += int(np.sum(part_of[0::2] != part_of[1::2]))
+    assert apart_with_stereo > 0  # stereo: true makes each stereoisomer its own group
+
+
+# A hand-made set for DeepChem's ScaffoldSplitter (deepchem/splits/splitters.py), 20
+# molecules in 8 scaffold sets:
+#   A benzene     6: rows 1 2 4 9 14 17      E thiophene    2: rows 5 12
+#   B cyclohexane 4: rows 6 11 15 18         F cyclopropane 1: row 19
+#   C pyridine    3: rows 7 13 16            G cyclobutane  1: row 0
+#   D furan       2: rows 3 10               H cyclopentane 1: row 8
+# DeepChem sorts the sets by (size, first row) descending: A B C E D F H G (E before D
+# because its first row 5 > 3; F before H before G likewise). Cutoffs at 80/10/10 of 20:
+# train 16, train+valid 18. A, B, C, E fill train to 15. D (2): 15 + 2 > 16, and
+# 15 + 0 + 2 <= 18, so valid. F (1): 15 + 1 <= 16, train (a set that did not fit does not
+# close train). H (1): 16 + 1 > 16 and 16 + 2 + 1 > 18: test. G: test.
+DEEPCHEM_SET = {
+    0: "CC1CCC1", 1: "Cc1ccccc1", 2: "CCc1ccccc1", 3: "Cc1ccoc1", 4: "CCCc1ccccc1",
+    5: "Cc1ccsc1", 6: "CC1CCCCC1", 7: "Cc1ccncc1", 8: "CC1CCCC1", 9: "Oc1ccccc1",
+    10: "CCc1ccoc1", 11: "CCC1CCCCC1", 12: "CCc1ccsc1", 13: "CCc1ccncc1", 14: "Nc1ccccc1",
+    15: "OC1CCCCC1", 16: "Nc1ccncc1", 17: "Clc1ccccc1", 18: "NC1CCCCC1", 19: "CC1CC1",
+}  # fmt: skip
+
+
+def test_scaffold_deepchem_reproduces_deepchems_assignment() -> None:
+    smiles = [DEEPCHEM_SET[i] for i in range(20)]
+    expected_train = sorted({1, 2, 4, 9, 14, 17, 6, 11, 15, 18, 7, 13, 16, 5, 12, 19})
+    for seed in (0, 1, 7):  # deterministic: the seed is recorded and changes nothing
+        s = split("scaffold_deepchem", smiles=smiles, seed=seed)
+        assert s.train.tolist() == expected_train
+        assert s.valid.tolist() == [3, 10]
+        assert s.test.tolist() == [0, 8]
+        assert s.method == "scaffold_deepchem" and s.seed == seed
+    two = split("scaffold_deepchem", smiles=smiles, sizes=(0.8, 0.2))
+    # No valid part: D (2) no longer fits anywhere but test; F still fits train.
+    assert two.valid.size == 0 and two.test.tolist() == [0, 3, 8, 10]
+
+
+def test_scaffold_deepchem_merges_sets_that_share_a_molecule() -> None:
+    """2-pyridone (row 0) and 2-hydroxypyridine (row 21): one InChIKey, two scaffolds.
+
+    Alone, the pyridone is a singleton sorted last (first row 0) and lands in test while
+    its tautomer sits in train with the pyridines; merged, the pyridine set (rows 0, 8, 14,
+    17, 21) goes to train whole.
+    """
+    smiles = ["O=c1cccc[nH]1", *(DEEPCHEM_SET[i] for i in range(20)), "Oc1ccccn1"]
+    s = split("scaffold_deepchem", smiles=smiles)
+    assert {0, 21} <= set(s.train.tolist())
+    assert s.test.tolist() == [1, 9, 20]
+
+
+def test_scaffold_deepchem_has_no_folds() -> None:
+    with pytest.raises(ConfigError, match="no k folds"):
+        kfold("scaffold_deepchem", smiles=list(DEEPCHEM_SET.values()), k=2)
+
+
+def _with_copies(smiles: list[str]) -> list[str]:
+    """``smiles`` plus other spellings of 40 of them and tautomer pairs (same InChIKey)."""
+    from rdkit import Chem
+
+    rng = np.random.default_rng(0)
+    copies = []
+    for i in rng.choice(len(smiles), 40, replace=False):
+        mol = Chem.MolFromSmiles(smiles[int(i)])
+        copies.append(Chem.MolToSmiles(mol, doRandom=True, canonical=False))
+    # 2-hydroxypyridine / 2-pyridone: one InChIKey, two different Murcko scaffolds.
+    tautomers = ["Oc1ccccn1", "O=c1cccc[nH]1", "Cc1ccc(O)nc1", "Cc1ccc(=O)[nH]c1"]
+    mixed = smiles + copies + tautomers * 2
+    order = rng.permutation(len(mixed))
+    return [mixed[i] for i in order]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_exact_duplicates_never_cross_parts(method: str, smiles: list[str]) -> None:
+    from qemlflow.chem.molecule import smiles_inchikey
+
+    data = _with_copies(smiles)
+    keys = np.array([smiles_inchikey(s) for s in data], dtype=object)
+    assert len(set(keys.tolist())) < len(data) - 40  # the copies are real duplicates
+    labels = (np.arange(len(data)) % 3 == 0).astype(int)
+    for seed in range(3):
+        s = split(method, smiles=data, y=labels, seed=seed)
+        _assert_partition(s, len(data))
+        sets = [set(keys[part].tolist()) for part in (s.train, s.valid, s.test)]
+        assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2]), seed
+        if method in FOLD_METHODS:
+            folds = kfold(method, smiles=data, y=labels, k=4, seed=seed)
+            tested = [set(keys[test].tolist()) for _, test in folds]
+            for a in range(4):
+                for b in range(a + 1, 4):
+                    assert not tested[a] & tested[b], (seed, a, b)

@@ -7,6 +7,13 @@ part, and every index ``0..n-1`` lands in exactly one part.
 ``sizes`` is ``(train, valid, test)`` or ``(train, test)``; fractions must be non-negative
 and sum to 1. Group-based splits (scaffold, cluster) keep whole groups together, so their
 part sizes are only approximately those asked for.
+
+Exact duplicates never cross parts: whenever SMILES are given, molecules with the same
+standard InChIKey (stereo-aware; mobile-H tautomers share one) are kept in one part (one
+fold) by every method, so a test molecule is never also a training molecule under another
+spelling. Two scaffold splits are offered: ``scaffold`` (Chemprop's *balanced* scaffold
+split, seeded) and ``scaffold_deepchem`` (DeepChem's deterministic largest-first
+``ScaffoldSplitter``, behind the MoleculeNet paper's scaffold numbers).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ __all__ = [
     "random_split",
     "repeat_seeds",
     "repeated_kfold",
+    "scaffold_deepchem_split",
     "scaffold_split",
     "split",
     "stratified_split",
@@ -38,13 +46,14 @@ __all__ = [
 IndexArray = npt.NDArray[np.int64]
 Fold = tuple[IndexArray, IndexArray]
 
-METHODS: Final = ("random", "scaffold", "stratified", "cluster")
+METHODS: Final = ("random", "scaffold", "scaffold_deepchem", "stratified", "cluster")
 DEFAULT_SIZES: Final = (0.8, 0.1, 0.1)
 
 # Keyword parameters each method accepts beyond sizes/seed (used by split() and kfold()).
 _PARAMS: Final[Mapping[str, frozenset[str]]] = {
     "random": frozenset(),
-    "scaffold": frozenset({"balanced"}),
+    "scaffold": frozenset({"balanced", "stereo"}),
+    "scaffold_deepchem": frozenset({"stereo"}),
     "stratified": frozenset(),
     "cluster": frozenset({"cutoff", "radius", "n_bits"}),
 }
@@ -204,7 +213,12 @@ def _count_rows(method: str, n: int | None, smiles: Sequence[Any] | None, y: Any
             f"inputs disagree on the number of rows: {lengths}",
             "pass n, smiles and y for the same rows",
         )
-    needed = {"scaffold": "smiles", "cluster": "smiles", "stratified": "y"}.get(method)
+    needed = {
+        "scaffold": "smiles",
+        "scaffold_deepchem": "smiles",
+        "cluster": "smiles",
+        "stratified": "y",
+    }.get(method)
     if needed is not None and needed not in lengths:
         raise ConfigError(f"split method {method!r} needs {needed}=", f"pass {needed}=...")
     if not lengths:
@@ -232,12 +246,74 @@ def _split_of(parts: Sequence[Any], method: str, seed: int, params: dict[str, An
     return Split(parts[0], parts[1], parts[2], method=method, seed=seed, params=params)
 
 
-def _groups(keys: Sequence[Any]) -> list[IndexArray]:
-    """Indices per distinct key, groups in order of first appearance."""
+def _groups(keys: Sequence[Any], duplicates: Sequence[str] | None = None) -> list[IndexArray]:
+    """Indices per distinct key, groups in order of first appearance (members ascending).
+
+    With ``duplicates`` (an InChIKey per row, '' for none), groups that share a molecule are
+    merged, so no molecule is split from its copies; without shared molecules the groups
+    are exactly those of ``keys``.
+    """
     members: dict[Any, list[int]] = {}
     for i, key in enumerate(keys):
         members.setdefault(key, []).append(i)
-    return [np.asarray(m, dtype=np.int64) for m in members.values()]
+    groups = [np.asarray(m, dtype=np.int64) for m in members.values()]
+    if duplicates is None:
+        return groups
+    # Union-find over groups: two groups join when a molecule of one is a copy of one of
+    # the other. The root is the group seen first, so merged groups keep first appearance.
+    parent = list(range(len(groups)))
+
+    def root(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    group_of = np.empty(len(keys), dtype=np.int64)
+    for g, index in enumerate(groups):
+        group_of[index] = g
+    first_group: dict[str, int] = {}
+    for i, key in enumerate(duplicates):
+        if not key:
+            continue
+        g = root(int(group_of[i]))
+        other = first_group.setdefault(key, g)
+        h = root(other)
+        if h != g:
+            parent[max(g, h)] = min(g, h)
+    merged: dict[int, list[IndexArray]] = {}
+    for g, index in enumerate(groups):
+        merged.setdefault(root(g), []).append(index)
+    return [np.sort(np.concatenate(parts)) for parts in merged.values()]
+
+
+def _duplicate_keys(smiles: Sequence[Any] | None) -> list[str] | None:
+    """The standard InChIKey of each SMILES ('' when it has none), or None without SMILES."""
+    if smiles is None:
+        return None
+    from qemlflow.chem.molecule import smiles_inchikey
+
+    return [smiles_inchikey(s) if isinstance(s, str) else "" for s in smiles]
+
+
+def _keep_duplicates_together(
+    parts: Sequence[IndexArray], duplicates: Sequence[str] | None
+) -> list[IndexArray]:
+    """Move every copy of a molecule into the part of its first occurrence (lowest index).
+
+    For the splits that do not group molecules themselves (random, stratified): sizes move
+    by at most the number of copies, and nothing moves when the data has no duplicates.
+    """
+    if duplicates is None:
+        return list(parts)
+    part_of = np.full(len(duplicates), -1, dtype=np.int64)
+    for p, index in enumerate(parts):
+        part_of[np.asarray(index, dtype=np.int64)] = p
+    first_part: dict[str, int] = {}
+    for i, key in enumerate(duplicates):
+        if key and part_of[i] >= 0:
+            part_of[i] = first_part.setdefault(key, int(part_of[i]))
+    return [np.flatnonzero(part_of == p).astype(np.int64) for p in range(len(parts))]
 
 
 def _order_groups(
@@ -314,10 +390,10 @@ def _group_kfold(
     return [np.concatenate(f) for f in folds]
 
 
-def _scaffold_keys(smiles: Sequence[Any]) -> list[str]:
+def _scaffold_keys(smiles: Sequence[Any], stereo: bool = False) -> list[str]:
     from qemlflow.chem.molecule import murcko_scaffold
 
-    return [murcko_scaffold(s) if isinstance(s, str) else "" for s in smiles]
+    return [murcko_scaffold(s, stereo=stereo) if isinstance(s, str) else "" for s in smiles]
 
 
 def _cluster_keys(smiles: Sequence[Any], cutoff: float, radius: int, n_bits: int) -> list[int]:
@@ -358,19 +434,23 @@ def scaffold_split(
     sizes: Sequence[float] = DEFAULT_SIZES,
     seed: int = 0,
     balanced: bool = True,
+    stereo: bool = False,
 ) -> Split:
-    """Return a split in which no Bemis-Murcko scaffold appears in two parts.
+    """Return Chemprop's balanced scaffold split: no Bemis-Murcko scaffold in two parts.
 
-    Molecules are grouped by :func:`qemlflow.chem.murcko_scaffold`. Acyclic and
-    unparsable molecules share the ``''`` scaffold and so land in one part together.
-    Groups are placed greedily: each goes to train if it fits, else valid if it fits,
-    else test.
+    Molecules are grouped by :func:`qemlflow.chem.murcko_scaffold`, stereo-free as in
+    Chemprop and DeepChem (``stereo=True`` keeps R/S and E/Z, so stereoisomers may then
+    land in different parts). Groups sharing a molecule (same InChIKey, e.g. tautomers
+    with different scaffolds) are merged. Acyclic and unparsable molecules share the
+    ``''`` scaffold and so land in one part together. Groups are placed greedily: each goes
+    to train if it fits, else valid if it fits, else test.
 
-    With ``balanced=True`` (the chemprop/DeepChem "balanced scaffold" split) groups
-    larger than half the smallest held-out part go first, in seeded random order, then
-    the remaining groups in seeded random order, so that test is not made only of
-    singletons. With ``balanced=False`` groups go largest first (ties in order of first
-    appearance) and the seed has no effect.
+    With ``balanced=True`` (Chemprop v1's ``scaffold_balanced``, its default scaffold
+    split) groups larger than half the smallest held-out part go first, in seeded random
+    order, then the remaining groups in seeded random order, so that test is not made only
+    of singletons. With ``balanced=False`` groups go largest first (ties in order of first
+    appearance) and the seed has no effect. Neither is DeepChem's split: see
+    :func:`scaffold_deepchem_split`.
 
     Examples
     --------
@@ -381,10 +461,75 @@ def scaffold_split(
     """
     fractions = _check_sizes(sizes)
     seed = _check_seed(seed)
-    groups = _groups(_scaffold_keys(smiles))
+    groups = _groups(_scaffold_keys(smiles, stereo), _duplicate_keys(smiles))
     parts = _assign_groups(groups, len(smiles), fractions, np.random.default_rng(seed), balanced)
-    params = {"sizes": fractions.tolist(), "balanced": bool(balanced)}
+    params: dict[str, Any] = {"sizes": fractions.tolist(), "balanced": bool(balanced)}
+    if stereo:  # recorded only when set, so stereo-free split records keep their form
+        params["stereo"] = True
     return _split_of(parts, "scaffold", seed, params)
+
+
+def scaffold_deepchem_split(
+    smiles: Sequence[str],
+    sizes: Sequence[float] = DEFAULT_SIZES,
+    seed: int = 0,
+    stereo: bool = False,
+) -> Split:
+    """Return DeepChem's deterministic scaffold split, as used by the MoleculeNet paper.
+
+    The algorithm of ``deepchem.splits.ScaffoldSplitter``: molecules are grouped by their
+    stereo-free Murcko scaffold (``stereo=True`` keeps stereo); the scaffold sets are
+    sorted by ``(size, first index)`` in descending order (largest first; among sets of
+    equal size the one whose first molecule comes *later* in the data goes first); each set
+    then goes to train if ``len(train) + len(set) <= train_fraction * n``, else to valid if
+    ``len(train) + len(valid) + len(set) <= (train_fraction + valid_fraction) * n``, else
+    to test. A set that does not fit does not close a part: a later, smaller set can still
+    go to train. So the test part collects the many small, rare scaffolds.
+
+    Two differences from DeepChem, both only where the data holds exact duplicates: sets
+    sharing a molecule (same InChIKey) are merged, and unparsable SMILES share the ``''``
+    set of acyclic molecules (DeepChem raises). ``seed`` is recorded but changes nothing:
+    the split is the same for every seed, so repeating a benchmark over seeds varies only
+    the model. DeepChem's valid part becomes QeMLflow's valid part, which calibrates the
+    model (DeepChem uses it for model selection); the test part is DeepChem's test part.
+
+    Examples
+    --------
+    >>> smiles = ["c1ccccc1C", "c1ccccc1CC", "c1ccccc1N", "C1CCCCC1O", "C1CCCCC1N",
+    ...           "c1ccncc1C", "CCO", "c1ccoc1", "C1CC1C", "C1CCC1"]
+    >>> s = scaffold_deepchem_split(smiles)
+    >>> s.train.tolist(), s.valid.tolist(), s.test.tolist()
+    ([0, 1, 2, 3, 4, 7, 8, 9], [6], [5])
+    >>> scaffold_deepchem_split(smiles, seed=3).test.tolist()
+    [5]
+    """
+    fractions = _check_sizes(sizes)
+    seed = _check_seed(seed)
+    if len(fractions) == 2:
+        fractions = np.array([fractions[0], 0.0, fractions[1]])
+    n = len(smiles)
+    groups = _groups(_scaffold_keys(smiles, stereo), _duplicate_keys(smiles))
+    # DeepChem: sorted(..., key=lambda x: (len(x[1]), x[1][0]), reverse=True).
+    ordered = sorted(groups, key=lambda g: (len(g), int(g[0])), reverse=True)
+    train_cutoff = fractions[0] * n
+    valid_cutoff = (fractions[0] + fractions[1]) * n
+    parts: list[list[IndexArray]] = [[], [], []]
+    filled = [0, 0]
+    for group in ordered:
+        if filled[0] + len(group) > train_cutoff:
+            target = 2 if filled[0] + filled[1] + len(group) > valid_cutoff else 1
+        else:
+            target = 0
+        parts[target].append(group)
+        if target < 2:
+            filled[target] += len(group)
+    merged = [np.concatenate(p) if p else np.empty(0, dtype=np.int64) for p in parts]
+    if len(_check_sizes(sizes)) == 2:
+        merged = [merged[0], merged[2]]
+    params: dict[str, Any] = {"sizes": _check_sizes(sizes).tolist()}
+    if stereo:
+        params["stereo"] = True
+    return _split_of(merged, "scaffold_deepchem", seed, params)
 
 
 def stratified_split(y: Any, sizes: Sequence[float] = DEFAULT_SIZES, seed: int = 0) -> Split:
@@ -448,7 +593,7 @@ def cluster_split(
     """
     fractions = _check_sizes(sizes)
     seed = _check_seed(seed)
-    groups = _groups(_cluster_keys(smiles, cutoff, radius, n_bits))
+    groups = _groups(_cluster_keys(smiles, cutoff, radius, n_bits), _duplicate_keys(smiles))
     parts = _assign_groups(groups, len(smiles), fractions, np.random.default_rng(seed), True)
     params = {"sizes": fractions.tolist(), "cutoff": cutoff, "radius": radius, "n_bits": n_bits}
     return _split_of(parts, "cluster", seed, params)
@@ -466,10 +611,12 @@ def split(
 ) -> Split:
     """Split by name: the single entry point used by configs and the CLI.
 
-    ``random`` needs ``n`` (or any of ``smiles``/``y`` to count rows), ``scaffold`` and
-    ``cluster`` need ``smiles``, ``stratified`` needs ``y``. Extra keyword parameters go
-    to the method (``balanced`` for scaffold; ``cutoff``, ``radius``, ``n_bits`` for
-    cluster).
+    ``random`` needs ``n`` (or any of ``smiles``/``y`` to count rows), ``scaffold``,
+    ``scaffold_deepchem`` and ``cluster`` need ``smiles``, ``stratified`` needs ``y``.
+    Extra keyword parameters go to the method (``balanced``, ``stereo`` for scaffold;
+    ``stereo`` for scaffold_deepchem; ``cutoff``, ``radius``, ``n_bits`` for cluster).
+    When ``smiles`` are given, copies of one molecule (same InChIKey) always share a part,
+    for ``random`` and ``stratified`` too.
 
     Examples
     --------
@@ -485,11 +632,20 @@ def split(
     rows = _count_rows(method, n, smiles, y)
     if method == "scaffold":
         return scaffold_split(list(smiles or []), sizes, seed, **params)
+    if method == "scaffold_deepchem":
+        return scaffold_deepchem_split(list(smiles or []), sizes, seed, **params)
     if method == "cluster":
         return cluster_split(list(smiles or []), sizes, seed, **params)
-    if method == "stratified":
-        return stratified_split(y, sizes, seed)
-    return random_split(rows, sizes, seed)
+    made = (
+        stratified_split(y, sizes, seed)
+        if method == "stratified"
+        else random_split(rows, sizes, seed)
+    )
+    if smiles is None:
+        return made
+    parts = [made.train, made.valid, made.test]
+    together = _keep_duplicates_together(parts, _duplicate_keys(list(smiles)))
+    return Split(*together, method=made.method, seed=made.seed, params=made.params)
 
 
 # --------------------------------------------------------------------------- cross-validation
@@ -511,7 +667,9 @@ def kfold(
     each class dealt round-robin over the folds. ``scaffold``/``cluster``: whole groups
     go to the fold with fewest rows so far, big groups (more than half a fold) first in
     seeded order, then the rest in seeded order; ``balanced=False`` (scaffold) orders
-    groups largest first instead. Inputs and parameters are as for :func:`split`.
+    groups largest first instead. ``scaffold_deepchem`` has no k-fold form (DeepChem's
+    split is one deterministic partition). Inputs and parameters are as for
+    :func:`split`; with ``smiles``, copies of a molecule (same InChIKey) share a fold.
 
     Examples
     --------
@@ -522,17 +680,25 @@ def kfold(
     True
     """
     method = _check_method(method)
+    if method == "scaffold_deepchem":
+        raise ConfigError(
+            "scaffold_deepchem is one deterministic split, it has no k folds",
+            "use method 'scaffold' for scaffold k-fold cross-validation",
+        )
     _check_params(method, params)
     rows = _count_rows(method, n, smiles, y)
     k = _check_k(k, rows)
     rng = np.random.default_rng(_check_seed(seed))
+    duplicates = _duplicate_keys(None if smiles is None else list(smiles))
+    tests: list[IndexArray]
     if method == "random":
         tests = np.array_split(rng.permutation(rows), k)
     elif method == "stratified":
         order = np.concatenate(_stratified_order(_strata(y), rng))
         tests = [order[f::k] for f in range(k)]
     elif method == "scaffold":
-        groups = _groups(_scaffold_keys(list(smiles or [])))
+        keys = _scaffold_keys(list(smiles or []), bool(params.get("stereo", False)))
+        groups = _groups(keys, duplicates)
         tests = _group_kfold(groups, rows, k, rng, bool(params.get("balanced", True)))
     else:
         keys = _cluster_keys(
@@ -541,7 +707,9 @@ def kfold(
             int(params.get("radius", 2)),
             int(params.get("n_bits", 2048)),
         )
-        tests = _group_kfold(_groups(keys), rows, k, rng, True)
+        tests = _group_kfold(_groups(keys, duplicates), rows, k, rng, True)
+    if method in ("random", "stratified"):
+        tests = _keep_duplicates_together(tests, duplicates)
     everything = np.arange(rows, dtype=np.int64)
     folds: list[Fold] = []
     for test in tests:

@@ -218,8 +218,13 @@ def smiles_inchikey(smiles: str) -> str:
     return inchikey(mol) if mol is not None else ""
 
 
-def murcko_scaffold(smiles: str, *, generic: bool = False) -> str:
+def murcko_scaffold(smiles: str, *, generic: bool = False, stereo: bool = False) -> str:
     """Return the Bemis-Murcko scaffold SMILES ('' for acyclic or unparsable molecules).
+
+    Stereo-free by default, as Chemprop and DeepChem compute it (RDKit's
+    ``MurckoScaffoldSmiles(includeChirality=False)``: the scaffold written as non-isomeric
+    SMILES), so stereoisomers share one scaffold and a scaffold split cannot put them on
+    both sides. ``stereo=True`` keeps R/S and E/Z in the scaffold.
 
     Examples
     --------
@@ -227,6 +232,11 @@ def murcko_scaffold(smiles: str, *, generic: bool = False) -> str:
     'c1ccccc1'
     >>> murcko_scaffold("CCO")
     ''
+    >>> trans, cis = "CC1CC[C@H]2CCCC[C@@H]2C1", "CC1CC[C@H]2CCCC[C@H]2C1"  # decalins
+    >>> murcko_scaffold(trans) == murcko_scaffold(cis)
+    True
+    >>> murcko_scaffold(trans, stereo=True), murcko_scaffold(trans)
+    ('C1CC[C@H]2CCCC[C@@H]2C1', 'C1CCC2CCCCC2C1')
     """
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
@@ -234,4 +244,4 @@ def murcko_scaffold(smiles: str, *, generic: bool = False) -> str:
     core = MurckoScaffold.GetScaffoldForMol(mol)  # type: ignore[no-untyped-call]
     if generic:
         core = MurckoScaffold.MakeScaffoldGeneric(core)  # type: ignore[no-untyped-call]
-    return str(Chem.MolToSmiles(core))
+    return str(Chem.MolToSmiles(core, isomericSmiles=stereo))

@@ -93,21 +93,35 @@ class SplitConfig(_Strict):
     ``method: kfold`` (with ``k``, default 5) evaluates by k-fold cross-validation:
     ``sizes`` is then unused. ``split: {method: kfold, k: 5}`` is stored as
     ``params: {k: 5}``, so configs without it keep their resolved form (and digests).
+    ``scaffold`` is Chemprop's balanced scaffold split (seeded); ``scaffold_deepchem`` is
+    DeepChem's deterministic largest-first one (the MoleculeNet paper's). Both use
+    stereo-free scaffolds; ``stereo: true`` (stored as ``params: {stereo: true}``) keeps
+    stereochemistry in them, ``balanced: false`` makes ``scaffold`` largest-first.
     """
 
-    method: Literal["random", "scaffold", "stratified", "cluster", "kfold"] = "random"
+    method: Literal["random", "scaffold", "scaffold_deepchem", "stratified", "cluster", "kfold"] = (
+        "random"
+    )
     sizes: tuple[float, float, float] = (0.8, 0.1, 0.1)
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _k_shorthand(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "k" not in data:
+        if not isinstance(data, dict):
             return data
-        if data.get("method") != "kfold":
+        method = data.get("method")
+        if "k" in data and method != "kfold":
             raise ValueError("k is only for method: kfold")
-        rest = {key: value for key, value in data.items() if key != "k"}
-        return {**rest, "params": {**dict(data.get("params") or {}), "k": data["k"]}}
+        if "stereo" in data and method not in ("scaffold", "scaffold_deepchem"):
+            raise ValueError("stereo is only for method: scaffold or scaffold_deepchem")
+        if "balanced" in data and method != "scaffold":
+            raise ValueError("balanced is only for method: scaffold")
+        moved = {key: data[key] for key in ("k", "stereo", "balanced") if key in data}
+        if not moved:
+            return data
+        rest = {key: value for key, value in data.items() if key not in moved}
+        return {**rest, "params": {**dict(data.get("params") or {}), **moved}}
 
     @model_validator(mode="after")
     def _folds(self) -> SplitConfig:

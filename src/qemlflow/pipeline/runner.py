@@ -264,6 +264,7 @@ def _make_split(cfg: ExperimentConfig, dataset: Dataset) -> Split:
     folds = kfold(
         "stratified" if stratify else "random",
         n=len(dataset),
+        smiles=dataset.smiles,  # copies of a molecule (same InChIKey) share a fold
         y=dataset.y[:, 0] if stratify else None,
         k=cfg.split.k,
         seed=cfg.seed,
@@ -632,8 +633,10 @@ def leakage(smiles: list[str], parts: Split) -> dict[str, Any]:
 
     ``duplicates_across_parts``: molecules whose standard InChIKey (which also merges the
     mobile-hydrogen tautomers that distinct SMILES can hide) occurs in another part;
-    ``shared_scaffolds``: Bemis-Murcko scaffolds present in more than one part (scaffold
-    splits only; ``None`` for others, which do not promise to separate scaffolds).
+    ``shared_scaffolds``: Bemis-Murcko scaffolds present in more than one part, computed
+    as the split computed them (stereo-free unless the split kept stereo); scaffold splits
+    only, ``None`` for others, which do not promise to separate scaffolds. Splits keep
+    copies of a molecule together, so both counts are 0 for runs of this version.
 
     Examples
     --------
@@ -655,16 +658,20 @@ def leakage(smiles: list[str], parts: Split) -> dict[str, Any]:
             parts_of_key.setdefault(key, set()).add(part)
     duplicates = sum(1 for key in key_of if key and len(parts_of_key[key]) > 1)
     shared: int | None = None
-    if parts.method == "scaffold":
+    if parts.method in ("scaffold", "scaffold_deepchem"):
+        stereo = bool(parts.params.get("stereo", False))
         scaffolds: dict[str, set[int]] = {}
         for i, text in enumerate(smiles):
-            if part_of[i] >= 0 and (scaffold := murcko_scaffold(text)):
+            if part_of[i] >= 0 and (scaffold := murcko_scaffold(text, stereo=stereo)):
                 scaffolds.setdefault(scaffold, set()).add(int(part_of[i]))
         shared = sum(1 for found in scaffolds.values() if len(found) > 1)
     return {
         "duplicates_across_parts": duplicates,
         "shared_scaffolds": shared,
-        "compared_by": "standard InChIKey of the standardized molecule; Murcko scaffolds",
+        "compared_by": (
+            "standard InChIKey of the standardized molecule; Murcko scaffolds "
+            + ("with stereo" if parts.params.get("stereo") else "without stereo")
+        ),
     }
 
 
