@@ -16,9 +16,15 @@ from qemlflow.benchmark import (
     literature_values,
     run_benchmark,
 )
-from qemlflow.benchmark.report import BARS, bar_outcomes, literature_verdict, render_markdown
+from qemlflow.benchmark.report import (
+    BARS,
+    bar_outcomes,
+    literature_check,
+    literature_verdict,
+    render_markdown,
+)
 from qemlflow.benchmark.runner import config_digest, experiment_config
-from qemlflow.benchmark.suite import SUITES, resolve_datasets
+from qemlflow.benchmark.suite import EXTRA_SPLITS, SUITES, resolve_datasets
 from qemlflow.cli.main import main
 from qemlflow.data.registry import BUNDLED
 from qemlflow.store import Store
@@ -47,6 +53,12 @@ def _worse(metric: str, value: float, reference: float) -> bool:
     return value < reference - AUC_MARGIN
 
 
+def _split_of(key: str) -> str:
+    """The split of a results key: ``bbbp`` is the registry split, ``bbbp@scaffold_deepchem``."""
+    name, _, split = key.partition("@")
+    return split or BUNDLED[name].split
+
+
 def _run_subset_and_compare(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], datasets: str, model: str
 ) -> Path:
@@ -57,12 +69,12 @@ def _run_subset_and_compare(
     code = main([*argv, "--out", str(out), "--store", str(tmp_path / "store")])
     assert code == 0, capsys.readouterr().err
     results = json.loads((out / "moleculenet.json").read_text())
-    assert list(results) == datasets.split(",")
+    assert list(results) == [d.key for d in resolve_datasets("moleculenet", datasets.split(","))]
     for dataset, models in results.items():
         entry = models[model]
         assert set(entry) >= ENTRY_KEYS
-        assert entry["split"] == BUNDLED[dataset].split
-        assert entry["metric"] == BUNDLED[dataset].metric
+        assert entry["split"] == _split_of(dataset)
+        assert entry["metric"] == BUNDLED[entry["dataset"]].metric
         (seed,) = entry["seeds"]
         committed = {s["seed"]: s for s in reference[dataset][model]["seeds"]}[0]
         assert seed["config_digest"] == committed["config_digest"], (
@@ -79,14 +91,21 @@ def _run_subset_and_compare(
 def test_ci_subset_of_the_default_pipeline_matches_the_committed_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """ESOL (random, RMSE) and BBBP (scaffold, ROC-AUC) with the default experiment."""
+    """ESOL (random, RMSE) and BBBP (both scaffold splits, ROC-AUC), the default experiment."""
     out = _run_subset_and_compare(tmp_path, capsys, "esol,bbbp", "default")
     markdown = (out / "moleculenet.md").read_text()
     assert "## Acceptance bars" in markdown and "| esol | random | rmse | default |" in markdown
+    assert "| bbbp | scaffold | roc_auc | default |" in markdown
+    assert "| bbbp | scaffold_deepchem | roc_auc | default |" in markdown
+    assert "## Suspicion flags" in markdown
     assert "machine:" in markdown and "rdkit" in markdown
     assert (out / "moleculenet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = json.loads((out / "moleculenet.runs.json").read_text())
-    assert runs[-1]["computed"] == [["esol", "default", 0], ["bbbp", "default", 0]]
+    assert runs[-1]["computed"] == [
+        ["esol", "default", 0],
+        ["bbbp", "default", 0],
+        ["bbbp@scaffold_deepchem", "default", 0],
+    ]
 
 
 def test_ci_subset_of_the_dmpnn_matches_the_committed_report(
@@ -98,11 +117,11 @@ def test_ci_subset_of_the_dmpnn_matches_the_committed_report(
 
 def test_the_committed_report_has_every_dataset_and_the_bars() -> None:
     reference = json.loads(REFERENCE.read_text())
-    assert set(reference) == set(SUITES["moleculenet"])
+    assert set(reference) == {d.key for d in resolve_datasets("moleculenet", None)}
     for dataset, models in reference.items():
         for name, entry in models.items():
             assert set(entry) >= ENTRY_KEYS, (dataset, name)
-            assert entry["split"] == BUNDLED[dataset].split
+            assert entry["split"] == _split_of(dataset)
             values = [s["value"] for s in entry["seeds"]]
             assert entry["mean"] == pytest.approx(sum(values) / len(values))
     markdown = (REFERENCE.parent / "moleculenet.md").read_text()
@@ -230,10 +249,12 @@ def test_literature_file_cites_its_sources_for_every_dataset() -> None:
     assert "10.1021/acs.jcim.9b00237" in sources["chemprop"]["citation"]
     for dataset in SUITES["moleculenet"]:
         rows = literature_values(dataset)
-        assert any(r.reference_for == "classical" for r in rows), dataset
+        splits = (BUNDLED[dataset].split, *EXTRA_SPLITS.get(dataset, ()))
+        for split in splits:  # every split the benchmark runs has its reference row
+            assert any(r.reference_for == "classical" for r in literature_values(dataset, split))
         for row in rows:
             assert row.source in sources
-            assert row.split == BUNDLED[dataset].split and row.metric == BUNDLED[dataset].metric
+            assert row.split in splits and row.metric == BUNDLED[dataset].metric
             assert row.where
             assert row.value is None or row.value > 0
     assert literature_values("not-a-dataset") == []
@@ -259,6 +280,9 @@ def test_the_report_judges_against_the_literature_and_the_bars() -> None:
     results = {
         "esol": {"default": _entry("rmse", "random", [0.55, 0.57, 0.59])},
         "bbbp": {"default": _entry("roc_auc", "scaffold", [0.6, 0.62, 0.64])},
+        "bbbp@scaffold_deepchem": {
+            "default": _entry("roc_auc", "scaffold_deepchem", [0.92, 0.93, 0.94])
+        },
     }
     bars = {(r["dataset"], r["model"]): r for r in bar_outcomes(results)}
     assert bars["esol", "default"]["outcome"] == "pass"
@@ -269,6 +293,50 @@ def test_the_report_judges_against_the_literature_and_the_bars() -> None:
     markdown = render_markdown(results, [])
     assert f"{literature_verdict('rmse', 0.57, published.value)} vs {published.model}" in (markdown)
     assert "RMSE <= published x 1.10" in markdown and "ROC-AUC >= published - 0.05" in markdown
+    # Both BBBP splits, each beside its own literature; the DeepChem one is far too good.
+    assert "| bbbp | scaffold | roc_auc | default | 0.620" in markdown
+    assert (
+        "| bbbp | scaffold_deepchem | roc_auc | default | 0.930 ± 0.010 | 3 | "
+        "MolNet best (KernelSVM) (moleculenet): 0.729 ± 0.000; "
+        "D-MPNN (optimized) (chemprop_readme): 0.737 ± 0.001 | **SUSPICIOUS**" in markdown
+    )
+    assert (
+        "- bbbp / scaffold_deepchem / default: 0.930 is 0.193 above the best published "
+        "0.737 for this split: check for leakage" in markdown
+    )
+
+
+@pytest.mark.parametrize(
+    ("dataset", "split", "metric", "ours", "verdict"),
+    [
+        # ROC-AUC: best published on DeepChem's BBBP split 0.737; reference (classical) 0.729
+        ("bbbp", "scaffold_deepchem", "roc_auc", 0.93, "suspicious"),  # 0.193 above the best
+        ("bbbp", "scaffold_deepchem", "roc_auc", 0.83, "pass"),  # 0.093 above: within margin
+        ("bbbp", "scaffold_deepchem", "roc_auc", 0.70, "pass"),  # within 0.05 below 0.729
+        ("bbbp", "scaffold_deepchem", "roc_auc", 0.60, "fail"),  # far worse
+        ("bbbp", "scaffold", "roc_auc", 0.93, "n/a"),  # nothing published on this split
+        # RMSE: best published on ESOL 0.555 (x 0.75 = 0.416); reference 0.58 (x 1.10 = 0.638)
+        ("esol", "random", "rmse", 0.40, "suspicious"),
+        ("esol", "random", "rmse", 0.45, "pass"),
+        ("esol", "random", "rmse", 0.70, "fail"),
+    ],
+)
+def test_the_check_fails_far_better_as_well_as_far_worse(
+    dataset: str, split: str, metric: str, ours: float, verdict: str
+) -> None:
+    check = literature_check(dataset, split, "classical", metric, ours)
+    assert check["verdict"] == verdict, check
+    if verdict == "suspicious":
+        assert "check for leakage" in check["reason"] and "best published" in check["reason"]
+
+
+def test_a_seed_free_split_is_its_own_benchmark_cell() -> None:
+    (balanced, deepchem) = resolve_datasets("moleculenet", ["bbbp"])
+    assert (balanced.key, deepchem.key) == ("bbbp", "bbbp@scaffold_deepchem")
+    one = experiment_config(deepchem, MODELS["default"], 0)
+    assert one.split.method == "scaffold_deepchem"
+    assert experiment_config(balanced, MODELS["default"], 0).split.method == "scaffold"
+    assert config_digest(one) != config_digest(experiment_config(balanced, MODELS["default"], 0))
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,13 @@ from typing import Any
 
 import yaml
 
-__all__ = ["LiteratureValue", "literature_sources", "literature_values", "reference_value"]
+__all__ = [
+    "LiteratureValue",
+    "best_published",
+    "literature_sources",
+    "literature_values",
+    "reference_value",
+]
 
 
 @dataclass(frozen=True)
@@ -50,15 +56,21 @@ def literature_sources() -> dict[str, dict[str, str]]:
     return {key: dict(value) for key, value in _load()["sources"].items()}
 
 
-def literature_values(dataset: str) -> list[LiteratureValue]:
-    """The published values for ``dataset`` (an empty list when there are none).
+def literature_values(dataset: str, split: str | None = None) -> list[LiteratureValue]:
+    """The published values for ``dataset`` (on ``split`` only, when given).
+
+    An empty list when there are none.
 
     Examples
     --------
-    >>> [(v.source, v.value) for v in literature_values("bbbp")]
+    >>> [(v.source, v.value) for v in literature_values("bbbp", "scaffold_deepchem")]
     [('moleculenet', 0.729), ('chemprop_readme', 0.737)]
     """
-    rows = _load()["values"].get(dataset, [])
+    rows = [
+        row
+        for row in _load()["values"].get(dataset, [])
+        if split is None or str(row["split"]) == split
+    ]
     return [
         LiteratureValue(
             dataset=dataset,
@@ -76,9 +88,31 @@ def literature_values(dataset: str) -> list[LiteratureValue]:
     ]
 
 
-def reference_value(dataset: str, family: str) -> LiteratureValue | None:
-    """The literature row a model of ``family`` (classical, dmpnn) is judged against."""
-    for row in literature_values(dataset):
+def reference_value(dataset: str, family: str, split: str | None = None) -> LiteratureValue | None:
+    """The literature row a model of ``family`` (classical, dmpnn) is judged against.
+
+    With ``split``, only a row measured on that split: a number from another split is no
+    reference (DeepChem's scaffold split is far harder than the balanced one).
+    """
+    for row in literature_values(dataset, split):
         if row.reference_for == family:
             return row
     return None
+
+
+def best_published(dataset: str, split: str, metric: str) -> LiteratureValue | None:
+    """The best published value on ``dataset`` and ``split`` (None when there is none).
+
+    Examples
+    --------
+    >>> best_published("bbbp", "scaffold_deepchem", "roc_auc").value
+    0.737
+    >>> best_published("bbbp", "scaffold", "roc_auc") is None
+    True
+    """
+    rows = [r for r in literature_values(dataset, split) if r.value is not None]
+    rows = [r for r in rows if r.metric == metric]
+    if not rows:
+        return None
+    sign = 1.0 if metric == "rmse" else -1.0  # lower RMSE is better, higher ROC-AUC
+    return min(rows, key=lambda r: sign * float(r.value or 0.0))

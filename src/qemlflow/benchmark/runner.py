@@ -70,12 +70,12 @@ def experiment_config(
     from qemlflow.pipeline.config import parse_config
 
     data: dict[str, Any] = {
-        "name": f"benchmark-{dataset.name}-{model.name}-seed{seed}",
+        "name": f"benchmark-{dataset.key.replace('@', '-')}-{model.name}-seed{seed}",
         "seed": seed,
         "n_jobs": n_jobs,
         "dataset": {"source": dataset.name, "task": dataset.task},
-        # Scaffold sets use QeMLflow's balanced scaffold split (Chemprop's, seeded). The
-        # deterministic largest-first split of DeepChem leaves BBBP's test set one class.
+        # Scaffold sets run under Chemprop's balanced scaffold split (`scaffold`, seeded)
+        # and DeepChem's deterministic one (`scaffold_deepchem`, the MoleculeNet paper's).
         "split": {"method": dataset.split, "sizes": list(SIZES)},
         # Only the test metric is read: no bootstrap intervals, no plots.
         "evaluation": {"n_bootstrap": 0, "plots": False},
@@ -87,10 +87,18 @@ def experiment_config(
 
 
 def config_digest(cfg: ExperimentConfig) -> str:
-    """sha256 of what decides a cell's result: the resolved config minus name and n_jobs."""
+    """sha256 of what decides a cell's result: the resolved config minus name and n_jobs,
+    and the version of each pipeline step.
+
+    The step versions are in it because the same config gives another result when a step's
+    code changes what it outputs (a new split, say): a recorded cell is then recomputed,
+    not reused.
+    """
+    from qemlflow.pipeline.steps import STEP_VERSIONS
     from qemlflow.store.keys import canonical_json
 
     resolved = {k: v for k, v in cfg.resolved().items() if k not in ("name", "n_jobs")}
+    resolved["step_versions"] = dict(sorted(STEP_VERSIONS.items()))
     return hashlib.sha256(canonical_json(resolved)).hexdigest()
 
 
@@ -113,7 +121,10 @@ def read_results(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
 def summarize(
     dataset: BenchmarkDataset, model: BenchmarkModel, seeds: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """One (dataset, model) entry: metric, mean, sd (ddof=1; 0 with one seed), per-seed values.
+    """One (dataset, model) entry of the results, with its check against the literature.
+
+    Metric, mean, sd (ddof=1; 0 with one seed), per-seed values, the dataset and split, and
+    ``literature_check`` (:func:`qemlflow.benchmark.report.literature_check`).
 
     Examples
     --------
@@ -124,18 +135,26 @@ def summarize(
     >>> entry["metric"], round(entry["mean"], 3), round(entry["sd"], 3), entry["split"]
     ('rmse', 0.6, 0.141, 'random')
     """
+    from qemlflow.benchmark.report import literature_check
+
     ordered = sorted(seeds, key=lambda s: int(s["seed"]))
     values = [float(s["value"]) for s in ordered]
+    mean = statistics.fmean(values)
     return {
         "metric": dataset.metric,
-        "mean": statistics.fmean(values),
+        "mean": mean,
         "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
         "seeds": ordered,
+        "dataset": dataset.name,
         "split": dataset.split,
         "task": dataset.task,
         "n_seeds": len(values),
         "description": model.description,
         "family": model.family,
+        # Against the literature of this split: far worse fails, far better is suspicious.
+        "literature_check": literature_check(
+            dataset.name, dataset.split, model.family, dataset.metric, mean
+        ),
     }
 
 
@@ -184,7 +203,7 @@ def run_benchmark(
     )
     for dataset in chosen_sets:
         for model in chosen_models:
-            previous = results.get(dataset.name, {}).get(model.name, {})
+            previous = results.get(dataset.key, {}).get(model.name, {})
             kept: dict[int, dict[str, Any]] = {}
             for seed in range(seeds):
                 cfg = experiment_config(dataset, model, seed, n_jobs)
@@ -192,22 +211,22 @@ def run_benchmark(
                 old = _recorded_seed(previous, seed, digest)
                 if old is not None:
                     kept[seed] = old
-                    outcome.reused.append((dataset.name, model.name, seed))
+                    outcome.reused.append((dataset.key, model.name, seed))
                     continue
                 if on_cell is not None:
-                    on_cell(dataset.name, model.name, seed, None)
+                    on_cell(dataset.key, model.name, seed, None)
                 kept[seed] = _run_cell(cfg, dataset, digest, store)
-                outcome.computed.append((dataset.name, model.name, seed))
+                outcome.computed.append((dataset.key, model.name, seed))
                 # Seeds beyond this call's range stay when their config is unchanged.
                 extra = _other_seeds(previous, kept, dataset, model, n_jobs)
-                results.setdefault(dataset.name, {})[model.name] = summarize(
+                results.setdefault(dataset.key, {})[model.name] = summarize(
                     dataset, model, [*kept.values(), *extra]
                 )
                 _write_json(path, results)
                 if on_cell is not None:
-                    on_cell(dataset.name, model.name, seed, kept[seed])
+                    on_cell(dataset.key, model.name, seed, kept[seed])
             extra = _other_seeds(previous, kept, dataset, model, n_jobs)
-            results.setdefault(dataset.name, {})[model.name] = summarize(
+            results.setdefault(dataset.key, {})[model.name] = summarize(
                 dataset, model, [*kept.values(), *extra]
             )
     results = _ordered(results)
@@ -274,17 +293,23 @@ def _run_cell(
 def _ordered(
     results: dict[str, dict[str, dict[str, Any]]],
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Datasets in suite order (unknown ones last), models in registry order."""
+    """Datasets in suite order (unknown ones last), each split of a dataset after its
+    registry one, models in registry order."""
     from qemlflow.benchmark.suite import MODELS, SUITES
 
     order = {name: i for i, name in enumerate(n for s in SUITES.values() for n in s)}
     model_order = {name: i for i, name in enumerate(MODELS)}
+
+    def place(key: str) -> tuple[int, str, str]:
+        name, _, split = key.partition("@")
+        return (order.get(name, len(order)), name, split)
+
     return {
         ds: {
             m: results[ds][m]
             for m in sorted(results[ds], key=lambda m: (model_order.get(m, len(model_order)), m))
         }
-        for ds in sorted(results, key=lambda d: (order.get(d, len(order)), d))
+        for ds in sorted(results, key=place)
     }
 
 

@@ -51,18 +51,25 @@ def _summary(result: BenchmarkResult) -> None:
     from rich.table import Table
 
     table = Table(title=f"{result.suite} benchmark")
-    for column in ("dataset", "model", "metric", "mean ± sd", "seeds"):
+    for column in ("dataset", "model", "metric", "mean ± sd", "seeds", "vs literature"):
         table.add_column(column, no_wrap=True)
+    flags = []
     for dataset, models in result.results.items():
         for name, entry in models.items():
+            check = entry.get("literature_check") or {}
             table.add_row(
                 dataset,
                 name,
                 str(entry["metric"]),
                 f"{entry['mean']:.3f} ± {entry['sd']:.3f}",
                 str(entry["n_seeds"]),
+                str(check.get("verdict", "n/a")),
             )
+            if check.get("verdict") == "suspicious":
+                flags.append(f"{dataset} / {name}: {check['reason']}")
     console.print(table)
+    for flag in flags:
+        console.print(f"[bold red]suspicious[/] {flag}", highlight=False)
     console.print(
         f"{len(result.computed)} runs computed, {len(result.reused)} reused; "
         f"{result.wall_s:.0f} s. Report: [bold]{result.files[1]}[/]"
