@@ -74,3 +74,24 @@ def test_deepchem_and_stereo_scaffold_runs_share_nothing_across_parts() -> None:
     assert kept.split.params["stereo"] is True
     assert kept.metrics["leakage"]["shared_scaffolds"] == 0
     assert "with stereo" in kept.metrics["leakage"]["compared_by"]
+
+
+def test_split_options_are_config_shorthands_and_checked() -> None:
+    import pytest
+
+    from qemlflow.errors import QeMLflowError
+    from qemlflow.pipeline.config import parse_config
+
+    def split_of(split: dict[str, object]) -> object:
+        return parse_config({"dataset": {"source": "esol"}, "split": split}).split
+
+    kept = split_of({"method": "scaffold", "stereo": True, "balanced": False})
+    assert kept.params == {"stereo": True, "balanced": False}  # type: ignore[attr-defined]
+    plain = split_of({"method": "scaffold_deepchem"})
+    assert plain.params == {}  # type: ignore[attr-defined]  # resolved form unchanged
+    for bad, why in (
+        ({"method": "random", "stereo": True}, "stereo is only for method: scaffold"),
+        ({"method": "scaffold_deepchem", "balanced": False}, "balanced is only for"),
+    ):
+        with pytest.raises(QeMLflowError, match=why):
+            split_of(bad)

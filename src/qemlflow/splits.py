@@ -645,7 +645,8 @@ def split(
         return made
     parts = [made.train, made.valid, made.test]
     together = _keep_duplicates_together(parts, _duplicate_keys(list(smiles)))
-    return Split(*together, method=made.method, seed=made.seed, params=made.params)
+    train, valid, test = together
+    return Split(train, valid, test, method=made.method, seed=made.seed, params=made.params)
 
 
 # --------------------------------------------------------------------------- cross-validation
@@ -697,8 +698,8 @@ def kfold(
         order = np.concatenate(_stratified_order(_strata(y), rng))
         tests = [order[f::k] for f in range(k)]
     elif method == "scaffold":
-        keys = _scaffold_keys(list(smiles or []), bool(params.get("stereo", False)))
-        groups = _groups(keys, duplicates)
+        scaffolds = _scaffold_keys(list(smiles or []), bool(params.get("stereo", False)))
+        groups = _groups(scaffolds, duplicates)
         tests = _group_kfold(groups, rows, k, rng, bool(params.get("balanced", True)))
     else:
         keys = _cluster_keys(
