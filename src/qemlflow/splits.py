@@ -503,10 +503,10 @@ def scaffold_deepchem_split(
     >>> scaffold_deepchem_split(smiles, seed=3).test.tolist()
     [5]
     """
-    fractions = _check_sizes(sizes)
+    asked = _check_sizes(sizes)
     seed = _check_seed(seed)
-    if len(fractions) == 2:
-        fractions = np.array([fractions[0], 0.0, fractions[1]])
+    # (train, test) is DeepChem's frac_valid=0: the valid cutoff equals the train cutoff.
+    fractions = asked if len(asked) == 3 else np.array([asked[0], 0.0, asked[1]])
     n = len(smiles)
     groups = _groups(_scaffold_keys(smiles, stereo), _duplicate_keys(smiles))
     # DeepChem: sorted(..., key=lambda x: (len(x[1]), x[1][0]), reverse=True).
@@ -524,9 +524,9 @@ def scaffold_deepchem_split(
         if target < 2:
             filled[target] += len(group)
     merged = [np.concatenate(p) if p else np.empty(0, dtype=np.int64) for p in parts]
-    if len(_check_sizes(sizes)) == 2:
+    if len(asked) == 2:
         merged = [merged[0], merged[2]]
-    params: dict[str, Any] = {"sizes": _check_sizes(sizes).tolist()}
+    params: dict[str, Any] = {"sizes": asked.tolist()}
     if stereo:
         params["stereo"] = True
     return _split_of(merged, "scaffold_deepchem", seed, params)
