@@ -294,10 +294,22 @@ def content_differences(old: ModelContent, new: ModelContent) -> list[str]:
     """
     paths = list(dict.fromkeys([*old.leaves, *new.leaves]))
     changed = [p for p in paths if old.leaves.get(p) != new.leaves.get(p)]
+    # Parameters first, the outermost first: a changed seed or setting of the model
+    # explains the changes in the parts it made.
+    changed.sort(
+        key=lambda p: (
+            not _is_parameter(old.leaves.get(p), new.leaves.get(p)),
+            p.count(".") + p.count("["),
+        )
+    )
     said = [_leaf_difference(p, old.leaves.get(p), new.leaves.get(p)) for p in changed[:_MAX_SHOWN]]
     if len(changed) > _MAX_SHOWN:
         said.append(f"{len(changed) - _MAX_SHOWN} more")
     return said
+
+
+def _is_parameter(old: _Leaf | None, new: _Leaf | None) -> bool:
+    return all(leaf is not None and _primitive(leaf.value) is not None for leaf in (old, new))
 
 
 def _leaf_difference(path: str, old: _Leaf | None, new: _Leaf | None) -> str:

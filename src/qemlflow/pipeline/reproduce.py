@@ -302,7 +302,7 @@ def _compare_models(store: Store, comparison: StepComparison, model: Any) -> Ste
     from qemlflow.models.content import content_differences, metadata_differences, model_content
 
     try:
-        recorded = _unpickle_model(store.get_bytes(comparison.recorded_output))
+        recorded, pickled_with = _unpickle_model(store.get_bytes(comparison.recorded_output))
     except Exception as exc:  # whatever stops this environment from reading the old model
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         return replace(
@@ -313,7 +313,7 @@ def _compare_models(store: Store, comparison: StepComparison, model: Any) -> Ste
     if old.digest != new.digest:
         listed = "; ".join(content_differences(old, new))
         return replace(comparison, detail=f"the model differs: {listed}")
-    metadata = metadata_differences(old, new) or [
+    metadata = [*pickled_with, *metadata_differences(old, new)] or [
         "the pickle's encoding (protocol or layout), not any value"
     ]
     return replace(
@@ -324,19 +324,34 @@ def _compare_models(store: Store, comparison: StepComparison, model: Any) -> Ste
     )
 
 
-def _unpickle_model(data: bytes) -> Any:
-    """The predictor in a recorded model file, without the warnings an older scikit-learn
-    version raises on load (the comparison reports versions itself)."""
+def _unpickle_model(data: bytes) -> tuple[Any, list[str]]:
+    """The predictor in a recorded model file, and the scikit-learn versions its estimators
+    were pickled with where they are not this one's.
+
+    scikit-learn drops the version an estimator was pickled with when it loads it, and
+    says so only in a warning: the warnings are where that metadata is read from.
+    """
     import gzip
     import pickle
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         payload = pickle.loads(gzip.decompress(data))
     if not isinstance(payload, dict) or "predictor" not in payload:
         raise ValueError("the blob is no QeMLflow model file")
-    return payload["predictor"]
+    counts: dict[tuple[str, str], int] = {}
+    for warning in caught:
+        message = warning.message
+        before = getattr(message, "original_sklearn_version", None)
+        after = getattr(message, "current_sklearn_version", None)
+        if before is not None and after is not None:
+            counts[(str(before), str(after))] = counts.get((str(before), str(after)), 0) + 1
+    pickled_with = [
+        f"scikit-learn {before} -> {after} (the version {n} pickled estimator(s) record)"
+        for (before, after), n in sorted(counts.items())
+    ]
+    return payload["predictor"], pickled_with
 
 
 def _encoded(result: StepResult[Any]) -> bytes:
