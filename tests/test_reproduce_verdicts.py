@@ -305,9 +305,7 @@ def test_in_recorded_env_installs_the_recorded_version_of_a_package_that_differs
     old = _installed(_wheel(wheels, "1.0"), folder / "old")
     new = _installed(_wheel(folder / "newer-wheels", "2.0"), folder / "new")
     path = os.environ.get("PYTHONPATH", "")
-    store, run_id = _record(
-        folder, env=_env(PYTHONPATH=os.pathsep.join([str(old), path]))
-    )
+    store, run_id = _record(folder, env=_env(PYTHONPATH=os.pathsep.join([str(old), path])))
     # Here qmf-probe is 2.0; pip may only use the local wheel folder.
     here = _env(
         PYTHONPATH=os.pathsep.join([str(new), path]),

@@ -38,11 +38,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Recompute every step without the cache and compare with the recorded run.
 
-        The first line of the output is the verdict. Exit codes: 0 IDENTICAL (every output
-        byte-identical, every blob intact); 3 IDENTICAL CONTENT (the same model and
-        results, but some output differs only in metadata, e.g. library versions pickled
-        with the model: listed); 1 DIFFERENT (at the first step whose content differs,
-        with the values that differ, or a damaged blob); 2 an error.
+        The first line of the output is the verdict; the exit code says it too:
+        0 IDENTICAL: every output byte-identical, every recorded blob intact;
+        3 IDENTICAL CONTENT: same model and results, metadata differs (listed);
+        1 DIFFERENT at STEP: what differs, and the packages that drifted;
+        2: an error (one line).
         """
         from qemlflow.pipeline.reproduce import reproduce
 

@@ -140,10 +140,14 @@ class ReproduceReport:
         if verdict == IDENTICAL:
             return f"{IDENTICAL}: run {self.run_id} reproduced bit for bit"
         if verdict == IDENTICAL_CONTENT:
-            steps = ", ".join(s.step for s in self.steps if not s.identical)
+            listed = "; ".join(
+                f"{s.step}: {', '.join(s.metadata)}" if s.metadata else s.step
+                for s in self.steps
+                if not s.identical
+            )
             return (
                 f"{IDENTICAL_CONTENT}: run {self.run_id} reproduced the same content; "
-                f"only metadata differs (in {steps})"
+                f"only metadata differs ({listed})"
             )
         first = self.first_content_difference
         if first is not None:
