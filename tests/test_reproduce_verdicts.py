@@ -188,6 +188,30 @@ def test_a_model_fitted_with_another_seed_is_different_at_fit(
     assert "->" in steps["evaluate"]["detail"]  # metric names, recorded -> now
 
 
+def test_metrics_computed_differently_are_different_at_evaluate(
+    tmp_path: Path, esol_frame: pd.DataFrame
+) -> None:
+    # The same model and predictions; the recording process drew its bootstrap resamples
+    # with another seed (as an evaluation library whose resampling changed would).
+    store, run_id = _record(
+        _folder(tmp_path, esol_frame),
+        """
+        import qemlflow.evaluation as evaluation
+        bootstrap = evaluation._bootstrap
+        def reseeded(t, p, scorer, names, n_bootstrap, seed):
+            return bootstrap(t, p, scorer, names, n_bootstrap, seed + 1)
+        evaluation._bootstrap = reseeded
+        """,
+    )
+    done = _reproduce(run_id, store)
+    first = done.stdout.splitlines()[0]
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert first.startswith("DIFFERENT at evaluate: ")
+    assert "ci95.test.rmse: [" in first and "] -> [" in first  # metric: recorded -> now
+    report = json.loads(_reproduce(run_id, store, "--json").stdout)
+    assert [s["step"] for s in report["steps"] if not s["identical"]] == ["evaluate"]
+
+
 def test_a_model_that_cannot_be_unpickled_here_is_different_with_the_reason(
     tmp_path: Path, esol_frame: pd.DataFrame
 ) -> None:
@@ -255,6 +279,20 @@ def test_the_content_digest_is_the_same_in_fresh_interpreters_and_sees_every_wei
     assert after.digest != before.digest
     said = content_differences(before, after)
     assert said and all(".estimators_[3].tree_.<state>.values: 1 of " in s for s in said)
+
+
+def test_torch_weights_are_content_and_module_metadata_is_not() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    twin = copy.deepcopy(network)
+    twin.train(False)  # a mode flag, not a weight
+    assert content_digest(network) == content_digest(twin)
+    with torch.no_grad():
+        twin[2].weight[0, 1] += 1e-6
+    said = content_differences(model_content(network), model_content(twin))
+    assert len(said) == 1 and said[0].startswith("model.2.weight: 1 of 3 entries differ")
 
 
 def test_in_recorded_env_reruns_where_nothing_needs_installing(

@@ -233,8 +233,10 @@ class _Walker:
             text = _lightgbm_dump(obj)
             self.leaf(path, _sha(b"lightgbm", text.encode()), text)
             return True
-        if module.startswith("torch") and "torch" in sys.modules:
-            torch = sys.modules["torch"]
+        torch = sys.modules.get("torch")
+        # Only once torch is imported can an object be a tensor (a model of a subclass of
+        # torch.nn.Module lives in another module, so the module name does not say).
+        if torch is not None and hasattr(torch, "Tensor"):
             if isinstance(obj, torch.Tensor):
                 array = obj.detach().cpu().numpy()
                 self.leaf(path, _array_digest(array), array)
