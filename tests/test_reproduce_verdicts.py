@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from qemlflow.models.content import content_differences, content_digest, model_content
-from qemlflow.pipeline.reproduce import _unpickle_model
+from qemlflow.pipeline.reproduce import _unpickle_model, reproduce
 from qemlflow.store import Store
 
 # Runs a real experiment into a store and prints its run id; PATCH changes the process
@@ -105,6 +105,12 @@ def recorded(
     return _record(_folder(tmp_path_factory.mktemp("unchanged"), esol_frame))
 
 
+def _report(store: Path, run_id: str) -> dict[str, Any]:
+    """The reproduce report as ``--json`` prints it, computed in this process."""
+    with Store.open(store) as opened:
+        return reproduce(opened, run_id).to_dict()
+
+
 def _fit_blob(store: Path, run_id: str) -> bytes:
     with Store.open(store) as opened:
         run = opened.get_run(run_id)
@@ -148,7 +154,7 @@ def test_a_model_pickled_with_other_versions_has_identical_content(
     assert f"scikit-learn 1.5.0 -> {sklearn.__version__}" in done.stdout
     assert "python 3.11.0 -> " in done.stdout
 
-    report = json.loads(_reproduce(run_id, store, "--json").stdout)
+    report = _report(store, run_id)
     assert report["verdict"] == "IDENTICAL CONTENT" and report["exit_code"] == 3
     by_step = {s["step"]: s for s in report["steps"]}
     assert not by_step["fit"]["identical"] and by_step["fit"]["content_identical"]
@@ -176,7 +182,7 @@ def test_a_model_fitted_with_another_seed_is_different_at_fit(
     assert done.returncode == 1, done.stdout + done.stderr
     assert first.startswith("DIFFERENT at fit: the model differs: ")
     assert "random_state: 12345 -> 0" in first
-    report = json.loads(_reproduce(run_id, store, "--json").stdout)
+    report = _report(store, run_id)
     assert report["verdict"] == "DIFFERENT"
     steps = {s["step"]: s for s in report["steps"]}
     assert [n for n, s in steps.items() if not s["content_identical"]] == [
@@ -208,7 +214,7 @@ def test_metrics_computed_differently_are_different_at_evaluate(
     assert done.returncode == 1, done.stdout + done.stderr
     assert first.startswith("DIFFERENT at evaluate: ")
     assert "ci95.test.rmse: [" in first and "] -> [" in first  # metric: recorded -> now
-    report = json.loads(_reproduce(run_id, store, "--json").stdout)
+    report = _report(store, run_id)
     assert [s["step"] for s in report["steps"] if not s["identical"]] == ["evaluate"]
 
 
