@@ -82,6 +82,8 @@ def _in_recorded_env(run: str, store: str | None, *, as_json: bool, keep_env: bo
 
 
 def _print(report: object) -> None:
+    from rich.markup import escape
+
     from qemlflow.pipeline.reproduce import (
         IDENTICAL,
         IDENTICAL_CONTENT,
@@ -94,11 +96,8 @@ def _print(report: object) -> None:
         report.verdict, "bold red"
     )
     # The verdict is the first line, always: scripts read it.
-    console.print(
-        f"[{colour}]{report.verdict}[/]{report.headline[len(report.verdict) :]}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    rest = escape(report.headline[len(report.verdict) :])
+    console.print(f"[{colour}]{report.verdict}[/]{rest}", highlight=False, soft_wrap=True)
     if report.data_note:
         console.print(report.data_note)
     for step in report.steps:
@@ -110,6 +109,9 @@ def _print(report: object) -> None:
             else "[bold red]DIFFERS[/]"
         )
         console.print(f"  {step.step:<12} {step.output[:12]}  {mark}")
+    for step in report.steps:
+        if not step.content_identical and step.detail:
+            console.print(f"  {step.step}: {escape(step.detail)}", highlight=False, soft_wrap=True)
     for problem in report.blob_problems:
         console.print(
             f"[bold red]blob {problem.digest[:12]} ({problem.what}): {problem.problem}[/]"
@@ -118,7 +120,7 @@ def _print(report: object) -> None:
         if step.metadata:
             console.print(f"[yellow]metadata that differs in the {step.step} output:[/]")
             for line in step.metadata:
-                console.print(f"  {line}", highlight=False)
+                console.print(f"  {escape(line)}", highlight=False)
     first = report.first_content_difference
     if first is not None and first.key != first.recorded_key:
         console.print("  the step's key changed too: its parameters or library versions differ")
@@ -126,4 +128,4 @@ def _print(report: object) -> None:
     if changes:
         console.print("[yellow]environment drift since the run:[/]")
         for line in changes:
-            console.print(f"  {line}", highlight=False)
+            console.print(f"  {escape(line)}", highlight=False)

@@ -306,7 +306,7 @@ def content_differences(old: ModelContent, new: ModelContent) -> list[str]:
     )
     said = [_leaf_difference(p, old.leaves.get(p), new.leaves.get(p)) for p in changed[:_MAX_SHOWN]]
     if len(changed) > _MAX_SHOWN:
-        said.append(f"{len(changed) - _MAX_SHOWN} more")
+        said.append(f"{len(changed) - _MAX_SHOWN} more parameters or arrays differ")
     return said
 
 

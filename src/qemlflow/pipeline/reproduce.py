@@ -313,7 +313,13 @@ def _compare_models(store: Store, comparison: StepComparison, model: Any) -> Ste
             comparison,
             detail=f"the recorded model cannot be unpickled in this environment ({reason})",
         )
-    old, new = model_content(recorded), model_content(model)
+    try:
+        old, new = model_content(recorded), model_content(model)
+    except Exception as exc:  # an object the walk cannot read: say so, never crash
+        return replace(
+            comparison,
+            detail=f"the models' content could not be compared ({type(exc).__name__}: {exc})",
+        )
     if old.digest != new.digest:
         listed = "; ".join(content_differences(old, new))
         return replace(comparison, detail=f"the model differs: {listed}")
@@ -390,6 +396,9 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def _json_difference(old: Any, new: Any) -> str:
     before, after = flatten(old), flatten(new)
     changed = [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+    # Single values (a metric) before lists (its confidence interval), overall metrics
+    # before per-task ones.
+    changed.sort(key=lambda k: (isinstance(after.get(k, before.get(k)), list), k.count(".")))
     shown = ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed[:3])
     more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
     return f"{shown}{more}" if changed else "same values, different encoding"
