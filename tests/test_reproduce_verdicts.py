@@ -213,7 +213,7 @@ def test_metrics_computed_differently_are_different_at_evaluate(
     first = done.stdout.splitlines()[0]
     assert done.returncode == 1, done.stdout + done.stderr
     assert first.startswith("DIFFERENT at evaluate: ")
-    assert " test.mae: " in first and " -> " in first  # a metric: recorded -> now
+    assert "ci95.test.rmse: [" in first and "] -> [" in first  # metric: recorded -> now
     report = _report(store, run_id)
     assert [s["step"] for s in report["steps"] if not s["identical"]] == ["evaluate"]
 
