@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import qemlflow as qm
+from qemlflow.cli.main import main
 from qemlflow.models.content import content_differences, content_digest, model_content
 from qemlflow.pipeline.reproduce import _unpickle_model, reproduce
 from qemlflow.store import Store
@@ -128,6 +130,27 @@ def test_an_unchanged_run_is_identical(recorded: tuple[Path, str]) -> None:
     assert as_json.returncode == 0
     report = json.loads(as_json.stdout)
     assert report["verdict"] == "IDENTICAL" and report["exit_code"] == 0
+
+
+def test_a_damaged_model_blob_is_different_and_named(
+    tmp_path: Path, esol_frame: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _folder(tmp_path, esol_frame)
+    with Store.open(folder / "store") as store:
+        run_id = qm.run(_config(folder / "data.csv"), store=store).run_id or ""
+        fit = next(s for s in store.get_run(run_id).steps if s.step == "fit")
+        path = store.open_blob_path(fit.output or "")
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["reproduce", run_id, "--store", str(folder / "store")]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (
+        "DIFFERENT: the recorded fit output (also artifact model.joblib) is altered on disk "
+        "(its content hash differs)"
+    )
 
 
 def test_a_model_pickled_with_other_versions_has_identical_content(
@@ -250,6 +273,8 @@ def test_a_model_that_cannot_be_unpickled_here_is_different_with_the_reason(
 
 _DIGEST = """
 import gzip, pickle, sys
+import qemlflow as qm
+from qemlflow.cli.main import main
 from qemlflow.models.content import content_digest
 print(content_digest(pickle.loads(gzip.decompress(open(sys.argv[1], "rb").read()))["predictor"]))
 """

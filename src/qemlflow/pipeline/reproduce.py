@@ -153,7 +153,13 @@ class ReproduceReport:
         if first is not None:
             return f"{DIFFERENT} at {first.step}: {first.detail or 'the output differs'}"
         if self.blob_problems:
-            return f"{DIFFERENT}: {len(self.blob_problems)} recorded blob(s) damaged"
+            problem = self.blob_problems[0]
+            # One blob can be recorded twice (the fit output is also model.joblib).
+            also = [p.what for p in self.blob_problems[1:] if p.digest == problem.digest]
+            others = len({p.digest for p in self.blob_problems} - {problem.digest})
+            named = f"{problem.what} (also {', '.join(also)})" if also else problem.what
+            more = f"; {others} more blob(s) damaged" if others else ""
+            return f"{DIFFERENT}: the recorded {named} is {problem.problem}{more}"
         return f"{DIFFERENT}: no step of run {self.run_id} could be compared"
 
     def to_dict(self) -> dict[str, Any]:
