@@ -392,6 +392,31 @@ def test_in_recorded_env_installs_the_recorded_version_of_a_package_that_differs
     assert "qmf-probe" not in done.stdout
 
 
+def test_in_recorded_env_says_in_one_line_when_the_recorded_qemlflow_cannot_be_had(
+    tmp_path: Path, esol_frame: pd.DataFrame
+) -> None:
+    # The recording process saw qemlflow 0.0.1 installed; no index here has it.
+    folder = _folder(tmp_path, esol_frame)
+    metadata = folder / "older" / "qemlflow-0.0.1.dist-info"
+    metadata.mkdir(parents=True)
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: qemlflow\nVersion: 0.0.1\n")
+    path = os.pathsep.join([str(folder / "older"), os.environ.get("PYTHONPATH", "")])
+    store, run_id = _record(folder, env=_env(PYTHONPATH=path))
+    empty = folder / "no-wheels"
+    empty.mkdir()
+    done = _reproduce(
+        run_id,
+        store,
+        "--in-recorded-env",
+        env=_env(PIP_FIND_LINKS=str(empty), PIP_NO_INDEX="1"),
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    message = done.stderr.strip()
+    assert len(message.splitlines()) == 1 and message.startswith("error: ")
+    assert "recorded with qemlflow 0.0.1" in message and "qemlflow==0.0.1" in message
+    assert done.stdout == ""
+
+
 def test_in_recorded_env_refuses_another_python_in_one_line(
     tmp_path: Path, esol_frame: pd.DataFrame
 ) -> None:

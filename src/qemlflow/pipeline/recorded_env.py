@@ -120,9 +120,13 @@ def plan_recorded_environment(
         for name, version in sorted(packages.items())
         if name not in _NOT_INSTALLED and present.get(name) != version
     }
-    return RecordedEnvironmentPlan(
-        python=version, install=install, here={name: present.get(name) for name in install}
-    )
+    here_versions: dict[str, str | None] = {name: present.get(name) for name in install}
+    # qemlflow run from a source folder is no installed distribution: its own record counts.
+    recorded_qemlflow, current_qemlflow = recorded.get("qemlflow"), current.get("qemlflow")
+    if "qemlflow" not in install and recorded_qemlflow and recorded_qemlflow != current_qemlflow:
+        install["qemlflow"] = str(recorded_qemlflow)
+        here_versions["qemlflow"] = None if current_qemlflow is None else str(current_qemlflow)
+    return RecordedEnvironmentPlan(python=version, install=install, here=here_versions)
 
 
 def _recorded_environment(store: Store, run_ref: str) -> tuple[str, dict[str, Any]]:
