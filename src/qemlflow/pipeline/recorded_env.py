@@ -141,15 +141,16 @@ def _recorded_environment(store: Store, run_ref: str) -> tuple[str, dict[str, An
 
 
 def _import_path() -> list[str]:
-    """This interpreter's import path without the standard library and the current folder:
-    the folders where its packages (and this qemlflow) are found."""
+    """This interpreter's import path without the standard library and the folder of the
+    running script (``sys.path[0]``, which the rerun gets for itself): the folders where
+    its packages (and this qemlflow) are found."""
     stdlib = {
         os.path.realpath(p)
         for p in (sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib"))
         if p
     }
     folders = []
-    for entry in sys.path:
+    for entry in sys.path[1:]:
         if not entry or not Path(entry).is_dir():
             continue
         real = os.path.realpath(entry)
@@ -177,18 +178,24 @@ def _create_venv(folder: Path) -> Path:
             "check that this Python has the venv module and the folder is writable",
         )
     python = folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    site = subprocess.run(
+    asked = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout.strip()
+        check=False,
+    )
+    site = asked.stdout.strip()
+    if asked.returncode != 0 or not Path(site).is_dir():
+        raise RecordedEnvironmentError(
+            f"the virtual environment in '{folder}' does not start",
+            "check that this Python can create working virtual environments (python -m venv)",
+        )
     # This interpreter's import path, through a .pth file: it comes after the new
     # environment's own folder, so a pinned version installed there wins. (Unlike
     # --system-site-packages, which reaches the base interpreter's packages, not those of
     # the virtual environment this may be, nor those on PYTHONPATH.)
     Path(site, "_qemlflow_recorded_env.pth").write_text(
-        "".join(f"{folder}\n" for folder in _import_path()), encoding="utf-8"
+        "".join(f"{entry}\n" for entry in _import_path()), encoding="utf-8"
     )
     return python
 
