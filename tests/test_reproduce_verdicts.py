@@ -326,6 +326,23 @@ def test_torch_weights_are_content_and_module_metadata_is_not() -> None:
     assert len(said) == 1 and said[0].startswith("model.2.weight: 1 of 3 entries differ")
 
 
+def test_lightgbm_models_compare_by_their_trees() -> None:
+    from lightgbm import LGBMRegressor
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(80, 5)), rng.normal(size=80)
+
+    def fitted(seed: int) -> Any:
+        params = {"n_estimators": 5, "subsample": 0.5, "subsample_freq": 1, "verbose": -1}
+        return LGBMRegressor(random_state=seed, **params).fit(X, y)
+
+    assert content_digest(fitted(1)) == content_digest(fitted(1))
+    said = content_differences(model_content(fitted(1)), model_content(fitted(2)))
+    assert said[0] == "model.random_state: 1 -> 2"
+    assert said[1].startswith("model._Booster: ") and " trees" in said[1]
+    assert len(said) == 2
+
+
 def test_in_recorded_env_reruns_where_nothing_needs_installing(
     recorded: tuple[Path, str],
 ) -> None:

@@ -149,6 +149,16 @@ def _lightgbm_dump(booster: Any) -> str:
     return "\n".join(kept)
 
 
+@dataclass(frozen=True)
+class _BoosterDump:
+    """A LightGBM model dump, kept to say how many trees differ."""
+
+    text: str
+
+    def trees(self) -> list[str]:
+        return self.text.split("\nTree=")[1:]
+
+
 def _class_name(obj: Any) -> str:
     # The qualified name, not the module: a class that moves between private modules in a
     # library release computes the same thing.
@@ -231,7 +241,7 @@ class _Walker:
         module = type(obj).__module__ or ""
         if module.startswith("lightgbm") and _class_name(obj) == "Booster":
             text = _lightgbm_dump(obj)
-            self.leaf(path, _sha(b"lightgbm", text.encode()), text)
+            self.leaf(path, _sha(b"lightgbm", text.encode()), _BoosterDump(text))
             return True
         torch = sys.modules.get("torch")
         # Only once torch is imported can an object be a tensor (a model of a subclass of
@@ -320,6 +330,12 @@ def _leaf_difference(path: str, old: _Leaf | None, new: _Leaf | None) -> str:
     if new is None:
         return f"{path} only in the recorded model"
     before, after = old.value, new.value
+    if isinstance(before, _BoosterDump) and isinstance(after, _BoosterDump):
+        old_trees, new_trees = before.trees(), after.trees()
+        if len(old_trees) != len(new_trees):
+            return f"{path}: {len(old_trees)} -> {len(new_trees)} trees"
+        differ = sum(a != b for a, b in zip(old_trees, new_trees, strict=True))
+        return f"{path}: {differ} of {len(old_trees)} trees differ"
     if isinstance(before, np.ndarray) and isinstance(after, np.ndarray):
         return f"{path}: {_array_change(before, after)}"
     if _primitive(before) is not None and _primitive(after) is not None:
