@@ -262,34 +262,36 @@ class _Walker:
 
     def _walk_object(self, obj: Any, path: str) -> None:
         self.leaf(f"{path}.<type>", _sha(b"type", _class_name(obj).encode()), _class_name(obj))
-        state = _state(obj)
-        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict | None):
-            # (dict, slots) as object.__getstate__ gives for classes with __slots__.
-            merged = {**(state[0] or {}), **(state[1] or {})}
-            self._walk_mapping(merged, path, attributes=True)
-        elif isinstance(state, Mapping):
+        args, state = _state(obj)
+        if args:
+            self.walk(args, f"{path}.<args>")
+        if (
+            isinstance(state, tuple)
+            and len(state) == 2
+            and all(isinstance(part, dict | None) for part in state)
+        ):
+            # (dict, slots), as object.__getstate__ gives for classes with __slots__.
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if isinstance(state, Mapping):
             self._walk_mapping(state, path, attributes=True)
         elif state is not None:
             self.walk(state, f"{path}.<state>")
 
 
-def _state(obj: Any) -> Any:
-    """The state ``obj`` pickles: the arguments and state of ``__reduce_ex__`` (for a plain
-    object that is its ``__getstate__``; for an extension type such as scikit-learn's
-    ``Tree`` also its constructor arguments)."""
+def _state(obj: Any) -> tuple[tuple[Any, ...], Any]:
+    """The constructor arguments and the state ``obj`` pickles (``__reduce_ex__``): for a
+    plain object its ``__getstate__``; for an extension type such as scikit-learn's
+    ``Tree`` also the arguments it is rebuilt from."""
     try:
         reduced = obj.__reduce_ex__(4)
     except Exception:  # an object that cannot be pickled has no state to compare
-        return None
+        return (), None
     if isinstance(reduced, str):
-        return reduced
+        return (), reduced
     args = tuple(reduced[1]) if len(reduced) > 1 and reduced[1] else ()
     if args and isinstance(args[0], type):
         args = args[1:]  # copyreg.__newobj__(cls, *args): the class is already hashed
-    state = reduced[2] if len(reduced) > 2 else None
-    if not args:
-        return state
-    return {"<args>": args, "<state>": state}
+    return args, reduced[2] if len(reduced) > 2 else None
 
 
 def _describe(value: Any) -> str:
