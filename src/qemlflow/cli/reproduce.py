@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated
 
 import typer
@@ -21,10 +22,34 @@ def register(app: typer.Typer) -> None:
         run: Annotated[str, typer.Argument(help="Run id or a unique prefix.")],
         store: StoreOption = None,
         as_json: JsonOption = False,
+        in_recorded_env: Annotated[
+            bool,
+            typer.Option(
+                "--in-recorded-env",
+                help="Rerun in a throwaway virtual environment with the run's recorded "
+                "package versions (pip-installed from the configured index; the same "
+                "Python major.minor is needed), and report its verdict.",
+            ),
+        ] = False,
+        keep_env: Annotated[
+            bool,
+            typer.Option("--keep-env", help="Keep the --in-recorded-env environment."),
+        ] = False,
     ) -> None:
-        """Recompute every step without the cache; exit 0 only when the result is identical."""
+        """Recompute every step without the cache and compare with the recorded run.
+
+        The first line of the output is the verdict; the exit code says it too:
+        0 IDENTICAL: every output byte-identical, every recorded blob intact;
+        3 IDENTICAL CONTENT: same model and results, metadata differs (listed);
+        1 DIFFERENT at STEP: what differs, and the packages that drifted;
+        2: an error (one line).
+        """
         from qemlflow.pipeline.reproduce import reproduce
 
+        if in_recorded_env:
+            _in_recorded_env(run, store, as_json=as_json, keep_env=keep_env)
+        elif keep_env:
+            raise typer.BadParameter("--keep-env goes with --in-recorded-env")
         with open_store(store) as opened:
             if as_json:
                 report = reproduce(opened, run)
@@ -35,46 +60,72 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(report.to_dict(), indent=2))
         else:
             _print(report)
-        raise typer.Exit(0 if report.identical else 1)
+        raise typer.Exit(report.exit_code)
+
+
+def _in_recorded_env(run: str, store: str | None, *, as_json: bool, keep_env: bool) -> None:
+    from qemlflow.cli.render import error_console
+    from qemlflow.pipeline.recorded_env import reproduce_in_recorded_environment
+
+    with open_store(store) as opened:
+        code, out = reproduce_in_recorded_environment(
+            opened,
+            run,
+            store_location=store,
+            as_json=as_json,
+            keep_env=keep_env,
+            say=lambda line: error_console.print(line, highlight=False, soft_wrap=True),
+        )
+    sys.stdout.write(out)
+    sys.stdout.flush()
+    raise typer.Exit(code)
 
 
 def _print(report: object) -> None:
-    from qemlflow.pipeline.reproduce import ReproduceReport
+    from rich.markup import escape
+
+    from qemlflow.pipeline.reproduce import (
+        IDENTICAL,
+        IDENTICAL_CONTENT,
+        ReproduceReport,
+        drift_lines,
+    )
 
     assert isinstance(report, ReproduceReport)
+    colour = {IDENTICAL: "bold green", IDENTICAL_CONTENT: "bold yellow"}.get(
+        report.verdict, "bold red"
+    )
+    # The verdict is the first line, always: scripts read it.
+    rest = escape(report.headline[len(report.verdict) :])
+    console.print(f"[{colour}]{report.verdict}[/]{rest}", highlight=False, soft_wrap=True)
     if report.data_note:
         console.print(report.data_note)
     for step in report.steps:
-        mark = "[green]same[/]" if step.identical else "[bold red]DIFFERS[/]"
+        mark = (
+            "[green]same[/]"
+            if step.identical
+            else "[yellow]same content, other metadata[/]"
+            if step.content_identical
+            else "[bold red]DIFFERS[/]"
+        )
         console.print(f"  {step.step:<12} {step.output[:12]}  {mark}")
+    for step in report.steps:
+        if not step.content_identical and step.detail:
+            console.print(f"  {step.step}: {escape(step.detail)}", highlight=False, soft_wrap=True)
     for problem in report.blob_problems:
         console.print(
             f"[bold red]blob {problem.digest[:12]} ({problem.what}): {problem.problem}[/]"
         )
-    drift = report.drift
-    if drift.get("drifted"):
+    for step in report.steps:
+        if step.metadata:
+            console.print(f"[yellow]metadata that differs in the {step.step} output:[/]")
+            for line in step.metadata:
+                console.print(f"  {escape(line)}", highlight=False)
+    first = report.first_content_difference
+    if first is not None and first.key != first.recorded_key:
+        console.print("  the step's key changed too: its parameters or library versions differ")
+    changes = drift_lines(report.drift)
+    if changes:
         console.print("[yellow]environment drift since the run:[/]")
-        for key in ("python", "os", "qemlflow", "git"):
-            if drift.get(key):
-                console.print(f"  {key}: {drift[key]}")
-        packages = drift.get("packages") or {}
-        for name, change in sorted((packages.get("changed") or {}).items()):
-            console.print(f"  {name}: {change.get('recorded')} -> {change.get('current')}")
-        for name, version in sorted((packages.get("added") or {}).items()):
-            console.print(f"  {name}: added ({version})")
-        for name, version in sorted((packages.get("removed") or {}).items()):
-            console.print(f"  {name}: removed (was {version})")
-    if report.identical:
-        console.print(f"[bold green]IDENTICAL[/]: run {report.run_id} reproduced bit for bit")
-        return
-    first = report.first_difference
-    if first is not None:
-        console.print(
-            f"[bold red]DIFFERS[/] first at step '{first.step}': recorded output "
-            f"{first.recorded_output[:12]}, recomputed {first.output[:12]}"
-            + (f" ({first.detail})" if first.detail else "")
-        )
-        if first.key != first.recorded_key:
-            console.print("  the step's key changed too: its parameters or library versions differ")
-    elif report.blob_problems:
-        console.print("[bold red]NOT IDENTICAL[/]: recorded blobs are damaged")
+        for line in changes:
+            console.print(f"  {escape(line)}", highlight=False)
