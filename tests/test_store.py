@@ -472,6 +472,39 @@ def test_content_keys_tell_one_from_one_point_zero() -> None:
     ]
 
 
+def test_the_worked_examples_of_docs_keys_md() -> None:
+    libraries = {
+        "numpy": "2.3.5",
+        "pandas": "3.0.0",
+        "rdkit": "2025.9.1",
+        "scikit-learn": "1.8.0",
+        "scipy": "1.16.3",
+    }
+    spec = {"type": "ecfp", "radius": 2, "size": 2048, "counts": False}
+    spec |= {"chirality": False, "features": False}
+    featurize = content_key("featurize", "3", {"spec": spec}, ["9f2c" + "0" * 60], libraries)
+    assert featurize == "744d219c227ddb413afbbc736cc0b071a3258b71d68042d4b39b00d6bed49efb"
+    fit_params = {"estimator": "random_forest", "params": {"max_features": 1.0}, "seed": 0}
+    fit = content_key("fit", "3", fit_params, ["a" * 64], {"numpy": "2.3.5"})
+    assert fit == "4293d2a5d3aa299774ebdaff830165dc3e251f014b32a3b563c6a37ec412773c"
+    from qemlflow.store.audit import event_hash
+
+    event = {
+        "seq": 1,
+        "timestamp": "2026-01-01T00:00:00.000000+00:00",
+        "actor": "Ada <ada@example.org>",
+        "action": "store.gc",
+        "objects": {},
+        "reason": None,
+        "details": {"grace_seconds": 3600.0, "removed": 0},
+        "prev_hash": "0" * 64,
+    }
+    assert event_hash(event) == "92d4e4f8db1d9bbb8c5d5a2109bf25a48a63b11eabec200ad0883a108143579f"
+    assert event_hash(event, "legacy-json") == (
+        "0160d5a8bbecc1d14174af4e8a77073656d66a04739e7af2bfaab044e8c808ac"
+    )
+
+
 def test_content_key_stable_and_sensitive() -> None:
     parts = {
         "step": "featurize",
