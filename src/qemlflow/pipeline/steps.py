@@ -50,6 +50,10 @@ T = TypeVar("T")
 
 STEP_ORDER = ("dataset", "standardize", "featurize", "split", "fit", "predict", "evaluate")
 # Bump a step's version when its code changes what it outputs: old cache entries then miss.
+# RFC 8785 (issue 12) changed the bytes of the JSON outputs (standardize, split, evaluate:
+# 1.0 is now written 1) without a bump: their keys name rfc8785 now, so no entry written
+# before is served. The D-MPNN's keys gained torch, chemprop, lightning and its device the
+# same way. Dataset version ids did change meaning: see pipeline/datasets.DATASET_VERSION.
 STEP_VERSIONS: dict[str, str] = {
     **dict.fromkeys(STEP_ORDER, "1"),
     "standardize": "2",  # 2: admission limits (molecules over them rejected as too_large)
