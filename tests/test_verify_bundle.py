@@ -135,3 +135,33 @@ def test_a_one_byte_change_in_an_audit_event_is_named(exported: Path, tmp_path: 
     done = _verify(tampered)
     assert done.returncode == 1
     assert "MISMATCH audit event 1" in done.stdout and "hash mismatch" in done.stdout
+
+
+def test_events_hashed_before_rfc_8785_verify_with_the_legacy_encoder(tmp_path: Path) -> None:
+    from qemlflow.store.audit import AuditEvent, next_event
+    from qemlflow.store.keys import legacy_canonical_json, sha256_hex
+
+    content = {
+        "seq": 1,
+        "timestamp": "2026-01-01T00:00:00.000000+00:00",
+        "actor": "Ada",
+        "action": "store.gc",
+        "objects": {},
+        "reason": None,
+        "details": {"grace_seconds": 3600.0},
+        "prev_hash": "0" * 64,
+    }
+    old = {**content, "hash": sha256_hex(legacy_canonical_json(content))}
+    old["hash_scheme"] = "legacy-json"
+    new = next_event(AuditEvent(**old), "run.started", {"run": "r1"}, actor="Ada").to_dict()
+    bundle = {"run": {"id": "r1"}, "steps": [], "datasets": [], "audit": {"events": [old, new]}}
+    path = tmp_path / "legacy.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    done = _verify(path)
+    assert done.returncode == 0, done.stdout
+    old["hash_scheme"] = "jcs"  # the same content under the other encoder: another hash
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    done = _verify(path)
+    assert (
+        done.returncode == 1 and "MISMATCH audit event 1 (store.gc): hash mismatch" in done.stdout
+    )
