@@ -425,6 +425,63 @@ def test_a_store_at_revision_0001_is_upgraded(tmp_path: Path) -> None:
         assert _actions(store) == ["run.started"] and store.verify_audit().ok
 
 
+def test_a_chain_hashed_before_rfc_8785_still_verifies_and_grows(tmp_path: Path) -> None:
+    """Events written at revision 0003 were hashed over Python's json.dumps: they verify
+    with that legacy encoder after the upgrade, and new events (JCS) extend their chain."""
+    from alembic import command
+    from sqlalchemy import select
+
+    from qemlflow.store import schema
+    from qemlflow.store.database import _alembic_config, create_store_engine
+    from qemlflow.store.keys import legacy_canonical_json, sha256_hex
+
+    root = tmp_path / "old"
+    root.mkdir()
+    engine = create_store_engine(f"sqlite:///{root / 'metadata.db'}")
+    # As QeMLflow wrote them before: the hash over the legacy bytes; 1.0 stays "1.0".
+    content = {
+        "seq": 1,
+        "timestamp": "2026-01-01T00:00:00.000000+00:00",
+        "actor": "Ada",
+        "action": "store.gc",
+        "objects": {},
+        "reason": None,
+        "details": {"grace_seconds": 3600.0, "removed": 0},
+        "prev_hash": GENESIS_HASH,
+    }
+    legacy_hash = sha256_hex(legacy_canonical_json(content))
+    assert legacy_hash != event_hash(content)  # the float: the two encoders differ here
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0003")
+        conn.execute(
+            text(
+                "INSERT INTO audit_events (seq, timestamp, actor, action, objects, reason, "
+                "details, prev_hash, hash) VALUES (1, :timestamp, :actor, :action, '{}', NULL, "
+                ":details, :prev_hash, :hash)"
+            ),
+            {**content, "details": json.dumps(content["details"]), "hash": legacy_hash},
+        )
+    engine.dispose()
+    with Store.open(root) as store:
+        store.create_run("r", {}, 0, None)
+        events = store.audit_events()
+        assert [e.hash_scheme for e in events] == ["legacy-json", "jcs"]
+        assert events[1].prev_hash == legacy_hash
+        assert store.verify_audit().ok
+        with store._engine.connect() as conn:
+            schemes = conn.execute(select(schema.audit_events.c.hash_scheme)).scalars().all()
+        assert schemes == [None, "jcs"]  # old rows untouched; new rows name their scheme
+        # A legacy event edited (the float changed) no longer verifies.
+        with _triggers_off(store) as conn:
+            conn.execute(
+                update(schema.audit_events)
+                .where(schema.audit_events.c.seq == 1)
+                .values(details={"grace_seconds": 3601.0, "removed": 0})
+            )
+        report = store.verify_audit()
+        assert not report.ok and report.first_bad_seq == 1
+
+
 # -- concurrency and crashes ---------------------------------------------------------
 
 _WORKER = """

@@ -380,6 +380,33 @@ def test_changed_object_invalidates_its_signature(
     assert found["valid"] is False
 
 
+def test_a_run_signed_before_rfc_8785_hashing_still_verifies(
+    store: Store, alice_dir: Path, run_id: str
+) -> None:
+    """Runs signed when the run digest was Python's json.dumps (format /1) stay valid
+    while unchanged, and are still caught when changed."""
+    from qemlflow.audit.signatures import _legacy_run_digest
+
+    sign(
+        store,
+        run_id,
+        meaning="approved",
+        reason="ok",
+        passphrase=ALICE_PASS,
+        identity_dir=alice_dir,
+    )  # registers Alice
+    older = _finished_run(store, "older", rmse=1.0)  # an integral float: the encodings differ
+    legacy = _legacy_run_digest(store.get_run(older))
+    assert legacy != run_digest(store.get_run(older))
+    key = load_signing_key(ALICE_PASS, alice_dir)
+    alice = _signer(load_identity(alice_dir))
+    _forge(store, key=key, signer=alice, object_id=older, digest=legacy)
+    assert _problems(store) == []
+    store.add_artifact(older, "late.csv", store.put_bytes(b"late"), "csv")
+    problems = _problems(store)
+    assert len(problems) == 1 and "changed since it was signed" in problems[0][1]
+
+
 # -- attacks ---------------------------------------------------------------------------
 
 

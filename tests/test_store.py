@@ -8,6 +8,7 @@ registered as a plugin in conftest).
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
 import stat
@@ -30,6 +31,7 @@ from qemlflow.store import (
     environment_drift,
     head_revision,
 )
+from qemlflow.store.keys import integral_float_paths, legacy_canonical_json
 
 MakeStore = Callable[[Path], Store]
 
@@ -425,12 +427,82 @@ def test_capture_environment_and_drift(tmp_path: Path) -> None:
 
 
 def test_canonical_json_rules() -> None:
-    assert canonical_json({"b": 1, "a": [1.0, 0.1]}) == b'{"a":[1.0,0.1],"b":1}'
+    # RFC 8785: an integral float is written as ECMAScript writes it, without a fraction.
+    assert canonical_json({"b": 1, "a": [1.0, 0.1]}) == b'{"a":[1,0.1],"b":1}'
     assert canonical_json({"s": {3, 1, 2}}) == b'{"s":[1,2,3]}'
     assert canonical_json("é") == '"é"'.encode()
     for bad in (float("nan"), {"x": float("inf")}, {1: "a"}, object()):
         with pytest.raises(StoreError):
             canonical_json(bad)
+
+
+def test_canonical_json_is_rfc_8785() -> None:
+    # The example of RFC 8785 section 3.2.2 (numbers, escapes, literals) ...
+    value = {
+        "numbers": [333333333.33333329, 1e30, 4.50, 2e-3, 0.000000000000000000000000001],
+        "string": "\u20ac$\u000f\u000aA'\u0042\u0022\u005c\\\"/",
+        "literals": [None, True, False],
+    }
+    expected = (
+        '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
+        '"string":"\u20ac$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
+    )
+    assert canonical_json(value) == expected.encode("utf-8")
+    # ... and its key order (section 3.2.3): by UTF-16 code units, not by code points.
+    keys = ["\u20ac", "\r", "\ufb33", "1", "\U0001f600", "\u0080", "\u00f6"]
+    order = list(json.loads(canonical_json(dict.fromkeys(keys, 0))))  # in written order
+    assert order == ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001f600", "\ufb33"]
+    # Python's own sort (by code point) puts the emoji last: the legacy encoder did.
+    assert legacy_canonical_json(dict.fromkeys(keys, 0)) != canonical_json(dict.fromkeys(keys, 0))
+
+
+def test_canonical_json_refuses_integers_json_cannot_hold() -> None:
+    assert canonical_json(2**53 - 1) == b"9007199254740991"
+    with pytest.raises(StoreError, match="as a string"):
+        canonical_json({"seed": 2**53})
+
+
+def test_content_keys_tell_one_from_one_point_zero() -> None:
+    # JCS writes 1.0 as 1, but max_features=1 (one feature) is not max_features=1.0 (all).
+    one = content_key("fit", "3", {"params": {"max_features": 1}}, [], {})
+    one_float = content_key("fit", "3", {"params": {"max_features": 1.0}}, [], {})
+    assert one != one_float
+    assert integral_float_paths({"params": {"max_features": 1.0, "alpha": 0.5}}) == [
+        ["params", "max_features"]
+    ]
+
+
+def test_the_worked_examples_of_docs_keys_md() -> None:
+    libraries = {
+        "numpy": "2.3.5",
+        "pandas": "3.0.0",
+        "rdkit": "2025.9.1",
+        "scikit-learn": "1.8.0",
+        "scipy": "1.16.3",
+    }
+    spec = {"type": "ecfp", "radius": 2, "size": 2048, "counts": False}
+    spec |= {"chirality": False, "features": False}
+    featurize = content_key("featurize", "3", {"spec": spec}, ["9f2c" + "0" * 60], libraries)
+    assert featurize == "744d219c227ddb413afbbc736cc0b071a3258b71d68042d4b39b00d6bed49efb"
+    fit_params = {"estimator": "random_forest", "params": {"max_features": 1.0}, "seed": 0}
+    fit = content_key("fit", "3", fit_params, ["a" * 64], {"numpy": "2.3.5"})
+    assert fit == "4293d2a5d3aa299774ebdaff830165dc3e251f014b32a3b563c6a37ec412773c"
+    from qemlflow.store.audit import event_hash
+
+    event = {
+        "seq": 1,
+        "timestamp": "2026-01-01T00:00:00.000000+00:00",
+        "actor": "Ada <ada@example.org>",
+        "action": "store.gc",
+        "objects": {},
+        "reason": None,
+        "details": {"grace_seconds": 3600.0, "removed": 0},
+        "prev_hash": "0" * 64,
+    }
+    assert event_hash(event) == "92d4e4f8db1d9bbb8c5d5a2109bf25a48a63b11eabec200ad0883a108143579f"
+    assert event_hash(event, "legacy-json") == (
+        "0160d5a8bbecc1d14174af4e8a77073656d66a04739e7af2bfaab044e8c808ac"
+    )
 
 
 def test_content_key_stable_and_sensitive() -> None:

@@ -43,7 +43,7 @@ from qemlflow.audit.errors import SignatureError
 from qemlflow.audit.identity import Identity, fingerprint_of, load_identity, load_signing_key
 from qemlflow.store.blobs import is_digest
 from qemlflow.store.errors import StoreError
-from qemlflow.store.keys import canonical_json, sha256_hex
+from qemlflow.store.keys import canonical_json, legacy_canonical_json, sha256_hex
 from qemlflow.store.records import RunRecord, utc_now
 
 if TYPE_CHECKING:
@@ -71,7 +71,8 @@ Meaning = Literal["approved", "reviewed", "authored"]
 MEANINGS: tuple[str, ...] = get_args(Meaning)
 SIGNATURE_ACTION = "signature"
 REGISTRATION_ACTION = "identity.registered"
-RUN_DIGEST_FORMAT = "qemlflow.run-digest/1"
+RUN_DIGEST_FORMAT = "qemlflow.run-digest/2"  # 2: RFC 8785 bytes (1: Python's json.dumps)
+_LEGACY_RUN_DIGEST_FORMAT = "qemlflow.run-digest/1"
 AuditCheck = Callable[[Sequence["AuditEvent"]], list[tuple[int, str]]]
 
 _OBJECT_FIX = (
@@ -90,11 +91,25 @@ def run_digest(run: RunRecord) -> str:
     The essentials are what a reviewer approves: ``id``, ``name``, ``status``, ``config``,
     ``seed``, ``environment`` (digest), ``metrics``, the steps (``position``, ``step``,
     ``key``, ``output``) and the artifacts (``name``, ``digest``, ``kind``), tagged with
-    the format ``qemlflow.run-digest/1``. Timings, host and pid are left out. A change to
-    any essential gives another digest.
+    the format ``qemlflow.run-digest/2`` (RFC 8785 canonical JSON). Timings, host and pid
+    are left out. A change to any essential gives another digest.
     """
-    essentials = {
-        "format": RUN_DIGEST_FORMAT,
+    return sha256_hex(canonical_json(_run_essentials(run, RUN_DIGEST_FORMAT)))
+
+
+def _legacy_run_digest(run: RunRecord) -> str:
+    """The run digest as signed before RFC 8785 (format /1, Python's ``json.dumps``).
+
+    Only to check signatures made then: a run signed with it is unchanged when its
+    essentials still give that digest under that encoding.
+    """
+    essentials = _run_essentials(run, _LEGACY_RUN_DIGEST_FORMAT)
+    return sha256_hex(legacy_canonical_json(essentials))
+
+
+def _run_essentials(run: RunRecord, digest_format: str) -> dict[str, Any]:
+    return {
+        "format": digest_format,
         "id": run.id,
         "name": run.name,
         "status": run.status,
@@ -108,7 +123,6 @@ def run_digest(run: RunRecord) -> str:
         ],
         "artifacts": [{"name": a.name, "digest": a.digest, "kind": a.kind} for a in run.artifacts],
     }
-    return sha256_hex(canonical_json(essentials))
 
 
 @dataclass(frozen=True)
@@ -611,7 +625,7 @@ def check_signed_objects(store: Store, events: Sequence[AuditEvent]) -> list[tup
             problems.append(
                 (event.seq, f"signed {parsed.kind} {parsed.object_id} is no longer in the store")
             )
-        elif digest != parsed.digest:
+        elif digest != parsed.digest and not _signed_before_jcs(store, parsed.kind, parsed):
             problems.append(
                 (
                     event.seq,
@@ -620,6 +634,17 @@ def check_signed_objects(store: Store, events: Sequence[AuditEvent]) -> list[tup
                 )
             )
     return problems
+
+
+def _signed_before_jcs(store: Store, kind: str, parsed: _Signed) -> bool:
+    """Whether a run signed before RFC 8785 hashing is unchanged (its legacy digest)."""
+    if kind != "run":
+        return False  # dataset and blob digests are sha256 of bytes: they never changed
+    try:
+        run = store.get_run(parsed.object_id)
+    except StoreError:
+        return False
+    return bool(run.id == parsed.object_id and _legacy_run_digest(run) == parsed.digest)
 
 
 def signature_checks(store: Store) -> tuple[AuditCheck, AuditCheck]:

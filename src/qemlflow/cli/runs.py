@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -136,6 +137,30 @@ def register(app: typer.Typer) -> None:
                 table.add_row(section, key, f"{mark}{_short(x)}", f"{mark}{_short(y)}")
                 shown += 1
         console.print(table if shown else "the two runs do not differ")
+
+    @runs.command("export")
+    def export_command(
+        run: Annotated[str, typer.Argument(help="Run id or a unique prefix.")],
+        out: Annotated[
+            Path, typer.Option("--out", "-o", help="The bundle to write (JSON).", dir_okay=False)
+        ],
+        store: StoreOption = None,
+    ) -> None:
+        """Export a run's verification bundle: step records and the store's audit chain.
+
+        scripts/verify_bundle.py recomputes every step key and the audit chain from it,
+        without QeMLflow (docs/keys.md).
+        """
+        from qemlflow.audit.bundle import write_run_bundle
+
+        with open_store(store) as opened:
+            bundle = write_run_bundle(opened, run, out)
+        console.print(
+            f"wrote {out}: run {bundle['run']['id']}, {len(bundle['steps'])} steps, "
+            f"{len(bundle['audit']['events'])} audit events; check it with "
+            f"python scripts/verify_bundle.py {out}",
+            highlight=False,
+        )
 
 
 def _summary(record: Any) -> dict[str, Any]:

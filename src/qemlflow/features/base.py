@@ -82,8 +82,23 @@ class Featurizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
 
     #: The name used in specs (``{"type": ...}``) and in :data:`FEATURIZERS`.
     type_name: ClassVar[str] = ""
+    #: The distributions whose versions can change the output; the featurize step's key
+    #: names them (tests/test_key_completeness.py checks the list against what runs).
+    #: RDKit computes every fingerprint and descriptor.
+    libraries: ClassVar[tuple[str, ...]] = ("rdkit", "numpy")
 
     n_jobs: int
+
+    def required_libraries(self) -> tuple[str, ...]:
+        """Return the distributions this featurizer's output depends on, sorted.
+
+        Examples
+        --------
+        >>> from qemlflow.features import ECFP
+        >>> ECFP().required_libraries()
+        ('numpy', 'rdkit')
+        """
+        return tuple(sorted(set(self.libraries)))
 
     def fit(self, X: Any, y: Any = None) -> Self:
         """Check the parameters and return ``self``; featurizers learn nothing from data."""

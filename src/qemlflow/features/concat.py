@@ -41,6 +41,7 @@ class Concat(Featurizer):
     """
 
     type_name = "concat"
+    libraries = ("numpy",)  # plus each part's (required_libraries)
 
     def __init__(self, featurizers: Sequence[Featurizer], n_jobs: int = 1) -> None:
         self.featurizers = featurizers
@@ -61,6 +62,13 @@ class Concat(Featurizer):
                     "build parts with the qemlflow.features classes or make_featurizer",
                 )
             part._validate()
+
+    def required_libraries(self) -> tuple[str, ...]:
+        """Return the union of the parts' libraries."""
+        names = set(self.libraries)
+        for part in self.featurizers:
+            names.update(part.required_libraries())
+        return tuple(sorted(names))
 
     def _blocks(self) -> Sequence[Block]:
         return [block for part in self.featurizers for block in part._blocks()]

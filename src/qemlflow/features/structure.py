@@ -36,6 +36,8 @@ class SmilesColumn(Featurizer):
     """
 
     type_name = "smiles"
+    # The strings pass through untouched, but the featurizers' module imports RDKit, so
+    # the key names it (free: the graph model that reads the column needs RDKit anyway).
 
     def __init__(self, n_jobs: int = 1) -> None:
         self.n_jobs = n_jobs

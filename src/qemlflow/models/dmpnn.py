@@ -12,7 +12,7 @@ import contextlib
 import copy
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -24,7 +24,7 @@ from qemlflow.errors import ConfigError, DataError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DMPNN", "gnn_available"]
+__all__ = ["DMPNN", "dmpnn_runtime", "gnn_available"]
 
 FloatArray = npt.NDArray[np.float64]
 Descriptors = Literal["none", "rdkit2d"]
@@ -48,6 +48,44 @@ def require_gnn() -> None:
     """Raise ConfigError when torch or chemprop is missing."""
     if not gnn_available():
         raise ConfigError("the D-MPNN needs chemprop and torch", _INSTALL_FIX)
+
+
+def dmpnn_runtime(params: Mapping[str, Any], n_jobs: int | None) -> dict[str, str]:
+    """Return what, beyond its parameters, changes a D-MPNN's bits: device and CPU threads.
+
+    These go into the fit and predict step keys (``runtime:`` entries of the libraries map):
+
+    - ``runtime:device``: ``cpu``, or ``cuda`` with the GPU's name and the CUDA and cuDNN
+      versions. CPU and GPU kernels sum in different orders, and GPU kernels differ between
+      GPU models and CUDA releases (and are not bit-repeatable at all for some operations).
+    - ``runtime:torch-threads`` (CPU only): torch's CPU matrix products and reductions
+      (oneDNN, MKL, OpenMP) split the work by thread count, and a different split can sum
+      in a different order, which changes the last bits of the weights. On a GPU the
+      count no longer touches the network's arithmetic, so it is left out.
+
+    Deterministic algorithms are always switched on by the fit (``_torch_session``): that
+    is part of the code, covered by the step version, and not repeated here. Without torch
+    the map is empty (the fit then stops with the missing-package error).
+
+    Examples
+    --------
+    >>> dmpnn_runtime({"device": "cpu"}, 2)
+    {'runtime:device': 'cpu', 'runtime:torch-threads': '2'}
+    """
+    device = str(params.get("device", "auto"))
+    if not gnn_available():
+        return {}
+    import torch
+
+    threads = DMPNN(n_jobs=n_jobs)._threads()
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return {"runtime:device": "cpu", "runtime:torch-threads": str(threads)}
+    if not torch.cuda.is_available():  # device "cuda" without a GPU: the fit will refuse
+        return {"runtime:device": "cuda (none available)"}
+    name = torch.cuda.get_device_name(torch.cuda.current_device())
+    cudnn = torch.backends.cudnn
+    cudnn_version = cudnn.version() if cudnn.is_available() else None  # type: ignore[no-untyped-call]
+    return {"runtime:device": f"cuda {name} (CUDA {torch.version.cuda}, cuDNN {cudnn_version})"}
 
 
 def as_smiles_column(X: Any, name: str = "X") -> list[str]:

@@ -14,7 +14,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import SVC, SVR
 
 from qemlflow.errors import ConfigError
-from qemlflow.models.dmpnn import DMPNN, require_gnn
+from qemlflow.models.dmpnn import DMPNN, dmpnn_runtime, require_gnn
 from qemlflow.models.forests import (
     OrderedExtraTreesClassifier,
     OrderedExtraTreesRegressor,
@@ -23,11 +23,18 @@ from qemlflow.models.forests import (
 )
 from qemlflow.models.tanimoto import TanimotoKNN
 
-__all__ = ["ESTIMATORS", "EstimatorSpec", "Task", "get_spec"]
+__all__ = ["ESTIMATORS", "MODEL_LIBRARIES", "EstimatorSpec", "Task", "get_spec"]
 
 Task = Literal["regression", "classification"]
 Preprocessing = Literal["none", "impute", "impute_scale", "impute_minmax"]
 Reads = Literal["features", "smiles"]
+
+MODEL_LIBRARIES = ("lightgbm", "numpy", "rdkit", "scikit-learn", "scipy")
+"""What every model's fit and prediction depends on: MolecularModel (conformal intervals,
+calibration: NumPy, SciPy, scikit-learn), this registry, which imports both classical
+back ends (scikit-learn, LightGBM) whichever one is chosen, and RDKit, which the model
+file's featurizer (and the D-MPNN) use. Naming RDKit costs no cache hit: the features a
+model is fitted on are keyed with RDKit's version already."""
 
 # Parameters MolecularModel sets itself, so that the seed and threads are recorded once.
 _MANAGED = ("random_state", "n_jobs", "task")
@@ -93,6 +100,14 @@ class EstimatorSpec:
         instead of one model per task.
     check_installed : callable or None
         Raises ConfigError when an optional package the model needs is missing.
+    libraries : tuple of str
+        The distributions whose versions can change a fitted model or its predictions,
+        beyond what every model uses (``MODEL_LIBRARIES``); the fit and predict step
+        keys name their union (tests/test_key_completeness.py checks the list).
+    runtime : callable or None
+        ``runtime(resolved_params, n_jobs) -> {name: value}``: settings outside the
+        parameters that change the bits (the D-MPNN's device and CPU threads); they go
+        into the step keys next to the library versions.
 
     Examples
     --------
@@ -113,6 +128,18 @@ class EstimatorSpec:
     reads: Reads = "features"
     joint_tasks: bool = False
     check_installed: Callable[[], None] | None = None
+    libraries: tuple[str, ...] = ()
+    runtime: Callable[[Mapping[str, Any], int | None], dict[str, str]] | None = None
+
+    def required_libraries(self) -> tuple[str, ...]:
+        """Return every distribution a fit or prediction of this estimator depends on.
+
+        Examples
+        --------
+        >>> get_spec("random_forest").required_libraries()
+        ('lightgbm', 'numpy', 'rdkit', 'scikit-learn', 'scipy')
+        """
+        return tuple(sorted({*MODEL_LIBRARIES, *self.libraries}))
 
     def model_class(self, task: Task) -> type[Any]:
         """Return the class used for `task`."""
@@ -253,6 +280,10 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
         reads="smiles",
         joint_tasks=True,
         check_installed=require_gnn,
+        # chemprop builds the graphs with RDKit (in MODEL_LIBRARIES, as the rdkit2d
+        # descriptors); chemprop's models are lightning modules.
+        libraries=("chemprop", "lightning", "torch"),
+        runtime=dmpnn_runtime,
     ),
 }
 

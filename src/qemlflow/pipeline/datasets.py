@@ -5,13 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qemlflow.pipeline.steps import StepExecutor, StepResult
+from qemlflow.pipeline.steps import STEP_VERSIONS, StepExecutor, StepResult
 
 if TYPE_CHECKING:
     from qemlflow.data import Dataset, RawData
     from qemlflow.store import DatasetRecord, Store
 
-__all__ = ["add_dataset_version", "record_dataset_version", "standardize_steps"]
+__all__ = [
+    "DATASET_VERSION",
+    "add_dataset_version",
+    "dataset_version_libraries",
+    "record_dataset_version",
+    "standardize_steps",
+]
+
+# 2: the id names the standardizer's version and the libraries it ran with (RDKit's
+# first): a new RDKit that standardizes differently makes a new version, not the old one.
+DATASET_VERSION = "2"
 
 
 def standardize_steps(
@@ -62,7 +72,9 @@ def record_dataset_version(
     The version id hashes the raw bytes with the options as resolved (the SMILES and
     label columns actually used, the task, the duplicate policy, standardization): the
     same data read the same way is the same version, wherever the file lies and whether
-    a column was named or found by default.
+    a column was named or found by default. It also names the standardizer's version and
+    the versions of the libraries it ran with (:func:`dataset_version_libraries`): the
+    same file standardized by another RDKit is another version.
     """
     from qemlflow.store import DatasetRecord, content_key
 
@@ -77,8 +89,9 @@ def record_dataset_version(
         "tautomer": std_step.params.get("tautomer"),
         **({"header": std_step.params["header"]} if "header" in std_step.params else {}),
     }
+    libraries = dataset_version_libraries(std_step)
     record = DatasetRecord(
-        id=content_key("dataset_version", "1", resolved, [data_step.output], {}),
+        id=content_key("dataset_version", DATASET_VERSION, resolved, [data_step.output], libraries),
         name=dataset.name,
         source=dataset.source,
         raw_digest=data_step.output,
@@ -86,8 +99,21 @@ def record_dataset_version(
         rejected_digest=rejected_digest,
         params=resolved,
         summary=dataset.summary(),
+        libraries=libraries,
     )
     return store.add_dataset(record)
+
+
+def dataset_version_libraries(std_step: StepResult[Any]) -> dict[str, str]:
+    """The libraries map of a dataset version: the standardize step's, and its version.
+
+    ``qemlflow:standardize`` is the standardizer's own version (``STEP_VERSIONS``), bumped
+    whenever QeMLflow changes what standardization outputs.
+    """
+    from qemlflow.pipeline.steps import step_libraries
+
+    libraries = dict(std_step.libraries) or step_libraries("standardize")
+    return {**libraries, "qemlflow:standardize": STEP_VERSIONS["standardize"]}
 
 
 def add_dataset_version(

@@ -42,6 +42,7 @@ from qemlflow.pipeline.steps import (
     SplitCodec,
     StepExecutor,
     StepResult,
+    step_libraries,
 )
 from qemlflow.pipeline.versions import library_versions
 
@@ -139,7 +140,12 @@ def execute(
 
     report.start("featurize", len(dataset))
     feat_step = executor.run(
-        "featurize", {"spec": feature_spec}, [std_step.key], featurize, ArrayCodec()
+        "featurize",
+        {"spec": feature_spec},
+        [std_step.key],
+        featurize,
+        ArrayCodec(),
+        step_libraries("featurize", featurizer.required_libraries()),
     )
     X: np.ndarray = feat_step.value
     report.finish("featurize", _cached(feat_step, f"{X.shape[1]} features"))
@@ -185,7 +191,12 @@ def execute(
     }
     report.start("fit")
     fit_step = executor.run(
-        "fit", fit_params, [feat_step.key, split_step.key, std_step.key], fit, PredictorCodec()
+        "fit",
+        fit_params,
+        [feat_step.key, split_step.key, std_step.key],
+        fit,
+        PredictorCodec(),
+        _model_libraries(cfg, "fit"),
     )
     predictor: Predictor = fit_step.value
     report.finish("fit", _cached(fit_step, cfg.model.estimator))
@@ -199,6 +210,7 @@ def execute(
             [fit_step.key, feat_step.key, split_step.key],
             lambda: _out_of_fold_outputs(cfg, dataset, X, parts, feature_spec, limits),
             ScoresCodec(),
+            _model_libraries(cfg, "predict"),
         )
     else:
         predict_step = executor.run(
@@ -207,6 +219,7 @@ def execute(
             [fit_step.key, feat_step.key],
             lambda: predictor.outputs(X),
             ScoresCodec(),
+            _model_libraries(cfg, "predict"),
         )
     scores: dict[str, np.ndarray] = predict_step.value
     report.finish("predict", _cached(predict_step, f"{len(X)} molecules"))
@@ -239,6 +252,15 @@ def execute(
         timings={s.step: s.seconds for s in executor.results},
         steps=list(executor.results),
     )
+
+
+def _model_libraries(cfg: ExperimentConfig, step: str) -> dict[str, str]:
+    """The libraries map of a fit or predict step: the estimator's, with its runtime."""
+    from qemlflow.models import get_spec
+
+    spec = get_spec(cfg.model.estimator)
+    runtime = spec.runtime(cfg.model.params, cfg.n_jobs) if spec.runtime is not None else None
+    return step_libraries(step, spec.required_libraries(), runtime)
 
 
 def _make_split(cfg: ExperimentConfig, dataset: Dataset) -> Split:

@@ -1,6 +1,11 @@
 """Content-addressed pipeline steps: a key for every step, outputs cached by key.
 
-``key = sha256(step, step version, canonical params, input keys, library versions)``.
+``key = sha256(JCS({step, version, params, inputs, libraries}))`` (docs/keys.md), where
+``libraries`` maps every distribution the step's output can depend on to its installed
+version (plus ``runtime:`` settings such as the D-MPNN's device): the step's own
+:data:`STEP_LIBRARIES`, joined for featurize, fit and predict by what the configured
+featurizer and estimator declare. The map is stored with the step record, so a key can
+be recomputed from the record alone.
 A step whose key is already in the store is not recomputed: its output is read back.
 Every output goes through its codec (encode, then decode) whether it was computed or
 read from the cache, so a cached run and a fresh run hand identical values onwards.
@@ -17,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
-from qemlflow.pipeline.versions import library_versions
+from qemlflow.pipeline.versions import versions_of
 
 if TYPE_CHECKING:
     from qemlflow.data import Dataset
@@ -38,12 +43,17 @@ __all__ = [
     "SplitCodec",
     "StepExecutor",
     "StepResult",
+    "step_libraries",
 ]
 
 T = TypeVar("T")
 
 STEP_ORDER = ("dataset", "standardize", "featurize", "split", "fit", "predict", "evaluate")
 # Bump a step's version when its code changes what it outputs: old cache entries then miss.
+# RFC 8785 (issue 12) changed the bytes of the JSON outputs (standardize, split, evaluate:
+# 1.0 is now written 1) without a bump: their keys name rfc8785 now, so no entry written
+# before is served. The D-MPNN's keys gained torch, chemprop, lightning and its device the
+# same way. Dataset version ids did change meaning: see pipeline/datasets.DATASET_VERSION.
 STEP_VERSIONS: dict[str, str] = {
     **dict.fromkeys(STEP_ORDER, "1"),
     "standardize": "2",  # 2: admission limits (molecules over them rejected as too_large)
@@ -57,15 +67,25 @@ STEP_VERSIONS: dict[str, str] = {
     # kept in one part by every method (a cached v1 split may leak duplicates)
     "split": "2",
 }
-# The libraries whose versions can change a step's output.
+# The libraries whose versions can change a step's output, whatever its configuration.
+# featurize adds the configured featurizer's (Featurizer.required_libraries), fit and
+# predict the estimator's (EstimatorSpec.required_libraries, with its runtime settings):
+# see step_libraries. tests/test_key_completeness.py runs every step in a fresh
+# interpreter and fails when it imports a versioned package that is not declared.
 STEP_LIBRARIES: dict[str, tuple[str, ...]] = {
-    "dataset": (),
-    "standardize": ("rdkit", "pandas", "numpy"),
-    "featurize": ("rdkit", "numpy"),
-    "split": ("rdkit", "numpy"),
-    "fit": ("scikit-learn", "lightgbm", "numpy", "scipy"),
-    "predict": ("scikit-learn", "lightgbm", "numpy", "scipy"),
-    "evaluate": ("numpy", "scipy", "scikit-learn", "rdkit"),
+    "dataset": (),  # the raw bytes, as read
+    # rfc8785 writes the JSON outputs (the standardized dataset, the split, the metrics):
+    # a change in its number formatting would change their bytes.
+    "standardize": ("numpy", "pandas", "rdkit", "rfc8785"),
+    # Featurizers are scikit-learn transformers (get_params/clone decide the parameters a
+    # featurizer runs with); scikit-learn brings SciPy and pandas. The featurizer adds
+    # its own (RDKit for every one).
+    "featurize": ("numpy", "pandas", "scikit-learn", "scipy"),
+    # Scaffolds and clusters are RDKit's; the split methods use scikit-learn's folds.
+    "split": ("numpy", "pandas", "rdkit", "rfc8785", "scikit-learn", "scipy"),
+    "fit": (),  # all from the estimator: MODEL_LIBRARIES and its own
+    "predict": (),
+    "evaluate": ("numpy", "rdkit", "rfc8785", "scikit-learn", "scipy"),
 }
 
 
@@ -314,13 +334,34 @@ class StepResult(Generic[T]):
     inputs: tuple[str, ...] = ()
     media_type: str = "application/octet-stream"
     encoded: bytes | None = field(default=None, repr=False)
+    libraries: dict[str, str] = field(default_factory=dict, repr=False)
 
 
-def _step_key(step: str, params: dict[str, Any], inputs: Sequence[str]) -> str:
+def step_libraries(
+    step: str, extra: Sequence[str] = (), runtime: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Return a step's ``libraries`` map: its own and ``extra`` distributions, versioned.
+
+    ``runtime`` adds settings that change the bits without being a library (``runtime:``
+    names, e.g. the D-MPNN's device).
+
+    Examples
+    --------
+    >>> sorted(step_libraries("split"))
+    ['numpy', 'rdkit']
+    >>> step_libraries("dataset")
+    {}
+    """
+    libraries = versions_of([*STEP_LIBRARIES[step], *extra])
+    libraries.update(runtime or {})
+    return libraries
+
+
+def _step_key(
+    step: str, params: dict[str, Any], inputs: Sequence[str], libraries: dict[str, str]
+) -> str:
     from qemlflow.store.keys import content_key
 
-    versions = library_versions()
-    libraries = {name: versions.get(name, "not installed") for name in STEP_LIBRARIES[step]}
     return content_key(step, STEP_VERSIONS[step], params, list(inputs), libraries)
 
 
@@ -356,10 +397,17 @@ class StepExecutor:
         inputs: Sequence[str],
         compute: Callable[[], T],
         codec: Codec[T],
+        libraries: dict[str, str] | None = None,
     ) -> StepResult[T]:
-        """Return the step's output: from the cache when its key is there, else computed."""
+        """Return the step's output: from the cache when its key is there, else computed.
+
+        ``libraries`` is the step's libraries map (:func:`step_libraries`); by default the
+        step's own :data:`STEP_LIBRARIES`.
+        """
         start = time.perf_counter()
-        key = _step_key(step, params, inputs)
+        if libraries is None:
+            libraries = step_libraries(step)
+        key = _step_key(step, params, inputs, libraries)
         data: bytes | None = None
         output = ""
         cache_hit = False
@@ -373,7 +421,7 @@ class StepExecutor:
             data = codec.encode(compute())
             output = hashlib.sha256(data).hexdigest()
             if self.store is not None and self.use_cache:
-                self._save(step, key, params, inputs, data, time.perf_counter() - start)
+                self._save(step, key, params, inputs, libraries, data, time.perf_counter() - start)
         value = codec.decode(data)
         result = StepResult(
             step=step,
@@ -386,6 +434,7 @@ class StepExecutor:
             inputs=tuple(inputs),
             media_type=codec.media_type,
             encoded=data if codec.keep_bytes else None,
+            libraries=libraries,
         )
         self.results.append(result)
         if self.on_step is not None:
@@ -398,6 +447,7 @@ class StepExecutor:
         key: str,
         params: dict[str, Any],
         inputs: Sequence[str],
+        libraries: dict[str, str],
         data: bytes,
         seconds: float,
     ) -> None:
@@ -414,5 +464,6 @@ class StepExecutor:
                 inputs=tuple(inputs),
                 output=digest,
                 seconds=seconds,
+                libraries=libraries,
             )
         )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import platform
-from functools import lru_cache
+from collections.abc import Iterable
+from functools import cache, lru_cache
 from importlib import metadata
 
-__all__ = ["library_versions"]
+__all__ = ["library_versions", "versions_of"]
 
 _LIBRARIES = ("qemlflow", "rdkit", "numpy", "scipy", "scikit-learn", "lightgbm", "pandas")
 
@@ -33,3 +34,27 @@ def _library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def versions_of(names: Iterable[str]) -> dict[str, str]:
+    """Return ``{distribution: installed version}`` for ``names`` (``"not installed"`` if absent).
+
+    This is the ``libraries`` map of a step key: exactly the distributions the step
+    declares, so that upgrading any other package keeps the cache.
+
+    Examples
+    --------
+    >>> versions_of(["numpy"])["numpy"].count(".") >= 1
+    True
+    >>> versions_of(["no-such-distribution-qemlflow"])
+    {'no-such-distribution-qemlflow': 'not installed'}
+    """
+    return {name: _version_of(name) for name in sorted(set(names))}
+
+
+@cache
+def _version_of(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"

@@ -2,8 +2,14 @@
 
 Every state change of the store appends one :class:`AuditEvent` inside the same database
 transaction as the change, so both commit or neither does. Each event carries the hash of
-the one before it (``prev_hash``) and its own ``hash``: the sha256 of the canonical JSON of
-``seq, timestamp, actor, action, objects, reason, details, prev_hash``. Database triggers
+the one before it (``prev_hash``) and its own ``hash``: the sha256 of the canonical JSON
+(RFC 8785) of ``seq, timestamp, actor, action, objects, reason, details, prev_hash``.
+Events written before QeMLflow moved to RFC 8785 were hashed over Python's ``json.dumps``:
+each event records its ``hash_scheme`` (``"jcs"``, or ``"legacy-json"`` for those), and is
+verified with the encoder it was written with, so an old chain still verifies and new
+events extend it. The scheme is not part of the hashed content, and need not be: flipping
+it makes the other encoder hash the same content, which gives another digest, except for
+content both encoders write identically (then the flip changes nothing). Database triggers
 refuse UPDATE and DELETE on the table; a change made around them (a superuser, a file
 editor) breaks the chain, and :func:`verify_audit_chain` names the first bad event. An
 *anchor* (:meth:`~qemlflow.store.Store.audit_head`, kept outside the store) also catches a
@@ -44,7 +50,14 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from qemlflow.store import schema
 from qemlflow.store.errors import StoreError
-from qemlflow.store.keys import canonical_json, plain_json, sha256_hex
+from qemlflow.store.keys import (
+    HASH_SCHEME,
+    LEGACY_HASH_SCHEME,
+    canonical_json,
+    legacy_canonical_json,
+    plain_json,
+    sha256_hex,
+)
 from qemlflow.store.records import utc_now
 
 __all__ = [
@@ -136,15 +149,37 @@ def _identity_actor() -> str | None:
     return name or email or None
 
 
-def event_hash(content: Mapping[str, Any]) -> str:
+_ENCODERS: dict[str, Callable[[Any], bytes]] = {
+    HASH_SCHEME: canonical_json,
+    LEGACY_HASH_SCHEME: legacy_canonical_json,
+}
+
+
+def event_hash(content: Mapping[str, Any], scheme: str = HASH_SCHEME) -> str:
     """Return the hash of an event's content (every field but ``hash``): sha256 hex.
+
+    ``scheme`` names the encoding: ``"jcs"`` (RFC 8785, every new event) or
+    ``"legacy-json"`` (events written before it, verified only).
+
+    Raises
+    ------
+    StoreError
+        The scheme is unknown, or the content has no canonical form.
 
     Examples
     --------
     >>> event_hash({"seq": 1, "action": "x"}) == event_hash({"action": "x", "seq": 1})
     True
+    >>> event_hash({"p": 1.0}) == event_hash({"p": 1.0}, "legacy-json")
+    False
     """
-    return sha256_hex(canonical_json(dict(content)))
+    encoder = _ENCODERS.get(scheme)
+    if encoder is None:
+        raise StoreError(
+            f"unknown audit hash scheme {scheme!r}",
+            f"known schemes: {', '.join(_ENCODERS)}; upgrade QeMLflow if the store is newer",
+        )
+    return sha256_hex(encoder(dict(content)))
 
 
 @dataclass(frozen=True)
@@ -152,7 +187,9 @@ class AuditEvent:
     """One entry of the audit trail (a row of ``audit_events``).
 
     ``objects`` maps a role to what the event is about (``{"run": "2026...",
-    "environment": "ab12..."}``); ``details`` is small, plain JSON data.
+    "environment": "ab12..."}``); ``details`` is small, plain JSON data. ``hash_scheme``
+    says how ``hash`` was taken (``"jcs"``; ``"legacy-json"`` for events written before
+    QeMLflow hashed with RFC 8785).
     """
 
     seq: int
@@ -164,6 +201,7 @@ class AuditEvent:
     details: dict[str, Any]
     prev_hash: str
     hash: str
+    hash_scheme: str = HASH_SCHEME
 
     def content(self) -> dict[str, Any]:
         """Return the fields the hash covers (all but ``hash``)."""
@@ -180,11 +218,11 @@ class AuditEvent:
 
     def computed_hash(self) -> str:
         """Return the hash the content gives now (equal to ``hash`` unless edited)."""
-        return event_hash(self.content())
+        return event_hash(self.content(), self.hash_scheme)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the event as a JSON-compatible dict."""
-        return {**self.content(), "hash": self.hash}
+        """Return the event as a JSON-compatible dict (``hash_scheme`` last)."""
+        return {**self.content(), "hash": self.hash, "hash_scheme": self.hash_scheme}
 
 
 def next_event(
@@ -254,6 +292,8 @@ def _event_from(row: RowMapping) -> AuditEvent:
         details=row["details"],
         prev_hash=row["prev_hash"],
         hash=row["hash"],
+        # NULL: written before migration 0004, hashed with the legacy encoder.
+        hash_scheme=row["hash_scheme"] or LEGACY_HASH_SCHEME,
     )
 
 

@@ -39,6 +39,9 @@ class _Record:
 class StepRecord(_Record):
     """One cached step output: ``key`` (the content key) -> ``output`` (a blob digest).
 
+    ``libraries`` is the ``{library: version}`` map hashed into ``key``, so that the key
+    can be recomputed from the record (``None`` for records written before it was kept).
+
     Examples
     --------
     >>> r = StepRecord(key="a" * 64, step="featurize", version="1", params={"r": 2},
@@ -55,11 +58,16 @@ class StepRecord(_Record):
     output: str
     seconds: float = 0.0
     created_at: str = field(default_factory=utc_now)
+    libraries: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
 class DatasetRecord(_Record):
-    """One immutable dataset version; ``id`` is the dataset step's content key."""
+    """One immutable dataset version; ``id`` is the dataset step's content key.
+
+    ``libraries`` is the ``{library: version}`` map hashed into ``id`` (the standardizer's
+    and RDKit's versions); ``None`` for versions recorded before it was kept.
+    """
 
     id: str
     name: str
@@ -70,6 +78,7 @@ class DatasetRecord(_Record):
     params: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=utc_now)
+    libraries: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ steps = Table(
     Column("output", DIGEST, nullable=False),
     Column("created_at", TIMESTAMP, nullable=False),
     Column("seconds", Float, nullable=False),
+    # {library: version} as hashed into the key (NULL before migration 0004).
+    Column("libraries", JSON, nullable=True),
 )
 
 datasets = Table(
@@ -81,6 +83,8 @@ datasets = Table(
     Column("params", JSON, nullable=False),
     Column("summary", JSON, nullable=False),
     Column("created_at", TIMESTAMP, nullable=False),
+    # {library: version} as hashed into the id (NULL before migration 0004).
+    Column("libraries", JSON, nullable=True),
     Index("ix_datasets_name", "name"),
     Index("ix_datasets_created_at", "created_at"),
 )
@@ -142,6 +146,9 @@ audit_events = Table(
     Column("details", JSON, nullable=False),
     Column("prev_hash", DIGEST, nullable=False),
     Column("hash", DIGEST, nullable=False),
+    # How ``hash`` was taken: "jcs" (RFC 8785); NULL: the legacy json.dumps encoding of
+    # events written before migration 0004. Not hashed itself: see store/audit.py.
+    Column("hash_scheme", String(16), nullable=True),
     Index("ix_audit_events_timestamp", "timestamp"),
     Index("ix_audit_events_action", "action"),
 )

@@ -181,6 +181,7 @@ def _step_from(row: RowMapping) -> StepRecord:
         output=row["output"],
         seconds=row["seconds"],
         created_at=row["created_at"],
+        libraries=row["libraries"],
     )
 
 
@@ -195,6 +196,7 @@ def _dataset_from(row: RowMapping) -> DatasetRecord:
         params=row["params"],
         summary=row["summary"],
         created_at=row["created_at"],
+        libraries=row["libraries"],
     )
 
 
@@ -514,6 +516,7 @@ class Store:
             "output": record.output,
             "created_at": record.created_at,
             "seconds": float(record.seconds),
+            "libraries": None if record.libraries is None else dict(record.libraries),
         }
         with self._engine.begin() as conn:
             _insert_ignore(conn, schema.steps, values)
@@ -586,6 +589,7 @@ class Store:
             "params": plain_json(record.params),
             "summary": plain_json(record.summary),
             "created_at": record.created_at,
+            "libraries": None if record.libraries is None else dict(record.libraries),
         }
         with self._writing() as conn:
             if _insert_ignore(conn, schema.datasets, values):
