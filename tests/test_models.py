@@ -116,21 +116,22 @@ def test_intervals_cover_held_out_points(use_cal_set: bool) -> None:
     assert 0.85 <= covered <= 0.95
 
 
-def test_small_calibration_set_switches_to_cross_conformal() -> None:
+def test_small_calibration_set_switches_to_cv_plus() -> None:
     X, y = regression_data(60)
     model = MolecularModel("linear", coverage=0.95).fit(X[:50], y[:50], X[50:55], y[50:55])
     lower, upper = model.predict_interval(X[55:])
     assert np.all(np.isfinite(lower)) and np.all(np.isfinite(upper))
-    assert model.interval_methods_ == ["cross_conformal"]
+    assert model.interval_methods_ == ["cv_plus"]
     assert model.n_calibration_per_task_ == [55]  # out-of-fold over train + calibration
-    assert model.describe()["interval_methods"] == ["cross_conformal"]
+    assert model.describe()["interval_methods"] == ["cv_plus"]
+    assert len(model.cv_plus_[0].models) == 5  # the fold models, kept for prediction
 
 
 def test_too_few_residuals_for_coverage_give_the_largest_one() -> None:
     X, y = regression_data(12)
     with pytest.warns(UserWarning, match="largest residual"):
         model = MolecularModel("linear", coverage=0.95).fit(X, y)
-    assert model.interval_methods_ == ["cross_conformal_max_residual"]
+    assert model.interval_methods_ == ["cv_plus_max_residual"]
     assert np.isfinite(model.conformal_quantiles_[0]) and model.conformal_quantiles_[0] > 0
 
 
@@ -211,7 +212,11 @@ def test_multitask_classification_with_single_class_task() -> None:
         model = MolecularModel("linear", "classification").fit(X, Y)
     proba = model.predict_positive(X[:10])
     assert proba.shape == (10, 3)
-    np.testing.assert_array_equal(proba[:, 1], 0.0)
+    # Not modelled: the smoothed prior (0 + 0.5) / (200 + 1), never a confident 0.
+    np.testing.assert_array_equal(proba[:, 1], 0.5 / 201)
+    assert model.tasks_not_modelled_ == {
+        1: "every training label is 0 (200 negatives, no positives)"
+    }
     # predict_proba: one (n, 2) array per task, as scikit-learn's multi-output classifiers
     per_task = model.predict_proba(X[:10])
     assert isinstance(per_task, list) and [p.shape for p in per_task] == [(10, 2)] * 3
@@ -351,8 +356,14 @@ def test_data_errors() -> None:
         model.predict(X[:, :3])
     with pytest.raises(DataError, match="infinity"):
         MolecularModel("linear").fit(np.where(X > 0.99, np.inf, X), y)
-    with pytest.raises(DataError, match="no labels"):
-        MolecularModel("linear").fit(X, np.column_stack([y, np.full(60, np.nan)]))
+    # A task without a label is not modelled (a sparse multitask set has such tasks in
+    # some folds), and says so: never a crash.
+    with pytest.warns(UserWarning, match="not modelled"):
+        sparse = MolecularModel("linear", "classification").fit(
+            X, np.column_stack([y, np.full(60, np.nan)])
+        )
+    assert sparse.tasks_not_modelled_ == {1: "no training labels (0 in the calibration part)"}
+    np.testing.assert_array_equal(sparse.predict_positive(X[:3])[:, 1], 0.5)
 
 
 # --------------------------------------------------------------------- reporting

@@ -49,9 +49,13 @@ STEP_VERSIONS: dict[str, str] = {
     "standardize": "2",  # 2: admission limits (molecules over them rejected as too_large)
     "featurize": "3",  # 2: narrowest exact dtype (ArrayCodec); 3: bounded Ipc over 150 atoms
     # 2: the model file carries its admission limits; 3: small calibration sets give
-    # cross-conformal intervals / pooled calibration (a cached v2 model could be infinite)
-    "fit": "3",
-    "evaluate": "3",  # 2: interval method, calibration, cross-validation; 3: leakage
+    # cross-conformal intervals / pooled calibration (a cached v2 model could be infinite);
+    # 4: CV+ intervals for small sets, tie-free isotonic calibration, tasks too sparse to
+    # model predict a smoothed prior (a cached v3 model crashes on them or ties scores)
+    "fit": "4",
+    # 2: interval method, calibration, cross-validation; 3: leakage; 4: tasks not
+    # modelled / not calibrated and the scores ranking metrics are computed on
+    "evaluate": "4",
 }
 # The libraries whose versions can change a step's output.
 STEP_LIBRARIES: dict[str, tuple[str, ...]] = {
