@@ -504,6 +504,10 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             )
         if np.isinf(Y).any():
             raise ModelInputError(f"{name} contains infinity", "remove or fix those labels")
+        if name == "y" and np.isnan(Y).all():
+            # One task without labels among others is not modelled (and said so); no
+            # label at all is no data.
+            raise ModelInputError("y has no labels (every value is NaN)", "give some labels")
         if self.task == "classification":
             labels = Y[~np.isnan(Y)]
             if not np.isin(labels, (0.0, 1.0)).all():
