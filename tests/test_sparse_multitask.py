@@ -105,6 +105,9 @@ def test_a_sparse_multitask_set_runs_with_the_default_experiment(tmp_path: Path)
     assert not_calibrated and not set(not_calibrated) & set(not_modelled)
     assert all(isinstance(reason, str) and reason for reason in not_calibrated.values())
     assert metrics["calibration"]["ranking_scores"] == "calibrated_tie_free"
+    # Tasks with too few of a class in the calibration part: a stated fallback.
+    fallbacks = metrics["calibration"]["fallbacks"]
+    assert fallbacks and all("in the calibration part (need 5)" in r for r in fallbacks.values())
     fitted_on = metrics["calibration"]["fitted_on"]
     assert len(fitted_on) == N_TASKS
     assert {fitted_on[int(name[1:])] for name in not_modelled} == {"none"}

@@ -53,7 +53,7 @@ MIN_CALIBRATION_PER_CLASS = 5
 class _CVPlus:
     """What CV+ intervals need at prediction time: the fold models and their residuals."""
 
-    def __init__(self, models: list[Any], residuals: FloatArray, fold_of: npt.NDArray[Any]):
+    def __init__(self, models: list[Any], residuals: FloatArray, fold_of: npt.NDArray[Any]) -> None:
         self.models = models
         self.residuals = residuals
         self.fold_of = fold_of
@@ -306,7 +306,8 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     `coverage`. The half-width per task is the conformal quantile of absolute residuals
     on ``(X_cal, y_cal)`` (split-conformal) when it has at least
     ``MIN_SPLIT_CONFORMAL_POINTS`` (50) labels, else of 5-fold out-of-fold residuals on the
-    training and calibration rows together (cross-conformal); with too few residuals for
+    training and calibration rows together: CV+ intervals from the 5 fold models (at most
+    ``CV_PLUS_MAX_POINTS`` rows; cross-conformal above); with too few residuals for
     `coverage` the largest one is used, so intervals stay finite. The method per task is
     in ``interval_methods_``; the final model is always fitted on ``(X, y)`` alone.
 
@@ -317,6 +318,9 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     training rows, so its ranking is unchanged); without a calibration set, by 5-fold
     cross-validation on the training data (one model refitted on all rows, calibrator
     fitted on out-of-fold scores). The source per task is in ``calibration_sources_``.
+    Isotonic calibration is tie-free (:func:`tie_free_isotonic`): probabilities rank as the
+    model's scores. A task with one class (or none) in training predicts its smoothed
+    prior and is listed in ``tasks_not_modelled_``.
     ``predict_proba`` returns ``(n_samples, 2)`` in the order of ``classes_`` (a list of
     such arrays, one per task, when ``y`` is 2-D); ``predict_positive`` returns the
     positive-class column(s) alone, shaped like ``predict``.
@@ -363,14 +367,22 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     conformal_quantiles_ : ndarray of shape (n_tasks,)
         Interval half-width per task (regression; ``inf`` only without any residual).
     interval_methods_ : list of str
-        How each task's half-width was found (regression): ``"split_conformal"``,
-        ``"cross_conformal"``, or either with ``"_max_residual"`` when there were too few
-        residuals for `coverage`.
+        How each task's intervals were found (regression): ``"split_conformal"``,
+        ``"cv_plus"`` (fold models kept in ``cv_plus_``), ``"cross_conformal"``, or any
+        with ``"_max_residual"`` when there were too few residuals for `coverage`.
     calibration_methods_ : list of str
         Calibration used per task (classification).
     calibration_sources_ : list of str
         Per task, what the intervals or calibrator were fitted on: ``"calibration_set"``,
         ``"cross_validation"`` or ``"none"``.
+    tasks_not_modelled_ : dict of int to str
+        Tasks that predict a constant (classification: their smoothed prior
+        ``(positives + 0.5) / (labels + 1)``; regression: their mean label) because their
+        training labels had one class or none, with the reason.
+    tasks_not_calibrated_ : dict of int to str
+        Tasks that keep the model's own probabilities, with the reason.
+    calibration_fallbacks_ : dict of int to str
+        Tasks calibrated on pooled out-of-fold scores instead of the calibration set.
     classes_ : ndarray
         ``array([0, 1])`` (classification).
 
@@ -580,6 +592,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         self.calibration_sources_: list[str] = []
         self.tasks_not_modelled_: dict[int, str] = {}
         self.tasks_not_calibrated_: dict[int, str] = {}
+        self.calibration_fallbacks_: dict[int, str] = {}
         self.cv_plus_: list[_CVPlus | None] = []
         self.joint_ = spec.joint_tasks
         if spec.joint_tasks:
@@ -857,6 +870,12 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         if cal is not None:
             cal_counts = np.bincount(cal[1].astype(np.int64), minlength=2)
             if cal_counts.min() < MIN_CALIBRATION_PER_CLASS:
+                rarer = "positives" if cal_counts[1] <= cal_counts[0] else "negatives"
+                self.calibration_fallbacks_[t] = (
+                    f"{int(cal_counts.min())} {rarer} in the calibration part (need "
+                    f"{MIN_CALIBRATION_PER_CLASS}): calibrated on out-of-fold scores of the "
+                    "training and calibration parts together"
+                )
                 self._fit_pooled_calibration(t, spec, resolved, X, y, cal)
                 return
             self.calibration_sources_.append("calibration_set")
@@ -1252,6 +1271,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
                 calibration_sources=self.calibration_sources_,
                 tasks_not_modelled=getattr(self, "tasks_not_modelled_", {}),
                 tasks_not_calibrated=getattr(self, "tasks_not_calibrated_", {}),
+                calibration_fallbacks=getattr(self, "calibration_fallbacks_", {}),
             )
             if self.task == "regression":
                 record["conformal_quantiles"] = self.conformal_quantiles_.tolist()

@@ -638,6 +638,11 @@ def _evaluate_parts(
             # the model's own score: ROC-AUC and PR-AUC of the reported probabilities are
             # those of the uncalibrated scores.
             "ranking_scores": "calibrated_tie_free",
+            # Tasks calibrated by a stated fallback (too few of a class to calibrate on).
+            "fallbacks": {
+                targets[t]: reason
+                for t, reason in getattr(model, "calibration_fallbacks_", {}).items()
+            },
         }
     return metrics
 
