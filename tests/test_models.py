@@ -116,21 +116,40 @@ def test_intervals_cover_held_out_points(use_cal_set: bool) -> None:
     assert 0.85 <= covered <= 0.95
 
 
-def test_small_calibration_set_switches_to_cross_conformal() -> None:
+def test_small_calibration_set_switches_to_cv_plus() -> None:
     X, y = regression_data(60)
     model = MolecularModel("linear", coverage=0.95).fit(X[:50], y[:50], X[50:55], y[50:55])
     lower, upper = model.predict_interval(X[55:])
     assert np.all(np.isfinite(lower)) and np.all(np.isfinite(upper))
-    assert model.interval_methods_ == ["cross_conformal"]
+    assert model.interval_methods_ == ["cv_plus"]
     assert model.n_calibration_per_task_ == [55]  # out-of-fold over train + calibration
-    assert model.describe()["interval_methods"] == ["cross_conformal"]
+    assert model.describe()["interval_methods"] == ["cv_plus"]
+    assert len(model.cv_plus_[0].models) == 5  # the fold models, kept for prediction
+
+
+def test_cv_plus_interval_is_the_papers_quantile() -> None:
+    # Barber et al. (2021): lower = floor(alpha (n+1))-th smallest of mu_k(i)(x) - R_i,
+    # upper = ceil((1-alpha)(n+1))-th smallest of mu_k(i)(x) + R_i; written out by hand.
+    from qemlflow.models.conformal import cv_plus_interval
+
+    rng = np.random.default_rng(0)
+    n, k, alpha = 37, 5, 0.1
+    residuals = rng.exponential(size=n)
+    fold_of = rng.integers(0, k, size=n)
+    fold_predictions = rng.normal(size=(6, k))
+    lower, upper = cv_plus_interval(fold_predictions, residuals, fold_of, 1 - alpha)
+    for row in range(6):
+        mu = fold_predictions[row, fold_of]
+        low = np.sort(mu - residuals)[int(np.floor(alpha * (n + 1))) - 1]
+        high = np.sort(mu + residuals)[int(np.ceil((1 - alpha) * (n + 1))) - 1]
+        assert lower[row] == pytest.approx(low) and upper[row] == pytest.approx(high)
 
 
 def test_too_few_residuals_for_coverage_give_the_largest_one() -> None:
     X, y = regression_data(12)
     with pytest.warns(UserWarning, match="largest residual"):
         model = MolecularModel("linear", coverage=0.95).fit(X, y)
-    assert model.interval_methods_ == ["cross_conformal_max_residual"]
+    assert model.interval_methods_ == ["cv_plus_max_residual"]
     assert np.isfinite(model.conformal_quantiles_[0]) and model.conformal_quantiles_[0] > 0
 
 
@@ -166,6 +185,42 @@ def test_calibrated_probabilities_beat_uncalibrated_boosting() -> None:
     brier_cal = np.mean((p_cal - y[test]) ** 2)
     assert brier_cal < brier_raw
     assert _ece(p_cal, y[test]) < 0.05
+
+
+@pytest.mark.parametrize("use_cal_set", [True, False])
+def test_isotonic_calibration_costs_no_ranking_quality(use_cal_set: bool) -> None:
+    from scipy.stats import rankdata
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    X, y = logistic_data(4000, seed=7)
+    params = {"n_estimators": 100, "learning_rate": 0.1}
+    model = MolecularModel("lightgbm", "classification", params=params)
+    if use_cal_set:  # 1500 calibration points: auto picks isotonic
+        model.fit(X[:1500], y[:1500], X[1500:3000], y[1500:3000])
+        assert model.calibration_source_ == "calibration_set"
+    else:  # 3000 out-of-fold points
+        model.fit(X[:3000], y[:3000])
+        assert model.calibration_source_ == "cross_validation"
+    assert model.calibration_methods_ == ["isotonic"]
+    test, truth = X[3000:], y[3000:]
+    calibrated = model.predict_positive(test)
+    raw = model.base_estimators_[0].predict_proba(test)[:, 1]
+    # Tie-free: the calibrated probabilities rank exactly as the model's own scores.
+    np.testing.assert_array_equal(rankdata(calibrated), rankdata(raw))
+    assert len(np.unique(calibrated)) >= len(np.unique(raw))
+    assert abs(roc_auc_score(truth, calibrated) - roc_auc_score(truth, raw)) <= 1e-12
+    assert (
+        abs(average_precision_score(truth, calibrated) - average_precision_score(truth, raw))
+        <= 1e-12
+    )
+    # A plain isotonic step function would have collapsed the scores into a few values.
+    steps = IsotonicRegression(out_of_bounds="clip").fit(
+        model.base_estimators_[0].predict_proba(X[1500:3000])[:, 1], y[1500:3000]
+    )
+    assert len(np.unique(steps.predict(raw))) < len(np.unique(raw)) / 10
+    # ...and the tie-free map is still calibrated.
+    assert _ece(calibrated, truth) < 0.05
 
 
 def test_calibration_set_is_used_for_classification() -> None:
@@ -211,7 +266,11 @@ def test_multitask_classification_with_single_class_task() -> None:
         model = MolecularModel("linear", "classification").fit(X, Y)
     proba = model.predict_positive(X[:10])
     assert proba.shape == (10, 3)
-    np.testing.assert_array_equal(proba[:, 1], 0.0)
+    # Not modelled: the smoothed prior (0 + 0.5) / (200 + 1), never a confident 0.
+    np.testing.assert_array_equal(proba[:, 1], 0.5 / 201)
+    assert model.tasks_not_modelled_ == {
+        1: "every training label is 0 (200 negatives, no positives)"
+    }
     # predict_proba: one (n, 2) array per task, as scikit-learn's multi-output classifiers
     per_task = model.predict_proba(X[:10])
     assert isinstance(per_task, list) and [p.shape for p in per_task] == [(10, 2)] * 3
@@ -351,8 +410,14 @@ def test_data_errors() -> None:
         model.predict(X[:, :3])
     with pytest.raises(DataError, match="infinity"):
         MolecularModel("linear").fit(np.where(X > 0.99, np.inf, X), y)
-    with pytest.raises(DataError, match="no labels"):
-        MolecularModel("linear").fit(X, np.column_stack([y, np.full(60, np.nan)]))
+    # A task without a label is not modelled (a sparse multitask set has such tasks in
+    # some folds), and says so: never a crash.
+    with pytest.warns(UserWarning, match="not modelled"):
+        sparse = MolecularModel("linear", "classification").fit(
+            X, np.column_stack([y, np.full(60, np.nan)])
+        )
+    assert sparse.tasks_not_modelled_ == {1: "no training labels (0 in the calibration part)"}
+    np.testing.assert_array_equal(sparse.predict_positive(X[:3])[:, 1], 0.5)
 
 
 # --------------------------------------------------------------------- reporting

@@ -89,13 +89,13 @@ def test_a_small_regression_set_runs_with_finite_intervals(tmp_path: Path, n: in
     metrics = json.loads((out / "metrics.json").read_text())
     interval = metrics["interval"]
     assert math.isfinite(interval["test_mean_width"]) and interval["test_mean_width"] > 0
-    # The validation part (10 %) is far under 50 molecules: cross-conformal, recorded.
-    assert interval["interval_method"] == "cross_conformal"
+    # The validation part (10 %) is far under 50 molecules: CV+ (fold models), recorded.
+    assert interval["interval_method"] == "cv_plus"
     predictions = pd.read_csv(out / "predictions.csv")
     assert np.isfinite(predictions[["lower", "upper"]].to_numpy()).all()
     model = qm.load_model(out).model  # the model records its method too
-    assert model.interval_methods_ == ["cross_conformal"]
-    assert model.describe()["interval_methods"] == ["cross_conformal"]
+    assert model.interval_methods_ == ["cv_plus"]
+    assert model.describe()["interval_methods"] == ["cv_plus"]
 
 
 def test_a_small_classification_set_runs_and_states_its_calibration(tmp_path: Path) -> None:
@@ -165,10 +165,10 @@ def test_kfold_reports_folds_and_pooled_out_of_fold_metrics(tmp_path: Path) -> N
         assert rmse == pytest.approx(fold["rmse"])
     assert np.isfinite(predictions[["lower", "upper"]].to_numpy()).all()
 
-    # The saved model is fitted on every molecule, with cross-conformal intervals.
+    # The saved model is fitted on every molecule, with CV+ intervals.
     model = qm.load_model(out)
     assert model.model.n_train_per_task_ == [30]
-    assert model.model.interval_methods_ == ["cross_conformal"]
+    assert model.model.interval_methods_ == ["cv_plus"]
     assert yaml.safe_load((out / "config.yaml").read_text())["split"]["params"] == {"k": 5}
 
 
@@ -282,3 +282,23 @@ def test_a_calibration_set_with_few_of_a_class_is_pooled_keeping_the_ranking() -
     np.testing.assert_array_equal(rankdata(proba), rankdata(raw))
     assert roc_auc_score(y[100:], proba) == roc_auc_score(y[100:], raw)
     assert model.describe()["calibration_sources"] == ["cross_validation"]
+
+
+def test_predict_gives_a_small_data_models_cv_plus_intervals(tmp_path: Path) -> None:
+    source = _subset(tmp_path, "esol", 30)
+    out = _run(tmp_path, _config(tmp_path, source, **QUICK))
+    assert json.loads((out / "metrics.json").read_text())["interval"]["interval_method"] == (
+        "cv_plus"
+    )
+    scored = tmp_path / "scored.csv"
+    done = _qemlflow(["predict", str(out), str(source), "-o", str(scored)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    again = pd.read_csv(scored)
+    run = pd.read_csv(out / "predictions.csv")
+    # The saved model carries its fold models: predict gives the run's own intervals.
+    for column in ("prediction", "lower", "upper"):
+        np.testing.assert_allclose(again[column], run[column], rtol=1e-12)
+    assert (again["lower"] <= again["prediction"]).all()
+    assert (again["prediction"] <= again["upper"]).all()
+    # CV+ intervals differ per molecule, unlike a symmetric cross-conformal width.
+    assert (again["upper"] - again["lower"]).nunique() > 1

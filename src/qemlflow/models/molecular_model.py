@@ -24,8 +24,8 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from qemlflow._version import __version__
-from qemlflow.errors import ConfigError, ModelInputError
-from qemlflow.models.conformal import conformal_quantile
+from qemlflow.errors import ConfigError, ModelError, ModelInputError
+from qemlflow.models.conformal import conformal_quantile, cv_plus_interval
 from qemlflow.models.dmpnn import as_smiles_column
 from qemlflow.models.registry import EstimatorSpec, Task, get_spec
 
@@ -42,13 +42,47 @@ _ISOTONIC_MIN_POINTS = 1000
 # on the training and calibration rows together instead. The bundled benchmark sets'
 # validation parts (ESOL 113, FreeSolv 64 molecules) stay split-conformal.
 MIN_SPLIT_CONFORMAL_POINTS = 50
+# Small sets (at most this many residuals) keep their fold models for CV+ intervals; above
+# it the cross-conformal quantile is as good and k models would be carried for nothing.
+CV_PLUS_MAX_POINTS = 500
 # Below this many calibration labels of either class, probabilities are calibrated by
 # cross-validation on the training and calibration rows together.
 MIN_CALIBRATION_PER_CLASS = 5
 
 
+class _CVPlus:
+    """What CV+ intervals need at prediction time: the fold models and their residuals."""
+
+    def __init__(self, models: list[Any], residuals: FloatArray, fold_of: npt.NDArray[Any]) -> None:
+        self.models = models
+        self.residuals = residuals
+        self.fold_of = fold_of
+
+    def interval(self, X: npt.NDArray[Any], coverage: float) -> tuple[FloatArray, FloatArray]:
+        fold_predictions = np.column_stack([m.predict(X) for m in self.models])
+        return cv_plus_interval(fold_predictions, self.residuals, self.fold_of, coverage)
+
+
+class _ConstantModel:
+    """Stands in for a model on a task that could not be modelled (one class, no labels).
+
+    Classification predicts the task's smoothed prior ``(positives + 0.5) / (labels + 1)``
+    (never a confident 0 or 1 from a handful of labels); regression the mean label.
+    """
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def predict(self, X: npt.NDArray[Any]) -> FloatArray:
+        return np.full(X.shape[0], self.value, dtype=np.float64)
+
+    def predict_proba(self, X: npt.NDArray[Any]) -> FloatArray:
+        p = self.predict(X)
+        return np.column_stack([1.0 - p, p])
+
+
 class _ConstantProbability:
-    """Stands in for a classifier on a task whose training labels have one class."""
+    """The single-class stand-in in models saved by older versions: kept so they still load."""
 
     def __init__(self, positive_probability: float) -> None:
         self.positive_probability = positive_probability
@@ -58,11 +92,70 @@ class _ConstantProbability:
         return np.column_stack([1.0 - p, p])
 
 
+def _smoothed_prior(labels: FloatArray) -> float:
+    """The positive rate with Jeffreys' half-count, ``0.5`` without labels."""
+    return float((np.sum(labels) + 0.5) / (len(labels) + 1.0))
+
+
+def _positive_score(model: Any, X: npt.NDArray[Any]) -> FloatArray:
+    """The model's uncalibrated score for class 1, in [0, 1].
+
+    ``predict_proba`` when the model has it, else the logistic of ``decision_function``
+    (a strictly increasing map, so the ranking is the model's own).
+    """
+    if hasattr(model, "predict_proba"):
+        return np.asarray(model.predict_proba(X)[:, 1], dtype=np.float64)
+    margin = np.asarray(model.decision_function(X), dtype=np.float64)
+    return np.asarray(1.0 / (1.0 + np.exp(-margin)), dtype=np.float64)
+
+
+def tie_free_isotonic(scores: FloatArray, labels: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Knots ``(x, y)`` of an isotonic calibration map that never ties distinct scores.
+
+    Isotonic regression is a step function: every score in a step gets the same value, so
+    thousands of test molecules collapse onto a few dozen probabilities and ROC-AUC drops.
+    Here each flat step (including the clipped ends, extended to scores 0 and 1) is tilted
+    by the uncalibrated score, from a quarter of the way down to the step below to a
+    quarter of the way up to the step above (0 and 1 past the ends). The map is then
+    strictly increasing: the ranking, and so ROC-AUC and PR-AUC, is exactly the model's
+    own, while each step keeps its isotonic value at its middle.
+    Interpolate with ``numpy.interp(score, x, y)``.
+
+    Examples
+    --------
+    >>> x, y = tie_free_isotonic(np.array([0.2, 0.4, 0.6, 0.8]), np.array([0, 1, 0, 1]))
+    >>> p = np.interp([0.1, 0.3, 0.5, 0.7, 0.9], x, y)
+    >>> bool(np.all(np.diff(p) > 0)), bool(p.min() >= 0 and p.max() <= 1)
+    (True, True)
+    """
+    fitted = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, labels)
+    x = np.asarray(fitted.X_thresholds_, dtype=np.float64)
+    y = np.asarray(fitted.y_thresholds_, dtype=np.float64)
+    if x[0] > 0.0:
+        x, y = np.concatenate([[0.0], x]), np.concatenate([[y[0]], y])
+    if x[-1] < 1.0:
+        x, y = np.concatenate([x, [1.0]]), np.concatenate([y, [y[-1]]])
+    tilted = y.copy()
+    start = 0
+    while start < len(y):
+        end = start
+        while end + 1 < len(y) and y[end + 1] == y[start]:
+            end += 1
+        if end > start:  # a flat step from x[start] to x[end]
+            below = y[start - 1] if start > 0 else 0.0
+            above = y[end + 1] if end + 1 < len(y) else 1.0
+            tilted[start] = y[start] - (y[start] - below) / 4
+            tilted[end] = y[end] + (above - y[end]) / 4
+        start = end + 1
+    return x, tilted
+
+
 class _ScoreCalibrator:
     """Maps one task's raw probability from a joint multi-task model to a calibrated one.
 
-    ``"sigmoid"`` is Platt scaling on the logit, ``"isotonic"`` isotonic regression,
-    ``"none"`` the identity and ``"constant"`` a task whose training labels had one class.
+    ``"sigmoid"`` is Platt scaling on the logit, ``"isotonic"`` isotonic regression made
+    tie-free (:func:`tie_free_isotonic`), ``"none"`` the identity and ``"constant"`` a task
+    that could not be modelled (its smoothed prior).
     """
 
     def __init__(self, method: str, constant: float = 0.0) -> None:
@@ -74,8 +167,7 @@ class _ScoreCalibrator:
         if self.method == "sigmoid":
             self.model = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(scores), labels)
         elif self.method == "isotonic":
-            self.model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-            self.model.fit(scores, labels)
+            self.model = tie_free_isotonic(scores, labels)
         return self
 
     def reverses_ranking(self) -> bool:
@@ -88,7 +180,10 @@ class _ScoreCalibrator:
         if self.method == "sigmoid":
             return np.asarray(self.model.predict_proba(_logit(scores))[:, 1], dtype=np.float64)
         if self.method == "isotonic":
-            return np.asarray(self.model.predict(scores), dtype=np.float64)
+            if isinstance(self.model, IsotonicRegression):  # a model saved before tie-free
+                return np.asarray(self.model.predict(scores), dtype=np.float64)
+            x, y = self.model
+            return np.asarray(np.interp(scores, x, y), dtype=np.float64)
         return np.asarray(scores, dtype=np.float64)
 
 
@@ -100,21 +195,17 @@ class _CalibratedScores:
         self.calibrator = calibrator
 
     def predict_proba(self, X: npt.NDArray[Any]) -> FloatArray:
-        raw = np.asarray(self.model.predict_proba(X)[:, 1], dtype=np.float64)
-        p = self.calibrator.transform(raw)
+        p = self.calibrator.transform(_positive_score(self.model, X))
         return np.column_stack([1.0 - p, p])
 
 
-def _warn_single_class(t: int, counts: npt.NDArray[np.int64], *, stacklevel: int) -> int:
-    """Warn that task `t` has training labels of one class only; return that class."""
+def _single_class_reason(counts: npt.NDArray[np.int64]) -> str:
+    """Why a task whose training labels have one class is not modelled."""
     only = int(np.argmax(counts))
-    warnings.warn(
-        f"task {t}: every training label is {only}, so it always predicts "
-        f"probability {float(only)}; add molecules of the other class",
-        UserWarning,
-        stacklevel=stacklevel,
+    return (
+        f"every training label is {only} ({counts[only]} "
+        f"{'positives' if only else 'negatives'}, no {'negatives' if only else 'positives'})"
     )
-    return only
 
 
 _REVERSED = (
@@ -215,7 +306,8 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     `coverage`. The half-width per task is the conformal quantile of absolute residuals
     on ``(X_cal, y_cal)`` (split-conformal) when it has at least
     ``MIN_SPLIT_CONFORMAL_POINTS`` (50) labels, else of 5-fold out-of-fold residuals on the
-    training and calibration rows together (cross-conformal); with too few residuals for
+    training and calibration rows together: CV+ intervals from the 5 fold models (at most
+    ``CV_PLUS_MAX_POINTS`` rows; cross-conformal above); with too few residuals for
     `coverage` the largest one is used, so intervals stay finite. The method per task is
     in ``interval_methods_``; the final model is always fitted on ``(X, y)`` alone.
 
@@ -226,6 +318,9 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     training rows, so its ranking is unchanged); without a calibration set, by 5-fold
     cross-validation on the training data (one model refitted on all rows, calibrator
     fitted on out-of-fold scores). The source per task is in ``calibration_sources_``.
+    Isotonic calibration is tie-free (:func:`tie_free_isotonic`): probabilities rank as the
+    model's scores. A task with one class (or none) in training predicts its smoothed
+    prior and is listed in ``tasks_not_modelled_``.
     ``predict_proba`` returns ``(n_samples, 2)`` in the order of ``classes_`` (a list of
     such arrays, one per task, when ``y`` is 2-D); ``predict_positive`` returns the
     positive-class column(s) alone, shaped like ``predict``.
@@ -272,14 +367,22 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     conformal_quantiles_ : ndarray of shape (n_tasks,)
         Interval half-width per task (regression; ``inf`` only without any residual).
     interval_methods_ : list of str
-        How each task's half-width was found (regression): ``"split_conformal"``,
-        ``"cross_conformal"``, or either with ``"_max_residual"`` when there were too few
-        residuals for `coverage`.
+        How each task's intervals were found (regression): ``"split_conformal"``,
+        ``"cv_plus"`` (fold models kept in ``cv_plus_``), ``"cross_conformal"``, or any
+        with ``"_max_residual"`` when there were too few residuals for `coverage`.
     calibration_methods_ : list of str
         Calibration used per task (classification).
     calibration_sources_ : list of str
         Per task, what the intervals or calibrator were fitted on: ``"calibration_set"``,
         ``"cross_validation"`` or ``"none"``.
+    tasks_not_modelled_ : dict of int to str
+        Tasks that predict a constant (classification: their smoothed prior
+        ``(positives + 0.5) / (labels + 1)``; regression: their mean label) because their
+        training labels had one class or none, with the reason.
+    tasks_not_calibrated_ : dict of int to str
+        Tasks that keep the model's own probabilities, with the reason.
+    calibration_fallbacks_ : dict of int to str
+        Tasks calibrated on pooled out-of-fold scores instead of the calibration set.
     classes_ : ndarray
         ``array([0, 1])`` (classification).
 
@@ -413,6 +516,10 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             )
         if np.isinf(Y).any():
             raise ModelInputError(f"{name} contains infinity", "remove or fix those labels")
+        if name == "y" and np.isnan(Y).all():
+            # One task without labels among others is not modelled (and said so); no
+            # label at all is no data.
+            raise ModelInputError("y has no labels (every value is NaN)", "give some labels")
         if self.task == "classification":
             labels = Y[~np.isnan(Y)]
             if not np.isin(labels, (0.0, 1.0)).all():
@@ -483,6 +590,10 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         self.calibration_methods_: list[str] = []
         self.interval_methods_: list[str] = []
         self.calibration_sources_: list[str] = []
+        self.tasks_not_modelled_: dict[int, str] = {}
+        self.tasks_not_calibrated_: dict[int, str] = {}
+        self.calibration_fallbacks_: dict[int, str] = {}
+        self.cv_plus_: list[_CVPlus | None] = []
         self.joint_ = spec.joint_tasks
         if spec.joint_tasks:
             cal_set = None if X_cal_checked is None or Y_cal is None else (X_cal_checked, Y_cal)
@@ -500,7 +611,35 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             self.conformal_quantiles_ = np.asarray(quantiles, dtype=np.float64)
         else:
             self.classes_ = np.array([0, 1])
+        self._warn_fallbacks()
         return self
+
+    def _warn_fallbacks(self) -> None:
+        """One warning per kind of fallback, not one per task (a ToxCast set has hundreds)."""
+        for found, what in (
+            (self.tasks_not_modelled_, "not modelled (a constant prior is predicted)"),
+            (self.tasks_not_calibrated_, "not calibrated"),
+        ):
+            if not found:
+                continue
+            shown = "; ".join(f"task {t}: {reason}" for t, reason in list(found.items())[:3])
+            more = f"; and {len(found) - 3} more" if len(found) > 3 else ""
+            warnings.warn(
+                f"{len(found)} task(s) {what}: {shown}{more}; give more labelled molecules "
+                "of each class (the full list is in metrics.json)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _not_modelled(self, t: int, reason: str, value: float) -> None:
+        """Task `t` predicts a constant: a classifier's prior, a regressor's mean."""
+        self.tasks_not_modelled_[t] = reason
+        self.estimators_.append(_ConstantModel(value))
+        self.base_estimators_.append(None)
+        self.calibration_sources_.append("none")
+        if self.task == "classification":
+            self.calibration_methods_.append("none")
+        self.cv_plus_.append(None)
 
     def _fit_per_task(
         self,
@@ -515,19 +654,33 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         quantiles: list[float] = []
         for t in range(Y.shape[1]):
             rows = ~np.isnan(Y[:, t])
-            if not rows.any():
-                raise ModelInputError(f"task {t} has no labels", "drop that column of y")
             X_t, y_t = X[rows], Y[rows, t]
             cal: tuple[npt.NDArray[Any], FloatArray] | None = None
             if X_cal is not None and Y_cal is not None:
                 cal_rows = ~np.isnan(Y_cal[:, t])
                 cal = (X_cal[cal_rows], Y_cal[cal_rows, t])
             self.n_train_per_task_.append(int(rows.sum()))
-            if self.task == "regression":
+            if not rows.any():
+                quantiles.append(self._fit_unlabelled_task(t, cal))
+            elif self.task == "regression":
                 quantiles.append(self._fit_regression_task(t, spec, resolved, X_t, y_t, cal))
             else:
                 self._fit_classification_task(t, spec, resolved, X_t, y_t, cal)
         return quantiles
+
+    def _fit_unlabelled_task(
+        self, t: int, cal: tuple[npt.NDArray[Any], FloatArray] | None
+    ) -> float:
+        """A task without training labels predicts what its calibration labels say."""
+        seen = np.empty(0) if cal is None else cal[1]
+        reason = f"no training labels ({len(seen)} in the calibration part)"
+        if self.task == "classification":
+            self._not_modelled(t, reason, _smoothed_prior(seen))
+            self.n_calibration_per_task_.append(0)
+            return math.inf
+        mean = float(np.mean(seen)) if len(seen) else 0.0
+        self._not_modelled(t, reason, mean)
+        return self._conformal(t, np.abs(seen - mean), "not_modelled")
 
     def _fit_regression_task(
         self,
@@ -539,26 +692,42 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         cal: tuple[npt.NDArray[Any], FloatArray] | None,
     ) -> float:
         model = _fit_checked(spec.build(self.task, resolved), X, y)
+        cv_plus: _CVPlus | None = None
         if cal is not None and len(cal[1]) >= MIN_SPLIT_CONFORMAL_POINTS:
             residuals = np.abs(cal[1] - model.predict(cal[0]))
             method = "split_conformal"
         else:
-            # Cross-conformal: every training (and calibration) row is scored by a model
-            # that did not see it, so small data still gives enough residuals.
+            # Every training (and calibration) row is scored by a fold model that did not
+            # see it, so small data still gives enough residuals. Small sets keep the fold
+            # models for CV+ intervals; large ones (cheap to calibrate, costly to carry
+            # k models) use the cross-conformal quantile of the residuals.
             X_all, y_all = (X, y) if cal is None else _stack(X, y, cal)
             residuals = np.empty(0)
+            method = "cross_conformal"
             if len(y_all) >= 2:
                 folds = KFold(
                     min(_N_FOLDS, len(y_all)), shuffle=True, random_state=self.random_state
                 )
-                oof = cross_val_predict(spec.build(self.task, resolved), X_all, y_all, cv=folds)
+                oof = np.empty(len(y_all))
+                fold_of = np.empty(len(y_all), dtype=np.int64)
+                fold_models = []
+                for f, (fit_rows, held_out) in enumerate(folds.split(X_all)):
+                    fold_model = _fit_checked(
+                        spec.build(self.task, resolved), X_all[fit_rows], y_all[fit_rows]
+                    )
+                    oof[held_out] = fold_model.predict(X_all[held_out])
+                    fold_of[held_out] = f
+                    fold_models.append(fold_model)
                 residuals = np.abs(y_all - oof)
-            method = "cross_conformal"
+                if len(y_all) <= CV_PLUS_MAX_POINTS:
+                    cv_plus = _CVPlus(fold_models, residuals, fold_of)
+                    method = "cv_plus"
         self.calibration_sources_.append(
             "calibration_set" if method == "split_conformal" else "cross_validation"
         )
         self.estimators_.append(model)
         self.base_estimators_.append(model)
+        self.cv_plus_.append(cv_plus)
         return self._conformal(t, residuals, method)
 
     def _conformal(self, t: int, residuals: FloatArray, method: str) -> float:
@@ -566,7 +735,8 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
 
         With fewer than ``1 / (1 - coverage) - 1`` residuals the conformal quantile is
         infinite; the largest residual is used instead (coverage then reaches at most
-        ``n / (n + 1)``), stated as the method and in a warning.
+        ``n / (n + 1)``), stated as the method and in a warning. For CV+ the half-width is
+        the cross-conformal one, a summary: the intervals come from the fold models.
         """
         quantile = conformal_quantile(residuals, float(self.coverage))
         if math.isinf(quantile) and len(residuals):
@@ -624,6 +794,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         for t in range(Y.shape[1]):
             usable = ~np.isnan(truth[:, t]) & ~np.isnan(scores[:, t])
             self.calibration_sources_.append(source)
+            self.cv_plus_.append(None)
             if self.task == "regression":
                 residuals = np.abs(truth[usable, t] - scores[usable, t])
                 quantiles.append(self._conformal(t, residuals, method))
@@ -650,18 +821,19 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     ) -> None:
         counts = np.bincount(train[~np.isnan(train)].astype(np.int64), minlength=2)
         if counts.min() == 0:
-            only = _warn_single_class(t, counts, stacklevel=5)
-            calibrator, n_cal = _ScoreCalibrator("constant", float(only)), 0
+            self.tasks_not_modelled_[t] = _single_class_reason(counts)
+            prior = _smoothed_prior(np.concatenate([train[~np.isnan(train)], truth]))
+            calibrator, n_cal = _ScoreCalibrator("constant", prior), 0
         elif self.calibration == "none":
             calibrator, n_cal = _ScoreCalibrator("none"), 0
         elif len(np.unique(truth)) == 2:
             method = self._calibration_method(len(truth))
             calibrator, n_cal = _ScoreCalibrator(method).fit(scores, truth), len(truth)
             if calibrator.reverses_ranking():
-                self._warn_uncalibrated(t, _REVERSED)
+                self._uncalibrated(t, _REVERSED)
                 calibrator, n_cal = _ScoreCalibrator("none"), 0
         else:
-            self._warn_uncalibrated(t, "its calibration labels have a single class")
+            self._uncalibrated(t, "its calibration labels have a single class")
             calibrator, n_cal = _ScoreCalibrator("none"), 0
         self.calibrators_.append(calibrator)
         self.calibration_methods_.append(calibrator.method)
@@ -684,12 +856,9 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         labels = y.astype(np.int64)
         counts = np.bincount(labels, minlength=2)
         if counts.min() == 0:
-            only = _warn_single_class(t, counts, stacklevel=4)
-            self.estimators_.append(_ConstantProbability(float(only)))
-            self.base_estimators_.append(None)
-            self.calibration_methods_.append("none")
+            seen = y if cal is None else np.concatenate([y, cal[1]])
+            self._not_modelled(t, _single_class_reason(counts), _smoothed_prior(seen))
             self.n_calibration_per_task_.append(0)
-            self.calibration_sources_.append("none")
             return
 
         if self.calibration == "none":
@@ -698,47 +867,96 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             self.calibration_sources_.append("none")
             return
 
-        if cal is not None and (
-            np.bincount(cal[1].astype(np.int64), minlength=2).min() < MIN_CALIBRATION_PER_CLASS
-        ):
-            self._fit_pooled_calibration(t, spec, resolved, X, y, cal)
-            return
         if cal is not None:
+            cal_counts = np.bincount(cal[1].astype(np.int64), minlength=2)
+            if cal_counts.min() < MIN_CALIBRATION_PER_CLASS:
+                rarer = "positives" if cal_counts[1] <= cal_counts[0] else "negatives"
+                self.calibration_fallbacks_[t] = (
+                    f"{int(cal_counts.min())} {rarer} in the calibration part (need "
+                    f"{MIN_CALIBRATION_PER_CLASS}): calibrated on out-of-fold scores of the "
+                    "training and calibration parts together"
+                )
+                self._fit_pooled_calibration(t, spec, resolved, X, y, cal)
+                return
             self.calibration_sources_.append("calibration_set")
             model = _fit_checked(spec.build(self.task, resolved), X, labels)
             X_c, y_c = cal[0], cal[1].astype(np.int64)
-            if len(np.unique(y_c)) == 2:
-                method = self._calibration_method(len(y_c))
-                calibrated = CalibratedClassifierCV(FrozenEstimator(model), method=method)
-                calibrated.fit(X_c, y_c)
-                if not _reverses_ranking(calibrated):
-                    self._add_classifier(calibrated, model, method, len(y_c))
-                    return
-                self._warn_uncalibrated(t, _REVERSED)
-            else:
-                self._warn_uncalibrated(t, "its calibration labels have a single class")
+            method = self._calibration_method(len(y_c))
+            if method == "isotonic":
+                scores = _positive_score(model, X_c)
+                self._add_score_calibrator(t, model, X, labels, scores, cal[1], method)
+                return
+            calibrated = CalibratedClassifierCV(FrozenEstimator(model), method=method)
+            calibrated.fit(X_c, y_c)
+            if not _reverses_ranking(calibrated):
+                self._add_classifier(calibrated, model, method, len(y_c))
+                return
+            self._uncalibrated(t, _REVERSED)
             self._add_uncalibrated(model, X, labels)
             return
 
         self.calibration_sources_.append("cross_validation")
         n_splits = min(_N_FOLDS, int(counts.min()))
         if n_splits < 2:
-            self._warn_uncalibrated(t, "the rarer class has fewer than 2 training examples")
+            self._uncalibrated(
+                t, f"{int(counts.min())} training label(s) of a class (need 2 for 2 folds)"
+            )
             model = _fit_checked(spec.build(self.task, resolved), X, labels)
             self._add_uncalibrated(model, X, labels)
             return
         method = self._calibration_method(len(labels))
         folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
+        if method == "isotonic":
+            # As CalibratedClassifierCV(ensemble=False): out-of-fold scores calibrate one
+            # model refitted on every row; the map is the tie-free isotonic one.
+            scores = self._out_of_fold_scores(spec, resolved, X, labels, folds)
+            model = _fit_checked(spec.build(self.task, resolved), X, labels)
+            self._add_score_calibrator(t, model, X, labels, scores, y, method)
+            return
         calibrated = CalibratedClassifierCV(
             spec.build(self.task, resolved), method=method, cv=folds, ensemble=False
         )
         calibrated = _fit_checked(calibrated, X, labels)
         base = calibrated.calibrated_classifiers_[0].estimator
         if _reverses_ranking(calibrated):
-            self._warn_uncalibrated(t, _REVERSED)
+            self._uncalibrated(t, _REVERSED)
             self._add_uncalibrated(base, X, labels)
             return
         self._add_classifier(calibrated, base, method, len(labels))
+
+    def _out_of_fold_scores(
+        self,
+        spec: EstimatorSpec,
+        resolved: dict[str, Any],
+        X: npt.NDArray[Any],
+        labels: npt.NDArray[np.int64],
+        folds: StratifiedKFold,
+    ) -> FloatArray:
+        scores = np.empty(len(labels))
+        for fit_rows, held_out in folds.split(X, labels):
+            fold_model = _fit_checked(
+                spec.build(self.task, resolved), X[fit_rows], labels[fit_rows]
+            )
+            scores[held_out] = _positive_score(fold_model, X[held_out])
+        return scores
+
+    def _add_score_calibrator(
+        self,
+        t: int,
+        model: Any,
+        X: npt.NDArray[Any],
+        labels: npt.NDArray[np.int64],
+        scores: FloatArray,
+        truth: FloatArray,
+        method: str,
+    ) -> None:
+        """Calibrate `model` by a map fitted on (`scores`, `truth`), unless it would reverse."""
+        calibrator = _ScoreCalibrator(method).fit(scores, truth)
+        if calibrator.reverses_ranking():
+            self._uncalibrated(t, _REVERSED)
+            self._add_uncalibrated(model, X, labels)
+            return
+        self._add_classifier(_CalibratedScores(model, calibrator), model, method, len(truth))
 
     def _fit_pooled_calibration(
         self,
@@ -761,9 +979,14 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         self.calibration_sources_.append("cross_validation")
         X_all, y_all = _stack(X, y, cal)
         pooled = y_all.astype(np.int64)
-        n_splits = min(_N_FOLDS, int(np.bincount(pooled, minlength=2).min()))
+        fewest = int(np.bincount(pooled, minlength=2).min())
+        n_splits = min(_N_FOLDS, fewest)
         if not hasattr(model, "predict_proba") or n_splits < 2:
-            self._warn_uncalibrated(t, "too few labelled molecules of a class to calibrate on")
+            self._uncalibrated(
+                t,
+                f"{fewest} label(s) of a class in the training and calibration parts "
+                "together (need 2 to calibrate by cross-validation)",
+            )
             self._add_uncalibrated(model, X, labels)
             return
         folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
@@ -771,18 +994,16 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
             spec.build(self.task, resolved), X_all, pooled, cv=folds, method="predict_proba"
         )[:, 1]
         method = "sigmoid" if self.calibration == "auto" else str(self.calibration)
-        calibrator = _ScoreCalibrator(method).fit(np.asarray(scores, dtype=np.float64), y_all)
-        if calibrator.reverses_ranking():
-            self._warn_uncalibrated(t, _REVERSED)
-            self._add_uncalibrated(model, X, labels)
-            return
-        self._add_classifier(_CalibratedScores(model, calibrator), model, method, len(pooled))
+        self._add_score_calibrator(
+            t, model, X, labels, np.asarray(scores, dtype=np.float64), y_all, method
+        )
 
     def _add_classifier(self, model: Any, base: Any, method: str, n_cal: int) -> None:
         self.estimators_.append(model)
         self.base_estimators_.append(base)
         self.calibration_methods_.append(method)
         self.n_calibration_per_task_.append(n_cal)
+        self.cv_plus_.append(None)
 
     def _add_uncalibrated(self, model: Any, X: npt.NDArray[Any], labels: npt.NDArray[Any]) -> None:
         if hasattr(model, "predict_proba"):
@@ -793,14 +1014,9 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         in_sample = CalibratedClassifierCV(FrozenEstimator(model), method="sigmoid")
         self._add_classifier(in_sample.fit(X, labels), model, "sigmoid-in-sample", len(labels))
 
-    @staticmethod
-    def _warn_uncalibrated(t: int, reason: str) -> None:
-        warnings.warn(
-            f"task {t}: probabilities are not calibrated because {reason}; "
-            "give more labelled molecules of each class",
-            UserWarning,
-            stacklevel=4,
-        )
+    def _uncalibrated(self, t: int, reason: str) -> None:
+        """Record why task `t` keeps the model's own probabilities (warned after fit)."""
+        self.tasks_not_calibrated_[t] = reason
 
     # ------------------------------------------------------------------ prediction
     def _shape(self, columns: FloatArray) -> FloatArray:
@@ -854,6 +1070,10 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     def predict_interval(self, X: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         """Return the conformal prediction interval ``(lower, upper)`` at `coverage`.
 
+        Split-conformal and cross-conformal tasks: the prediction plus or minus the task's
+        half-width. CV+ tasks: from the fold models (Barber et al. 2021), widened where
+        needed to contain the prediction of the final model.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -864,15 +1084,39 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         lower, upper : ndarray of shape (n_samples,) or (n_samples, n_tasks)
             Interval bounds; ``-inf``/``inf`` for a task with too few calibration points.
         """
-        bounds: tuple[FloatArray, FloatArray] = self.interval_around(self.predict(X))
-        return bounds
+        _, lower, upper = self.predict_with_interval(X)
+        return lower, upper
+
+    @available_if(_is_regression)  # type: ignore[untyped-decorator]
+    def predict_with_interval(self, X: npt.ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Return ``(prediction, lower, upper)``: :meth:`predict` and :meth:`predict_interval`
+        in one pass over the model."""
+        prediction = np.asarray(self.predict(X), dtype=np.float64)
+        columns = prediction.reshape(len(prediction), -1)
+        half_width = self.conformal_quantiles_
+        lower, upper = columns - half_width, columns + half_width
+        cv_plus = getattr(self, "cv_plus_", [])
+        if any(c is not None for c in cv_plus):
+            X_checked = self._check_features(X, n_features=self.n_features_in_)
+            for t, intervals in enumerate(cv_plus):
+                if intervals is not None:
+                    low, high = intervals.interval(X_checked, float(self.coverage))
+                    lower[:, t] = np.minimum(low, columns[:, t])
+                    upper[:, t] = np.maximum(high, columns[:, t])
+        return prediction, self._shape(lower), self._shape(upper)
 
     @available_if(_is_regression)  # type: ignore[untyped-decorator]
     def interval_around(self, prediction: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         """Return ``(lower, upper)`` around predictions already made by :meth:`predict`.
 
-        The same as :meth:`predict_interval` without predicting a second time.
+        The same as :meth:`predict_interval` without predicting a second time; not for a
+        model with CV+ intervals, which need the features (use :meth:`predict_with_interval`).
         """
+        if any(c is not None for c in getattr(self, "cv_plus_", [])):
+            raise ModelError(
+                "CV+ intervals come from the fold models and need the features",
+                "call predict_with_interval(X) or predict_interval(X)",
+            )
         values = np.asarray(prediction, dtype=float)
         half_width = (
             self.conformal_quantiles_ if self.multi_output_ else self.conformal_quantiles_[0]
@@ -1025,6 +1269,9 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
                 n_calibration_per_task=self.n_calibration_per_task_,
                 calibration_source=self.calibration_source_,
                 calibration_sources=self.calibration_sources_,
+                tasks_not_modelled=getattr(self, "tasks_not_modelled_", {}),
+                tasks_not_calibrated=getattr(self, "tasks_not_calibrated_", {}),
+                calibration_fallbacks=getattr(self, "calibration_fallbacks_", {}),
             )
             if self.task == "regression":
                 record["conformal_quantiles"] = self.conformal_quantiles_.tolist()

@@ -116,8 +116,7 @@ class Predictor:
         for ``predict``, for a run's own predictions and for the prediction service.
         """
         if self.task == "regression":
-            raw = self.model.predict(X)
-            lower, upper = self.model.interval_around(raw)
+            raw, lower, upper = self.model.predict_with_interval(X)
             return {"prediction": _as_2d(raw), "lower": _as_2d(lower), "upper": _as_2d(upper)}
         proba = _as_2d(self.model.predict_positive(X))
         return {"prediction": (proba >= 0.5).astype(float), "probability": proba}

@@ -30,6 +30,7 @@ from qemlflow.pipeline.predictor import (
     dump_predictor,
     write_model,
 )
+from qemlflow.pipeline.preflight import preflight
 from qemlflow.pipeline.progress import ProgressReporter, SilentProgress
 from qemlflow.pipeline.steps import (
     STEP_ORDER,
@@ -125,6 +126,8 @@ def execute(
     # What the config leaves out (features, estimator) is the best default for the task,
     # which is known for sure only now: the standardize step infers it from the labels.
     cfg = cfg.with_task_defaults(dataset.task)
+    # A doomed experiment fails here, in seconds, not after featurizing and fitting.
+    preflight(cfg, dataset)
 
     featurizer = make_featurizer(cfg.features)
     feature_spec = without_n_jobs(featurizer.to_spec())
@@ -640,12 +643,29 @@ def _evaluate_parts(
                 "from each fold model, cross-conformal on its training folds"
             )
     metrics["leakage"] = leakage(dataset.smiles, parts)
+    model = predictor.model
+    targets = list(dataset.target_names)
+    metrics["tasks_not_modelled"] = {
+        targets[t]: reason for t, reason in getattr(model, "tasks_not_modelled_", {}).items()
+    }
     if dataset.task == "classification":
-        sources = list(getattr(predictor.model, "calibration_sources_", []))
-        methods = list(getattr(predictor.model, "calibration_methods_", []))
+        sources = list(getattr(model, "calibration_sources_", []))
+        methods = list(getattr(model, "calibration_methods_", []))
+        metrics["tasks_not_calibrated"] = {
+            targets[t]: reason for t, reason in getattr(model, "tasks_not_calibrated_", {}).items()
+        }
         metrics["calibration"] = {
             "method": methods[0] if len(set(methods)) == 1 else methods,
             "fitted_on": sources[0] if len(set(sources)) == 1 else sources,
+            # Every task's map (Platt, tie-free isotonic or none) is strictly increasing in
+            # the model's own score: ROC-AUC and PR-AUC of the reported probabilities are
+            # those of the uncalibrated scores.
+            "ranking_scores": "calibrated_tie_free",
+            # Tasks calibrated by a stated fallback (too few of a class to calibrate on).
+            "fallbacks": {
+                targets[t]: reason
+                for t, reason in getattr(model, "calibration_fallbacks_", {}).items()
+            },
         }
     return metrics
 

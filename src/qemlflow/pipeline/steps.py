@@ -59,10 +59,14 @@ STEP_VERSIONS: dict[str, str] = {
     "standardize": "2",  # 2: admission limits (molecules over them rejected as too_large)
     "featurize": "3",  # 2: narrowest exact dtype (ArrayCodec); 3: bounded Ipc over 150 atoms
     # 2: the model file carries its admission limits; 3: small calibration sets give
-    # cross-conformal intervals / pooled calibration (a cached v2 model could be infinite)
-    "fit": "3",
-    # 4: shared scaffolds counted stereo-free (as the split groups them), for scaffold_deepchem too
-    "evaluate": "4",  # 2: interval method, calibration, cross-validation; 3: leakage
+    # cross-conformal intervals / pooled calibration (a cached v2 model could be infinite);
+    # 4: CV+ intervals for small sets, tie-free isotonic calibration, tasks too sparse to
+    # model predict a smoothed prior (a cached v3 model crashes on them or ties scores)
+    "fit": "4",
+    # 2: interval method, calibration, cross-validation; 3: leakage; 4: shared scaffolds
+    # counted stereo-free (as the split groups them), tasks not modelled / not calibrated,
+    # and the scores ranking metrics are computed on
+    "evaluate": "4",
     # 2: stereo-free scaffolds, scaffold_deepchem, copies of a molecule (same InChIKey)
     # kept in one part by every method (a cached v1 split may leak duplicates)
     "split": "2",
