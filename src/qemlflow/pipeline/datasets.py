@@ -75,6 +75,7 @@ def record_dataset_version(
         "duplicates": std_step.params.get("duplicates"),
         "standardize": std_step.params.get("standardize"),
         "tautomer": std_step.params.get("tautomer"),
+        "chemistry": std_step.params.get("chemistry"),
         **({"header": std_step.params["header"]} if "header" in std_step.params else {}),
     }
     record = DatasetRecord(
