@@ -315,7 +315,7 @@ def test_run_and_data_add_read_headerless_files(
         ["data", "add", str(source), "--no-header", "--smiles-column", "1", "--store", store]
     )
     assert code == 0, capsys.readouterr().err
-    # Two of them (methane, ethane) are refused as parent_too_small by the chemistry policy.
+    # Two of them (methanol, iodomethane) are refused as parent_too_small (chemistry policy).
     assert "200 rows -> 198 molecules, 2 rejected" in capsys.readouterr().out
 
 
