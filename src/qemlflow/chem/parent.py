@@ -232,16 +232,15 @@ def choose_parent(mol: Chem.Mol, policy: ChemistryPolicy = DEFAULT_POLICY) -> Ch
     distinct: dict[str, Chem.Mol] = {}
     for fragment in organic:
         distinct.setdefault(_key(fragment, uncharger), fragment)
-    unlisted = {key: f for key, f in distinct.items() if key not in listed}
-    components = list((unlisted or distinct).values())
     # A component under the size floor is never a parent: a counter-ion ("CI" of a
     # methiodide drawn apart) or a solvent missing from the list.
-    sizeable = [f for f in components if f.GetNumHeavyAtoms() >= floor] or components
-    charges = {_sign(f) for f in sizeable}
-    if len(sizeable) > 1 and {-1, 1} <= charges:
+    sizeable = {k: f for k, f in distinct.items() if f.GetNumHeavyAtoms() >= floor}
+    candidates = sizeable or distinct
+    unlisted = {key: f for key, f in candidates.items() if key not in listed}
+    components = list((unlisted or candidates).values())
+    if len(components) > 1 and {-1, 1} <= {_sign(f) for f in components}:
         # Oppositely charged organic ions: a salt; the largest ion is the parent.
-        return max(sizeable, key=lambda f: f.GetNumHeavyAtoms())
-    components = sizeable
+        return max(components, key=lambda f: f.GetNumHeavyAtoms())
     if len(components) > 1:
         return Refusal(
             "unsupported_chemistry",

@@ -75,6 +75,14 @@ class Dataset:
         """The input rows that were rejected, with their reason and detail."""
         return self.rows[self.rows["status"] == "rejected"]
 
+    @property
+    def reported(self) -> pd.DataFrame:
+        """The rows ``rejected.csv`` lists: rejected rows, and merged duplicates (with a
+        reason: ``merged_duplicate`` or ``label_conflict``)."""
+        status = self.rows["status"]
+        merged = (status == "merged") & (self.rows["reason"] != "")
+        return self.rows[(status == "rejected") | merged]
+
     def __len__(self) -> int:
         return len(self.smiles)
 
@@ -140,10 +148,7 @@ class Dataset:
         become a molecule of its own is accounted for. The input table's columns follow; a
         name that clashes gets the suffix ``_input``. Returns the path written.
         """
-        status = self.rows["status"]
-        rejected = self.rows[
-            (status == "rejected") | ((status == "merged") & (self.rows["reason"] != ""))
-        ]
+        rejected = self.reported
         report = rejected[["row", "input_smiles", "reason", "detail"]].reset_index(drop=True)
         if self.table is not None:
             original = self.table.iloc[rejected["row"].to_numpy()].reset_index(drop=True)

@@ -66,7 +66,7 @@ def record_dataset_version(
     """
     from qemlflow.store import DatasetRecord, content_key
 
-    rejected_csv = dataset.rejected.to_csv(index=False)
+    rejected_csv = dataset.reported.to_csv(index=False)  # merged duplicates too
     rejected_digest = store.put_bytes(rejected_csv.encode("utf-8"))
     resolved = {
         "smiles_column": dataset.smiles_column,
