@@ -229,6 +229,8 @@ def choose_parent(mol: Chem.Mol, policy: ChemistryPolicy = DEFAULT_POLICY) -> Ch
     organic = [f for f in fragments if any(a.GetAtomicNum() == 6 for a in f.GetAtoms())]
     if not organic:
         return Refusal("unsupported_chemistry", "no carbon (inorganic); not modelled")
+    if len(organic) == 1:  # the usual case: nothing to compare
+        return organic[0]
     distinct: dict[str, Chem.Mol] = {}
     for fragment in organic:
         distinct.setdefault(_key(fragment, uncharger), fragment)

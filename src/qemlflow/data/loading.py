@@ -362,7 +362,9 @@ def load_dataset(
 
     Every input row ends up in ``Dataset.rows`` as ``ok``, ``merged`` (a duplicate of an
     earlier row's molecule) or ``rejected`` with a reason code: a chem reason such as
-    ``unparsable`` or ``too_large`` (over the admission ``limits``), or ``non_numeric_label``,
+    ``unparsable``, ``too_large`` (over the admission ``limits``), ``unsupported_chemistry`` or
+    ``parent_too_small`` (refused by the ``chemistry`` policy, see
+    :mod:`qemlflow.chem.parent`), or ``non_numeric_label``,
     ``missing_label``, ``conflicting_duplicate``. Columns default from the registry for
     bundled datasets; for files the SMILES column is one named smiles/smi/mol (any case)
     and the targets are the numeric columns. The task is classification when every label
@@ -375,7 +377,7 @@ def load_dataset(
     --------
     >>> ds = load_dataset("freesolv")
     >>> len(ds), ds.task, ds.target_names, ds.source
-    (642, 'regression', ['freesolv'], 'bundled:freesolv')
+    (628, 'regression', ['freesolv'], 'bundled:freesolv')
     >>> load_dataset("freesolv", duplicates="median")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
