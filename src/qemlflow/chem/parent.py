@@ -230,7 +230,8 @@ def choose_parent(mol: Chem.Mol, policy: ChemistryPolicy = DEFAULT_POLICY) -> Ch
     if not organic:
         return Refusal("unsupported_chemistry", "no carbon (inorganic); not modelled")
     if len(organic) == 1:  # the usual case: nothing to compare
-        return organic[0]
+        only: Chem.Mol = organic[0]
+        return only
     distinct: dict[str, Chem.Mol] = {}
     for fragment in organic:
         distinct.setdefault(_key(fragment, uncharger), fragment)
