@@ -43,7 +43,8 @@ def test_run_then_predict(
     assert main(["run", str(config), "--out", str(out)]) == 0
     printed = capsys.readouterr()
     assert "rmse" in printed.out
-    assert "2 input rows rejected" in printed.out
+    # the two bad rows, and methanol and iodomethane (parent_too_small)
+    assert "4 input rows rejected" in printed.out
     assert json.loads((out / "metrics.json").read_text())["test"]["rmse"] > 0
 
     molecules = tmp_path / "new.csv"
