@@ -59,13 +59,15 @@ def test_run_writes_every_output(tmp_path: Path, small_esol_csv: Path) -> None:
     assert len(predictions) == len(source)
     assert predictions["smiles"].tolist() == source["smiles"].astype(str).tolist()
     rejected = predictions[predictions["split"] == "rejected"]
-    assert rejected["row"].tolist() == [100, 101]
-    assert rejected["error"].str.startswith(("unparsable", "empty")).all()
+    # 100, 101: the bad rows of the fixture; 148, 175: methanol and iodomethane, under the
+    # chemistry policy's size floor of 3 heavy atoms.
+    assert rejected["row"].tolist() == [100, 101, 148, 175]
+    assert rejected["error"].str.startswith(("unparsable", "empty", "parent_too_small")).all()
     assert (predictions.loc[predictions["split"] != "rejected", "error"] == "").all()
     assert set(predictions["split"]) == {"train", "valid", "test", "rejected"}
 
     rejected_file = pd.read_csv(out / "rejected.csv")
-    assert len(rejected_file) == 2
+    assert len(rejected_file) == 4
     assert png_ok(out / "parity.png")
 
 

@@ -171,9 +171,10 @@ def test_dataset_versions_are_content_addressed(
     assert first.id == again.id
     assert len(store.list_datasets()) == 1
     assert first.raw_digest == hashlib.sha256(small_esol_csv.read_bytes()).hexdigest()
-    assert first.summary["rejected"] == 2 == len(dataset.rejected)
+    # the two bad rows, and methanol and iodomethane (parent_too_small)
+    assert first.summary["rejected"] == 4 == len(dataset.rejected)
     rejected = store.get_bytes(first.rejected_digest or "").decode()
-    assert "unparsable" in rejected and "empty" in rejected
+    assert "unparsable" in rejected and "empty" in rejected and "parent_too_small" in rejected
     other, _ = add_dataset_version(
         store, small_esol_csv, target_columns=["logp"], duplicates="first"
     )

@@ -315,24 +315,26 @@ def test_run_and_data_add_read_headerless_files(
         ["data", "add", str(source), "--no-header", "--smiles-column", "1", "--store", store]
     )
     assert code == 0, capsys.readouterr().err
-    assert "200 rows -> 200 molecules" in capsys.readouterr().out
+    # Two of them (methanol, iodomethane) are refused as parent_too_small (chemistry policy).
+    assert "200 rows -> 198 molecules, 2 rejected" in capsys.readouterr().out
 
 
 def test_sd_files_predict_and_screen_row_aligned(trained: Trained, tmp_path: Path) -> None:
     block = (
-        "{title}\n  test\n\n  2  1  0  0  0  0  0  0  0  0999 V2000\n"
+        "{title}\n  test\n\n  3  2  0  0  0  0  0  0  0  0999 V2000\n"
         "    0.0000    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0\n"
-        "    1.5000    0.0000    0.0000 O   0  0  0  0  0  0  0  0  0  0  0  0\n"
-        "  1  2  1  0\nM  END\n"
+        "    1.5000    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0\n"
+        "    3.0000    0.0000    0.0000 O   0  0  0  0  0  0  0  0  0  0  0  0\n"
+        "  1  2  1  0\n  2  3  1  0\nM  END\n"
     )
-    records = [block.format(title="methanol"), "broken\nno end\n", block.format(title="")]
+    records = [block.format(title="ethanol"), "broken\nno end\n", block.format(title="")]
     source = tmp_path / "mols.sdf.gz"
     source.write_bytes(gzip.compress("".join(r + "$$$$\n" for r in records).encode()))
     table = predict_file(trained.model, source, trust_file=True)
-    assert table["smiles"].tolist() == ["CO", "", "CO"]
+    assert table["smiles"].tolist() == ["CCO", "", "CCO"]
     assert [bool(e) for e in table["error"]] == [False, True, False]
     out = tmp_path / "s.csv"
     assert _screen(trained, source, out) == 0
     screened = pd.read_csv(out, keep_default_na=False)
-    assert screened["id"].astype(str).tolist() == ["methanol", "broken", "3"]  # SD titles
+    assert screened["id"].astype(str).tolist() == ["ethanol", "broken", "3"]  # SD titles
     assert screened["error"].tolist() == table["error"].tolist()

@@ -138,11 +138,13 @@ def test_predictions_equal_the_predictor(trained: Trained, server: tuple[str, An
         assert (row["model"], row["model_version"]) == (NAME, 1)
         assert row["domain"]["threshold"] == 0.3
     invalid = [r for r in results if r["error"]]
-    assert [r["smiles"] for r in invalid] == ["C1CC(not smiles", ""]
+    # methanol and iodomethane: under the chemistry policy's size floor (3 heavy atoms)
+    assert [r["smiles"] for r in invalid] == ["C1CC(not smiles", "", "CO", "CI"]
+    assert all(r["error"].startswith("parent_too_small") for r in invalid[2:])
     assert all(r["prediction"] is None and not r["domain"]["in_domain"] for r in invalid)
-    # training molecules are their own nearest neighbours; a lone atom is far from all
+    # training molecules are their own nearest neighbours; a disilane is far from all
     assert max(r["domain"]["similarity"] or 0 for r in results) == 1.0
-    far = Client(url, trained.key).predict(["[Xe]"])[0]["domain"]
+    far = Client(url, trained.key).predict(["C[Si](C)(C)[Si](C)(C)C"])[0]["domain"]
     assert far["similarity"] < 0.3 and far["in_domain"] is False
 
 
@@ -340,7 +342,7 @@ def test_service_scores_like_the_predictor_in_process(trained: Trained) -> None:
     pooled = model.results(big, [row for row in job.rows if row is not None])
     assert len(pooled) == len(big)
     assert [r.model_dump() for r in pooled] == [r.model_dump() for r in model.score(big)]
-    queries = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "[Xe]"]
+    queries = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C[Si](C)(C)[Si](C)(C)C"]
     train = qm.featurize(_training_smiles(trained.store, trained.versions[2]), "ecfp")
     want_sim = tanimoto_similarity(qm.featurize(queries, "ecfp"), train).max(axis=1)
     got = [r.domain.similarity for r in model.score(queries)]

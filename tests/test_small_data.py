@@ -245,7 +245,7 @@ def test_intervals_on_50_molecules_cover_90_percent_of_held_out_molecules(
     tmp_path: Path,
 ) -> None:
     coverage, n = _held_out_coverage(tmp_path, {"sizes": [0.7, 0.1, 0.2]})
-    assert n == 200
+    assert 195 <= n <= 200  # a draw may hold a parent under 3 heavy atoms (rejected)
     assert 0.85 <= coverage <= 0.95, coverage
 
 

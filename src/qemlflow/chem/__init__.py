@@ -12,10 +12,13 @@ from qemlflow.chem.molecule import (
     standardize_mol,
     standardize_smiles,
 )
+from qemlflow.chemistry import DEFAULT_POLICY, ChemistryPolicy
 from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "DEFAULT_POLICY",
+    "ChemistryPolicy",
     "MolResult",
     "MoleculeLimits",
     "Reason",

@@ -11,6 +11,8 @@ from rdkit import Chem, rdBase
 from rdkit.Chem.MolStandardize import rdMolStandardize
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
+from qemlflow.chem.parent import Refusal, choose_parent
+from qemlflow.chemistry import DEFAULT_POLICY, ChemistryPolicy
 from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
 
 __all__ = [
@@ -40,6 +42,8 @@ class Reason(StrEnum):
     STANDARDIZATION = "standardization_error"
     TOO_LARGE = "too_large"
     TIMEOUT = "timeout"
+    UNSUPPORTED_CHEMISTRY = "unsupported_chemistry"
+    PARENT_TOO_SMALL = "parent_too_small"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,60 +123,90 @@ def _first_line(exc: BaseException) -> str:
 
 
 @lru_cache(maxsize=1)
-def _standardizers() -> tuple[Any, Any, Any]:
+def _standardizers() -> tuple[Any, Any]:
     return (
-        rdMolStandardize.LargestFragmentChooser(preferOrganic=True),
         rdMolStandardize.Uncharger(canonicalOrder=True),
         rdMolStandardize.TautomerEnumerator(),
     )
 
 
-def standardize_mol(mol: Chem.Mol, *, tautomer: bool = False) -> Chem.Mol:
-    """Return the standardized parent of ``mol``.
-
-    Steps, following RDKit MolStandardize: cleanup (normalize functional groups,
-    reionize, disconnect metals), keep the largest organic fragment, neutralize, and
-    optionally canonicalize the tautomer.
-
-    Examples
-    --------
-    >>> from rdkit import Chem
-    >>> Chem.MolToSmiles(standardize_mol(Chem.MolFromSmiles("CC(=O)[O-].[Na+]")))
-    'CC(=O)O'
-    """
-    chooser, uncharger, tautomers = _standardizers()
-    cleaned = rdMolStandardize.Cleanup(mol)
-    parent = chooser.choose(cleaned)
-    neutral = uncharger.uncharge(parent)
+def _parent(mol: Chem.Mol, tautomer: bool, policy: ChemistryPolicy) -> Chem.Mol | Refusal:
+    """The standardized parent of ``mol``, or why the policy refuses it."""
+    uncharger, tautomers = _standardizers()
+    chosen = choose_parent(mol, policy)
+    if isinstance(chosen, Refusal):
+        return chosen
+    neutral = uncharger.uncharge(rdMolStandardize.Cleanup(chosen))
     if tautomer:
         neutral = tautomers.Canonicalize(neutral)
     Chem.SanitizeMol(neutral)
+    if (heavy := neutral.GetNumHeavyAtoms()) < policy.min_heavy_atoms:
+        return Refusal(
+            "parent_too_small",
+            f"parent {Chem.MolToSmiles(neutral)!r} has {heavy} heavy atom(s), fewer than "
+            f"{policy.min_heavy_atoms} (chemistry.min_heavy_atoms)",
+        )
     result: Chem.Mol = neutral
     return result
 
 
+def standardize_mol(
+    mol: Chem.Mol, *, tautomer: bool = False, policy: ChemistryPolicy = DEFAULT_POLICY
+) -> Chem.Mol:
+    """Return the standardized parent of ``mol``.
+
+    Steps, following RDKit MolStandardize and the ChEMBL structure pipeline: strip
+    counter-ions and solvents, refuse chemistry the ``policy`` does not model (see
+    :mod:`qemlflow.chem.parent`), cleanup (normalize functional groups, reionize),
+    neutralize, and optionally canonicalize the tautomer. Raises ``ValueError`` when the
+    policy refuses the molecule (:func:`standardize_smiles` returns the reason instead).
+
+    Examples
+    --------
+    >>> from rdkit import Chem
+    >>> Chem.MolToSmiles(standardize_mol(Chem.MolFromSmiles("CC(=O)[O-].CC[NH3+]")))
+    'CCN'
+    """
+    parent = _parent(mol, tautomer, policy)
+    if isinstance(parent, Refusal):
+        raise ValueError(f"{parent.reason}: {parent.detail}")
+    return parent
+
+
 def standardize_smiles(
-    smiles: Any, *, tautomer: bool = False, limits: MoleculeLimits | None = DEFAULT_LIMITS
+    smiles: Any,
+    *,
+    tautomer: bool = False,
+    limits: MoleculeLimits | None = DEFAULT_LIMITS,
+    policy: ChemistryPolicy = DEFAULT_POLICY,
 ) -> MolResult:
     """Parse, standardize and canonicalize one SMILES string.
 
     ``limits`` are checked while parsing (see :func:`parse_smiles`), before any
-    standardization work is done.
+    standardization work is done. A molecule the chemistry ``policy`` refuses fails with
+    reason ``unsupported_chemistry`` (metals, inorganics, mixtures) or
+    ``parent_too_small``.
 
     Examples
     --------
-    >>> standardize_smiles("[Cl-].C[NH3+]").smiles
-    'CN'
+    >>> standardize_smiles("[Cl-].CC[NH3+]").smiles
+    'CCN'
     >>> standardize_smiles("not a smiles").reason
     <Reason.UNPARSABLE: 'unparsable'>
+    >>> standardize_smiles("N[Pd](N)(Cl)Cl").reason
+    <Reason.UNSUPPORTED_CHEMISTRY: 'unsupported_chemistry'>
+    >>> standardize_smiles("C[NH3+].[Cl-]").reason
+    <Reason.PARENT_TOO_SMALL: 'parent_too_small'>
     """
     parsed = parse_smiles(smiles, limits=limits)
     if parsed.mol is None:
         return parsed
     try:
-        mol = standardize_mol(parsed.mol, tautomer=tautomer)
+        mol = _parent(parsed.mol, tautomer, policy)
     except Exception as exc:  # RDKit raises several unrelated exception types here
         return _failure(Reason.STANDARDIZATION, f"{_shown(smiles)}: {_first_line(exc)}")
+    if isinstance(mol, Refusal):
+        return _failure(Reason(mol.reason), f"{_shown(smiles)}: {mol.detail}")
     if mol.GetNumAtoms() == 0:
         return _failure(Reason.NO_ATOMS, f"{_shown(smiles)} has no atoms after standardization")
     return MolResult(mol=mol, smiles=Chem.MolToSmiles(mol))

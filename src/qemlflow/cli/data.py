@@ -62,6 +62,8 @@ def register(app: typer.Typer) -> None:
         )
         for reason, count in sorted(summary.get("rejected_by_reason", {}).items()):
             console.print(f"  rejected {reason}: {count}")
+        if conflicts := summary.get("duplicates", {}).get("label_conflicts"):
+            console.print(f"  label conflicts among merged duplicates: {conflicts}")
 
     @data.command("list")
     def list_command(store: StoreOption = None, as_json: JsonOption = False) -> None:

@@ -75,8 +75,49 @@ class Dataset:
         """The input rows that were rejected, with their reason and detail."""
         return self.rows[self.rows["status"] == "rejected"]
 
+    @property
+    def reported(self) -> pd.DataFrame:
+        """The rows ``rejected.csv`` lists: rejected rows, and merged duplicates (with a
+        reason: ``merged_duplicate`` or ``label_conflict``)."""
+        status = self.rows["status"]
+        merged = (status == "merged") & (self.rows["reason"] != "")
+        return self.rows[(status == "rejected") | merged]
+
     def __len__(self) -> int:
         return len(self.smiles)
+
+    def duplicates(self) -> dict[str, int]:
+        """Count duplicate merges and label conflicts (also listed in ``write_rejected``).
+
+        ``groups``: molecules made from two or more input rows; ``rows_merged``: the
+        later copies folded into them; ``label_conflicts``: groups whose copies disagree
+        on a label, resolved (by mean, vote or first copy; a tie set missing) or rejected;
+        ``conflicts_rejected``: those of them whose rows were all rejected as
+        ``conflicting_duplicate``.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> rows = pd.DataFrame({"row": [0, 1, 2], "input_smiles": ["CCO", "OCC", "CCN"],
+        ...     "status": ["ok", "merged", "ok"], "mol_index": [0, 0, 1],
+        ...     "reason": ["", "label_conflict", ""], "detail": ""})
+        >>> ds = Dataset(name="d", smiles=["CCO", "CCN"], y=np.array([[0.0], [1.0]]),
+        ...     target_names=["t"], task="classification", rows=rows, source="d.csv",
+        ...     smiles_column="smiles")
+        >>> ds.duplicates()
+        {'groups': 1, 'rows_merged': 1, 'label_conflicts': 1, 'conflicts_rejected': 0}
+        """
+        merged = self.rows[self.rows["status"] == "merged"]
+        conflicting = merged[merged["reason"] == "label_conflict"]
+        # Rows rejected together share one detail (their standardized SMILES and values).
+        dropped = self.rejected[self.rejected["reason"] == "conflicting_duplicate"]
+        rejected_groups = int(dropped["detail"].nunique())
+        return {
+            "groups": int(merged["mol_index"].nunique()) + rejected_groups,
+            "rows_merged": len(merged),
+            "label_conflicts": int(conflicting["mol_index"].nunique()) + rejected_groups,
+            "conflicts_rejected": rejected_groups,
+        }
 
     def summary(self) -> dict[str, Any]:
         """Return counts: rows, molecules, ok, merged, rejected (total and by reason).
@@ -96,15 +137,18 @@ class Dataset:
             "merged": int((status == "merged").sum()),
             "rejected": int((status == "rejected").sum()),
             "rejected_by_reason": {str(k): int(v) for k, v in sorted(by_reason.items())},
+            "duplicates": self.duplicates(),
         }
 
     def write_rejected(self, path: str | os.PathLike[str]) -> Path:
         """Write the rejected rows to CSV: row, input_smiles, reason, detail, then the input.
 
-        The input table's columns follow; a name that clashes gets the suffix ``_input``.
-        Returns the path written.
+        Merged duplicates are listed too (reason ``merged_duplicate`` or ``label_conflict``,
+        the detail naming the row they were merged into), so that every row that did not
+        become a molecule of its own is accounted for. The input table's columns follow; a
+        name that clashes gets the suffix ``_input``. Returns the path written.
         """
-        rejected = self.rejected
+        rejected = self.reported
         report = rejected[["row", "input_smiles", "reason", "detail"]].reset_index(drop=True)
         if self.table is not None:
             original = self.table.iloc[rejected["row"].to_numpy()].reset_index(drop=True)

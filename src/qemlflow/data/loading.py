@@ -13,7 +13,9 @@ Duplicate policies (duplicates = same standardized canonical SMILES):
   copy is rejected as ``conflicting_duplicate``.
 
 In every policy the first copy of a kept molecule has status ``ok`` and the later copies
-``merged``, with ``mol_index`` pointing at the shared molecule.
+``merged``, with ``mol_index`` pointing at the shared molecule and reason
+``merged_duplicate``, or ``label_conflict`` when the copies disagree on a label (the detail
+gives the values and how they were resolved). :meth:`Dataset.duplicates` counts them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import pandas as pd
 
 from qemlflow.chem import MolResult, parse_smiles, standardize_smiles
 from qemlflow.chem.sdf import RECORD_ERRORS_ATTR
+from qemlflow.chemistry import DEFAULT_POLICY, ChemistryPolicy
 from qemlflow.data.dataset import Dataset
 from qemlflow.data.ingest import SUPPORTED_EXTENSIONS, read_file_bytes
 from qemlflow.data.reader import SMILES_HINT, open_molecules
@@ -278,34 +281,53 @@ def _agree(values: np.ndarray[Any, np.dtype[np.float64]]) -> bool:
 def _merge_labels(
     y: np.ndarray[Any, np.dtype[np.float64]], policy: str, task: Task, targets: list[str]
 ) -> tuple[np.ndarray[Any, np.dtype[np.float64]] | None, str]:
-    """Merge the label rows of one molecule's copies; None (and why) when they conflict."""
-    if len(y) == 1 or policy == "first":
+    """Merge the label rows of one molecule's copies.
+
+    Returns the merged labels (None when the copies are rejected) and, when the copies
+    disagree on any task, what they disagree on and how each disagreement was resolved.
+    """
+    if len(y) == 1:
         return y[0].copy(), ""
-    merged = np.full(y.shape[1], np.nan)
+    merged = y[0].copy() if policy == "first" else np.full(y.shape[1], np.nan)
     conflicts: list[str] = []
     for j in range(y.shape[1]):
         values = y[:, j][~np.isnan(y[:, j])]
         if values.size == 0:
             continue
         shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
-        if policy == "drop_conflicting" and not _agree(values):
-            conflicts.append(f"{targets[j]!r} ({shown})")
+        disagree = not _agree(values)
+        resolution = ""
+        if policy == "first":
+            resolution = f"kept the first copy's {merged[j]:g}"
+        elif policy == "drop_conflicting" and disagree:
+            resolution = "rejected"
         elif policy == "mean" and task == "classification":
             ones = int((values == 1.0).sum())
             zeros = values.size - ones
             if ones == zeros:
-                conflicts.append(f"{targets[j]!r} ({shown})")
+                resolution = "tie, set missing"
             else:
                 merged[j] = 1.0 if ones > zeros else 0.0
+                resolution = f"majority vote {merged[j]:g}"
         else:
             merged[j] = float(values.mean())
-    if conflicts and (policy == "drop_conflicting" or np.isnan(merged).all()):
-        return None, f"{len(y)} copies disagree on {', '.join(conflicts)}"
-    return merged, ""
+            resolution = f"mean {merged[j]:g}"
+        if disagree:
+            conflicts.append(f"{targets[j]!r} ({shown}: {resolution})")
+    conflict = f"{len(y)} copies disagree on {', '.join(conflicts)}" if conflicts else ""
+    if policy == "drop_conflicting" and conflicts:
+        return None, conflict
+    if np.isnan(merged).all():  # every labelled task was a tie
+        return None, conflict
+    return merged, conflict
 
 
 def _standardize_all(
-    values: list[Any], standardize: bool, tautomer: bool, limits: MoleculeLimits
+    values: list[Any],
+    standardize: bool,
+    tautomer: bool,
+    limits: MoleculeLimits,
+    chemistry: ChemistryPolicy,
 ) -> dict[str, MolResult]:
     """Standardize each distinct SMILES string once.
 
@@ -317,7 +339,7 @@ def _standardize_all(
             v: parse_smiles(v, limits=limits) for v in dict.fromkeys(values) if isinstance(v, str)
         }
     return {
-        v: standardize_smiles(v, tautomer=tautomer, limits=limits)
+        v: standardize_smiles(v, tautomer=tautomer, limits=limits, policy=chemistry)
         for v in dict.fromkeys(values)
         if isinstance(v, str)
     }
@@ -334,12 +356,15 @@ def load_dataset(
     tautomer: bool = False,
     limits: MoleculeLimits = DEFAULT_LIMITS,
     header: bool | None = None,
+    chemistry: ChemistryPolicy = DEFAULT_POLICY,
 ) -> Dataset:
     """Load a bundled dataset (by name) or a data file into a Dataset.
 
     Every input row ends up in ``Dataset.rows`` as ``ok``, ``merged`` (a duplicate of an
     earlier row's molecule) or ``rejected`` with a reason code: a chem reason such as
-    ``unparsable`` or ``too_large`` (over the admission ``limits``), or ``non_numeric_label``,
+    ``unparsable``, ``too_large`` (over the admission ``limits``), ``unsupported_chemistry`` or
+    ``parent_too_small`` (refused by the ``chemistry`` policy, see
+    :mod:`qemlflow.chem.parent`), or ``non_numeric_label``,
     ``missing_label``, ``conflicting_duplicate``. Columns default from the registry for
     bundled datasets; for files the SMILES column is one named smiles/smi/mol (any case)
     and the targets are the numeric columns. The task is classification when every label
@@ -352,7 +377,7 @@ def load_dataset(
     --------
     >>> ds = load_dataset("freesolv")
     >>> len(ds), ds.task, ds.target_names, ds.source
-    (642, 'regression', ['freesolv'], 'bundled:freesolv')
+    (628, 'regression', ['freesolv'], 'bundled:freesolv')
     >>> load_dataset("freesolv", duplicates="median")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -368,6 +393,7 @@ def load_dataset(
         tautomer=tautomer,
         limits=limits,
         header=header,
+        chemistry=chemistry,
     )
 
 
@@ -382,6 +408,7 @@ def dataset_from_raw(
     tautomer: bool = False,
     limits: MoleculeLimits = DEFAULT_LIMITS,
     header: bool | None = None,
+    chemistry: ChemistryPolicy = DEFAULT_POLICY,
 ) -> Dataset:
     """Build a Dataset from raw file bytes; the options are those of :func:`load_dataset`."""
     if duplicates not in DUPLICATE_POLICIES:
@@ -432,7 +459,7 @@ def dataset_from_raw(
     mol_index = [-1] * n
     record_errors: dict[int, tuple[str, str]] = table.attrs.get(RECORD_ERRORS_ATTR, {})
     raw_smiles = table[smiles_col].tolist()
-    standardized = _standardize_all(raw_smiles, standardize, tautomer, limits)
+    standardized = _standardize_all(raw_smiles, standardize, tautomer, limits, chemistry)
     groups: dict[str, list[int]] = {}
     for i, value in enumerate(raw_smiles):
         result = (
@@ -465,9 +492,13 @@ def dataset_from_raw(
             continue
         first = members[0]
         status[first], mol_index[first] = "ok", len(smiles)
+        # Merged copies are listed in rejected.csv: a label conflict names its resolution.
         for i in members[1:]:
             status[i], mol_index[i] = "merged", len(smiles)
-            detail[i] = f"duplicate of row {first} (standardized SMILES {canonical!r})"
+            reason[i] = "label_conflict" if conflict else "merged_duplicate"
+            detail[i] = f"merged into row {first} (standardized SMILES {canonical!r})" + (
+                f"; {conflict}" if conflict else ""
+            )
         smiles.append(canonical)
         labels.append(merged)
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from qemlflow.chemistry import ChemistryPolicy
 from qemlflow.errors import ConfigError, QeMLflowError
 from qemlflow.limits import MoleculeLimits
 
@@ -62,6 +63,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ChemistryConfig(_Strict):
+    """What standardization does with chemistry a model cannot represent
+    (see :class:`qemlflow.chem.ChemistryPolicy`).
+
+    ``unsupported: reject`` (default) refuses metal-containing molecules, inorganics and
+    mixtures as ``unsupported_chemistry``; ``largest_fragment`` keeps the largest organic
+    fragment instead. A parent under ``min_heavy_atoms`` is refused as ``parent_too_small``.
+    """
+
+    unsupported: Literal["reject", "largest_fragment"] = "reject"
+    min_heavy_atoms: int = Field(default=3, ge=1, le=1_000)
+
+    def policy(self) -> ChemistryPolicy:
+        """This policy as the chemistry layer takes it."""
+        return ChemistryPolicy(**self.model_dump())
+
+
 class DatasetConfig(_Strict):
     """Where the molecules come from and how to read them."""
 
@@ -72,6 +90,7 @@ class DatasetConfig(_Strict):
     duplicates: Literal["mean", "first", "drop_conflicting"] = "mean"
     standardize: bool = True
     tautomer: bool = False
+    chemistry: ChemistryConfig = Field(default_factory=ChemistryConfig)
     header: bool | None = Field(
         default=None,
         description="Whether the file's first line names its columns (false: numbered "

@@ -78,7 +78,7 @@ def record_dataset_version(
     """
     from qemlflow.store import DatasetRecord, content_key
 
-    rejected_csv = dataset.rejected.to_csv(index=False)
+    rejected_csv = dataset.reported.to_csv(index=False)  # merged duplicates too
     rejected_digest = store.put_bytes(rejected_csv.encode("utf-8"))
     resolved = {
         "smiles_column": dataset.smiles_column,
@@ -87,6 +87,7 @@ def record_dataset_version(
         "duplicates": std_step.params.get("duplicates"),
         "standardize": std_step.params.get("standardize"),
         "tautomer": std_step.params.get("tautomer"),
+        "chemistry": std_step.params.get("chemistry"),
         **({"header": std_step.params["header"]} if "header" in std_step.params else {}),
     }
     libraries = dataset_version_libraries(std_step)

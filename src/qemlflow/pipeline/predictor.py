@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from qemlflow.chemistry import DEFAULT_POLICY, ChemistryPolicy
 from qemlflow.errors import ModelError
 from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
 from qemlflow.pipeline.versions import library_versions
@@ -58,6 +59,8 @@ class Predictor:
     tautomer: bool = False
     # A class-level default, so that model files written before limits existed load with it.
     limits: MoleculeLimits = DEFAULT_LIMITS
+    # Model files written before the chemistry policy load with the default (safe) policy.
+    chemistry: ChemistryPolicy = DEFAULT_POLICY
     metadata: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
 
@@ -74,7 +77,7 @@ class Predictor:
         inputs = ["" if s is None or (isinstance(s, float) and s != s) else str(s) for s in smiles]
         limits = self.limits
         parsed = [
-            standardize_smiles(s, tautomer=self.tautomer, limits=limits)
+            standardize_smiles(s, tautomer=self.tautomer, limits=limits, policy=self.chemistry)
             if self.standardize
             else parse_smiles(s, limits=limits)
             for s in inputs

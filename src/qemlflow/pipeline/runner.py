@@ -348,6 +348,7 @@ def _fit_predictor(
         standardize=cfg.dataset.standardize,
         tautomer=cfg.dataset.tautomer,
         limits=limits,
+        chemistry=cfg.dataset.chemistry.policy(),
     )
 
 
@@ -386,6 +387,7 @@ def execute_data_steps(
     from qemlflow.data import dataset_from_raw
 
     report = report or SilentProgress()
+    chemistry = config.chemistry.policy()
     raw = portable_raw(raw)
     report.start("dataset")
     data_step = executor.run(
@@ -410,9 +412,9 @@ def execute_data_steps(
     report.start("standardize")
     std_step = executor.run(
         "standardize",
-        {**params, "limits": limits.to_dict()},
+        {**params, "limits": limits.to_dict(), "chemistry": chemistry.to_dict()},
         [data_step.key],
-        lambda: dataset_from_raw(raw, **params, limits=limits),
+        lambda: dataset_from_raw(raw, **params, limits=limits, chemistry=chemistry),
         DatasetCodec(),
     )
     dataset: Dataset = std_step.value
@@ -643,6 +645,14 @@ def _evaluate_parts(
                 "from each fold model, cross-conformal on its training folds"
             )
     metrics["leakage"] = leakage(dataset.smiles, parts)
+    # Rows folded into another row's molecule; each is listed in rejected.csv.
+    metrics["duplicates"] = {**dataset.duplicates(), "resolution": cfg.dataset.duplicates}
+    rejected = dataset.rejected["reason"]
+    metrics["chemistry"] = {
+        **cfg.dataset.chemistry.model_dump(),
+        "unsupported_chemistry": int((rejected == "unsupported_chemistry").sum()),
+        "parent_too_small": int((rejected == "parent_too_small").sum()),
+    }
     model = predictor.model
     targets = list(dataset.target_names)
     metrics["tasks_not_modelled"] = {

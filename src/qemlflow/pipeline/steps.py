@@ -56,7 +56,9 @@ STEP_ORDER = ("dataset", "standardize", "featurize", "split", "fit", "predict", 
 # same way. Dataset version ids did change meaning: see pipeline/datasets.DATASET_VERSION.
 STEP_VERSIONS: dict[str, str] = {
     **dict.fromkeys(STEP_ORDER, "1"),
-    "standardize": "2",  # 2: admission limits (molecules over them rejected as too_large)
+    # 2: admission limits (molecules over them rejected as too_large); 3: chemistry policy
+    # (salts stripped; metals, inorganics, mixtures and tiny parents refused; duplicate counts)
+    "standardize": "3",
     "featurize": "3",  # 2: narrowest exact dtype (ArrayCodec); 3: bounded Ipc over 150 atoms
     # 2: the model file carries its admission limits; 3: small calibration sets give
     # cross-conformal intervals / pooled calibration (a cached v2 model could be infinite);

@@ -137,7 +137,9 @@ class ChunkScorer:
                 if errors[i] is not None:  # the row could not be read
                     texts.append("")
                     continue
-                result = standardize_smiles(given, tautomer=p.tautomer, limits=p.limits)
+                result = standardize_smiles(
+                    given, tautomer=p.tautomer, limits=p.limits, policy=p.chemistry
+                )
                 texts.append(result.smiles or "")
                 if not result.ok:
                     errors[i] = _error_text(result)

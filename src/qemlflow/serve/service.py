@@ -146,7 +146,7 @@ class ServedModel:
     def recipe(self) -> FeatureRecipe:
         """What a worker process needs to prepare molecules for this model."""
         p = self.predictor
-        return FeatureRecipe(p.feature_spec, p.standardize, p.tautomer, p.limits)
+        return FeatureRecipe(p.feature_spec, p.standardize, p.tautomer, p.limits, p.chemistry)
 
     def smoke_test(
         self,

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from qemlflow.chemistry import DEFAULT_POLICY, ChemistryPolicy
 from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
 
 if TYPE_CHECKING:
@@ -89,11 +90,12 @@ class FeatureRecipe:
     standardize: bool
     tautomer: bool
     limits: MoleculeLimits = DEFAULT_LIMITS
+    chemistry: ChemistryPolicy = DEFAULT_POLICY
 
     @cached_property
     def key(self) -> str:
         """Identity of the recipe (workers keep one feature plan per key)."""
-        text = repr((self.spec, self.standardize, self.tautomer, self.limits))
+        text = repr((self.spec, self.standardize, self.tautomer, self.limits, self.chemistry))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -111,7 +113,9 @@ def prepare_molecule(recipe: FeatureRecipe, plan: FeaturePlan, smiles: str) -> P
 
     try:
         parsed = (
-            standardize_smiles(smiles, tautomer=recipe.tautomer, limits=recipe.limits)
+            standardize_smiles(
+                smiles, tautomer=recipe.tautomer, limits=recipe.limits, policy=recipe.chemistry
+            )
             if recipe.standardize
             else parse_smiles(smiles, limits=recipe.limits)
         )
