@@ -101,12 +101,7 @@ CHEMPROP_UNUSED = {
 }
 
 FEATURIZER_KINDS = sorted(name for name in FEATURIZERS if name != "concat")
-# svm: a fitted SVR cannot be written as a model file today (the canonical pickler trips
-# over its support-vector buffers: AssertionError in pickle.memoize), so its fit step
-# fails before the key matters; it imports nothing "linear" does not (both scikit-learn).
-ESTIMATOR_KINDS = sorted(
-    name for name in ESTIMATORS if name != "svm" and (name != "dmpnn" or gnn_available())
-)
+ESTIMATOR_KINDS = sorted(name for name in ESTIMATORS if name != "dmpnn" or gnn_available())
 # Small enough to run in a second or two each.
 TINY_PARAMS: dict[str, dict[str, Any]] = {
     "random_forest": {"n_estimators": 5},

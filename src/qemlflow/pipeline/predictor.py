@@ -214,9 +214,19 @@ class _CanonicalPickler(pickle._Pickler):
         pickle._Pickler.save_tuple(self, obj)  # type: ignore[attr-defined]
         self._forget(obj)
 
+    def save_bytearray(self, obj: bytes | bytearray) -> None:
+        # Out-of-band buffers (protocol 5, NumPy arrays) reach here with a fresh
+        # ``m.tobytes()``, never looked up in the memo first; for an empty buffer that is
+        # the one shared ``b""``, and the second empty array (SVMs have several) would
+        # trip the pickler's "already memoized" assertion. Forget it before and after.
+        self._forget(obj)
+        pickle._Pickler.save_bytearray(self, obj)  # type: ignore[attr-defined]
+        self._forget(obj)
+
     dispatch[str] = save_str  # type: ignore[assignment]
     dispatch[bytes] = save_bytes  # type: ignore[assignment]
     dispatch[tuple] = save_tuple  # type: ignore[assignment]
+    dispatch[bytearray] = save_bytearray  # type: ignore[assignment]
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, set | frozenset) and obj:
