@@ -134,6 +134,29 @@ def test_one_network_learns_every_task_with_missing_labels(
     assert len(classifier.calibrators_) == 2
 
 
+def test_sparse_tasks_are_not_modelled_instead_of_crashing_the_joint_fit(
+    esol: tuple[np.ndarray, np.ndarray],
+) -> None:
+    X, y = esol
+    labels = (y > np.median(y)).astype(float)
+    Y = np.column_stack([labels, labels, labels])
+    Y[:80, 1] = np.nan  # no training label at all (labels only in the calibration part)
+    Y[:80, 2] = 1.0  # one class in training
+    with pytest.warns(UserWarning, match=r"2 task\(s\) not modelled"):
+        classifier = fitted(X, Y, task="classification")
+    assert classifier.tasks_not_modelled_ == {
+        1: "no labels in the training part",
+        2: "every training label is 1 (80 positives, no negatives)",
+    }
+    proba = classifier.predict_positive(X[100:])
+    assert np.all(np.isfinite(proba)) and len(np.unique(proba[:, 0])) > 1
+    # A task not modelled predicts one constant, its smoothed prior, for every molecule.
+    assert len(np.unique(proba[:, 1])) == 1 and len(np.unique(proba[:, 2])) == 1
+
+    with pytest.raises(DataError, match="task 1 has no labels in the training part"):
+        fitted(X, np.where(np.isnan(Y), np.nan, y[:, None]))
+
+
 def test_without_a_calibration_set_out_of_fold_predictions_calibrate(
     esol: tuple[np.ndarray, np.ndarray],
 ) -> None:

@@ -200,7 +200,9 @@ class _CalibratedScores:
 
 
 def _single_class_reason(counts: npt.NDArray[np.int64]) -> str:
-    """Why a task whose training labels have one class is not modelled."""
+    """Why a task whose training labels have one class (or none) is not modelled."""
+    if counts.sum() == 0:
+        return "no labels in the training part"
     only = int(np.argmax(counts))
     return (
         f"every training label is {only} ({counts[only]} "
@@ -774,9 +776,15 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         The calibration set is also handed to the model as validation data (the D-MPNN
         picks its best epoch on it). Without one, 5-fold out-of-fold predictions are used.
         """
+        # The joint network masks missing labels out of its loss, so a classification
+        # task without training labels costs nothing: it is not modelled (its calibrator
+        # predicts the smoothed prior). A regression task has no such fallback here.
         for t in range(Y.shape[1]):
-            if np.isnan(Y[:, t]).all():
-                raise ModelInputError(f"task {t} has no labels", "drop that column of y")
+            if self.task == "regression" and np.isnan(Y[:, t]).all():
+                raise ModelInputError(
+                    f"task {t} has no labels in the training part",
+                    "drop that column of y, or use a per-task estimator such as lightgbm",
+                )
         self.n_train_per_task_ = [int((~np.isnan(Y[:, t])).sum()) for t in range(Y.shape[1])]
         validation = {} if cal is None else {"X_val": cal[0], "y_val": cal[1]}
         model = _fit_checked(spec.build(self.task, resolved), X, Y, **validation)
