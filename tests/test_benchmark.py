@@ -98,6 +98,9 @@ def test_ci_subset_of_the_default_pipeline_matches_the_committed_report(
     assert "| bbbp | scaffold | roc_auc | default |" in markdown
     assert "| bbbp | scaffold_deepchem | roc_auc | default |" in markdown
     assert "## Suspicion flags" in markdown
+    # Copies of a molecule never straddle parts; the scaffold splits may share none either.
+    assert "| esol | random | default | 0 | n/a (not a scaffold split) |" in markdown
+    assert "| bbbp | scaffold_deepchem | default | 0 | 0 |" in markdown
     assert "machine:" in markdown and "rdkit" in markdown
     assert (out / "moleculenet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = json.loads((out / "moleculenet.runs.json").read_text())
@@ -124,6 +127,9 @@ def test_the_committed_report_has_every_dataset_and_the_bars() -> None:
             assert entry["split"] == _split_of(dataset)
             values = [s["value"] for s in entry["seeds"]]
             assert entry["mean"] == pytest.approx(sum(values) / len(values))
+            # No dataset has exact duplicates across parts, under any split.
+            for seed in entry["seeds"]:
+                assert seed["leakage"]["duplicates_across_parts"] == 0, (dataset, name, seed)
     markdown = (REFERENCE.parent / "moleculenet.md").read_text()
     for bar in BARS:
         assert f"| {bar.dataset} | {bar.model} | {bar.describe()} |" in markdown

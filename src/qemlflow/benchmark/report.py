@@ -263,6 +263,27 @@ def _name_and_split(key: str, entry: dict[str, Any]) -> tuple[str, str]:
     return str(entry.get("dataset", name)), str(entry.get("split", split))
 
 
+def _leakage_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    rows = []
+    for key, models in results.items():
+        for name, entry in models.items():
+            dataset, split = _name_and_split(key, entry)
+            found = [s.get("leakage") for s in entry.get("seeds", [])]
+            recorded = [leak for leak in found if isinstance(leak, dict)]
+            if not recorded or len(recorded) < len(found):
+                rows.append(f"| {dataset} | {split} | {name} | not recorded | not recorded |")
+                continue
+            duplicates = max(int(leak.get("duplicates_across_parts") or 0) for leak in recorded)
+            scaffolds = [leak.get("shared_scaffolds") for leak in recorded]
+            shared = (
+                str(max(int(n) for n in scaffolds if n is not None))
+                if any(n is not None for n in scaffolds)
+                else "n/a (not a scaffold split)"
+            )
+            rows.append(f"| {dataset} | {split} | {name} | {duplicates} | {shared} |")
+    return rows
+
+
 def render_markdown(
     results: dict[str, dict[str, dict[str, Any]]], invocations: list[dict[str, Any]]
 ) -> str:
@@ -321,6 +342,17 @@ def render_markdown(
         "above): each one fails the check until its leakage is ruled out.",
         "",
         *(flagged or ["None."]),
+        "",
+        "## Leakage",
+        "",
+        "Per cell, the most over its seeds: molecules whose standardized InChIKey is in more "
+        "than one part (train / calibration / test), and, for scaffold splits, scaffolds "
+        "found in more than one part. Every split keeps copies of a molecule together, so "
+        "the first must be 0.",
+        "",
+        "| dataset | split | model | duplicates across parts | shared scaffolds |",
+        "| --- | --- | --- | ---: | ---: |",
+        *_leakage_rows(results),
         "",
         "## Acceptance bars (issue 7)",
         "",

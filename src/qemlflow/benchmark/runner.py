@@ -312,6 +312,9 @@ def _run_cell(
         "seconds": round(time.perf_counter() - start, 2),
         "n_test": int(result.metrics.get("n", {}).get("test", 0)),
         "run_id": result.run_id,
+        # Exact duplicates across parts and shared scaffolds: a result is only worth its
+        # split if this is zero (the report lists it per cell).
+        "leakage": result.metrics.get("leakage"),
     }
 
 
