@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import stat
@@ -17,9 +18,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from qemlflow.store.errors import BlobNotFoundError, CorruptBlobError, StoreError
+from qemlflow.store.keys import canonical_json
 
 __all__ = ["BlobStore", "is_digest"]
 
@@ -198,6 +200,49 @@ class BlobStore:
             while chunk := handle.read(_CHUNK):
                 hasher.update(chunk)
         return hasher.hexdigest()
+
+    def problem(self, digest: str) -> Literal["missing", "altered"] | None:
+        """Re-hash blob ``digest`` (streamed): ``None`` when intact, else what is wrong."""
+        if not self.has(digest):
+            return "missing"
+        return None if self.hash_of(digest) == digest else "altered"
+
+    # -- JSON --------------------------------------------------------------------------
+
+    def put_json(self, obj: Any) -> str:
+        """Store ``obj`` as a canonical JSON blob and return its digest."""
+        return self.put_bytes(canonical_json(obj))
+
+    def get_json(self, digest: str) -> Any:
+        """Return the JSON value held in blob ``digest`` (verified)."""
+        return json.loads(self.get_bytes(digest))
+
+    # -- references --------------------------------------------------------------------
+
+    def require(self, what: str, *digests: str | None) -> None:
+        """Check that each digest (``None`` skipped) names a blob in the store.
+
+        The metadata repositories call this before recording a reference, so that no row
+        ever points at a blob that was not written first.
+
+        Raises
+        ------
+        StoreError
+            A value is not a digest, or its blob is missing; ``what`` names the referrer.
+        """
+        for digest in digests:
+            if digest is None:
+                continue
+            if not is_digest(digest):
+                raise StoreError(
+                    f"{what}: {digest!r} is not a blob digest",
+                    "pass the digest returned by put_bytes/put_file",
+                )
+            if not self.has(digest):
+                raise StoreError(
+                    f"{what} refers to blob {digest}, which is not in the store",
+                    "write the content with put_bytes/put_file before recording it",
+                )
 
     # -- care --------------------------------------------------------------------------
 
