@@ -178,14 +178,14 @@ def verify_store(store: Store) -> VerifyReport:
     Also marks the runs of dead processes ``aborted`` and removes temp files of killed
     writers older than a minute.
     """
-    aborted = store.mark_aborted_runs()
-    removed = store.objects.clean_temp(STALE_TEMP_SECONDS)
+    aborted = store.runs.mark_aborted()
+    removed = store.blobs.clean_temp(STALE_TEMP_SECONDS)
     issues: list[VerifyIssue] = []
     present: set[str] = set()
-    for digest in store.objects.digests():
+    for digest in store.blobs.digests():
         present.add(digest)
         try:
-            actual = store.objects.hash_of(digest)
+            actual = store.blobs.hash_of(digest)
         except OSError as exc:
             issues.append(VerifyIssue(f"blob {digest}", f"cannot be read: {exc.strerror}"))
             continue
@@ -194,7 +194,7 @@ def verify_store(store: Store) -> VerifyReport:
                 VerifyIssue(f"blob {digest}", f"content changed on disk (now hashes to {actual})")
             )
     checked = 0
-    with _reading(store._engine) as conn, conn.begin():
+    with store.db.reading() as conn:
         for table, names, column in BLOB_REFERENCES:
             cols = [table.c[n] for n in names]
             query = select(*cols, table.c[column]).where(table.c[column].is_not(None))
@@ -275,28 +275,28 @@ def collect_garbage(store: Store, grace_seconds: float = 3600, dry_run: bool = F
         )
     started = time.time()
     if not dry_run:
-        store.objects.clean_temp(STALE_TEMP_SECONDS)
+        store.blobs.clean_temp(STALE_TEMP_SECONDS)
     # Leases before references: a run that ends in between committed its references
     # before it dropped its lease, so the snapshot below holds them.
     leases = live_leases(store.root, remove_dead=not dry_run)
-    with _reading(store._engine) as conn, conn.begin():
+    with store.db.reading() as conn:
         referenced = _referenced_digests(conn)
     cutoff = min([started - grace_seconds, *(lease.started_at - _CLOCK_SLACK for lease in leases)])
     removed: list[str] = []
-    for digest in store.objects.digests():
+    for digest in store.blobs.digests():
         if digest in referenced:
             continue
         try:
-            mtime = store.objects.path_for(digest).stat().st_mtime
+            mtime = store.blobs.path_for(digest).stat().st_mtime
         except FileNotFoundError:
             continue
         if mtime > cutoff:
             continue
-        if not dry_run and not store.objects.remove_unless_touched(digest, cutoff):
+        if not dry_run and not store.blobs.remove_unless_touched(digest, cutoff):
             continue
         removed.append(digest)
     if removed and not dry_run:
-        store.audit(
+        store.audit_trail.append(
             "store.gc",
             details={"removed": len(removed), "digests": removed, "grace_seconds": grace_seconds},
         )
@@ -395,12 +395,12 @@ def backup_store(store: Store, dest: Path) -> BackupReport:
             "give a new folder for the backup",
         )
     dest.mkdir(parents=True, exist_ok=True)
-    store.mark_aborted_runs()
+    store.runs.mark_aborted()
     target = _sqlite_engine(dest / BACKUP_DB)
     try:
         upgrade_schema(target)
         # Rows first, then blobs: every blob a copied row refers to already exists.
-        reading = _reading(store._engine)
+        reading = _reading(store.db.engine)
         if store.backend == "postgresql":  # one snapshot for all tables
             reading = reading.execution_options(isolation_level="REPEATABLE READ")
         with reading as source, source.begin(), target.begin() as out:
@@ -410,7 +410,7 @@ def backup_store(store: Store, dest: Path) -> BackupReport:
         target.dispose()
     problems: list[str] = []
     digests, size = _copy_blobs(
-        store.objects, BlobStore(dest / "objects"), list(store.objects.digests()), problems
+        store.blobs, BlobStore(dest / "objects"), list(store.blobs.digests()), problems
     )
     manifest = {
         "format": BACKUP_FORMAT,
@@ -423,7 +423,7 @@ def backup_store(store: Store, dest: Path) -> BackupReport:
     }
     _write_json(dest / MANIFEST, manifest)
     problems += _check_copy(dest, manifest)
-    store.audit(
+    store.audit_trail.append(
         "store.backup",
         details={
             "dest": str(dest),
@@ -485,7 +485,7 @@ def restore_store(store: Store, src: Path) -> BackupReport:
     src = src.expanduser().absolute()
     manifest = _read_manifest(src)
     if not store.is_empty():
-        counts = store.table_counts()
+        counts = store.db.table_counts()
         raise StoreError(
             f"the store at {store.root} is not empty ({counts.get('runs', 0)} runs, "
             f"{counts.get('steps', 0)} cached steps, blobs present)",
@@ -498,14 +498,14 @@ def restore_store(store: Store, src: Path) -> BackupReport:
             "use another backup",
         )
     digests, size = _copy_blobs(
-        BlobStore(src / "objects"), store.objects, list(manifest["blobs"]), problems
+        BlobStore(src / "objects"), store.blobs, list(manifest["blobs"]), problems
     )
-    store.objects.tmp_dir.mkdir(parents=True, exist_ok=True)
+    store.blobs.tmp_dir.mkdir(parents=True, exist_ok=True)
     with (
         _backup_engine(src) as engine,
         _reading(engine) as source,
         source.begin(),
-        store._engine.begin() as out,
+        store.db.engine.begin() as out,
     ):
         lock_audit_log(out)
         copied = _copy_rows(source, out)  # audit events verbatim: inserts pass the triggers
@@ -521,13 +521,13 @@ def restore_store(store: Store, src: Path) -> BackupReport:
                 "backup_created_at": manifest.get("created_at"),
             },
         )
-    counts = store.table_counts()
+    counts = store.db.table_counts()
     audit_table = schema.audit_events.name
     for name, expected in manifest["tables"].items():
         restored = counts.get(name, 0) - (1 if name == audit_table else 0)  # + the restore event
         if restored != expected:
             problems.append(f"table {name}: {restored} rows restored, expected {expected}")
-    missing = [d for d in manifest["blobs"] if not store.objects.has(d)]
+    missing = [d for d in manifest["blobs"] if not store.blobs.has(d)]
     problems += [f"blob {d} was not restored" for d in missing]
     return BackupReport(
         path=str(src), tables=counts, blobs=len(digests), bytes=size, problems=tuple(problems)
