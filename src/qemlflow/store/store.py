@@ -115,13 +115,34 @@ class Store:
     Use :meth:`Store.open` rather than the constructor. A store is a context manager;
     :meth:`close` releases the database connections.
 
+    Attributes
+    ----------
+    root : Path
+        The store folder.
+    db : Database
+        The one engine every repository shares, and its transactions.
+    blobs : BlobStore
+        Content-addressed files (also reachable as ``objects``).
+    steps : StepCache
+        The step cache.
+    datasets : Datasets
+        Dataset versions.
+    runs : Runs
+        Runs, their steps and artifacts.
+    registry : ModelRegistry
+        Model versions and alias history.
+    api_keys : ApiKeys
+        The prediction service's API keys.
+    audit_trail : AuditTrail
+        The hash-chained audit events.
+
     Examples
     --------
     >>> import tempfile
     >>> with Store.open(Path(tempfile.mkdtemp()) / "store") as store:
-    ...     digest = store.put_bytes(b"features")
-    ...     store.get_bytes(digest)
-    b'features'
+    ...     digest = store.blobs.put_bytes(b"features")
+    ...     store.blobs.get_bytes(digest), store.get_bytes(digest) == b"features"
+    (b'features', True)
     """
 
     def __init__(self, root: Path, engine: Engine) -> None:
