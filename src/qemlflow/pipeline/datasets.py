@@ -79,7 +79,7 @@ def record_dataset_version(
     from qemlflow.store import DatasetRecord, content_key
 
     rejected_csv = dataset.reported.to_csv(index=False)  # merged duplicates too
-    rejected_digest = store.put_bytes(rejected_csv.encode("utf-8"))
+    rejected_digest = store.blobs.put_bytes(rejected_csv.encode("utf-8"))
     resolved = {
         "smiles_column": dataset.smiles_column,
         "target_columns": list(dataset.target_names),
@@ -102,7 +102,7 @@ def record_dataset_version(
         summary=dataset.summary(),
         libraries=libraries,
     )
-    return store.add_dataset(record)
+    return store.datasets.add(record)
 
 
 def dataset_version_libraries(std_step: StepResult[Any]) -> dict[str, str]:

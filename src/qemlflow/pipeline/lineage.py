@@ -16,7 +16,7 @@ __all__ = ["lineage"]
 
 def _step_node(store: Store, key: str, seen: set[str]) -> dict[str, Any]:
     """A step and, recursively, the steps (and raw data) it was computed from."""
-    record = store.get_step(key)
+    record = store.steps.get(key)
     if record is None:
         # Not a step key: the dataset step's input is the raw file's digest.
         return {"kind": "raw", "digest": key}
@@ -37,7 +37,7 @@ def _step_node(store: Store, key: str, seen: set[str]) -> dict[str, Any]:
 
 
 def _run_node(store: Store, run_id: str) -> dict[str, Any]:
-    run = store.get_run(run_id)
+    run = store.runs.get(run_id)
     producers = {s.output: s.step for s in run.steps if s.output}
     final = [s for s in run.steps if s.step == "evaluate"] or list(run.steps[-1:])
     seen: set[str] = set()
@@ -81,15 +81,15 @@ def lineage(store: Store, ref: str) -> dict[str, Any]:
     from qemlflow.store import StoreError
 
     try:
-        return _run_node(store, store.get_run(ref).id)
+        return _run_node(store, store.runs.get(ref).id)
     except StoreError:
         pass
     digest = _file_digest(ref) or ref.lower()
-    for step in store.find_steps(output_prefix=digest):
+    for step in store.steps.find(output_prefix=digest):
         node = _step_node(store, step.key, set())
-        node["used_by_runs"] = store.runs_using_step(step.key)
+        node["used_by_runs"] = store.runs.using_step(step.key)
         return node
-    for artifact in store.find_artifacts(digest_prefix=digest):
+    for artifact in store.runs.find_artifacts(digest_prefix=digest):
         node = _run_node(store, artifact.run_id)
         return {
             "kind": "artifact",
@@ -97,9 +97,9 @@ def lineage(store: Store, ref: str) -> dict[str, Any]:
             "digest": artifact.digest,
             "run": node,
         }
-    for step in store.find_steps(key_prefix=digest):
+    for step in store.steps.find(key_prefix=digest):
         node = _step_node(store, step.key, set())
-        node["used_by_runs"] = store.runs_using_step(step.key)
+        node["used_by_runs"] = store.runs.using_step(step.key)
         return node
     raise QeMLflowError(
         f"'{ref}' is not a run, model, artifact or step key in this store",

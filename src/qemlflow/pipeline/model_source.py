@@ -157,7 +157,7 @@ def _from_registry(spec: str, store: Store | None) -> OpenedModel:
             exc.problem,
             f"{exc.fix}; to use the local path '{spec}' instead, write it as './{spec}'",
         ) from None
-    data = store.get_bytes(mv.model_digest)  # re-hashed: an altered blob is refused
+    data = store.blobs.get_bytes(mv.model_digest)  # re-hashed: an altered blob is refused
     predictor = load_predictor_bytes(data, f"model {mv.spec}")
     note = spec if spec == mv.spec else f"{spec} (version {mv.version})"
     remark = f"; the local '{spec}' is not used (write './{spec}' for it)" if shadowed else ""
@@ -203,11 +203,11 @@ def _from_file(path: Path, store: Store | None, *, trust_file: bool, purpose: st
 
 def _known_model(store: Store, digest: str) -> tuple[str | None, str] | None:
     """(the run that made it, how the store knows it) for a model the store made, else None."""
-    for step in store.find_steps(output_prefix=digest):
+    for step in store.steps.find(output_prefix=digest):
         if step.step == "fit" and step.output == digest:
-            runs = store.runs_using_step(step.key)
+            runs = store.runs.using_step(step.key)
             return (runs[0], f"run {runs[0]}") if runs else (None, "a recorded fit step")
-    for mv in store.list_model_versions():
+    for mv in store.registry.versions():
         if mv.model_digest == digest:
             return mv.run_id, f"registered as {mv.spec}"
     return None
@@ -227,8 +227,8 @@ def _untrusted_problem(
 def _record_trust(store: Store, path: Path, data: bytes, digest: str, purpose: str) -> None:
     """Audit the user's decision before acting on it; keep the bytes so the event's model
     digest can be re-hashed by ``audit verify``."""
-    store.put_bytes(data)
-    store.audit(
+    store.blobs.put_bytes(data)
+    store.audit_trail.append(
         TRUST_ACTION,
         {"model": digest},
         reason="--trust-file",

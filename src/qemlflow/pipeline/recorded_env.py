@@ -130,13 +130,13 @@ def plan_recorded_environment(
 
 
 def _recorded_environment(store: Store, run_ref: str) -> tuple[str, dict[str, Any]]:
-    run = store.get_run(run_ref)
-    if not run.environment or store.blob_problem(run.environment) is not None:
+    run = store.runs.get(run_ref)
+    if not run.environment or store.blobs.problem(run.environment) is not None:
         raise RecordedEnvironmentError(
             f"run {run.id} has no intact environment snapshot in the store",
             "reproduce it without --in-recorded-env",
         )
-    snapshot: dict[str, Any] = json.loads(store.get_bytes(run.environment))
+    snapshot: dict[str, Any] = json.loads(store.blobs.get_bytes(run.environment))
     return run.id, snapshot
 
 

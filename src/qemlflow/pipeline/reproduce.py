@@ -244,7 +244,7 @@ def _check_blobs(store: Store, run: RunRecord) -> list[BlobProblem]:
     }
     problems = []
     for what, digest in wanted:
-        problem = store.blob_problem(digest)
+        problem = store.blobs.problem(digest)
         if problem is not None:
             problems.append(BlobProblem(what, digest, said[problem]))
     return problems
@@ -260,11 +260,11 @@ def _raw_data(store: Store, run: RunRecord, source: str) -> tuple[RawData, str]:
     try:
         return read_raw(source), f"raw data re-read from {source}"
     except DataError:
-        if recorded is None or not recorded.output or not store.has_blob(recorded.output):
+        if recorded is None or not recorded.output or not store.blobs.has(recorded.output):
             raise
-    record = store.get_step(recorded.key)
+    record = store.steps.get(recorded.key)
     params = record.params if record else {}
-    data = store.get_bytes(recorded.output)
+    data = store.blobs.get_bytes(recorded.output)
     filename = str(params.get("filename", Path(source).name))
     raw = RawData(
         data=data,
@@ -280,10 +280,10 @@ def _difference(store: Store, step: str, old_digest: str, new: StepResult[Any]) 
     """Say briefly what differs between the recorded and the recomputed output."""
     from qemlflow.pipeline.steps import ArrayCodec, JsonCodec, ScoresCodec
 
-    if not store.has_blob(old_digest):
+    if not store.blobs.has(old_digest):
         return "the recorded output is missing from the store"
     try:
-        old = store.get_bytes(old_digest, verify=False)
+        old = store.blobs.get_bytes(old_digest, verify=False)
         if step in ("evaluate",):
             return _json_difference(JsonCodec().decode(old), new.value)
         if step == "featurize":
@@ -312,7 +312,7 @@ def _compare_models(store: Store, comparison: StepComparison, model: Any) -> Ste
     from qemlflow.models.content import content_differences, metadata_differences, model_content
 
     try:
-        recorded, pickled_with = _unpickle_model(store.get_bytes(comparison.recorded_output))
+        recorded, pickled_with = _unpickle_model(store.blobs.get_bytes(comparison.recorded_output))
     except Exception as exc:  # whatever stops this environment from reading the old model
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         return replace(
@@ -437,11 +437,11 @@ def reproduce(
     from qemlflow.pipeline.runner import execute
     from qemlflow.store import capture_environment, environment_drift
 
-    run = store.get_run(run_ref)
+    run = store.runs.get(run_ref)
     report = ReproduceReport(run_id=run.id)
     report.blob_problems = _check_blobs(store, run)
-    if run.environment and store.has_blob(run.environment):
-        recorded_env = json.loads(store.get_bytes(run.environment, verify=False))
+    if run.environment and store.blobs.has(run.environment):
+        recorded_env = json.loads(store.blobs.get_bytes(run.environment, verify=False))
         report.drift = environment_drift(recorded_env, capture_environment(Path.cwd()))
 
     cfg = parse_config(run.config, source=f"the config recorded with run {run.id}")

@@ -530,12 +530,12 @@ def _recorded_steps(
 ) -> RunResult:
     from qemlflow.store import canonical_json, capture_environment
 
-    environment = store.put_bytes(canonical_json(capture_environment(Path.cwd())))
-    run_id = store.create_run(cfg.name, cfg.resolved(), cfg.seed, environment)
+    environment = store.blobs.put_bytes(canonical_json(capture_environment(Path.cwd())))
+    run_id = store.runs.create(cfg.name, cfg.resolved(), cfg.seed, environment)
     position = iter(range(len(STEP_ORDER) * 2))
 
     def record(step: StepResult[Any]) -> None:
-        store.record_run_step(
+        store.runs.record_step(
             run_id, next(position), step.step, step.key, step.output, step.cache_hit, step.seconds
         )
 
@@ -547,11 +547,11 @@ def _recorded_steps(
             written = _write_artifacts(result, folder.path if folder else Path(scratch))
             for path in sorted(written.iterdir()):
                 if path.is_file() and path.name in _ARTIFACT_KINDS:
-                    digest = store.put_file(path)
-                    store.add_artifact(run_id, path.name, digest, _ARTIFACT_KINDS[path.name])
-        store.finish_run(run_id, result.metrics)
+                    digest = store.blobs.put_file(path)
+                    store.runs.add_artifact(run_id, path.name, digest, _ARTIFACT_KINDS[path.name])
+        store.runs.finish(run_id, result.metrics)
     except BaseException as exc:
-        store.fail_run(run_id, f"{type(exc).__name__}: {exc}".strip())
+        store.runs.fail(run_id, f"{type(exc).__name__}: {exc}".strip())
         raise
     return result
 

@@ -119,10 +119,10 @@ def training_smiles(store: Store, run_id: str) -> list[str] | None:
     when the run recorded no dataset or split."""
     from qemlflow.pipeline.steps import DatasetCodec, SplitCodec
 
-    run = store.get_run(run_id)
+    run = store.runs.get(run_id)
     outputs = {s.step: s.output for s in run.steps if s.output}
     if "standardize" not in outputs or "split" not in outputs:
         return None
-    dataset = DatasetCodec().decode(store.get_bytes(outputs["standardize"]))
-    split = SplitCodec().decode(store.get_bytes(outputs["split"]))
+    dataset = DatasetCodec().decode(store.blobs.get_bytes(outputs["standardize"]))
+    split = SplitCodec().decode(store.blobs.get_bytes(outputs["split"]))
     return [dataset.smiles[int(i)] for i in split.train]

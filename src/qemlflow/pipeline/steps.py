@@ -418,9 +418,9 @@ class StepExecutor:
         output = ""
         cache_hit = False
         if self.store is not None and self.use_cache:
-            record = self.store.get_step(key)
-            if record is not None and self.store.has_blob(record.output):
-                data = self.store.get_bytes(record.output)
+            record = self.store.steps.get(key)
+            if record is not None and self.store.blobs.has(record.output):
+                data = self.store.blobs.get_bytes(record.output)
                 output = record.output
                 cache_hit = True
         if data is None:
@@ -460,8 +460,8 @@ class StepExecutor:
         from qemlflow.store import StepRecord
 
         assert self.store is not None
-        digest = self.store.put_bytes(data)
-        self.store.put_step(
+        digest = self.store.blobs.put_bytes(data)
+        self.store.steps.put(
             StepRecord(
                 key=key,
                 step=step,

@@ -357,8 +357,8 @@ def _record(
     """Append ``screen.completed`` (the model file goes into the store, so the event's
     model digest can be verified like any other)."""
     if model.version is None:
-        store.put_bytes(model.data)
-    event = store.audit(
+        store.blobs.put_bytes(model.data)
+    event = store.audit_trail.append(
         "screen.completed",
         {
             "model": model.digest,

@@ -232,7 +232,7 @@ def verify_store(store: Store) -> VerifyReport:
                     f"fit key {key} is not in the step cache (steps)",
                 )
             )
-    audit = store.verify_audit()
+    audit = store.audit_trail.verify()
     issues += [VerifyIssue("audit trail", problem) for problem in audit.problems]
     return VerifyReport(
         blobs_checked=len(present),
