@@ -39,14 +39,19 @@ def rehash(results: dict[str, Any]) -> tuple[int, int, list[str]]:
     stale: list[str] = []
     for dataset_name, models in results.items():
         for model_name, entry in models.items():
-            suite = suite_of.get(dataset_name)
+            # A cell is "name" or "name@split" (BBBP and BACE run under two splits).
+            suite = suite_of.get(dataset_name.partition("@")[0])
             model = MODELS.get(model_name)
             for seed in entry.get("seeds", []):
                 label = f"{dataset_name}/{model_name}/seed {seed.get('seed')}"
                 if suite is None or model is None or not isinstance(seed.get("seed"), int):
                     stale.append(f"{label} (unknown dataset, model or seed)")
                     continue
-                (dataset,) = resolve_datasets(suite, [dataset_name])
+                (dataset,) = [
+                    cell
+                    for cell in resolve_datasets(suite, [dataset_name])
+                    if cell.key == dataset_name
+                ]
                 cfg = experiment_config(dataset, model, seed["seed"])
                 new = config_digest(cfg)
                 if seed.get("config_digest") == new:

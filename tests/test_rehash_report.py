@@ -37,8 +37,8 @@ def test_the_committed_report_carries_current_digests() -> None:
 def test_rehash_rewrites_legacy_digests_only_and_is_idempotent(tmp_path: Path) -> None:
     results = json.loads(REPORT.read_text(encoding="utf-8"))
     esol = resolve_datasets("moleculenet", ["esol"])[0]
-    cfg = experiment_config(esol, MODELS["lightgbm"], 0)
-    seeds = results["esol"]["lightgbm"]["seeds"]
+    cfg = experiment_config(esol, MODELS["default"], 0)
+    seeds = results["esol"]["default"]["seeds"]
     seeds[0]["config_digest"] = legacy_config_digest(cfg)  # as written before RFC 8785
     seeds[1]["config_digest"] = "f" * 64  # an experiment that changed since it ran
     path = tmp_path / "moleculenet.json"
@@ -47,8 +47,8 @@ def test_rehash_rewrites_legacy_digests_only_and_is_idempotent(tmp_path: Path) -
     first = _rehash(path)
     assert first.returncode == 0, first.stderr
     assert " 1 digests rewritten" in first.stdout
-    assert "esol/lightgbm/seed 1 (its experiment changed since it ran)" in first.stdout
-    after = json.loads(path.read_text(encoding="utf-8"))["esol"]["lightgbm"]["seeds"]
+    assert "esol/default/seed 1 (its experiment changed since it ran)" in first.stdout
+    after = json.loads(path.read_text(encoding="utf-8"))["esol"]["default"]["seeds"]
     assert after[0]["config_digest"] == config_digest(cfg)
     assert after[1]["config_digest"] == "f" * 64  # never blessed: it will be recomputed
     assert [s["value"] for s in after] == [s["value"] for s in seeds]

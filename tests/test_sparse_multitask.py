@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 import qemlflow as qm
+from qemlflow.chem import standardize_smiles
 from qemlflow.data import read_raw
 from qemlflow.store import Store
 
@@ -28,8 +29,11 @@ def toxcast_like(n_molecules: int = 160, n_tasks: int = N_TASKS, seed: int = 0) 
     """A ToxCast-shaped set from bundled Tox21 molecules: hundreds of tasks, most labels
     missing, tasks with 1-4 positives, with none, with only positives, with 1-2 labels."""
     rng = np.random.default_rng(seed)
-    tox = pd.read_csv(io.BytesIO(read_raw("tox21").data)).sample(n_molecules, random_state=seed)
-    tox = tox.reset_index(drop=True)
+    tox = pd.read_csv(io.BytesIO(read_raw("tox21").data))
+    # Only molecules the default chemistry policy keeps (Tox21 has metals, inorganics and
+    # mixtures): every row is then scored, and the counts below are the molecules'.
+    kept = [standardize_smiles(smiles).mol is not None for smiles in tox["smiles"]]
+    tox = tox[kept].sample(n_molecules, random_state=seed).reset_index(drop=True)
     assays = tox.drop(columns=["smiles"]).to_numpy(dtype=float)
     columns: dict[str, np.ndarray] = {}
     for t in range(n_tasks):

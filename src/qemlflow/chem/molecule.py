@@ -237,7 +237,7 @@ def inchikey(mol: Chem.Mol) -> str:
 
 
 def smiles_inchikey(smiles: str) -> str:
-    """Return the standard InChIKey of a SMILES ('' when it cannot be parsed or has none).
+    r"""Return the standard InChIKey of a SMILES ('' when it cannot be parsed or has none).
 
     Parsed with RDKit's stereo perception, so E/Z and R/S isomers keep distinct keys.
 

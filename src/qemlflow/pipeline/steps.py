@@ -354,7 +354,7 @@ def step_libraries(
     Examples
     --------
     >>> sorted(step_libraries("split"))
-    ['numpy', 'rdkit']
+    ['numpy', 'pandas', 'rdkit', 'rfc8785', 'scikit-learn', 'scipy']
     >>> step_libraries("dataset")
     {}
     """
