@@ -9,6 +9,7 @@ process) and a real store; no check asserts a latency, only that answers come.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -305,14 +306,25 @@ def test_signal_drains_and_exits_within_ten_seconds(served: Served, signum: int)
         children = _descendants(process.pid)
         assert children  # the forkserver and the workers
         answer: dict[str, Any] = {}
+        request_sent = threading.Event()
 
         def in_flight() -> None:
-            with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
-                answer["response"] = http.post("/predict", json={"smiles": served.smiles[:200]})
+            # http.client, so the signal goes only once the whole request is on the wire
+            # (a fixed sleep raced a loaded machine: the listener closed before it connected).
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            body = json.dumps({"smiles": served.smiles[:200]})
+            connection.request(
+                "POST", "/predict", body, {**headers, "Content-Type": "application/json"}
+            )
+            request_sent.set()
+            reply = connection.getresponse()
+            answer["status"], answer["body"] = reply.status, reply.read()
+            connection.close()
 
         thread = threading.Thread(target=in_flight)
         thread.start()
-        time.sleep(0.3)
+        assert request_sent.wait(30), "the in-flight request was never sent"
+        time.sleep(0.2)  # let the server start working on it
         sent = time.monotonic()
         process.send_signal(signum)
         process.wait(timeout=30)
@@ -323,9 +335,8 @@ def test_signal_drains_and_exits_within_ten_seconds(served: Served, signum: int)
             process.kill()
             process.wait()
     assert exited < 10, f"exited {exited:.1f} s after the signal"
-    response = answer["response"]
-    assert response.status_code == 200
-    assert len(response.json()["results"]) == 200
+    assert answer["status"] == 200, answer
+    assert len(json.loads(answer["body"])["results"]) == 200
     deadline = time.monotonic() + 5
     while any(psutil.pid_exists(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.05)
