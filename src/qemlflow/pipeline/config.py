@@ -305,6 +305,21 @@ class ExperimentConfig(_Strict):
             update["model"] = ModelConfig.model_validate(chosen)
         return self.model_copy(update=update) if update else self
 
+    def make_model(self, task: str) -> Any:
+        """Return the unfitted :class:`~qemlflow.models.MolecularModel` this experiment fits
+        for ``task`` (its estimator, parameters, coverage, calibration, seed and n_jobs)."""
+        from qemlflow.models import make_model
+
+        return make_model(
+            self.model.estimator,
+            task,  # type: ignore[arg-type]
+            params=self.model.params,
+            coverage=self.model.coverage,
+            calibration=self.model.calibration,
+            random_state=self.seed,
+            n_jobs=self.n_jobs,
+        )
+
     def resolved(self) -> dict[str, Any]:
         """Return the full configuration, defaults filled in, as plain JSON-compatible data."""
         from qemlflow.features import make_featurizer

@@ -49,18 +49,8 @@ def preflight(cfg: ExperimentConfig, dataset: Dataset) -> None:
     PreflightError
         For data that cannot support the experiment.
     """
-    from qemlflow.models import make_model
-
     # Resolving the model checks the estimator, its parameters and the calibration.
-    make_model(
-        cfg.model.estimator,
-        dataset.task,
-        params=cfg.model.params,
-        coverage=cfg.model.coverage,
-        calibration=cfg.model.calibration,
-        random_state=cfg.seed,
-        n_jobs=cfg.n_jobs,
-    )
+    cfg.make_model(dataset.task)
     if cfg.split.method == "kfold":
         _check_folds(cfg.split.k, dataset)
     if dataset.task == "classification":

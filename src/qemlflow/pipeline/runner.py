@@ -324,18 +324,8 @@ def _fit_predictor(
     limits: MoleculeLimits,
 ) -> Predictor:
     """Fit the model on ``train``, calibrated on ``valid`` when it is not empty."""
-    from qemlflow.models import make_model
-
     y = dataset.y[:, 0] if dataset.n_tasks == 1 else dataset.y
-    model = make_model(
-        cfg.model.estimator,
-        dataset.task,
-        params=cfg.model.params,
-        coverage=cfg.model.coverage,
-        calibration=cfg.model.calibration,
-        random_state=cfg.seed,
-        n_jobs=cfg.n_jobs,
-    )
+    model = cfg.make_model(dataset.task)
     calibration: dict[str, Any] = {}
     if len(valid):
         calibration = {"X_cal": X[valid], "y_cal": y[valid]}
