@@ -56,7 +56,10 @@ def _config(folder: Path, source: Path, **changes: Any) -> Path:
     return path
 
 
-def _qemlflow(args: list[str], folder: Path) -> subprocess.CompletedProcess[str]:
+def _qemlflow(
+    args: list[str], folder: Path, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI from these sources in ``folder``, with a store of its own."""
     env = dict(os.environ)
     env["QEMLFLOW_HOME"] = str(folder / "store")
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
@@ -66,7 +69,7 @@ def _qemlflow(args: list[str], folder: Path) -> subprocess.CompletedProcess[str]
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
         cwd=folder,
         env=env,

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,13 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from tests.test_small_data import _qemlflow as run_cli
 
 import qemlflow as qm
 from qemlflow.chem import standardize_smiles
 from qemlflow.data import read_raw
 from qemlflow.store import Store
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 N_TASKS = 320
 
 
@@ -57,20 +55,7 @@ def toxcast_like(n_molecules: int = 160, n_tasks: int = N_TASKS, seed: int = 0) 
 
 
 def _qemlflow(args: list[str], folder: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["QEMLFLOW_HOME"] = str(folder / "store")
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    env.pop("QEMLFLOW_DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "qemlflow", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=folder,
-        env=env,
-    )
+    return run_cli(args, folder, timeout=600)  # 320 tasks take longer than a small set
 
 
 def _config(folder: Path, data: pd.DataFrame, name: str, **changes: Any) -> Path:
