@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tests.identities_helpers import enroll, unlock
 
 from qemlflow.audit import (
     Identity,
@@ -34,7 +35,6 @@ from qemlflow.audit.principal import AUTH_PASSPHRASE, Principal
 from qemlflow.audit.signatures import signature_message
 from qemlflow.errors import QeMLflowError
 from qemlflow.store import DatasetRecord, Store, sha256_hex
-from tests.identities_helpers import enroll, unlock
 
 ALICE_PASS = "alice passphrase"
 MALLORY_PASS = "mallory passphrase"
@@ -610,5 +610,5 @@ def test_a_key_enrolled_again_under_another_name_is_refused(store: Store, alice_
             role="approver",
             auth=AUTH_PASSPHRASE,
         )
-    with pytest.raises(QeMLflowError, match="store.identities"):
+    with pytest.raises(QeMLflowError, match=r"store\.identities"):
         store.audit("identity.registered", {"identity": alice.fingerprint})
