@@ -117,8 +117,8 @@ def lookalike_problem(email: str, name: str, existing: Iterable[tuple[str, str]]
 
     Examples
     --------
-    >>> lookalike_problem("ada@1ab.org", "Ada", [("ada@lab.org", "Ada L")])
-    "email ada@1ab.org looks like the enrolled ada@lab.org - it would pass for that identity"
+    >>> print(lookalike_problem("ada@1ab.org", "Ada", [("ada@lab.org", "Ada L")]))
+    email ada@1ab.org looks like the enrolled ada@lab.org - it would pass for that identity
     >>> lookalike_problem("bob@lab.org", "Bob", [("ada@lab.org", "Ada")]) is None
     True
     """
