@@ -4,8 +4,8 @@ The identity lives in one folder, ``$QEMLFLOW_IDENTITY_DIR`` or ``~/.config/qeml
 
 - ``identity.json`` - the public part: ``name``, ``email``, ``public_key`` (the raw
   32-byte Ed25519 public key, base64), ``fingerprint`` (sha256 hex of the raw public key)
-  and ``created_at``. :func:`qemlflow.store.audit.current_actor` reads ``name`` and
-  ``email`` from it, so audit events name the same person who signs.
+  and ``created_at``. An admin enrolls it into a store (``store.identities.enroll``);
+  once unlocked (:mod:`qemlflow.audit.unlock`) it signs the events it writes.
 - ``signing_key.pem`` - the private key, PKCS#8 PEM encrypted with the passphrase
   (file mode 0600). It never leaves this folder and is never stored unencrypted.
 
