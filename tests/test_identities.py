@@ -236,6 +236,8 @@ def test_a_key_is_rotated_by_its_holder(store: Store, tmp_path: Path) -> None:
             as_bob.identities.rotate(new_public, base64.b64encode(bytes(64)).decode())
         record = as_bob.identities.rotate(new_public, proof.decode(), reason="new laptop")
         assert record.fingerprint == new_fp and record.status == "active"
+        old_record = as_bob.identities.by_fingerprint(bob.fingerprint)
+        assert old_record is not None and old_record.status == "revoked"
         with pytest.raises(AuthorityError, match="revoked"):
             as_bob.audit("model.registered", {"model": "ab" * 32})
     event = store.audit_events(action="identity.key_rotated")[0]

@@ -370,7 +370,9 @@ def replay_findings(events: Sequence[AuditEvent]) -> list[tuple[int, str]]:
 
 @dataclass(frozen=True)
 class IdentityRecord:
-    """An enrolled identity and its current key (the newest, revoked or not)."""
+    """An enrolled identity and one of its keys: the newest one, or the one asked for
+    (:meth:`Identities.by_fingerprint`). ``status`` is ``"revoked"`` when the identity or
+    that key is revoked."""
 
     name: str
     email: str
@@ -426,7 +428,8 @@ def _record(row: RowMapping) -> IdentityRecord:
         fingerprint=row["fingerprint"],
         public_key=row["public_key"],
         auth=row["auth"],
-        status=row["status"],
+        # a rotated-away key is revoked even while its identity acts with a newer one
+        status="revoked" if row["revoked_seq"] is not None else row["status"],
         enrolled_seq=int(row["enrolled_seq"]),
     )
 
