@@ -509,7 +509,7 @@ def restore_store(store: Store, src: Path) -> BackupReport:
     ):
         copied = _copy_rows(source, out)  # audit events verbatim: inserts pass the triggers
         head = audit_head(out)
-        append_event(
+        restore_event = append_event(
             out,
             "store.restore",
             details={
@@ -523,7 +523,9 @@ def restore_store(store: Store, src: Path) -> BackupReport:
     counts = store.db.table_counts()
     audit_table = schema.audit_events.name
     for name, expected in manifest["tables"].items():
-        restored = counts.get(name, 0) - (1 if name == audit_table else 0)  # + the restore event
+        # + the restore event (and the owner's, when the backup predates owners)
+        appended = restore_event.seq - int(head["seq"])
+        restored = counts.get(name, 0) - (appended if name == audit_table else 0)
         if restored != expected:
             problems.append(f"table {name}: {restored} rows restored, expected {expected}")
     missing = [d for d in manifest["blobs"] if not store.blobs.has(d)]
