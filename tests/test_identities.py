@@ -343,3 +343,15 @@ def test_a_service_key_for_ci(
         with pytest.raises(AuthorityError, match="passphrase-unlocked key"):
             ci.audit("signature", {"object": run_id}, details={"meaning": "authored"})
     assert store.verify_audit().ok
+
+
+def test_reading_needs_no_identity(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.create_run("r", {}, 0, None)
+    nobody = tmp_path / "nobody"
+    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(nobody))
+    with _as(store, None) as reader:  # type: ignore[arg-type]
+        assert [r.name for r in reader.list_runs()] == ["r"]
+        assert reader.verify_audit().ok and len(reader.identities.list()) == 1
+    assert not nobody.exists()  # no key was made for a reader
