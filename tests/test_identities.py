@@ -355,3 +355,31 @@ def test_reading_needs_no_identity(
         assert [r.name for r in reader.list_runs()] == ["r"]
         assert reader.verify_audit().ok and len(reader.identities.list()) == 1
     assert not nobody.exists()  # no key was made for a reader
+
+
+def test_a_look_alike_enrollment_written_by_hand_fails_verification(
+    store: Store, tmp_path: Path
+) -> None:
+    """An admin's key signing a look-alike enrollment around store.identities is caught
+    when the chain is replayed."""
+    person(store, tmp_path / "ada", "Ada Lovelace", "ada@lab.org", "approver")
+    _, public = _new_key()
+    from qemlflow.store.identities import _fingerprint
+
+    details = {
+        "name": "Ada L",
+        "email": "ada@1ab.org",
+        "public_key": public,
+        "fingerprint": _fingerprint(public),
+        "auth": "passphrase",
+        "role": "approver",
+        "kind": "person",
+    }
+    head = store.audit_events()[-1]
+    forged = next_event(
+        head, "identity.enrolled", {"identity": "x"}, details=details, principal=store.principal
+    )
+    with store.db.changing() as conn:
+        conn.execute(schema.audit_events.insert().values(**forged.to_dict()))
+    [problem] = store.verify_audit().problems
+    assert "looks like the enrolled ada@lab.org" in problem
