@@ -60,7 +60,11 @@ __all__ = [
     "IdentityLedger",
     "IdentityRecord",
     "authorize",
+    "enrolled_principal",
+    "has_owner",
     "lookalike_problem",
+    "not_enrolled_error",
+    "replay_findings",
     "rotation_message",
 ]
 
