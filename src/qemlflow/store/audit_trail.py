@@ -22,6 +22,16 @@ from qemlflow.store.audit import (
     read_events,
     verify_audit_chain,
 )
+from qemlflow.store.checkpoints import (
+    Checkpoint,
+    CheckpointSigner,
+    KeyLookup,
+    checkpoint_check,
+    read_checkpoints,
+    row_key_lookup,
+    verified_checkpoint,
+    write_checkpoint,
+)
 from qemlflow.store.transactions import Database
 
 __all__ = ["AuditTrail"]
@@ -92,15 +102,41 @@ class AuditTrail:
         with self._db.reading() as conn:
             return audit_head(conn)
 
+    def checkpoint(self, principal: CheckpointSigner | None = None) -> Checkpoint | None:
+        """Write a signed checkpoint of the head now (at every promotion) and return it.
+
+        ``principal`` signs; default: the acting principal of the write transaction. The
+        head is pinned once: a second call with no event in between returns the same
+        checkpoint. ``None`` while the log is empty. See :mod:`~qemlflow.store.checkpoints`.
+        """
+        with self._db.writing() as conn:
+            return write_checkpoint(conn, principal)
+
     def verify(
-        self, anchor: Mapping[str, Any] | None = None, checks: Sequence[AuditCheck] = ()
+        self,
+        anchor: Mapping[str, Any] | None = None,
+        checks: Sequence[AuditCheck] = (),
+        key_lookup: KeyLookup | None = None,
     ) -> AuditReport:
         """Check the whole audit chain (every row, by seq), see :func:`verify_audit_chain`,
-        and that the triggers keeping the trail and the registry append-only are in place."""
+        its signed checkpoints (a truncated tail, a rewritten or forged checkpoint), and
+        that the triggers keeping the trail and the registry append-only are in place.
+
+        ``key_lookup(fingerprint)`` returns the enrolled public key of a checkpoint's
+        signer (``None``: unknown, the checkpoint is forged). Default: the keys the
+        checkpoint rows carry, which shows an altered row but not who signed it.
+        """
         with self._db.reading() as conn:
             events = read_events(conn)
+            checkpoints = read_checkpoints(conn)
             missing = missing_append_only_triggers(conn)
-        report = verify_audit_chain(events, anchor=anchor, checks=checks)
+        lookup = key_lookup if key_lookup is not None else row_key_lookup(checkpoints)
+        report = verify_audit_chain(
+            events, anchor=anchor, checks=(*checks, checkpoint_check(checkpoints, lookup))
+        )
+        report = dataclasses.replace(
+            report, checkpoint=verified_checkpoint(events, checkpoints, lookup)
+        )
         if not missing:
             return report
         return dataclasses.replace(report, problems=(*missing, *report.problems))

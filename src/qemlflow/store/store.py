@@ -25,6 +25,7 @@ from qemlflow.store.api_keys import API_KEY_PREFIX, ApiKeys
 from qemlflow.store.audit import AuditCheck, AuditEvent, AuditReport, append_event
 from qemlflow.store.audit_trail import AuditTrail
 from qemlflow.store.blobs import BlobStore
+from qemlflow.store.checkpoints import Checkpoints
 from qemlflow.store.database import (
     create_store_engine,
     current_revision,
@@ -135,6 +136,8 @@ class Store:
         The prediction service's API keys.
     audit_trail : AuditTrail
         The hash-chained audit events.
+    checkpoints : Checkpoints
+        Signed checkpoints of the audit chain head.
 
     Examples
     --------
@@ -155,6 +158,7 @@ class Store:
         self.registry = ModelRegistry(self.db, self.blobs)
         self.api_keys = ApiKeys(self.db)
         self.audit_trail = AuditTrail(self.db)
+        self.checkpoints = Checkpoints(self.db)
 
     @property
     def objects(self) -> BlobStore:

@@ -1,0 +1,306 @@
+"""Signed checkpoints of the audit chain head (``store.checkpoints``): a truncated tail, a
+rewritten log and a forged checkpoint fail verification without an external anchor."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import insert, text
+from sqlalchemy.exc import DBAPIError
+
+from qemlflow.audit.principal import AUTH_PASSPHRASE, Principal
+from qemlflow.store import Store, StoreError, schema
+from qemlflow.store.audit import AuditEvent, append_event, next_event, verify_audit_chain
+from qemlflow.store.checkpoints import (
+    CHECKPOINT_EVERY,
+    PRINCIPAL_INFO_KEY,
+    Checkpoint,
+    checkpoint_findings,
+    checkpoint_message,
+    verified_checkpoint,
+)
+
+
+def _principal(name: str = "Ada Lovelace", email: str = "ada@lab.org") -> Principal:
+    return Principal.from_private_key(Ed25519PrivateKey.generate(), name, email, AUTH_PASSPHRASE)
+
+
+def _lookup(*principals: Principal) -> dict[str, str]:
+    """The enrolled keys: fingerprint -> public key (``.get`` is a key lookup)."""
+    return {p.fingerprint: p.public_key for p in principals}
+
+
+def _append(store: Store, count: int, principal: Principal | None, batch: int = 50) -> None:
+    """Append ``count`` events as ``principal`` (the acting principal of each transaction)."""
+    done = 0
+    while done < count:
+        with store.db.writing() as conn:
+            if principal is not None:
+                conn.info[PRINCIPAL_INFO_KEY] = principal
+            try:
+                for _ in range(min(batch, count - done)):
+                    done += 1
+                    append_event(conn, "run.started", {"run": f"run-{done}"}, actor="Ada")
+            finally:
+                conn.info.pop(PRINCIPAL_INFO_KEY, None)
+
+
+def _delete_events_from(store: Store, first: int) -> None:
+    """Delete the events from seq ``first`` on as an attacker with access to the database
+    files would: around the triggers, which are put back afterwards so that the trigger
+    check of ``verify`` sees nothing amiss."""
+    with store.db.changing() as conn:
+        if store.backend == "sqlite":
+            triggers = conn.execute(
+                text(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                    "AND tbl_name = 'audit_events'"
+                )
+            ).all()
+            for name, _ in triggers:
+                conn.execute(text(f'DROP TRIGGER "{name}"'))
+            conn.execute(text("DELETE FROM audit_events WHERE seq >= :s"), {"s": first})
+            for _, sql in triggers:
+                conn.execute(text(sql))
+        else:
+            conn.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+            conn.execute(text("DELETE FROM audit_events WHERE seq >= :s"), {"s": first})
+            conn.execute(text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
+
+
+# -- on real stores ------------------------------------------------------------------
+
+
+def test_checkpoints_pin_the_head_every_100_events(store: Store) -> None:
+    ada = _principal()
+    _append(store, 250, ada)
+    checkpoints = store.checkpoints.list()
+    assert [c.seq for c in checkpoints] == [100, 200]
+    events = {e.seq: e for e in store.audit_trail.events()}
+    for checkpoint in checkpoints:
+        assert checkpoint.hash == events[checkpoint.seq].hash
+        assert (checkpoint.signer, checkpoint.auth) == (ada.fingerprint, AUTH_PASSPHRASE)
+        signed = checkpoint.message(store=events[1].hash)
+        assert ada.verify(signed, base64.b64decode(checkpoint.signature))
+    assert store.checkpoints.latest() == checkpoints[-1]
+    report = store.audit_trail.verify(key_lookup=_lookup(ada).get)
+    assert report.ok, report.problems
+    assert report.checkpoint == 200
+    assert report.to_dict()["checkpoint"] == 200
+
+
+def test_a_tail_truncated_after_a_checkpoint_fails_verify(store: Store) -> None:
+    ada = _principal()
+    _append(store, 250, ada)
+    _delete_events_from(store, 150)
+    events = store.audit_trail.events()
+    assert events[-1].seq == 149
+    assert verify_audit_chain(events).ok  # the chain alone: a shorter, valid chain
+    report = store.audit_trail.verify(key_lookup=_lookup(ada).get)
+    assert not report.ok
+    assert report.first_bad_seq == 150
+    assert report.problems == (
+        "events 150..200 missing: the log ends at event 149, but checkpoint 200 pins event "
+        "200 - the tail was truncated after checkpoint 200",
+    )
+    assert report.checkpoint == 100  # the latest checkpoint the log still agrees with
+
+
+def test_a_truncation_before_the_first_checkpoint_goes_unseen_without_an_anchor(
+    store: Store,
+) -> None:
+    # The documented limit: a log that has not reached CHECKPOINT_EVERY events has no
+    # checkpoint, so a cut-off tail leaves a valid, shorter chain. An anchor catches it.
+    ada = _principal()
+    _append(store, 60, ada)
+    anchor = store.audit_trail.head()
+    _delete_events_from(store, 41)
+    assert store.checkpoints.list() == []
+    report = store.audit_trail.verify(key_lookup=_lookup(ada).get)
+    assert report.ok and report.n_events == 40 and report.checkpoint is None
+    assert not store.audit_trail.verify(anchor=anchor, key_lookup=_lookup(ada).get).ok
+
+
+def test_a_checkpoint_with_a_bad_signature_is_forged(store: Store) -> None:
+    ada = _principal()
+    _append(store, 120, ada)
+    good = store.checkpoints.list()[0]
+    forged = dataclasses.replace(
+        good,
+        seq=110,
+        hash=store.audit_trail.events(action="run.started")[109].hash,
+        signature=base64.b64encode(bytes(64)).decode(),
+    )
+    with store.db.changing() as conn:  # INSERT passes the append-only triggers
+        conn.execute(insert(schema.audit_checkpoints).values(**forged.to_dict()))
+    report = store.audit_trail.verify(key_lookup=_lookup(ada).get)
+    assert not report.ok
+    assert report.first_bad_seq == 110
+    assert len(report.problems) == 1
+    assert "checkpoint 110" in report.problems[0]
+    assert "signature does not verify" in report.problems[0]
+    assert report.checkpoint == 100
+
+
+def test_a_checkpoint_signed_by_an_unenrolled_key_is_forged(store: Store) -> None:
+    ada, eve = _principal(), _principal("Eve", "eve@lab.org")
+    _append(store, 30, ada)
+    store.audit_trail.checkpoint(eve)  # a valid signature, by a key the store never enrolled
+    report = store.audit_trail.verify(key_lookup=_lookup(ada).get)
+    assert not report.ok
+    assert f"signed by key {eve.fingerprint[:16]}, which is not enrolled" in report.problems[0]
+    assert report.checkpoint is None
+    assert store.audit_trail.verify(key_lookup=_lookup(ada, eve).get).ok
+
+
+def test_the_checkpoints_table_is_append_only(store: Store) -> None:
+    ada = _principal()
+    _append(store, 100, ada)
+    statements = [
+        "UPDATE audit_checkpoints SET hash = 'x' WHERE seq = 100",
+        "DELETE FROM audit_checkpoints WHERE seq = 100",
+    ]
+    if store.backend == "postgresql":
+        statements.append("TRUNCATE audit_checkpoints")
+    for statement in statements:
+        refused = pytest.raises(DBAPIError, match="audit_checkpoints is append-only")
+        with refused, store.db.changing() as conn:
+            conn.execute(text(statement))
+    assert [c.seq for c in store.checkpoints.list()] == [100]
+
+
+def test_verify_reports_a_missing_checkpoint_trigger(store: Store) -> None:
+    _append(store, 1, _principal())
+    with store.db.changing() as conn:
+        if store.backend == "sqlite":
+            conn.execute(text("DROP TRIGGER audit_checkpoints_no_delete"))
+        else:
+            conn.execute(text("DROP TRIGGER audit_checkpoints_append_only ON audit_checkpoints"))
+    problems = store.audit_trail.verify().problems
+    assert len(problems) == 1 and "on audit_checkpoints is missing" in problems[0]
+
+
+def test_an_explicit_checkpoint_pins_the_head_once(store: Store) -> None:
+    ada = _principal()
+    assert store.audit_trail.checkpoint(ada) is None  # an empty log: nothing to pin
+    _append(store, 7, ada)
+    checkpoint = store.audit_trail.checkpoint(ada)
+    assert checkpoint is not None and checkpoint.seq == 7
+    assert store.audit_trail.checkpoint(ada) == checkpoint  # no event since: the same pin
+    with store.db.writing() as conn:  # the repository writes in the caller's transaction
+        append_event(conn, "run.finished", {"run": "run-7"}, actor="Ada")
+        assert store.checkpoints.write(conn, ada) is not None
+    assert [c.seq for c in store.checkpoints.list()] == [7, 8]
+    with pytest.raises(StoreError, match="needs a signer"):
+        store.audit_trail.checkpoint()
+
+
+def test_the_acting_principal_of_the_transaction_signs(store: Store) -> None:
+    ada = _principal()
+    _append(store, 3, ada)
+    with store.db.writing() as conn:
+        conn.info[PRINCIPAL_INFO_KEY] = lambda: ada  # a provider, resolved at the write
+        try:
+            checkpoint = store.checkpoints.write(conn)
+        finally:
+            conn.info.pop(PRINCIPAL_INFO_KEY)
+    assert checkpoint is not None and checkpoint.signer == ada.fingerprint
+
+
+def test_writes_without_a_principal_make_no_checkpoint(store: Store) -> None:
+    # Stores written before identities existed: no signer, so no periodic checkpoint.
+    _append(store, CHECKPOINT_EVERY, None)
+    assert store.checkpoints.list() == []
+    assert store.audit_trail.verify().ok
+
+
+def test_audit_verify_names_the_checkpoint_it_checked(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    ada = _principal()
+    with Store.open(folder) as store:
+        _append(store, 250, ada)
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "qemlflow", "audit", "verify", "--store", str(folder)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    sound = verify()
+    assert sound.returncode == 0, sound.stdout + sound.stderr
+    assert "checked against checkpoint at event 200" in sound.stdout
+    with Store.open(folder) as store:
+        _delete_events_from(store, 150)
+    truncated = verify()
+    assert truncated.returncode == 1
+    out = " ".join(truncated.stdout.split())  # rich wraps long lines
+    assert "the tail was truncated after checkpoint 200" in out
+    assert "checked against checkpoint at event 100" in out
+
+
+# -- the checks alone ------------------------------------------------------------------
+
+
+def _chain(count: int, actor: str = "Ada") -> list[AuditEvent]:
+    events = [next_event(None, "run.started", {"run": "r1"}, actor=actor)]
+    for i in range(2, count + 1):
+        events.append(next_event(events[-1], "run.started", {"run": f"r{i}"}, actor=actor))
+    return events
+
+
+def _signed(principal: Principal, seq: int, digest: str, store: str) -> Checkpoint:
+    timestamp = "2026-11-30T12:00:00.000000+00:00"
+    message = checkpoint_message(seq, digest, timestamp, principal.fingerprint, store)
+    return Checkpoint(
+        seq=seq,
+        hash=digest,
+        timestamp=timestamp,
+        signer=principal.fingerprint,
+        auth=principal.auth,
+        signature=base64.b64encode(principal.sign(message)).decode(),
+    )
+
+
+def test_a_checkpoint_whose_hash_differs_shows_a_rewritten_log() -> None:
+    ada = _principal()
+    original = _chain(5)
+    pinned = _signed(ada, 5, original[4].hash, original[0].hash)
+    keys = _lookup(ada).get
+    assert checkpoint_findings(original, [pinned], keys) == []
+    assert verified_checkpoint(original, [pinned], keys) == 5
+    # event 3 edited, and the chain recomputed from there: a valid chain, another head
+    rewritten = original[:2]
+    for i in range(3, 6):
+        rewritten.append(next_event(rewritten[-1], "run.started", {"run": f"x{i}"}, actor="Eve"))
+    assert verify_audit_chain(rewritten).ok
+    findings = checkpoint_findings(rewritten, [pinned], keys)
+    assert len(findings) == 1 and findings[0][0] == 5
+    assert "the log was rewritten at or before event 5" in findings[0][1]
+    assert verified_checkpoint(rewritten, [pinned], keys) is None
+
+
+def test_a_checkpoint_is_bound_to_its_store() -> None:
+    ada = _principal()
+    ours, theirs = _chain(3), _chain(3, actor="Bob")
+    assert ours[0].hash != theirs[0].hash  # another event 1: another store
+    carried = _signed(ada, 3, ours[2].hash, theirs[0].hash)  # signed for the other store
+    carried = dataclasses.replace(carried, hash=ours[2].hash)
+    findings = checkpoint_findings(ours, [carried], _lookup(ada).get)
+    assert [seq for seq, _ in findings] == [3]
+    assert "signature does not verify" in findings[0][1]
+
+
+def test_a_fully_emptied_log_still_names_the_truncation() -> None:
+    ada = _principal()
+    events = _chain(100)
+    pinned = _signed(ada, 100, events[99].hash, events[0].hash)
+    findings = checkpoint_findings([], [pinned], _lookup(ada).get)
+    assert findings[0] == (
+        1,
+        "events 1..100 missing: the log ends at event 0, but checkpoint 100 pins event 100 "
+        "- the tail was truncated after checkpoint 100",
+    )
