@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError
+from tests.conftest import MakeStore
 
 from qemlflow.audit.principal import AUTH_PASSPHRASE, Principal
 from qemlflow.store import Store, StoreError, schema
@@ -304,3 +305,17 @@ def test_a_fully_emptied_log_still_names_the_truncation() -> None:
         "events 1..100 missing: the log ends at event 0, but checkpoint 100 pins event 100 "
         "- the tail was truncated after checkpoint 100",
     )
+
+
+def test_backup_and_restore_keep_the_checkpoints(store_factory: MakeStore, tmp_path: Path) -> None:
+    ada = _principal()
+    source = store_factory(tmp_path / "source")
+    _append(source, 150, ada)
+    assert source.backup(tmp_path / "backup").ok
+    target = store_factory(tmp_path / "target")
+    restored = target.restore(tmp_path / "backup")
+    assert restored.ok, restored.problems
+    assert target.checkpoints.list() == source.checkpoints.list()
+    report = target.audit_trail.verify(key_lookup=_lookup(ada).get)
+    assert report.ok, report.problems
+    assert report.checkpoint == 100
