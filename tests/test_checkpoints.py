@@ -7,20 +7,20 @@ import base64
 import dataclasses
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError
-from tests.conftest import MakeStore
 
+from qemlflow.audit.errors import AuthorityError
 from qemlflow.audit.principal import AUTH_PASSPHRASE, Principal
-from qemlflow.store import Store, StoreError, schema
+from qemlflow.store import Store, schema
 from qemlflow.store.audit import AuditEvent, append_event, next_event, verify_audit_chain
 from qemlflow.store.checkpoints import (
     CHECKPOINT_EVERY,
-    PRINCIPAL_INFO_KEY,
     Checkpoint,
     checkpoint_findings,
     checkpoint_message,
@@ -28,34 +28,46 @@ from qemlflow.store.checkpoints import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _own_identity_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No OS account key is made in the real ~/.config/qemlflow by a lazily resolved principal.
+    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(tmp_path / "identity"))
+
+
 def _principal(name: str = "Ada Lovelace", email: str = "ada@lab.org") -> Principal:
     return Principal.from_private_key(Ed25519PrivateKey.generate(), name, email, AUTH_PASSPHRASE)
 
 
 def _lookup(*principals: Principal) -> dict[str, str]:
-    """The enrolled keys: fingerprint -> public key (``.get`` is a key lookup)."""
+    """Keys by fingerprint (``.get`` is a key lookup for the checks alone)."""
     return {p.fingerprint: p.public_key for p in principals}
 
 
-def _append(store: Store, count: int, principal: Principal | None, batch: int = 50) -> None:
-    """Append ``count`` events as ``principal`` (the acting principal of each transaction)."""
-    done = 0
-    while done < count:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def owned(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, Principal]]:
+    """A new store, on each backend, and its owner Ada (a passphrase identity): the first
+    write makes her the owner (event 1, ``store.owner``); she signs every event after."""
+    ada = _principal()
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    store = Store.open(tmp_path / "store", database_url=url, principal=ada)
+    yield store, ada
+    store.close()
+
+
+def _grow_to(store: Store, head: int, batch: int = 50) -> None:
+    """Append events (signed by the store's principal) until the head is at seq ``head``."""
+    while store.audit_trail.head()["seq"] < head:
         with store.db.writing() as conn:
-            if principal is not None:
-                conn.info[PRINCIPAL_INFO_KEY] = principal
-            try:
-                for _ in range(min(batch, count - done)):
-                    done += 1
-                    append_event(conn, "run.started", {"run": f"run-{done}"}, actor="Ada")
-            finally:
-                conn.info.pop(PRINCIPAL_INFO_KEY, None)
+            for _ in range(batch):
+                event = append_event(conn, "run.started", {"run": "run-x"})
+                if event.seq >= head:
+                    break
 
 
 def _delete_events_from(store: Store, first: int) -> None:
     """Delete the events from seq ``first`` on as an attacker with access to the database
-    files would: around the triggers, which are put back afterwards so that the trigger
-    check of ``verify`` sees nothing amiss."""
+    would: around the triggers, which are put back afterwards so that the trigger check
+    of ``verify`` sees nothing amiss."""
     with store.db.changing() as conn:
         if store.backend == "sqlite":
             triggers = conn.execute(
@@ -78,9 +90,9 @@ def _delete_events_from(store: Store, first: int) -> None:
 # -- on real stores ------------------------------------------------------------------
 
 
-def test_checkpoints_pin_the_head_every_100_events(store: Store) -> None:
-    ada = _principal()
-    _append(store, 250, ada)
+def test_checkpoints_pin_the_head_every_100_events(owned: tuple[Store, Principal]) -> None:
+    store, ada = owned
+    _grow_to(store, 250)
     checkpoints = store.checkpoints.list()
     assert [c.seq for c in checkpoints] == [100, 200]
     events = {e.seq: e for e in store.audit_trail.events()}
@@ -90,20 +102,20 @@ def test_checkpoints_pin_the_head_every_100_events(store: Store) -> None:
         signed = checkpoint.message(store=events[1].hash)
         assert ada.verify(signed, base64.b64decode(checkpoint.signature))
     assert store.checkpoints.latest() == checkpoints[-1]
-    report = store.audit_trail.verify(key_lookup=_lookup(ada).get)
+    report = store.audit_trail.verify()  # keys as the chain enrolls them
     assert report.ok, report.problems
     assert report.checkpoint == 200
     assert report.to_dict()["checkpoint"] == 200
 
 
-def test_a_tail_truncated_after_a_checkpoint_fails_verify(store: Store) -> None:
-    ada = _principal()
-    _append(store, 250, ada)
+def test_a_tail_truncated_after_a_checkpoint_fails_verify(owned: tuple[Store, Principal]) -> None:
+    store, _ = owned
+    _grow_to(store, 250)
     _delete_events_from(store, 150)
     events = store.audit_trail.events()
     assert events[-1].seq == 149
-    assert verify_audit_chain(events).ok  # the chain alone: a shorter, valid chain
-    report = store.audit_trail.verify(key_lookup=_lookup(ada).get)
+    assert verify_audit_chain(events).ok  # the chain alone: a shorter, valid, signed chain
+    report = store.audit_trail.verify()
     assert not report.ok
     assert report.first_bad_seq == 150
     assert report.problems == (
@@ -114,33 +126,33 @@ def test_a_tail_truncated_after_a_checkpoint_fails_verify(store: Store) -> None:
 
 
 def test_a_truncation_before_the_first_checkpoint_goes_unseen_without_an_anchor(
-    store: Store,
+    owned: tuple[Store, Principal],
 ) -> None:
     # The documented limit: a log that has not reached CHECKPOINT_EVERY events has no
     # checkpoint, so a cut-off tail leaves a valid, shorter chain. An anchor catches it.
-    ada = _principal()
-    _append(store, 60, ada)
+    store, _ = owned
+    _grow_to(store, 60)
     anchor = store.audit_trail.head()
     _delete_events_from(store, 41)
     assert store.checkpoints.list() == []
-    report = store.audit_trail.verify(key_lookup=_lookup(ada).get)
+    report = store.audit_trail.verify()
     assert report.ok and report.n_events == 40 and report.checkpoint is None
-    assert not store.audit_trail.verify(anchor=anchor, key_lookup=_lookup(ada).get).ok
+    assert not store.audit_trail.verify(anchor=anchor).ok
 
 
-def test_a_checkpoint_with_a_bad_signature_is_forged(store: Store) -> None:
-    ada = _principal()
-    _append(store, 120, ada)
+def test_a_checkpoint_with_a_bad_signature_is_forged(owned: tuple[Store, Principal]) -> None:
+    store, _ = owned
+    _grow_to(store, 120)
     good = store.checkpoints.list()[0]
     forged = dataclasses.replace(
         good,
         seq=110,
-        hash=store.audit_trail.events(action="run.started")[109].hash,
+        hash=store.audit_trail.events()[109].hash,
         signature=base64.b64encode(bytes(64)).decode(),
     )
     with store.db.changing() as conn:  # INSERT passes the append-only triggers
         conn.execute(insert(schema.audit_checkpoints).values(**forged.to_dict()))
-    report = store.audit_trail.verify(key_lookup=_lookup(ada).get)
+    report = store.audit_trail.verify()
     assert not report.ok
     assert report.first_bad_seq == 110
     assert len(report.problems) == 1
@@ -149,20 +161,50 @@ def test_a_checkpoint_with_a_bad_signature_is_forged(store: Store) -> None:
     assert report.checkpoint == 100
 
 
-def test_a_checkpoint_signed_by_an_unenrolled_key_is_forged(store: Store) -> None:
-    ada, eve = _principal(), _principal("Eve", "eve@lab.org")
-    _append(store, 30, ada)
-    store.audit_trail.checkpoint(eve)  # a valid signature, by a key the store never enrolled
-    report = store.audit_trail.verify(key_lookup=_lookup(ada).get)
+def test_a_checkpoint_by_a_key_not_enrolled_at_its_seq_is_forged(
+    owned: tuple[Store, Principal],
+) -> None:
+    store, _ = owned
+    eve = _principal("Eve Mallory", "eve@lab.org")
+    _grow_to(store, 30)
+    with pytest.raises(AuthorityError, match="not enrolled"):
+        store.audit_trail.checkpoint(eve)
+    # Eve writes one anyway, around the store (a valid signature by her own key) ...
+    store_id = store.audit_trail.events()[0].hash
+    head = store.audit_trail.head()
+    message = checkpoint_message(30, head["hash"], head["timestamp"], eve.fingerprint, store_id)
+    row = Checkpoint(
+        seq=30,
+        hash=head["hash"],
+        timestamp=head["timestamp"],
+        signer=eve.fingerprint,
+        auth=eve.auth,
+        signature=base64.b64encode(eve.sign(message)).decode(),
+        public_key=eve.public_key,
+    )
+    with store.db.changing() as conn:
+        conn.execute(insert(schema.audit_checkpoints).values(**row.to_dict()))
+    # ... and even once she is enrolled (at event 31), it predates her key.
+    store.identities.enroll(
+        name=eve.name,
+        email=eve.email,
+        public_key=eve.public_key,
+        role="contributor",
+        auth=AUTH_PASSPHRASE,
+    )
+    report = store.audit_trail.verify()
     assert not report.ok
-    assert f"signed by key {eve.fingerprint[:16]}, which is not enrolled" in report.problems[0]
-    assert report.checkpoint is None
-    assert store.audit_trail.verify(key_lookup=_lookup(ada, eve).get).ok
+    assert report.problems == (
+        f"checkpoint 30 (written {head['timestamp']}): signed by key {eve.fingerprint[:16]}, "
+        "which is not enrolled in this store at event 30 - the checkpoint was forged",
+    )
+    assert store.audit_trail.checkpoint(eve) is not None  # enrolled now: her pin of event 31
+    assert store.audit_trail.verify().problems == report.problems
 
 
-def test_the_checkpoints_table_is_append_only(store: Store) -> None:
-    ada = _principal()
-    _append(store, 100, ada)
+def test_the_checkpoints_table_is_append_only(owned: tuple[Store, Principal]) -> None:
+    store, _ = owned
+    _grow_to(store, 100)
     statements = [
         "UPDATE audit_checkpoints SET hash = 'x' WHERE seq = 100",
         "DELETE FROM audit_checkpoints WHERE seq = 100",
@@ -176,8 +218,9 @@ def test_the_checkpoints_table_is_append_only(store: Store) -> None:
     assert [c.seq for c in store.checkpoints.list()] == [100]
 
 
-def test_verify_reports_a_missing_checkpoint_trigger(store: Store) -> None:
-    _append(store, 1, _principal())
+def test_verify_reports_a_missing_checkpoint_trigger(owned: tuple[Store, Principal]) -> None:
+    store, _ = owned
+    _grow_to(store, 2)
     with store.db.changing() as conn:
         if store.backend == "sqlite":
             conn.execute(text("DROP TRIGGER audit_checkpoints_no_delete"))
@@ -187,45 +230,25 @@ def test_verify_reports_a_missing_checkpoint_trigger(store: Store) -> None:
     assert len(problems) == 1 and "on audit_checkpoints is missing" in problems[0]
 
 
-def test_an_explicit_checkpoint_pins_the_head_once(store: Store) -> None:
-    ada = _principal()
-    assert store.audit_trail.checkpoint(ada) is None  # an empty log: nothing to pin
-    _append(store, 7, ada)
-    checkpoint = store.audit_trail.checkpoint(ada)
-    assert checkpoint is not None and checkpoint.seq == 7
-    assert store.audit_trail.checkpoint(ada) == checkpoint  # no event since: the same pin
+def test_an_explicit_checkpoint_pins_the_head_once(owned: tuple[Store, Principal]) -> None:
+    store, ada = owned
+    assert store.audit_trail.checkpoint() is None  # an empty log: nothing to pin
+    _grow_to(store, 7)
+    checkpoint = store.audit_trail.checkpoint()  # the store's acting identity signs
+    assert checkpoint is not None and (checkpoint.seq, checkpoint.signer) == (7, ada.fingerprint)
+    assert store.audit_trail.checkpoint() == checkpoint  # no event since: the same pin
     with store.db.writing() as conn:  # the repository writes in the caller's transaction
-        append_event(conn, "run.finished", {"run": "run-7"}, actor="Ada")
-        assert store.checkpoints.write(conn, ada) is not None
+        append_event(conn, "run.finished", {"run": "run-x"})
+        assert store.checkpoints.write(conn) is not None
+    assert store.checkpoints.create() is not None
     assert [c.seq for c in store.checkpoints.list()] == [7, 8]
-    with pytest.raises(StoreError, match="needs a signer"):
-        store.audit_trail.checkpoint()
-
-
-def test_the_acting_principal_of_the_transaction_signs(store: Store) -> None:
-    ada = _principal()
-    _append(store, 3, ada)
-    with store.db.writing() as conn:
-        conn.info[PRINCIPAL_INFO_KEY] = lambda: ada  # a provider, resolved at the write
-        try:
-            checkpoint = store.checkpoints.write(conn)
-        finally:
-            conn.info.pop(PRINCIPAL_INFO_KEY)
-    assert checkpoint is not None and checkpoint.signer == ada.fingerprint
-
-
-def test_writes_without_a_principal_make_no_checkpoint(store: Store) -> None:
-    # Stores written before identities existed: no signer, so no periodic checkpoint.
-    _append(store, CHECKPOINT_EVERY, None)
-    assert store.checkpoints.list() == []
-    assert store.audit_trail.verify().ok
+    assert store.audit_trail.verify().checkpoint == 8
 
 
 def test_audit_verify_names_the_checkpoint_it_checked(tmp_path: Path) -> None:
     folder = tmp_path / "store"
-    ada = _principal()
-    with Store.open(folder) as store:
-        _append(store, 250, ada)
+    with Store.open(folder, principal=_principal()) as store:
+        _grow_to(store, 250)
 
     def verify() -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "qemlflow", "audit", "verify", "--store", str(folder)]
@@ -241,6 +264,21 @@ def test_audit_verify_names_the_checkpoint_it_checked(tmp_path: Path) -> None:
     out = " ".join(truncated.stdout.split())  # rich wraps long lines
     assert "the tail was truncated after checkpoint 200" in out
     assert "checked against checkpoint at event 100" in out
+
+
+def test_a_restore_keeps_the_checkpoints_and_may_make_one(tmp_path: Path) -> None:
+    ada = _principal()
+    with Store.open(tmp_path / "source", principal=ada) as source:
+        _grow_to(source, CHECKPOINT_EVERY - 1)
+        source.audit_trail.checkpoint()  # pins event 99
+        assert source.backup(tmp_path / "backup").ok  # the backup holds events 1..99
+    with Store.open(tmp_path / "target", principal=ada) as target:
+        restored = target.restore(tmp_path / "backup")  # its own event is the 100th
+        assert restored.ok, restored.problems
+        assert [c.seq for c in target.checkpoints.list()] == [99, 100]
+        report = target.audit_trail.verify()
+        assert report.ok, report.problems
+        assert report.checkpoint == 100
 
 
 # -- the checks alone ------------------------------------------------------------------
@@ -305,17 +343,3 @@ def test_a_fully_emptied_log_still_names_the_truncation() -> None:
         "events 1..100 missing: the log ends at event 0, but checkpoint 100 pins event 100 "
         "- the tail was truncated after checkpoint 100",
     )
-
-
-def test_backup_and_restore_keep_the_checkpoints(store_factory: MakeStore, tmp_path: Path) -> None:
-    ada = _principal()
-    source = store_factory(tmp_path / "source")
-    _append(source, 150, ada)
-    assert source.backup(tmp_path / "backup").ok
-    target = store_factory(tmp_path / "target")
-    restored = target.restore(tmp_path / "backup")
-    assert restored.ok, restored.problems
-    assert target.checkpoints.list() == source.checkpoints.list()
-    report = target.audit_trail.verify(key_lookup=_lookup(ada).get)
-    assert report.ok, report.problems
-    assert report.checkpoint == 100

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qemlflow.store.audit import (
     AuditCheck,
@@ -24,15 +24,17 @@ from qemlflow.store.audit import (
 )
 from qemlflow.store.checkpoints import (
     Checkpoint,
-    CheckpointSigner,
     KeyLookup,
     checkpoint_check,
     read_checkpoints,
-    row_key_lookup,
     verified_checkpoint,
     write_checkpoint,
 )
+from qemlflow.store.errors import StoreError
 from qemlflow.store.transactions import Database
+
+if TYPE_CHECKING:
+    from qemlflow.audit.principal import Principal
 
 __all__ = ["AuditTrail"]
 
@@ -46,9 +48,9 @@ class AuditTrail:
     >>> from pathlib import Path
     >>> from qemlflow.store import Store
     >>> with Store.open(Path(tempfile.mkdtemp())) as store:
-    ...     event = store.audit_trail.append("model.registered", {"model": "ab" * 32}, actor="Ada")
-    ...     event.seq, store.audit_trail.verify().ok
-    (1, True)
+    ...     event = store.audit_trail.append("model.registered", {"model": "ab" * 32})
+    ...     event.seq, event.action, store.audit_trail.verify().ok  # 1: store.owner
+    (2, 'model.registered', True)
     """
 
     def __init__(self, db: Database) -> None:
@@ -61,9 +63,9 @@ class AuditTrail:
         *,
         reason: str | None = None,
         details: Mapping[str, Any] | None = None,
-        actor: str | None = None,
+        principal: Principal | None = None,
     ) -> AuditEvent:
-        """Append an event in a transaction of its own and return it (hash-chained).
+        """Append an event in a transaction of its own and return it (hash-chained, signed).
 
         Parameters
         ----------
@@ -75,11 +77,24 @@ class AuditTrail:
             Why (free text), e.g. the meaning of a signature.
         details
             Small, plain JSON data (NaN is stored as null).
-        actor
-            Who; default :func:`~qemlflow.store.audit.current_actor`.
+        principal
+            Who signs; default the store's acting identity. Its role must allow the action
+            (:mod:`~qemlflow.store.authority`).
+
+        Raises
+        ------
+        AuthorityError
+            The acting identity may not append ``action``.
+        StoreError
+            An identity action: those go through ``store.identities``.
         """
-        with self._db.writing() as conn:
-            return append_event(conn, action, objects, reason=reason, details=details, actor=actor)
+        if action.startswith("identity.") or action == "store.owner":
+            raise StoreError(
+                f"{action} events are written by store.identities only",
+                "use store.identities.enroll / set_role / rotate / revoke",
+            )
+        with self._db.writing(principal) as conn:
+            return append_event(conn, action, objects, reason=reason, details=details)
 
     def events(
         self,
@@ -102,15 +117,20 @@ class AuditTrail:
         with self._db.reading() as conn:
             return audit_head(conn)
 
-    def checkpoint(self, principal: CheckpointSigner | None = None) -> Checkpoint | None:
+    def checkpoint(self, principal: Principal | None = None) -> Checkpoint | None:
         """Write a signed checkpoint of the head now (at every promotion) and return it.
 
-        ``principal`` signs; default: the acting principal of the write transaction. The
-        head is pinned once: a second call with no event in between returns the same
+        ``principal`` signs; default: the store's acting identity, which must be enrolled.
+        The head is pinned once: a second call with no event in between returns the same
         checkpoint. ``None`` while the log is empty. See :mod:`~qemlflow.store.checkpoints`.
+
+        Raises
+        ------
+        AuthorityError
+            The signer is not an active enrolled identity of the store.
         """
-        with self._db.writing() as conn:
-            return write_checkpoint(conn, principal)
+        with self._db.writing(principal) as conn:
+            return write_checkpoint(conn)
 
     def verify(
         self,
@@ -122,20 +142,20 @@ class AuditTrail:
         its signed checkpoints (a truncated tail, a rewritten or forged checkpoint), and
         that the triggers keeping the trail and the registry append-only are in place.
 
-        ``key_lookup(fingerprint)`` returns the enrolled public key of a checkpoint's
-        signer (``None``: unknown, the checkpoint is forged). Default: the keys the
-        checkpoint rows carry, which shows an altered row but not who signed it.
+        ``key_lookup(fingerprint)`` returns the public key of a checkpoint's signer
+        (``None``: unknown, the checkpoint is forged). Default: the key the chain itself
+        enrolled for that fingerprint, valid at the checkpoint's seq. The report's
+        ``checkpoint`` is the latest checkpoint the log agrees with.
         """
         with self._db.reading() as conn:
             events = read_events(conn)
             checkpoints = read_checkpoints(conn)
             missing = missing_append_only_triggers(conn)
-        lookup = key_lookup if key_lookup is not None else row_key_lookup(checkpoints)
         report = verify_audit_chain(
-            events, anchor=anchor, checks=(*checks, checkpoint_check(checkpoints, lookup))
+            events, anchor=anchor, checks=(*checks, checkpoint_check(checkpoints, key_lookup))
         )
         report = dataclasses.replace(
-            report, checkpoint=verified_checkpoint(events, checkpoints, lookup)
+            report, checkpoint=verified_checkpoint(events, checkpoints, key_lookup)
         )
         if not missing:
             return report

@@ -40,36 +40,35 @@ import base64
 import binascii
 import builtins
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection, RowMapping
 
 from qemlflow.store import schema
-from qemlflow.store.errors import StoreError
 from qemlflow.store.keys import canonical_json
 from qemlflow.store.records import utc_now
 
 if TYPE_CHECKING:
+    from qemlflow.audit.principal import Principal
     from qemlflow.store.audit import AuditEvent
     from qemlflow.store.transactions import Database
 
 __all__ = [
     "CHECKPOINT_DOMAIN",
     "CHECKPOINT_EVERY",
-    "PRINCIPAL_INFO_KEY",
     "Checkpoint",
-    "CheckpointSigner",
     "Checkpoints",
+    "KeyAt",
     "KeyLookup",
+    "chain_key_at",
     "checkpoint_check",
     "checkpoint_findings",
     "checkpoint_message",
     "maybe_checkpoint",
     "read_checkpoints",
-    "row_key_lookup",
     "verified_checkpoint",
     "write_checkpoint",
 ]
@@ -78,26 +77,9 @@ CHECKPOINT_EVERY = 100
 """An append that makes the head seq a multiple of this writes a checkpoint."""
 CHECKPOINT_DOMAIN = b"qemlflow.audit-checkpoint/1\n"
 """Prefixed to the signed form: a checkpoint signature is never valid as another message."""
-PRINCIPAL_INFO_KEY = "qemlflow.principal"
-"""Where a write transaction keeps its acting principal (``conn.info``)."""
 
 KeyLookup = Callable[[str], str | None]
 """``lookup(fingerprint) -> public key (base64 raw Ed25519) or None`` when not enrolled."""
-
-
-class CheckpointSigner(Protocol):
-    """What signs a checkpoint: a :class:`~qemlflow.audit.principal.Principal`."""
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    @property
-    def public_key(self) -> str: ...
-
-    @property
-    def auth(self) -> str: ...
-
-    def sign(self, message: bytes) -> bytes: ...
 
 
 def checkpoint_message(seq: int, digest: str, timestamp: str, signer: str, store: str) -> bytes:
@@ -172,15 +154,7 @@ def read_checkpoints(conn: Connection) -> list[Checkpoint]:
     return [_checkpoint_from(r._mapping) for r in conn.execute(select(t).order_by(t.c.seq))]
 
 
-def _acting_principal(conn: Connection) -> CheckpointSigner | None:
-    value: Any = conn.info.get(PRINCIPAL_INFO_KEY)
-    if value is not None and not hasattr(value, "sign") and callable(value):
-        value = value()  # a provider: the principal is resolved at the first write
-    signer: CheckpointSigner | None = value
-    return signer
-
-
-def _write(conn: Connection, seq: int, digest: str, signer: CheckpointSigner) -> Checkpoint:
+def _write(conn: Connection, seq: int, digest: str, signer: Principal) -> Checkpoint:
     t = schema.audit_checkpoints
     row = conn.execute(select(t).where(t.c.seq == seq)).first()
     if row is not None:  # this head is pinned already (the periodic one, then a promotion)
@@ -202,51 +176,40 @@ def _write(conn: Connection, seq: int, digest: str, signer: CheckpointSigner) ->
     return checkpoint
 
 
-def write_checkpoint(
-    conn: Connection, principal: CheckpointSigner | None = None
-) -> Checkpoint | None:
+def write_checkpoint(conn: Connection, principal: Principal | None = None) -> Checkpoint | None:
     """Pin the current head in the caller's write transaction; return the checkpoint.
 
-    ``principal`` signs; default: the acting principal of the transaction
-    (``conn.info["qemlflow.principal"]``). Returns ``None`` for an empty log (nothing to
-    pin), and the existing checkpoint when the head is pinned already.
+    ``principal`` signs; default: the acting identity of the transaction (see
+    :meth:`~qemlflow.store.transactions.Database.writing`). Returns ``None`` for an empty
+    log (nothing to pin), and the existing checkpoint when the head is pinned already.
 
     Raises
     ------
+    AuthorityError
+        The signer is not an active enrolled identity of the store.
     StoreError
         No principal is given and the transaction has none.
     """
-    from qemlflow.store.audit import lock_audit_log
+    from qemlflow.store.audit import acting_principal, lock_audit_log
+    from qemlflow.store.identities import enrolled_principal, not_enrolled_error
 
-    signer = principal if principal is not None else _acting_principal(conn)
-    if signer is None:
-        raise StoreError(
-            "a checkpoint needs a signer, and this write has no acting principal",
-            "open the store as an enrolled identity (or pass principal=)",
-        )
     lock_audit_log(conn)  # the head read below stays the head until commit
     t = schema.audit_events
     head = conn.execute(select(t.c.seq, t.c.hash).order_by(t.c.seq.desc()).limit(1)).first()
     if head is None:
         return None
+    signer = principal if principal is not None else acting_principal(conn)
+    if enrolled_principal(conn, signer) is None:
+        raise not_enrolled_error(signer, conn)
     return _write(conn, int(head.seq), str(head.hash), signer)
 
 
-def maybe_checkpoint(
-    conn: Connection, event: AuditEvent, principal: CheckpointSigner | None = None
-) -> Checkpoint | None:
-    """Write the periodic checkpoint when ``event`` (just appended) is a multiple of
-    :data:`CHECKPOINT_EVERY`; called by :func:`~qemlflow.store.audit.append_event`.
-
-    Nothing is written by a transaction without an acting principal (a store written
-    before identities existed): its events carry no signature either.
-    """
-    if event.seq % CHECKPOINT_EVERY:
-        return None
-    signer = principal if principal is not None else _acting_principal(conn)
-    if signer is None:
-        return None
-    return _write(conn, event.seq, event.hash, signer)
+def maybe_checkpoint(conn: Connection, event: AuditEvent, principal: Principal) -> None:
+    """Write the periodic checkpoint when ``event`` (just appended, by ``principal``, whose
+    authority :func:`~qemlflow.store.audit.append_event` has checked) is a multiple of
+    :data:`CHECKPOINT_EVERY`."""
+    if event.seq % CHECKPOINT_EVERY == 0:
+        _write(conn, event.seq, event.hash, principal)
 
 
 # -- verification --------------------------------------------------------------------
@@ -259,29 +222,48 @@ def _fingerprint(public_key: str) -> str | None:
         return None
 
 
-def row_key_lookup(checkpoints: Iterable[Checkpoint]) -> KeyLookup:
-    """Return a lookup that takes each signer's key from the checkpoint rows themselves.
-
-    It proves only that a row is intact and self-consistent, not who wrote it: anyone can
-    sign with a key of their own. Use the store's enrolled keys where there are any.
-    """
-    keys = {
-        c.signer: c.public_key
-        for c in checkpoints
-        if c.public_key is not None and _fingerprint(c.public_key) == c.signer
-    }
-    return keys.get
+KeyAt = Callable[[str, int], "str | None"]
+"""``key_at(fingerprint, seq)``: the key enrolled for that fingerprint and valid at ``seq``."""
 
 
-def _signature_problem(checkpoint: Checkpoint, store: str, key_lookup: KeyLookup) -> str | None:
+def chain_key_at(events: Sequence[AuditEvent]) -> KeyAt:
+    """Return the keys as the audit chain itself enrolls, rotates and revokes them
+    (:class:`~qemlflow.store.identities.IdentityLedger`): a key signs a checkpoint at
+    ``seq`` when it was enrolled at or before ``seq`` and not revoked before it."""
+    from qemlflow.store.identities import IdentityLedger
+
+    ledger = IdentityLedger()
+    for event in sorted(events, key=lambda e: e.seq):
+        if not ledger.check(event):  # as verify does: an unproven event changes nothing
+            ledger.apply(event)
+
+    def key_at(fingerprint: str, seq: int) -> str | None:
+        key = ledger.keys.get(fingerprint)
+        if key is None or key.valid_from > seq:
+            return None
+        if key.revoked_seq is not None and key.revoked_seq < seq:
+            return None  # the event that revokes a key is still signed by it
+        return key.public_key
+
+    return key_at
+
+
+def _any_seq(key_lookup: KeyLookup) -> KeyAt:
+    def key_at(fingerprint: str, _seq: int) -> str | None:
+        return key_lookup(fingerprint)
+
+    return key_at
+
+
+def _signature_problem(checkpoint: Checkpoint, store: str, key_at: KeyAt) -> str | None:
     from qemlflow.audit.principal import verify_signature
 
     label = f"checkpoint {checkpoint.seq} (written {checkpoint.timestamp})"
-    public_key = key_lookup(checkpoint.signer)
+    public_key = key_at(checkpoint.signer, checkpoint.seq)
     if public_key is None:
         return (
             f"{label}: signed by key {checkpoint.signer[:16]}, which is not enrolled in this "
-            "store - the checkpoint was forged"
+            f"store at event {checkpoint.seq} - the checkpoint was forged"
         )
     if _fingerprint(public_key) != checkpoint.signer:
         return (
@@ -301,8 +283,11 @@ def _signature_problem(checkpoint: Checkpoint, store: str, key_lookup: KeyLookup
 
 
 def _findings(
-    events: Sequence[AuditEvent], checkpoints: Sequence[Checkpoint], key_lookup: KeyLookup
+    events: Sequence[AuditEvent],
+    checkpoints: Sequence[Checkpoint],
+    key_lookup: KeyLookup | None,
 ) -> tuple[list[tuple[int, str]], int | None]:
+    key_at = chain_key_at(events) if key_lookup is None else _any_seq(key_lookup)
     by_seq: Mapping[int, AuditEvent] = {e.seq: e for e in events}
     last = max(by_seq, default=0)
     first = by_seq.get(1)
@@ -339,7 +324,7 @@ def _findings(
             )
         # a checkpoint inside the log whose event is gone: the gap is reported already
         if first is not None:
-            problem = _signature_problem(checkpoint, first.hash, key_lookup)
+            problem = _signature_problem(checkpoint, first.hash, key_at)
             if problem is not None:
                 problems.append(problem)
         findings += [(checkpoint.seq, p) for p in problems]
@@ -349,23 +334,29 @@ def _findings(
 
 
 def checkpoint_findings(
-    events: Sequence[AuditEvent], checkpoints: Sequence[Checkpoint], key_lookup: KeyLookup
+    events: Sequence[AuditEvent],
+    checkpoints: Sequence[Checkpoint],
+    key_lookup: KeyLookup | None = None,
 ) -> list[tuple[int, str]]:
     """Return ``(seq, problem)`` for each checkpoint the log contradicts.
 
     - a checkpoint past the log's last event: the tail was truncated (reported once, for
       the highest such checkpoint, at the first missing seq);
     - a checkpoint whose hash differs from its event's: the log was rewritten;
-    - a checkpoint whose signature does not verify with ``key_lookup(signer)`` (``None``:
-      an unknown key): forged.
+    - a checkpoint whose signature does not verify with its signer's key (none: an
+      unknown key): forged.
 
-    ``events`` is the whole log in seq order (event 1 names the store).
+    ``events`` is the whole log in seq order (event 1 names the store). The signer's key
+    is ``key_lookup(fingerprint)`` (base64, ``None`` when unknown); default: the key the
+    chain itself enrolled, valid at the checkpoint's seq (see :func:`chain_key_at`).
     """
     return _findings(events, checkpoints, key_lookup)[0]
 
 
 def verified_checkpoint(
-    events: Sequence[AuditEvent], checkpoints: Sequence[Checkpoint], key_lookup: KeyLookup
+    events: Sequence[AuditEvent],
+    checkpoints: Sequence[Checkpoint],
+    key_lookup: KeyLookup | None = None,
 ) -> int | None:
     """Return the seq of the latest checkpoint that holds (its event present, same hash,
     signature valid); ``None`` when there is none."""
@@ -373,7 +364,7 @@ def verified_checkpoint(
 
 
 def checkpoint_check(
-    checkpoints: Sequence[Checkpoint], key_lookup: KeyLookup
+    checkpoints: Sequence[Checkpoint], key_lookup: KeyLookup | None = None
 ) -> Callable[[Sequence[AuditEvent]], list[tuple[int, str]]]:
     """Return :func:`checkpoint_findings` as an extra check of
     :func:`~qemlflow.store.audit.verify_audit_chain`."""
@@ -396,13 +387,11 @@ class Checkpoints:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def write(
-        self, conn: Connection, principal: CheckpointSigner | None = None
-    ) -> Checkpoint | None:
+    def write(self, conn: Connection, principal: Principal | None = None) -> Checkpoint | None:
         """Pin the head inside the caller's write transaction; see :func:`write_checkpoint`."""
         return write_checkpoint(conn, principal)
 
-    def create(self, principal: CheckpointSigner | None = None) -> Checkpoint | None:
+    def create(self, principal: Principal | None = None) -> Checkpoint | None:
         """Pin the head in a write transaction of its own; see :func:`write_checkpoint`."""
         with self._db.writing() as conn:
             return write_checkpoint(conn, principal)
