@@ -25,9 +25,8 @@ from qemlflow.store.audit import (
 from qemlflow.store.checkpoints import (
     Checkpoint,
     KeyLookup,
-    checkpoint_check,
+    checkpoint_report,
     read_checkpoints,
-    verified_checkpoint,
     write_checkpoint,
 )
 from qemlflow.store.errors import StoreError
@@ -151,12 +150,9 @@ class AuditTrail:
             events = read_events(conn)
             checkpoints = read_checkpoints(conn)
             missing = missing_append_only_triggers(conn)
-        report = verify_audit_chain(
-            events, anchor=anchor, checks=(*checks, checkpoint_check(checkpoints, key_lookup))
-        )
-        report = dataclasses.replace(
-            report, checkpoint=verified_checkpoint(events, checkpoints, key_lookup)
-        )
+        findings, verified = checkpoint_report(events, checkpoints, key_lookup)
+        report = verify_audit_chain(events, anchor=anchor, checks=(*checks, lambda _: findings))
+        report = dataclasses.replace(report, checkpoint=verified)
         if not missing:
             return report
         return dataclasses.replace(report, problems=(*missing, *report.problems))

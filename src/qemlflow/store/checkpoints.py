@@ -67,6 +67,7 @@ __all__ = [
     "checkpoint_check",
     "checkpoint_findings",
     "checkpoint_message",
+    "checkpoint_report",
     "maybe_checkpoint",
     "read_checkpoints",
     "verified_checkpoint",
@@ -230,11 +231,12 @@ def chain_key_at(events: Sequence[AuditEvent]) -> KeyAt:
     """Return the keys as the audit chain itself enrolls, rotates and revokes them
     (:class:`~qemlflow.store.identities.IdentityLedger`): a key signs a checkpoint at
     ``seq`` when it was enrolled at or before ``seq`` and not revoked before it."""
-    from qemlflow.store.identities import IdentityLedger
+    from qemlflow.store.identities import IDENTITY_ACTIONS, IdentityLedger
 
     ledger = IdentityLedger()
     for event in sorted(events, key=lambda e: e.seq):
-        if not ledger.check(event):  # as verify does: an unproven event changes nothing
+        # Only identity events change keys; as in verify, an unproven one changes nothing.
+        if event.action in IDENTITY_ACTIONS and not ledger.check(event):
             ledger.apply(event)
 
     def key_at(fingerprint: str, seq: int) -> str | None:
@@ -331,6 +333,15 @@ def _findings(
         if event is not None and not problems:
             verified = checkpoint.seq
     return findings, verified
+
+
+def checkpoint_report(
+    events: Sequence[AuditEvent],
+    checkpoints: Sequence[Checkpoint],
+    key_lookup: KeyLookup | None = None,
+) -> tuple[list[tuple[int, str]], int | None]:
+    """Return :func:`checkpoint_findings` and :func:`verified_checkpoint` in one pass."""
+    return _findings(events, checkpoints, key_lookup)
 
 
 def checkpoint_findings(
