@@ -26,6 +26,7 @@ from qemlflow.store.checkpoints import (
     checkpoint_message,
     verified_checkpoint,
 )
+from qemlflow.store.identities import rotation_message
 
 
 @pytest.fixture(autouse=True)
@@ -200,6 +201,42 @@ def test_a_checkpoint_by_a_key_not_enrolled_at_its_seq_is_forged(
     )
     assert store.audit_trail.checkpoint(eve) is not None  # enrolled now: her pin of event 31
     assert store.audit_trail.verify().problems == report.problems
+
+
+def test_a_checkpoint_by_a_key_rotated_away_is_forged(tmp_path: Path) -> None:
+    old_key = Ed25519PrivateKey.generate()
+    ada = Principal.from_private_key(old_key, "Ada Lovelace", "ada@lab.org", AUTH_PASSPHRASE)
+    new_key = Ed25519PrivateKey.generate()
+    renewed = Principal.from_private_key(new_key, ada.name, ada.email, AUTH_PASSPHRASE)
+    with Store.open(tmp_path / "store", principal=ada) as store:
+        _grow_to(store, 120)
+        proof = renewed.sign(rotation_message(ada.email, ada.fingerprint, renewed.fingerprint))
+        store.identities.rotate(renewed.public_key, base64.b64encode(proof).decode())
+    with Store.open(tmp_path / "store", principal=renewed) as store:
+        _grow_to(store, 200)
+        assert [c.signer for c in store.checkpoints.list()] == [
+            ada.fingerprint,
+            renewed.fingerprint,
+        ]
+        assert store.audit_trail.verify().ok  # checkpoint 100 predates the rotation
+        # the old key, leaked after the rotation, signs a checkpoint of a later event
+        event = store.audit_trail.events()[149]
+        store_id = store.audit_trail.events()[0].hash
+        message = checkpoint_message(150, event.hash, event.timestamp, ada.fingerprint, store_id)
+        late = Checkpoint(
+            seq=150,
+            hash=event.hash,
+            timestamp=event.timestamp,
+            signer=ada.fingerprint,
+            auth=ada.auth,
+            signature=base64.b64encode(ada.sign(message)).decode(),
+        )
+        with store.db.changing() as conn:
+            conn.execute(insert(schema.audit_checkpoints).values(**late.to_dict()))
+        report = store.audit_trail.verify()
+        assert len(report.problems) == 1
+        assert "not enrolled in this store at event 150" in report.problems[0]
+        assert report.checkpoint == 200
 
 
 def test_the_checkpoints_table_is_append_only(owned: tuple[Store, Principal]) -> None:
