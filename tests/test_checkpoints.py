@@ -29,12 +29,6 @@ from qemlflow.store.checkpoints import (
 from qemlflow.store.identities import rotation_message
 
 
-@pytest.fixture(autouse=True)
-def _own_identity_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # No OS account key is made in the real ~/.config/qemlflow by a lazily resolved principal.
-    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(tmp_path / "identity"))
-
-
 def _principal(name: str = "Ada Lovelace", email: str = "ada@lab.org") -> Principal:
     return Principal.from_private_key(Ed25519PrivateKey.generate(), name, email, AUTH_PASSPHRASE)
 
