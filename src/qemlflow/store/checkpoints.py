@@ -4,7 +4,7 @@ The hash chain shows an edited, inserted or deleted event, but not a tail cut of
 the shorter log is still a valid chain. An *anchor* held outside the store catches that
 (``qemlflow audit anchor``); a *checkpoint* catches it from inside. It is a row of
 ``audit_checkpoints`` pinning the head at one event (``seq`` and ``hash``), signed with
-Ed25519 by the principal that wrote it, over a domain-separated canonical form::
+Ed25519 by the acting identity (an enrolled key), over a domain-separated canonical form::
 
     b"qemlflow.audit-checkpoint/1\\n" + canonical_json(
         {"seq", "hash", "timestamp", "signer", "store"})
@@ -18,7 +18,8 @@ the table append-only, as they keep ``audit_events``.
 
 :func:`checkpoint_findings` flags a checkpoint past the log's last event (the tail was
 truncated), one whose hash differs from its event's (the log was rewritten), and one whose
-signature does not verify with the signer's enrolled key (forged).
+signature does not verify with the key the chain enrolled for its signer, valid at its seq
+(forged: an unknown key, a key enrolled later or revoked earlier, a bad signature).
 
 What it cannot catch: events appended after the last checkpoint and then cut off (a log of
 250 events checkpointed at 200 can lose 201..250 unseen; a log that never reached its first
