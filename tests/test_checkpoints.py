@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -281,13 +282,16 @@ def test_audit_verify_names_the_checkpoint_it_checked(tmp_path: Path) -> None:
     with Store.open(folder, principal=_principal()) as store:
         _grow_to(store, 250)
 
-    def verify() -> subprocess.CompletedProcess[str]:
+    def verify(*extra: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "qemlflow", "audit", "verify", "--store", str(folder)]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        return subprocess.run(
+            [*command, *extra], capture_output=True, text=True, timeout=120, check=False
+        )
 
     sound = verify()
     assert sound.returncode == 0, sound.stdout + sound.stderr
     assert "checked against checkpoint at event 200" in sound.stdout
+    assert json.loads(verify("--json").stdout)["checkpoint"] == 200
     with Store.open(folder) as store:
         _delete_events_from(store, 150)
     truncated = verify()
