@@ -114,6 +114,10 @@ def register(app: typer.Typer) -> None:
                 console.print(
                     f"[bold red]audit trail NOT sound[/]: {len(report.problems)} problems"
                 )
+            if report.checkpoint is not None:
+                console.print(f"checked against checkpoint at event {report.checkpoint}")
+            else:  # nothing pins the head: a cut-off tail shows only against an anchor
+                console.print("no signed checkpoint yet: keep an anchor (`audit anchor -o F`)")
         raise typer.Exit(0 if report.ok else 1)
 
     @group.command("report")

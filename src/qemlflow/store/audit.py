@@ -47,6 +47,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Connection, RowMapping
 
 from qemlflow.store import schema
+from qemlflow.store.checkpoints import maybe_checkpoint
 from qemlflow.store.errors import StoreError
 from qemlflow.store.keys import (
     HASH_SCHEME,
@@ -99,19 +100,20 @@ _MIN_PREFIX = 6
 APPEND_ONLY_TRIGGERS: dict[str, dict[str, tuple[str, str]]] = {
     "sqlite": {
         f"{table}_no_{op.lower()}": (table, op)
-        for table in ("audit_events", "model_versions", "alias_events")
+        for table in ("audit_events", "model_versions", "alias_events", "audit_checkpoints")
         for op in ("UPDATE", "DELETE")
     },
     "postgresql": {
         name: (table, op)
-        for table in ("audit_events", "model_versions", "alias_events")
+        for table in ("audit_events", "model_versions", "alias_events", "audit_checkpoints")
         for name, op in (
             (f"{table}_append_only", "UPDATE/DELETE"),
             (f"{table}_no_truncate", "TRUNCATE"),
         )
     },
 }
-"""Per backend: trigger name -> (table, refused operations); made by migrations 0002, 0003."""
+"""Per backend: trigger name -> (table, refused operations); made by migrations 0002, 0003
+and 0006 (``audit_checkpoints``)."""
 
 AuditCheck = Callable[[Sequence["AuditEvent"]], Iterable[tuple[int, str]]]
 """An extra check for :func:`verify_audit_chain`: ``check(events) -> [(seq, problem), ...]``."""
@@ -379,6 +381,7 @@ def append_event(
         _last_event(conn), action, objects, reason=reason, details=plain, principal=who
     )
     conn.execute(insert(schema.audit_events).values(**event.to_dict()))
+    maybe_checkpoint(conn, event, who)  # every CHECKPOINT_EVERY events: a signed pin of the head
     return event
 
 
@@ -476,9 +479,9 @@ def _present_triggers(conn: Connection) -> dict[str, str]:
 def missing_append_only_triggers(conn: Connection) -> list[str]:
     """Return one problem per append-only trigger that is missing, disabled or moved.
 
-    The triggers are what refuses UPDATE and DELETE on ``audit_events``, ``model_versions``
-    and ``alias_events``; without one, the hash chain still shows an edit, but the
-    database no longer stops it.
+    The triggers are what refuses UPDATE and DELETE on ``audit_events``, ``model_versions``,
+    ``alias_events`` and ``audit_checkpoints``; without one, the hash chain still shows an
+    edit, but the database no longer stops it.
     """
     expected = APPEND_ONLY_TRIGGERS.get(conn.dialect.name, APPEND_ONLY_TRIGGERS["sqlite"])
     present = _present_triggers(conn)
@@ -495,7 +498,8 @@ def missing_append_only_triggers(conn: Connection) -> list[str]:
 class AuditReport:
     """The outcome of checking an audit trail; ``ok`` when nothing is wrong.
 
-    ``problems`` are sorted by event; the first names ``first_bad_seq``.
+    ``problems`` are sorted by event; the first names ``first_bad_seq``. ``checkpoint`` is
+    the seq of the latest signed checkpoint the log was found to agree with (``None``: none).
 
     Examples
     --------
@@ -508,6 +512,7 @@ class AuditReport:
     first_bad_seq: int | None = None
     problems: tuple[str, ...] = ()
     anchored: bool = False
+    checkpoint: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -523,6 +528,7 @@ class AuditReport:
             "first_bad_seq": self.first_bad_seq,
             "problems": list(self.problems),
             "anchored": self.anchored,
+            "checkpoint": self.checkpoint,
         }
 
 

@@ -22,6 +22,13 @@ from qemlflow.store.audit import (
     read_events,
     verify_audit_chain,
 )
+from qemlflow.store.checkpoints import (
+    Checkpoint,
+    KeyLookup,
+    checkpoint_report,
+    read_checkpoints,
+    write_checkpoint,
+)
 from qemlflow.store.errors import StoreError
 from qemlflow.store.transactions import Database
 
@@ -109,15 +116,43 @@ class AuditTrail:
         with self._db.reading() as conn:
             return audit_head(conn)
 
+    def checkpoint(self, principal: Principal | None = None) -> Checkpoint | None:
+        """Write a signed checkpoint of the head now (at every promotion) and return it.
+
+        ``principal`` signs; default: the store's acting identity, which must be enrolled.
+        The head is pinned once: a second call with no event in between returns the same
+        checkpoint. ``None`` while the log is empty. See :mod:`~qemlflow.store.checkpoints`.
+
+        Raises
+        ------
+        AuthorityError
+            The signer is not an active enrolled identity of the store.
+        """
+        with self._db.writing(principal) as conn:
+            return write_checkpoint(conn)
+
     def verify(
-        self, anchor: Mapping[str, Any] | None = None, checks: Sequence[AuditCheck] = ()
+        self,
+        anchor: Mapping[str, Any] | None = None,
+        checks: Sequence[AuditCheck] = (),
+        key_lookup: KeyLookup | None = None,
     ) -> AuditReport:
         """Check the whole audit chain (every row, by seq), see :func:`verify_audit_chain`,
-        and that the triggers keeping the trail and the registry append-only are in place."""
+        its signed checkpoints (a truncated tail, a rewritten or forged checkpoint), and
+        that the triggers keeping the trail and the registry append-only are in place.
+
+        ``key_lookup(fingerprint)`` returns the public key of a checkpoint's signer
+        (``None``: unknown, the checkpoint is forged). Default: the key the chain itself
+        enrolled for that fingerprint, valid at the checkpoint's seq. The report's
+        ``checkpoint`` is the latest checkpoint the log agrees with.
+        """
         with self._db.reading() as conn:
             events = read_events(conn)
+            checkpoints = read_checkpoints(conn)
             missing = missing_append_only_triggers(conn)
-        report = verify_audit_chain(events, anchor=anchor, checks=checks)
+        findings, verified = checkpoint_report(events, checkpoints, key_lookup)
+        report = verify_audit_chain(events, anchor=anchor, checks=(*checks, lambda _: findings))
+        report = dataclasses.replace(report, checkpoint=verified)
         if not missing:
             return report
         return dataclasses.replace(report, problems=(*missing, *report.problems))

@@ -520,12 +520,18 @@ def restore_store(store: Store, src: Path) -> BackupReport:
                 "backup_created_at": manifest.get("created_at"),
             },
         )
+        # rows the restore itself adds: its event (and the owner's, when the backup predates
+        # owners), and the checkpoints those events may make
+        pinned = schema.audit_checkpoints.c.seq > int(head["seq"])
+        added = {
+            schema.audit_events.name: restore_event.seq - int(head["seq"]),
+            schema.audit_checkpoints.name: len(
+                out.execute(select(schema.audit_checkpoints.c.seq).where(pinned)).all()
+            ),
+        }
     counts = store.db.table_counts()
-    audit_table = schema.audit_events.name
     for name, expected in manifest["tables"].items():
-        # + the restore event (and the owner's, when the backup predates owners)
-        appended = restore_event.seq - int(head["seq"])
-        restored = counts.get(name, 0) - (appended if name == audit_table else 0)
+        restored = counts.get(name, 0) - added.get(name, 0)
         if restored != expected:
             problems.append(f"table {name}: {restored} rows restored, expected {expected}")
     missing = [d for d in manifest["blobs"] if not store.blobs.has(d)]

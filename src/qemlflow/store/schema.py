@@ -32,6 +32,7 @@ __all__ = [
     "alias_events",
     "api_keys",
     "artifacts",
+    "audit_checkpoints",
     "audit_events",
     "datasets",
     "identities",
@@ -160,6 +161,20 @@ audit_events = Table(
     Index("ix_audit_events_action", "action"),
 )
 """The audit trail: append-only (triggers refuse UPDATE/DELETE), hash-chained by seq."""
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    # seq is the head the checkpoint pins (one checkpoint per head), not a row counter.
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("hash", DIGEST, nullable=False),
+    Column("timestamp", TIMESTAMP, nullable=False),
+    Column("signer", DIGEST, nullable=False),
+    Column("auth", String(32), nullable=False),
+    Column("public_key", Text, nullable=True),
+    Column("signature", Text, nullable=False),
+)
+"""Signed checkpoints of the audit chain head: append-only, like ``audit_events``."""
 
 model_versions = Table(
     "model_versions",

@@ -25,6 +25,7 @@ from qemlflow.store.api_keys import API_KEY_PREFIX, ApiKeys
 from qemlflow.store.audit import AuditCheck, AuditEvent, AuditReport, append_event
 from qemlflow.store.audit_trail import AuditTrail
 from qemlflow.store.blobs import BlobStore
+from qemlflow.store.checkpoints import Checkpoints
 from qemlflow.store.database import (
     create_store_engine,
     current_revision,
@@ -139,6 +140,8 @@ class Store:
         The hash-chained, signed audit events.
     identities : Identities
         The enrolled identities, their keys and roles.
+    checkpoints : Checkpoints
+        Signed checkpoints of the audit chain head.
 
     Examples
     --------
@@ -161,6 +164,7 @@ class Store:
         self.api_keys = ApiKeys(self.db)
         self.audit_trail = AuditTrail(self.db)
         self.identities = Identities(self.db)
+        self.checkpoints = Checkpoints(self.db)
 
     def _acting(self, conn: Connection) -> Principal:
         """Who signs this store's events: resolved at the first write, then kept."""
