@@ -484,7 +484,7 @@ def test_mallory_cannot_take_over_alices_email(
     problems = check_signatures(store.audit_events())
     assert [s for s, _ in problems] == [registered.seq]
     assert problems[0][1] == (
-        f"email Alice@Example.org is already bound to key {alice.fingerprint[:16]}; "
+        f"email {fake.email} is already bound to key {alice.fingerprint[:16]}; "
         f"key {fake.fingerprint[:16]} cannot take it over"
     )
     # sign() refuses to use the usurping key ...
