@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -18,8 +19,6 @@ from qemlflow.cli.options import JsonOption, StoreOption, open_store
 from qemlflow.cli.render import console
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from qemlflow.audit.principal import Principal
     from qemlflow.store import Store
 
@@ -96,27 +95,12 @@ def _record_dict(record: Any) -> dict[str, Any]:
 def _open_as(location: str | None, principal: Principal) -> Store:
     from qemlflow.store import Store
 
-    return Store.open(location, principal=principal)  # type: ignore[call-arg,unused-ignore]
+    return Store.open(location, principal=principal)
 
 
 def _service_email(name: str) -> str:
     local = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "service"
     return f"{local}@service.qemlflow"
-
-
-def _write_new_key_file(path: Path, key: Ed25519PrivateKey) -> None:
-    """Write ``key`` unencrypted (PKCS#8 PEM) to a new file of mode 0600; never overwrite."""
-    from cryptography.hazmat.primitives import serialization
-
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), 0o600)  # os.open's mode is filtered by the umask
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def register(app: typer.Typer) -> None:
@@ -257,7 +241,7 @@ def _register_admin(group: typer.Typer) -> None:
 
         identity = read_identity_file(file)
         with open_store(store) as opened:
-            record = opened.identities.enroll(  # type: ignore[attr-defined,unused-ignore]
+            record = opened.identities.enroll(
                 name=identity.name,
                 email=identity.email,
                 public_key=identity.public_key,
@@ -276,13 +260,14 @@ def _register_admin(group: typer.Typer) -> None:
     def list_command(store: StoreOption = None, as_json: JsonOption = False) -> None:
         """List the store's identities: role, kind, status, key."""
         with open_store(store) as opened:
-            records = list(opened.identities.list())  # type: ignore[attr-defined,unused-ignore]
+            records = list(opened.identities.list())
         if as_json:
             typer.echo(json.dumps([_record_dict(r) for r in records], indent=2, default=str))
             return
         table = Table(title="Identities")
         for column in ("email", "name", "role", "kind", "status", "auth", "key"):
-            table.add_column(column)
+            # What an admin acts on (an email, a role, a key) is never wrapped mid-word.
+            table.add_column(column, no_wrap=column in ("email", "role", "key"))
         for r in records:
             table.add_row(r.email, r.name, r.role, r.kind, r.status, r.auth, r.fingerprint[:16])
         console.print(table)
@@ -296,7 +281,7 @@ def _register_admin(group: typer.Typer) -> None:
     ) -> None:
         """(admin) Change an identity's role."""
         with open_store(store) as opened:
-            record = opened.identities.set_role(email, role, reason)  # type: ignore[attr-defined,unused-ignore]
+            record = opened.identities.set_role(email, role, reason)
         console.print(f"{escape(record.email)} is now {record.role}", highlight=False)
 
     @group.command("revoke")
@@ -307,7 +292,7 @@ def _register_admin(group: typer.Typer) -> None:
     ) -> None:
         """(admin, or the holder) Revoke an identity: its key signs nothing from now on."""
         with open_store(store) as opened:
-            record = opened.identities.revoke(email, reason)  # type: ignore[attr-defined,unused-ignore]
+            record = opened.identities.revoke(email, reason)
         console.print(
             f"revoked {escape(record.email)} (key {record.fingerprint[:16]})", highlight=False
         )
@@ -334,21 +319,19 @@ def _register_admin(group: typer.Typer) -> None:
         The key is NOT passphrase-protected: hand the file to the service as a secret and
         point $QEMLFLOW_SERVICE_KEY_FILE at it. It can do routine work, never approve.
         """
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
         from qemlflow.audit.emails import normalize_email, normalize_name
-        from qemlflow.audit.principal import AUTH_SERVICE, public_key_b64
+        from qemlflow.audit.principal import AUTH_SERVICE
+        from qemlflow.audit.session import write_service_key
 
         name = normalize_name(name)
         email = normalize_email(email or _service_email(name))
-        key = Ed25519PrivateKey.generate()
-        _write_new_key_file(key_out, key)
+        public_key = write_service_key(key_out)
         try:
             with open_store(store) as opened:
-                record = opened.identities.enroll(  # type: ignore[attr-defined,unused-ignore]
+                record = opened.identities.enroll(
                     name=name,
                     email=email,
-                    public_key=public_key_b64(key.public_key()),
+                    public_key=public_key,
                     role=role,
                     auth=AUTH_SERVICE,
                     kind="service",
@@ -402,7 +385,7 @@ def _rotate(location: str | None, reason: str | None, fd: int | None, new_fd: in
         write_identity,
     )
     from qemlflow.audit.principal import AUTH_PASSPHRASE, Principal, public_key_b64
-    from qemlflow.store.keys import canonical_json
+    from qemlflow.store.identities import rotation_message
 
     folder = identity_dir()
     identity = load_identity()
@@ -420,18 +403,13 @@ def _rotate(location: str | None, reason: str | None, fd: int | None, new_fd: in
     staged = folder / f".rotate-{os.getpid()}"
     shutil.rmtree(staged, ignore_errors=True)
     new = write_identity(staged, identity.name, identity.email, new_key, new_passphrase)
-    proof = new_key.sign(
-        canonical_json(
-            {"rotate": identity.fingerprint, "to": new.fingerprint, "email": identity.email}
-        )
-    )
+    claim = rotation_message(identity.email, identity.fingerprint, new.fingerprint)
+    proof = base64.b64encode(new_key.sign(claim)).decode("ascii")
     old = Principal.from_private_key(old_key, identity.name, identity.email, AUTH_PASSPHRASE)
     try:
         opened = _open_as(location, old)
         try:
-            opened.identities.rotate(  # type: ignore[attr-defined,unused-ignore]
-                public_key_b64(new_key.public_key()), proof, reason=reason
-            )
+            opened.identities.rotate(public_key_b64(new_key.public_key()), proof, reason=reason)
         finally:
             opened.close()
     except BaseException:
