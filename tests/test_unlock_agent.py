@@ -144,6 +144,34 @@ def test_passphrase_from_a_file_descriptor(ada: Path) -> None:
     assert agent_principal(ada) is not None
 
 
+def test_passphrase_fd_wins_over_the_environment(ada: Path) -> None:
+    read, write = os.pipe()
+    os.write(write, PASSPHRASE.encode() + b"\n")
+    os.close(write)
+    try:
+        done = _cli(
+            ada, "unlock", "--passphrase-fd", str(read), pass_fds=(read,),
+            QEMLFLOW_PASSPHRASE="not the passphrase",
+        )  # fmt: skip
+    finally:
+        os.close(read)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_agent_keeps_no_passphrase_in_its_environment(ada: Path) -> None:
+    assert _cli(ada, "unlock", QEMLFLOW_PASSPHRASE=PASSPHRASE).returncode == 0
+    status = agent_status(ada)
+    assert status is not None
+    try:
+        environment = Path(f"/proc/{status.pid}/environ").read_bytes()
+    except PermissionError:  # non-dumpable: hidden even from its own user (but not root)
+        assert os.getuid() != 0
+    else:
+        assert PASSPHRASE.encode() not in environment
+        assert b"QEMLFLOW_IDENTITY_DIR" in environment  # the rest is kept
+
+
 def test_wrong_passphrase_starts_no_agent(ada: Path) -> None:
     done = _cli(ada, "unlock", QEMLFLOW_PASSPHRASE="not the passphrase")
     assert done.returncode == 2

@@ -289,6 +289,7 @@ def start_agent(
         stderr=subprocess.PIPE,
         start_new_session=True,  # outlives the command and the terminal's hang-up
         close_fds=True,
+        env=_agent_environment(),
     )
     try:
         ready, errors = _hand_over(process, json.dumps(hand_over).encode("utf-8") + b"\n")
@@ -303,6 +304,12 @@ def start_agent(
     if status is None:
         raise AgentError(f"the unlock agent does not answer on {path}", f"check {path.parent}")
     return status
+
+
+def _agent_environment() -> dict[str, str]:
+    """This environment without the passphrases: the agent lives for hours, and needs none."""
+    secret = ("QEMLFLOW_PASSPHRASE", "QEMLFLOW_NEW_PASSPHRASE")
+    return {k: v for k, v in os.environ.items() if not k.startswith(secret)}
 
 
 def _hand_over(process: subprocess.Popen[bytes], secret: bytes) -> tuple[bytes, bytes]:

@@ -35,9 +35,9 @@ PassphraseFdOption = Annotated[
     int | None,
     typer.Option(
         "--passphrase-fd",
-        help=f"Read the passphrase from this file descriptor (first line), e.g. "
-        f"`--passphrase-fd 3 3<secret`; else ${PASSPHRASE_FD_ENV}, ${PASSPHRASE_ENV}, "
-        "or a prompt.",
+        help=f"Read the passphrase from this file descriptor (to its end, without the final "
+        f"newline), e.g. `--passphrase-fd 3 3<secret`; else ${PASSPHRASE_ENV}, "
+        f"${PASSPHRASE_FD_ENV}, or a prompt.",
         show_default=False,
     ),
 ]
@@ -55,32 +55,49 @@ def _env_fd(name: str) -> int | None:
     return int(text)
 
 
-def _passphrase(
-    confirm: bool,
-    fd: int | None = None,
-    *,
-    env: str = PASSPHRASE_ENV,
-    fd_env: str = PASSPHRASE_FD_ENV,
-    label: str = "Passphrase",
-) -> str:
-    """The passphrase from ``--passphrase-fd``, ``$..._FD``, ``$..._PASSPHRASE`` or a prompt."""
+def _no_terminal(env: str, fd_env: str) -> Exception:
+    from qemlflow.errors import QeMLflowError
+
+    return QeMLflowError(
+        f"a passphrase is needed, and neither --passphrase-fd, ${fd_env} nor ${env} is set, "
+        "nor is there a terminal to ask on",
+        f"set {env}, pass a descriptor with --passphrase-fd, or run in a terminal",
+    )
+
+
+def _passphrase(confirm: bool, fd: int | None = None) -> str:
+    """Your passphrase: ``--passphrase-fd``, ``$QEMLFLOW_PASSPHRASE``, ``$..._FD`` or a prompt.
+
+    ``--passphrase-fd N`` is ``$QEMLFLOW_PASSPHRASE_FD=N`` for this command (it wins over
+    ``$QEMLFLOW_PASSPHRASE``), so the store, which unlocks the acting identity from the same
+    variables, reads the descriptor's one passphrase from the same cache.
+    """
+    from qemlflow.audit.unlock import environment_passphrase
+
+    if fd is not None:
+        os.environ.pop(PASSPHRASE_ENV, None)
+        os.environ[PASSPHRASE_FD_ENV] = str(fd)
+    passphrase = environment_passphrase()
+    if passphrase:
+        return passphrase
+    if not sys.stdin.isatty():  # a prompt would read the passphrase from a pipe, or fail
+        raise _no_terminal(PASSPHRASE_ENV, PASSPHRASE_FD_ENV)
+    return str(typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm))
+
+
+def _new_passphrase(fd: int | None) -> str:
+    """The new key's passphrase (``rotate``): ``--new-passphrase-fd``, ``$..._NEW_...``, prompt."""
     from qemlflow.audit.identity import read_passphrase_fd
 
-    fd = fd if fd is not None else _env_fd(fd_env)
+    fd = fd if fd is not None else _env_fd(NEW_PASSPHRASE_FD_ENV)
     if fd is not None:
         return read_passphrase_fd(fd)
-    from_env = os.environ.get(env)
+    from_env = os.environ.get(NEW_PASSPHRASE_ENV)
     if from_env:
         return from_env
-    if not sys.stdin.isatty():  # a prompt would read the passphrase from a pipe, or fail
-        from qemlflow.errors import QeMLflowError
-
-        raise QeMLflowError(
-            f"a passphrase is needed, and neither --passphrase-fd, ${fd_env} nor ${env} is "
-            "set, nor is there a terminal to ask on",
-            f"set {env}, pass a descriptor with --passphrase-fd, or run in a terminal",
-        )
-    return str(typer.prompt(label, hide_input=True, confirmation_prompt=confirm))
+    if not sys.stdin.isatty():
+        raise _no_terminal(NEW_PASSPHRASE_ENV, NEW_PASSPHRASE_FD_ENV)
+    return str(typer.prompt("New passphrase", hide_input=True, confirmation_prompt=True))
 
 
 def _remaining(seconds: float) -> str:
@@ -390,13 +407,7 @@ def _rotate(location: str | None, reason: str | None, fd: int | None, new_fd: in
     folder = identity_dir()
     identity = load_identity()
     old_key = load_signing_key(_passphrase(confirm=False, fd=fd))
-    new_passphrase = _passphrase(
-        confirm=True,
-        fd=new_fd,
-        env=NEW_PASSPHRASE_ENV,
-        fd_env=NEW_PASSPHRASE_FD_ENV,
-        label="New passphrase",
-    )
+    new_passphrase = _new_passphrase(new_fd)
     new_key = Ed25519PrivateKey.generate()
     # The new pair is on disk before the store hears of it: a key the store enrolls is
     # never one that was lost with a crash.
