@@ -24,9 +24,10 @@ from qemlflow.audit.agent import (
     agent_socket_path,
     agent_status,
     parse_ttl,
+    start_agent,
     stop_agent,
 )
-from qemlflow.audit.identity import init_identity, load_identity
+from qemlflow.audit.identity import init_identity, load_identity, load_signing_key
 from qemlflow.audit.principal import AUTH_PASSPHRASE, verify_signature
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -79,6 +80,7 @@ def ada(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     init_identity("Ada Lovelace", "ada@lab.org", PASSPHRASE, directory=folder)
     yield folder
     path = agent_socket_path(folder)
+    folder.chmod(0o700)
     with contextlib.suppress(OSError):  # undo what a test did to the socket, to stop its agent
         os.chown(path.parent, os.getuid(), os.getgid(), follow_symlinks=False)
         path.parent.chmod(0o700)
@@ -292,6 +294,15 @@ def test_a_socket_others_may_open_is_refused(ada: Path, target: str) -> None:
     assert status.returncode == 2 and "may be opened by others" in status.stderr
 
 
+def test_a_folder_others_may_write_to_is_refused(ada: Path) -> None:
+    assert _cli(ada, "unlock", QEMLFLOW_PASSPHRASE=PASSPHRASE).returncode == 0
+    ada.chmod(0o777)  # another user could swap the agent's folder for their own
+    with pytest.raises(AgentError, match="may be written by others"):
+        agent_principal(ada)
+    ada.chmod(0o1777)  # sticky, as /tmp: only the owner may rename what is in it
+    assert agent_principal(ada) is not None
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="only root can give a file to another user")
 def test_another_users_socket_is_refused(ada: Path) -> None:
     assert _cli(ada, "unlock", QEMLFLOW_PASSPHRASE=PASSPHRASE).returncode == 0
@@ -357,3 +368,13 @@ def test_parse_ttl() -> None:
 
 def test_no_identity_gives_no_principal(tmp_path: Path) -> None:
     assert agent_principal(tmp_path / "nobody") is None
+
+
+def test_the_agent_runs_this_package_whatever_the_path(
+    ada: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # as from an installed command
+    status = start_agent(load_signing_key(PASSPHRASE, ada), ada, 30)
+    assert status.fingerprint == load_identity(ada).fingerprint
+    principal = agent_principal(ada)
+    assert principal is not None and principal.verify(b"x", principal.sign(b"x"))

@@ -169,27 +169,45 @@ def _check_private(path: Path, kind: str, expect_socket: bool) -> None:
     """Refuse a file that another user owns or that others may open (a planted agent)."""
     info = path.lstat()
     is_right_kind = stat.S_ISSOCK(info.st_mode) if expect_socket else stat.S_ISDIR(info.st_mode)
+    fix = f"check who made it, remove it, then {_UNLOCK_FIX}"
     if not is_right_kind:
         raise AgentError(
             f"the unlock agent's {kind} {path} is not a {'socket' if expect_socket else 'folder'}",
-            f"remove it, then {_UNLOCK_FIX}",
+            fix,
         )
     if info.st_uid != os.getuid():
         raise AgentError(
-            f"the unlock agent's {kind} {path} belongs to another user (uid {info.st_uid})",
-            f"do not use it: remove it, then {_UNLOCK_FIX}",
+            f"the unlock agent's {kind} {path} belongs to another user (uid {info.st_uid})", fix
         )
     if info.st_mode & 0o077:
         raise AgentError(
             f"the unlock agent's {kind} {path} may be opened by others "
             f"(mode {stat.S_IMODE(info.st_mode):04o})",
-            f"run `qemlflow identity lock`, then {_UNLOCK_FIX}",
+            fix,
+        )
+
+
+def _check_parent(folder: Path) -> None:
+    """Refuse a parent folder that another user may rename things in (``/tmp/qemlflow-UID``
+    made by someone else): they could swap the agent's folder for their own."""
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (os.getuid(), 0):
+        raise AgentError(
+            f"{folder}, which holds the unlock agent's folder, belongs to another user",
+            f"check who made it, remove it, then {_UNLOCK_FIX}",
+        )
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        raise AgentError(
+            f"{folder}, which holds the unlock agent's folder, may be written by others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o})",
+            f"chmod go-w {folder}, then {_UNLOCK_FIX}",
         )
 
 
 def _request(path: Path, payload: dict[str, Any]) -> dict[str, Any] | None:
     """Send one request to the agent at ``path``; ``None`` when no agent answers."""
     try:
+        _check_parent(path.parent.parent)
         _check_private(path.parent, "folder", expect_socket=False)
         _check_private(path, "socket", expect_socket=True)
     except FileNotFoundError:
@@ -309,7 +327,13 @@ def start_agent(
 def _agent_environment() -> dict[str, str]:
     """This environment without the passphrases: the agent lives for hours, and needs none."""
     secret = ("QEMLFLOW_PASSPHRASE", "QEMLFLOW_NEW_PASSPHRASE")
-    return {k: v for k, v in os.environ.items() if not k.startswith(secret)}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(secret)}
+    # The agent runs this very package, wherever this process found it.
+    package_root = os.fspath(Path(__file__).resolve().parents[2])
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [package_root, *filter(None, [environment.get("PYTHONPATH")])]
+    )
+    return environment
 
 
 def _hand_over(process: subprocess.Popen[bytes], secret: bytes) -> tuple[bytes, bytes]:
@@ -426,6 +450,7 @@ def _private_folder(folder: Path) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=0o700)
+    _check_parent(folder.parent)
     _check_private(folder, "folder", expect_socket=False)
 
 
