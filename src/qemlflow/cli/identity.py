@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from qemlflow.cli.options import JsonOption, StoreOption, open_store
 from qemlflow.cli.render import console
@@ -101,8 +100,12 @@ def _new_passphrase(fd: int | None) -> str:
 
 
 def _remaining(seconds: float) -> str:
-    minutes = max(0, int(seconds)) // 60
-    return f"{minutes // 60}h{minutes % 60:02d}m"
+    """``8h00m``, ``12m``, ``40s``: how long an unlock has left."""
+    total = max(0, int(seconds))
+    hours, minutes = divmod(total // 60, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m" if minutes else f"{total}s"
 
 
 def _record_dict(record: Any) -> dict[str, Any]:
@@ -281,13 +284,13 @@ def _register_admin(group: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps([_record_dict(r) for r in records], indent=2, default=str))
             return
-        table = Table(title="Identities")
-        for column in ("email", "name", "role", "kind", "status", "auth", "key"):
-            # What an admin acts on (an email, a role, a key) is never wrapped mid-word.
-            table.add_column(column, no_wrap=column in ("email", "role", "key"))
-        for r in records:
-            table.add_row(r.email, r.name, r.role, r.kind, r.status, r.auth, r.fingerprint[:16])
-        console.print(table)
+        # Plain aligned lines, the name last: nothing an admin types is cut to fit a terminal.
+        rows = [("email", "role", "auth", "status", "key", "name")]
+        rows += [(r.email, r.role, r.auth, r.status, r.fingerprint[:16], r.name) for r in records]
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        for row in rows:
+            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+            typer.echo("  ".join([*cells, row[5]]))
 
     @group.command("role")
     def role_command(
