@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,14 @@ pytest_plugins = ["tests.postgres_fixture"]
 # As the CLI does: keep two OpenMP runtimes (LightGBM, scikit-learn) from spinning.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# The OS account of the test session: never the user's own ~/.config/qemlflow. Module- and
+# session-scoped fixtures make their stores under it; every test gets a copy of its key
+# in a folder of its own (see _isolated_store), so the stores those fixtures made accept
+# its writes, while anything a test writes there (an identity.json) stays its own.
+_SESSION_IDENTITY = Path(tempfile.mkdtemp(prefix="qemlflow-identity-"))
+os.environ["QEMLFLOW_IDENTITY_DIR"] = str(_SESSION_IDENTITY)
+_ACCOUNT_FILES = ("account_key.pem", "account.json")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_store(
@@ -26,11 +36,19 @@ def _isolated_store(
     """Every test runs in a folder of its own, with a store of its own: commands that
     default to ./.qemlflow or ./qemlflow-run never write into the repository.
 
-    It also gets an identity folder of its own (CLI subprocesses inherit it), so the OS
-    account key that owns its stores is new, and no passphrase or service key leaks in."""
+    It also gets an identity folder of its own (CLI subprocesses inherit it), holding the
+    session's OS account key: the first write to each of its stores makes that account
+    the store's owner. No passphrase or service key leaks in from the environment."""
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     monkeypatch.setenv("QEMLFLOW_HOME", str(tmp_path_factory.mktemp("qemlflow-home")))
-    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(tmp_path_factory.mktemp("identity")))
+    identity = tmp_path_factory.mktemp("identity")
+    if not (_SESSION_IDENTITY / _ACCOUNT_FILES[0]).is_file():
+        from qemlflow.audit.session import account_principal
+
+        account_principal(_SESSION_IDENTITY, create=True)
+    for name in _ACCOUNT_FILES:
+        shutil.copy2(_SESSION_IDENTITY / name, identity / name)  # keeps mode 0600
+    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(identity))
     for name in (
         "QEMLFLOW_DATABASE_URL",
         "QEMLFLOW_PASSPHRASE",

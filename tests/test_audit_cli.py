@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.identities_helpers import enroll
 
 from qemlflow.cli.main import main
+from qemlflow.store import Store
 
 CONFIG: dict[str, Any] = {
     "name": "audited",
@@ -45,6 +47,10 @@ def _recorded_run(tmp_path: Path, source: Path, store: str) -> str:
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["run", str(path), "--store", store, "--out", str(tmp_path / "out")]) == 0
+    folder = Path(os.environ["QEMLFLOW_IDENTITY_DIR"])
+    if (folder / "identity.json").is_file():  # the store's owner (the OS account) enrolls Ada
+        with Store.open(store) as opened:
+            enroll(opened, folder, "approver")
     with_store = ["runs", "list", "--json", "--store", store]
     return str(_json(with_store)[0]["id"])
 

@@ -45,8 +45,11 @@ def _new_key() -> tuple[Ed25519PrivateKey, str]:
 # -- the owner -------------------------------------------------------------------------
 
 
-def test_the_first_write_makes_the_os_account_the_owner(store: Store) -> None:
-    folder = Path(os.environ["QEMLFLOW_IDENTITY_DIR"])
+def test_the_first_write_makes_the_os_account_the_owner(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "new-account"  # a machine where QeMLflow never ran
+    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(folder))
     assert store.identities.owner() is None and store.audit_events() == []
     assert not (folder / "account_key.pem").exists()  # reading needs no identity
     store.create_run("r", {}, 0, None)

@@ -148,7 +148,9 @@ def test_trust_file_loads_the_file_and_records_who_trusted_what(
         event = store.audit_events(action="model.trusted")[-1]
         assert event.objects == {"model": digest}
         assert event.details["path"] == str(model) and event.details["sha256"] == digest
-        assert event.details["command"] == kind and event.actor == "Ada <ada@lab>"
+        assert event.details["command"] == kind
+        # $QEMLFLOW_ACTOR credits nobody: the actor is the account that signed the event
+        assert event.actor != "Ada <ada@lab>" and event.actor == store.identities.owner().display
         assert store.has_blob(digest)  # kept, so `audit verify` re-hashes what was trusted
         assert store.verify_audit().ok
 

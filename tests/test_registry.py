@@ -15,6 +15,7 @@ import pytest
 import yaml
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
+from tests.identities_helpers import enroll
 
 import qemlflow as qm
 from qemlflow import registry
@@ -223,6 +224,7 @@ def test_a_required_signature_refuses_until_the_run_is_signed(
 
     identity = tmp_path / "identity"
     init_identity("Ada Lovelace", "ada@lab.org", PASSPHRASE, directory=identity)
+    enroll(store, identity, "approver")  # an admin (the store's owner) enrolls her
     sign(
         store,
         run_id,
