@@ -194,7 +194,7 @@ def test_agent_expires_after_its_ttl(ada: Path) -> None:
     status = agent_status(ada)
     assert principal is not None and status is not None
     principal.sign(b"within the ttl")
-    assert _gone(status.pid, within=6), "the agent outlived its time to live"
+    assert _gone(status.pid, within=10), "the agent outlived its time to live"
     assert agent_principal(ada) is None
     assert not agent_socket_path(ada).exists()
     with pytest.raises(AgentError, match="cannot sign"):
@@ -209,7 +209,7 @@ def test_lock_stops_the_agent(ada: Path) -> None:
     locked = _cli(ada, "lock")
     assert locked.returncode == 0 and locked.stdout.strip() == "locked"
     assert agent_principal(ada) is None
-    assert _gone(status.pid, within=3)
+    assert _gone(status.pid, within=10)
     assert "not unlocked" in _cli(ada, "lock").stdout
 
 
@@ -219,7 +219,7 @@ def test_unlock_again_replaces_the_agent(ada: Path) -> None:
     assert _cli(ada, "unlock", "--ttl", "1h", QEMLFLOW_PASSPHRASE=PASSPHRASE).returncode == 0
     second = agent_status(ada)
     assert first is not None and second is not None and first.pid != second.pid
-    assert _gone(first.pid, within=3)
+    assert _gone(first.pid, within=10)
     assert agent_principal(ada) is not None
 
 
@@ -228,7 +228,7 @@ def test_a_killed_agent_leaves_a_stale_socket_that_gives_none(ada: Path) -> None
     status = agent_status(ada)
     assert status is not None
     os.kill(status.pid, signal.SIGKILL)
-    assert _gone(status.pid, within=3)
+    assert _gone(status.pid, within=10)
     assert agent_socket_path(ada).exists()  # nobody removed it
     started = time.monotonic()
     assert agent_principal(ada) is None
@@ -252,8 +252,11 @@ def test_an_agent_that_never_answers_costs_seconds_not_a_hang(ada: Path) -> None
         started = time.monotonic()
         assert agent_principal(ada) is None
         assert time.monotonic() - started < 5
+        # lock waits longer, and leaves the socket of an agent that is only slow in place
+        assert stop_agent(ada) is False and path.exists()
     finally:
         silent.close()
+    assert stop_agent(ada) is False and not path.exists()  # now stale: removed
 
 
 def test_an_agent_with_another_key_is_ignored(ada: Path) -> None:
@@ -280,7 +283,7 @@ def test_init_force_locks_the_agent_of_the_old_key(ada: Path) -> None:
         QEMLFLOW_PASSPHRASE=PASSPHRASE,
     )
     assert done.returncode == 0, done.stderr
-    assert _gone(status.pid, within=3)
+    assert _gone(status.pid, within=10)
 
 
 @pytest.mark.parametrize("target", ["socket", "folder"])

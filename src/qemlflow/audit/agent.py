@@ -79,6 +79,7 @@ DEFAULT_TTL: Final = "8h"
 MAX_TTL: Final = 24 * 3600.0  # a bounded session: a day's work at most
 SOCKET_NAME: Final = "agent.sock"
 _CLIENT_TIMEOUT: Final = 2.0  # seconds: a wedged agent costs a command this much, not a hang
+_LOCK_TIMEOUT: Final = 10.0  # `lock` may wait longer: a busy machine must not leave the key
 _SERVE_TIMEOUT: Final = 5.0  # seconds a connection may take to send its request
 _START_TIMEOUT: Final = 15.0  # seconds the agent may take to import and bind its socket
 _MAX_REQUEST: Final = 16 * 1024 * 1024  # an audit event's canonical form, with room to spare
@@ -204,7 +205,9 @@ def _check_parent(folder: Path) -> None:
         )
 
 
-def _request(path: Path, payload: dict[str, Any]) -> dict[str, Any] | None:
+def _request(
+    path: Path, payload: dict[str, Any], timeout: float = _CLIENT_TIMEOUT
+) -> dict[str, Any] | None:
     """Send one request to the agent at ``path``; ``None`` when no agent answers."""
     try:
         _check_parent(path.parent.parent)
@@ -215,7 +218,7 @@ def _request(path: Path, payload: dict[str, Any]) -> dict[str, Any] | None:
     data = json.dumps(payload).encode("utf-8") + b"\n"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(_CLIENT_TIMEOUT)
+            conn.settimeout(timeout)
             conn.connect(os.fspath(path))
             conn.sendall(data)
             reply = _read_line(conn, _MAX_REQUEST)
@@ -270,14 +273,19 @@ def agent_status(identity_dir: str | os.PathLike[str]) -> AgentStatus | None:
 def stop_agent(identity_dir: str | os.PathLike[str]) -> bool:
     """Stop the agent of ``identity_dir`` (its key is gone); whether one was running.
 
-    A stale socket (no agent behind it) is removed.
+    A stale socket (nothing listens on it) is removed; a socket whose agent is merely slow
+    to answer is not, so that ``lock`` can still reach that agent.
     """
     path = agent_socket_path(identity_dir)
-    answer = _request(path, {"op": "lock"})
+    answer = _request(path, {"op": "lock"}, timeout=_LOCK_TIMEOUT)
     if answer is None:
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(path.lstat().st_mode):
-                path.unlink()
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+            probe.settimeout(_CLIENT_TIMEOUT)
+            try:
+                probe.connect(os.fspath(path))
+            except ConnectionRefusedError:
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink()
         return False
     return bool(answer.get("ok"))
 
@@ -478,6 +486,7 @@ class _Agent:
         self.expires_wall = time.time() + ttl
         self.stopping = threading.Event()
         self.inode = -1
+        self.server: socket.socket | None = None
 
     def remaining(self) -> float:
         return min(self.deadline - time.monotonic(), self.expires_wall - time.time())
@@ -513,6 +522,9 @@ class _Agent:
         """Stop now: no client can connect once the socket is gone."""
         self.stopping.set()
         self.cleanup()
+        if self.server is not None:  # wakes the accept() of the serving loop at once
+            with contextlib.suppress(OSError):
+                self.server.shutdown(socket.SHUT_RDWR)
 
     def serve_one(self, conn: socket.socket) -> None:
         with conn:
@@ -548,6 +560,7 @@ class _Agent:
         self.path.chmod(0o600)
         self.inode = self.path.lstat().st_ino
         server.listen(16)
+        self.server = server
         return server
 
     def serve(self, server: socket.socket) -> None:
