@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qemlflow.audit.agent import agent_principal, start_agent, stop_agent
+from qemlflow.audit.agent import agent_principal, agent_status, start_agent, stop_agent
 from qemlflow.audit.identity import init_identity, load_identity, load_signing_key
 from qemlflow.audit.principal import AUTH_PASSPHRASE, verify_signature
 from qemlflow.store import Store
@@ -262,6 +262,7 @@ def test_service_key_file_is_never_overwritten_nor_left_behind(lab: Lab, tmp_pat
 def test_rotate_replaces_the_key_once_the_store_accepts_it(lab: Lab) -> None:
     _enroll_ada(lab)
     before = load_identity(lab.ada)
+    assert lab.run(lab.ada, "identity", "unlock", QEMLFLOW_PASSPHRASE=ADA_PASS).returncode == 0
     done = lab.run(
         lab.ada, "identity", "rotate", "--reason", "yearly",
         QEMLFLOW_PASSPHRASE=ADA_PASS, QEMLFLOW_NEW_PASSPHRASE=BOB_PASS,
@@ -274,6 +275,10 @@ def test_rotate_replaces_the_key_once_the_store_accepts_it(lab: Lab) -> None:
     action, actor, auth = lab.events()[-1]
     assert (action, actor, auth) == ("identity.key_rotated", before.display, AUTH_PASSPHRASE)
     assert not list(lab.ada.glob(".rotate-*"))
+    assert agent_status(lab.ada) is None  # the agent of the retired key was stopped
+    assert lab.run(lab.ada, "identity", "unlock", QEMLFLOW_PASSPHRASE=BOB_PASS).returncode == 0
+    principal = agent_principal(lab.ada)
+    assert principal is not None and principal.fingerprint == after.fingerprint
 
 
 def test_a_refused_rotation_keeps_the_identity_files(lab: Lab) -> None:

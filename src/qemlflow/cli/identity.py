@@ -391,6 +391,7 @@ def _register_admin(group: typer.Typer) -> None:
 
 
 def _rotate(location: str | None, reason: str | None, fd: int | None, new_fd: int | None) -> None:
+    import contextlib
     import shutil
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -420,19 +421,25 @@ def _rotate(location: str | None, reason: str | None, fd: int | None, new_fd: in
     claim = rotation_message(identity.email, identity.fingerprint, new.fingerprint)
     proof = base64.b64encode(new_key.sign(claim)).decode("ascii")
     old = Principal.from_private_key(old_key, identity.name, identity.email, AUTH_PASSPHRASE)
+    accepted = False
     try:
         opened = _open_as(location, old)
         try:
             opened.identities.rotate(public_key_b64(new_key.public_key()), proof, reason=reason)
+            accepted = True
         finally:
+            if not accepted:  # an error after the commit (a lost reply) still enrolled it
+                with contextlib.suppress(Exception):
+                    accepted = opened.identities.by_fingerprint(new.fingerprint) is not None
             opened.close()
-    except BaseException:
+    finally:
+        # The files follow the store: the new pair once it is enrolled (the old key is then
+        # revoked there), else the old pair stays and the staged one goes.
+        if accepted:
+            (staged / SIGNING_KEY_FILE).replace(folder / SIGNING_KEY_FILE)
+            (staged / IDENTITY_FILE).replace(folder / IDENTITY_FILE)
         shutil.rmtree(staged, ignore_errors=True)
-        raise
     stop_agent(folder)  # it holds the retired key
-    (staged / SIGNING_KEY_FILE).replace(folder / SIGNING_KEY_FILE)
-    (staged / IDENTITY_FILE).replace(folder / IDENTITY_FILE)
-    shutil.rmtree(staged, ignore_errors=True)
     console.print(
         f"key of {escape(identity.display)} rotated: {identity.fingerprint[:16]} -> "
         f"{new.fingerprint[:16]}; unlock again with `qemlflow identity unlock`",
