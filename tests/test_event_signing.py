@@ -225,3 +225,99 @@ def test_a_viewer_cannot_run(store: Store, tmp_path: Path) -> None:
             as_vic.create_run("r", {}, 0, None)
         assert as_vic.list_runs() == []  # nothing half-written
         assert as_vic.audit_events()[-1].action == "identity.enrolled"  # reading is fine
+
+
+def test_a_stripped_signature_fails(store: Store) -> None:
+    _some_history(store)
+    head = _head(store)
+    forged = next_event(head, "run.started", {"run": "x"}, principal=store.principal)
+    _append_raw(store, dataclasses.replace(forged, signature=None, signer=None, auth=None))
+    problems = _problems(store)
+    assert any("has no signature" in p for p in problems)
+
+
+def test_audit_verify_exits_1_on_a_forged_append(tmp_path: Path) -> None:
+    from qemlflow.cli.main import main
+
+    location = tmp_path / "cli"
+    with Store.open(location) as store:
+        _some_history(store)
+        assert main(["audit", "verify", "--store", str(location)]) == 0
+        forged = next_event(_head(store), "model.promoted", {"model": "ab" * 32}, actor="Eve")
+        _append_raw(store, forged)
+    assert main(["audit", "verify", "--store", str(location)]) == 1
+
+
+def test_an_upgraded_store_keeps_its_unsigned_prefix_and_its_old_signatures(
+    tmp_path: Path,
+) -> None:
+    """A store written before 0005: unsigned events, a trust-on-first-use registration and
+    a signature checked against it. After the upgrade they verify as the legacy prefix; the
+    first new write makes the OS account the owner; an unsigned event after that fails."""
+    import base64
+
+    from alembic import command
+
+    from qemlflow.audit.signatures import check_signatures, signature_message
+    from qemlflow.store.database import _alembic_config, create_store_engine
+    from qemlflow.store.keys import sha256_hex
+
+    root = tmp_path / "old"
+    root.mkdir()
+    engine = create_store_engine(f"sqlite:///{root / 'metadata.db'}")
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0004")
+    key = Ed25519PrivateKey.generate()
+    ada = Principal.from_private_key(key, "Ada", "ada@lab.org", AUTH_PASSPHRASE)
+    registered = next_event(
+        None,
+        "identity.registered",
+        {"identity": ada.fingerprint},
+        details={
+            "name": "Ada",
+            "email": "ada@lab.org",
+            "public_key": ada.public_key,
+            "fingerprint": ada.fingerprint,
+        },
+        actor=ada.display,
+    )
+    signer = {"name": "Ada", "email": "ada@lab.org", "fingerprint": ada.fingerprint}
+    message = signature_message(
+        object_id="r1",
+        kind="run",
+        digest="d" * 64,
+        meaning="approved",
+        reason="ok",
+        signer=signer,
+        signed_at="t",
+    )
+    signed = next_event(
+        registered,
+        "signature",
+        {"object": "r1", "digest": "d" * 64, "identity": ada.fingerprint},
+        reason="ok",
+        details={
+            "meaning": "approved",
+            "kind": "run",
+            "signer": signer,
+            "signed_at": "t",
+            "message_sha256": sha256_hex(message),
+            "signature": base64.b64encode(key.sign(message)).decode(),
+        },
+        actor=ada.display,
+    )
+    with engine.begin() as conn:
+        for event in (registered, signed):
+            row = {
+                k: v for k, v in event.to_dict().items() if k not in ("signer", "auth", "signature")
+            }
+            conn.execute(insert(schema.audit_events).values(**row))
+    engine.dispose()
+    with Store.open(root) as store:
+        assert store.verify_audit().ok and check_signatures(store.audit_events()) == []
+        store.create_run("r", {}, 0, None)
+        assert [e.action for e in store.audit_events()][2:] == ["store.owner", "run.started"]
+        assert store.verify_audit().ok
+        late = next_event(_head(store), "signature", {"object": "r1"}, actor=ada.display)
+        _append_raw(store, late)
+        assert "unsigned after signed events" in _problems(store)[0]

@@ -44,7 +44,8 @@ def _env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["QEMLFLOW_HOME"] = str(home)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    env["QEMLFLOW_IDENTITY_DIR"] = str(home / "identity")
+    # QEMLFLOW_IDENTITY_DIR is inherited (tests/conftest.py): the CLI acts as the same OS
+    # account as the test process, which owns the stores either of them made.
     for name in ("QEMLFLOW_DATABASE_URL", "QEMLFLOW_PASSPHRASE"):
         env.pop(name, None)
     return env

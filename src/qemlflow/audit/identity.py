@@ -6,7 +6,9 @@ The identity lives in one folder, ``$QEMLFLOW_IDENTITY_DIR`` or ``~/.config/qeml
   32-byte Ed25519 public key, base64), ``fingerprint`` (sha256 hex of the raw public key)
   and ``created_at``; the name and email are normalized and look-alikes refused
   (:mod:`qemlflow.audit.emails`). ``qemlflow identity show --json`` prints it for an admin
-  to enroll (``qemlflow identity enroll FILE --role R``): a store trusts only enrolled keys.
+  to enroll (``qemlflow identity enroll FILE --role R``): a store trusts only enrolled keys;
+  once unlocked (:mod:`qemlflow.audit.unlock`, :mod:`qemlflow.audit.agent`) it signs the
+  events it writes.
 - ``signing_key.pem`` - the private key, PKCS#8 PEM encrypted with the passphrase
   (file mode 0600). It never leaves this folder and is never stored unencrypted.
 

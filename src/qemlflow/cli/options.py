@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from qemlflow.audit.principal import Principal
     from qemlflow.store import Store
 
 __all__ = [
@@ -57,11 +58,16 @@ TrustFileOption = Annotated[
 
 
 @contextmanager
-def open_store(location: str | None) -> Iterator[Store]:
-    """Open the store for one command and close it afterwards."""
+def open_store(location: str | None, principal: Principal | None = None) -> Iterator[Store]:
+    """Open the store for one command and close it afterwards.
+
+    Its writes are signed by ``principal``, default the identity resolved at the first
+    write (:func:`qemlflow.audit.session.resolve_principal`: a service key, an unlocked
+    passphrase identity, else the OS account); read-only commands resolve none.
+    """
     from qemlflow.store import Store
 
-    store = Store.open(location)
+    store = Store.open(location, principal=principal)
     try:
         yield store
     finally:

@@ -117,8 +117,8 @@ def lookalike_problem(email: str, name: str, existing: Iterable[tuple[str, str]]
 
     Examples
     --------
-    >>> lookalike_problem("ada@1ab.org", "Ada", [("ada@lab.org", "Ada L")])
-    "email ada@1ab.org looks like the enrolled ada@lab.org - it would pass for that identity"
+    >>> print(lookalike_problem("ada@1ab.org", "Ada", [("ada@lab.org", "Ada L")]))
+    email ada@1ab.org looks like the enrolled ada@lab.org - it would pass for that identity
     >>> lookalike_problem("bob@lab.org", "Bob", [("ada@lab.org", "Ada")]) is None
     True
     """
@@ -187,8 +187,12 @@ class IdentityLedger:
 
     def check(self, event: AuditEvent) -> list[str]:
         """Return what is wrong with the author of ``event`` (nothing when it is sound)."""
+        from qemlflow.store.audit import SIGNED_HASH_SCHEME
+
         label = f"event {event.seq} ({event.action} at {event.timestamp})"
         if event.signature is None and event.signer is None:
+            if event.hash_scheme == SIGNED_HASH_SCHEME:
+                return [f"{label}: its hash scheme says signed, but it has no signature - forged"]
             if self.signed_seen:
                 return [
                     f"{label}: unsigned after signed events - appended around QeMLflow "
@@ -196,8 +200,6 @@ class IdentityLedger:
                 ]
             return []
         self.signed_seen = True
-        from qemlflow.store.audit import SIGNED_HASH_SCHEME
-
         if event.hash_scheme != SIGNED_HASH_SCHEME:
             return [f"{label}: signed, but its hash does not cover its signer - forged"]
         if event.action == OWNER_ACTION:
