@@ -9,17 +9,13 @@ import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from qemlflow.cli.options import JsonOption, StoreOption, open_store
 from qemlflow.cli.render import console
-
-if TYPE_CHECKING:
-    from qemlflow.audit.principal import Principal
-    from qemlflow.store import Store
 
 __all__ = ["register"]
 
@@ -110,12 +106,6 @@ def _remaining(seconds: float) -> str:
 
 def _record_dict(record: Any) -> dict[str, Any]:
     return record.to_dict() if hasattr(record, "to_dict") else asdict(record)
-
-
-def _open_as(location: str | None, principal: Principal) -> Store:
-    from qemlflow.store import Store
-
-    return Store.open(location, principal=principal)
 
 
 def _service_email(name: str) -> str:
@@ -423,15 +413,14 @@ def _rotate(location: str | None, reason: str | None, fd: int | None, new_fd: in
     old = Principal.from_private_key(old_key, identity.name, identity.email, AUTH_PASSPHRASE)
     accepted = False
     try:
-        opened = _open_as(location, old)
-        try:
-            opened.identities.rotate(public_key_b64(new_key.public_key()), proof, reason=reason)
-            accepted = True
-        finally:
-            if not accepted:  # an error after the commit (a lost reply) still enrolled it
-                with contextlib.suppress(Exception):
-                    accepted = opened.identities.by_fingerprint(new.fingerprint) is not None
-            opened.close()
+        with open_store(location, principal=old) as opened:
+            try:
+                opened.identities.rotate(public_key_b64(new_key.public_key()), proof, reason=reason)
+                accepted = True
+            finally:
+                if not accepted:  # an error after the commit (a lost reply) still enrolled it
+                    with contextlib.suppress(Exception):
+                        accepted = opened.identities.by_fingerprint(new.fingerprint) is not None
     finally:
         # The files follow the store: the new pair once it is enrolled (the old key is then
         # revoked there), else the old pair stays and the staged one goes.
