@@ -4,6 +4,7 @@ wrong passphrases, and the socket checks that keep another user's (or a planted)
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -110,6 +111,9 @@ def test_unlock_then_sign_through_the_agent(ada: Path) -> None:
 
     status = _cli(ada, "status")
     assert status.returncode == 0 and "unlocked until" in status.stdout
+    shown = json.loads(_cli(ada, "status", "--json").stdout)
+    assert shown["unlocked"] is True and shown["fingerprint"] == identity.fingerprint
+    assert shown["expires_at"].endswith("Z")
     remaining = agent_status(ada)
     assert remaining is not None and 250 < remaining.remaining_seconds <= 300
 
