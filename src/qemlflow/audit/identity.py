@@ -4,8 +4,11 @@ The identity lives in one folder, ``$QEMLFLOW_IDENTITY_DIR`` or ``~/.config/qeml
 
 - ``identity.json`` - the public part: ``name``, ``email``, ``public_key`` (the raw
   32-byte Ed25519 public key, base64), ``fingerprint`` (sha256 hex of the raw public key)
-  and ``created_at``. An admin enrolls it into a store (``store.identities.enroll``);
-  once unlocked (:mod:`qemlflow.audit.unlock`) it signs the events it writes.
+  and ``created_at``; the name and email are normalized and look-alikes refused
+  (:mod:`qemlflow.audit.emails`). ``qemlflow identity show --json`` prints it for an admin
+  to enroll (``qemlflow identity enroll FILE --role R``): a store trusts only enrolled keys;
+  once unlocked (:mod:`qemlflow.audit.unlock`, :mod:`qemlflow.audit.agent`) it signs the
+  events it writes.
 - ``signing_key.pem`` - the private key, PKCS#8 PEM encrypted with the passphrase
   (file mode 0600). It never leaves this folder and is never stored unencrypted.
 
@@ -29,7 +32,6 @@ import binascii
 import contextlib
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from qemlflow.audit.emails import normalize_email, normalize_name
 from qemlflow.audit.errors import IdentityError
 from qemlflow.store.keys import sha256_hex
 from qemlflow.store.records import utc_now
@@ -56,6 +59,9 @@ __all__ = [
     "init_identity",
     "load_identity",
     "load_signing_key",
+    "read_identity_file",
+    "read_passphrase_fd",
+    "write_identity",
 ]
 
 IDENTITY_DIR_ENV = "QEMLFLOW_IDENTITY_DIR"
@@ -63,8 +69,7 @@ IDENTITY_FILE = "identity.json"
 SIGNING_KEY_FILE = "signing_key.pem"
 MIN_PASSPHRASE_LENGTH = 8
 _INIT_FIX = "create one with `qemlflow identity init`"
-_EMAIL = re.compile(r"[^@\s<>]+@[^@\s<>]+")
-_NAME_FORBIDDEN = re.compile(r"[<>\x00-\x1f\x7f]")
+_MAX_PASSPHRASE_BYTES = 4096
 
 
 def identity_dir() -> Path:
@@ -129,25 +134,6 @@ def _raw_public_key(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if not name or _NAME_FORBIDDEN.search(name):
-        raise IdentityError(
-            f"name {name!r} cannot name a signer",
-            "give a non-empty name without '<', '>' or control characters",
-        )
-    return name
-
-
-def _check_email(email: str) -> str:
-    email = email.strip()
-    if _EMAIL.fullmatch(email) is None:
-        raise IdentityError(
-            f"email {email!r} is not an email address", "give an address like name@example.org"
-        )
-    return email
-
-
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, readable by the owner only (mode 0600)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -191,24 +177,45 @@ def init_identity(
     Raises
     ------
     IdentityError
-        The passphrase is too short, the name or email is malformed, or an identity
-        already exists and ``overwrite`` is false.
+        The passphrase is too short, the name or email is malformed or a look-alike
+        (see :mod:`qemlflow.audit.emails`), or an identity already exists and
+        ``overwrite`` is false.
     """
-    name, email = _check_name(name), _check_email(email)
+    name, email = normalize_name(name), normalize_email(email)
+    folder = Path(directory).expanduser() if directory is not None else identity_dir()
+    if not overwrite and (
+        (folder / IDENTITY_FILE).exists() or (folder / SIGNING_KEY_FILE).exists()
+    ):
+        raise IdentityError(
+            f"an identity already exists in {folder}",
+            "keep using it, or pass overwrite (`--force`) to replace it and lose its key",
+        )
+    return write_identity(folder, name, email, Ed25519PrivateKey.generate(), passphrase)
+
+
+def write_identity(
+    folder: str | os.PathLike[str],
+    name: str,
+    email: str,
+    key: Ed25519PrivateKey,
+    passphrase: str,
+) -> Identity:
+    """Write ``key`` encrypted with ``passphrase`` and its public part into ``folder``.
+
+    Replaces the identity files there, each atomically, the key first.
+
+    Raises
+    ------
+    IdentityError
+        The passphrase is too short.
+    """
     if len(passphrase) < MIN_PASSPHRASE_LENGTH:
         raise IdentityError(
             f"the passphrase is too short ({len(passphrase)} characters)",
             f"choose a passphrase of at least {MIN_PASSPHRASE_LENGTH} characters",
         )
-    folder = Path(directory).expanduser() if directory is not None else identity_dir()
-    identity_path, key_path = folder / IDENTITY_FILE, folder / SIGNING_KEY_FILE
-    if not overwrite and (identity_path.exists() or key_path.exists()):
-        raise IdentityError(
-            f"an identity already exists in {folder}",
-            "keep using it, or pass overwrite (`--force`) to replace it and lose its key",
-        )
+    folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = Ed25519PrivateKey.generate()
     raw = _raw_public_key(key.public_key())
     identity = Identity(
         name=name,
@@ -222,9 +229,9 @@ def init_identity(
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(passphrase.encode("utf-8")),
     )
-    _write_private(key_path, pem)
+    _write_private(folder / SIGNING_KEY_FILE, pem)
     text = json.dumps(identity.to_dict(), indent=2, sort_keys=True) + "\n"
-    _write_private(identity_path, text.encode("utf-8"))
+    _write_private(folder / IDENTITY_FILE, text.encode("utf-8"))
     return identity
 
 
@@ -242,10 +249,27 @@ def load_identity(directory: str | os.PathLike[str] | None = None) -> Identity:
         not match its public key.
     """
     path = _folder(directory) / IDENTITY_FILE
+    if not path.exists():
+        raise IdentityError(f"no identity in {path.parent}", _INIT_FIX)
+    return read_identity_file(path)
+
+
+def read_identity_file(path: str | os.PathLike[str]) -> Identity:
+    """Return the public identity that ``path`` holds (``identity.json``, or the output of
+    ``qemlflow identity show --json``), its fingerprint checked against its public key.
+
+    Raises
+    ------
+    IdentityError
+        The file is missing or malformed, or its fingerprint does not match its key.
+    """
+    path = Path(path)
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise IdentityError(f"no identity in {path.parent}", _INIT_FIX) from None
+        raise IdentityError(
+            f"no identity file {path}", "give the identity.json the person sent you"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IdentityError(f"cannot read {path}: {exc}", _INIT_FIX) from None
     fields = ("name", "email", "public_key", "fingerprint")
@@ -305,3 +329,39 @@ def load_signing_key(
             "restore the pair from a backup or create a new identity",
         )
     return key
+
+
+def read_passphrase_fd(fd: int) -> str:
+    """Read a passphrase from file descriptor ``fd``: its first line, without the newline.
+
+    For scripts and tests (``--passphrase-fd 3 3<secret``); the descriptor is left open.
+
+    Raises
+    ------
+    IdentityError
+        The descriptor cannot be read, or gives no passphrase.
+    """
+    data = b""
+    try:
+        while b"\n" not in data and len(data) <= _MAX_PASSPHRASE_BYTES:
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        raise IdentityError(
+            f"cannot read a passphrase from file descriptor {fd} ({exc.strerror})",
+            "give a descriptor that is open for reading (e.g. `--passphrase-fd 3 3<file`)",
+        ) from None
+    line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    if not line:
+        raise IdentityError(
+            f"file descriptor {fd} gives no passphrase", "write the passphrase as its first line"
+        )
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise IdentityError(
+            f"the passphrase from file descriptor {fd} is not UTF-8 text",
+            "write the passphrase as UTF-8",
+        ) from None
