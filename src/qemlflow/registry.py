@@ -233,8 +233,9 @@ class PromotionPolicy(_Strict):
         return dict(sorted(counts.items()))
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the policy as JSON-compatible data, without empty or default keys."""
-        return self.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
+        """Return the policy as JSON-compatible data, without empty keys."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        return {k: v for k, v in data.items() if v not in ({}, [])}
 
 
 _POLICY_FIX = (
