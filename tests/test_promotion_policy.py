@@ -9,6 +9,7 @@ than the author and the registrant have signed.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -18,9 +19,11 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.identities_helpers import PASSPHRASE, enroll, make_identity, unlock
 
 import qemlflow as qm
-from qemlflow.audit.identity import init_identity
+from qemlflow.audit.identity import load_identity, load_signing_key
+from qemlflow.audit.principal import Principal
 from qemlflow.audit.signatures import SIGNATURE_ACTION, sign
 from qemlflow.cli.main import main
 from qemlflow.errors import ConfigError
@@ -28,15 +31,16 @@ from qemlflow.pipeline.config import parse_config
 from qemlflow.registry import (
     PromotionPolicy,
     PromotionRefused,
+    RegistryError,
     load_policy,
     merge_policies,
     promote,
     register,
 )
 from qemlflow.store import Store
+from qemlflow.store.identities import rotation_message
 
 FEATURES = [{"type": "ecfp", "radius": 2, "size": 256, "counts": True}]
-PASSPHRASE = "correct horse battery"
 EVE = ("Eve Author", "eve@lab.org")
 REX = ("Rex Registrar", "rex@lab.org")
 ADA = ("Ada Lovelace", "ada@lab.org")
@@ -62,35 +66,46 @@ def _config(source: Path, promotion: dict[str, Any] | None = None) -> dict[str, 
 
 
 class Lab:
-    """One store, opened as different people: who runs, registers and signs."""
+    """One store and the people who act on it: its owner (the test's OS account key, an
+    admin) enrolls each person as an approver the first time they act or sign."""
 
-    def __init__(self, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, root: Path, tmp_path: Path, database_url: str | None = None) -> None:
         self.root = root
         self.tmp_path = tmp_path
-        self.monkeypatch = monkeypatch
-        self.opened: list[Store] = []
+        self.database_url = database_url
+        self.owner = Store.open(root, database_url=database_url)
+        self.opened: list[Store] = [self.owner]
+        self.principals: dict[str, Principal] = {}
 
-    def as_(self, person: tuple[str, str]) -> Store:
-        """The store, with every event it writes acted by ``person``."""
-        self.monkeypatch.setenv("QEMLFLOW_ACTOR", _display(person))
-        store = Store.open(self.root)
+    def folder(self, person: tuple[str, str]) -> Path:
+        return self.tmp_path / "identities" / person[1]
+
+    def principal(self, person: tuple[str, str]) -> Principal:
+        if person[1] not in self.principals:
+            folder = make_identity(self.folder(person), *person)
+            enroll(self.owner, folder, role="approver")
+            self.principals[person[1]] = unlock(folder)
+        return self.principals[person[1]]
+
+    def as_(self, person: tuple[str, str] | None = None) -> Store:
+        """The store, with every event it writes signed by ``person`` (default: the owner)."""
+        if person is None:
+            return self.owner
+        store = Store.open(
+            self.root, database_url=self.database_url, principal=self.principal(person)
+        )
         self.opened.append(store)
         return store
 
-    def identity(self, person: tuple[str, str]) -> Path:
-        folder = self.tmp_path / "identities" / person[1]
-        if not folder.exists():
-            init_identity(*person, PASSPHRASE, directory=folder)
-        return folder
-
     def sign(self, person: tuple[str, str], ref: str, meaning: str = "approved") -> None:
+        self.principal(person)
         sign(
-            self.as_(person),
+            self.owner,
             ref,
             meaning=meaning,  # type: ignore[arg-type]
             reason="checked the model card",
             passphrase=PASSPHRASE,
-            identity_dir=self.identity(person),
+            identity_dir=self.folder(person),
         )
 
     def close(self) -> None:
@@ -99,8 +114,17 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
-    made = Lab(tmp_path / "store", tmp_path, monkeypatch)
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    made = Lab(tmp_path / "store", tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
+    """A lab on each metadata backend."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    made = Lab(tmp_path / "store", tmp_path, url)
     yield made
     made.close()
 
@@ -269,21 +293,40 @@ def test_a_policy_file_adds_gates_on_top_of_a_floor_it_cannot_lower(
     ]
 
 
-def test_an_override_needs_an_admin_and_a_reason(
-    lab: Lab, small_esol_csv: Path, tmp_path: Path
+def test_an_override_needs_an_admin_and_a_reason_and_is_recorded(
+    lab: Lab, small_esol_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _train(lab, small_esol_csv, {"metrics": {"rmse": {"max": 0.1}}})
+    run_id, _ = _train(lab, small_esol_csv, {"metrics": {"rmse": {"max": 0.1}}})
     lax = _policy_file(tmp_path, {"metrics": {"rmse": {"max": 100}}})
     store = lab.as_(REX)
-    with pytest.raises(Exception, match="needs a reason"):
+    with pytest.raises(RegistryError, match="needs a reason"):
         promote(store, "sol", 1, policy_file=lax, override=True)
-    with pytest.raises(Exception, match="needs the policy that replaces"):
+    with pytest.raises(RegistryError, match="needs the policy that replaces"):
         promote(store, "sol", 1, override=True, reason="hotfix")
-    with pytest.raises(PromotionRefused, match="override") as err:
+    with pytest.raises(PromotionRefused, match="is an approver, and only an admin") as err:
         promote(store, "sol", 1, policy_file=lax, override=True, reason="hotfix")
     assert err.value.gate == "override"
     assert _refusals(store)[-1]["gate"] == "override"
     assert store.current_aliases("sol") == {}
+
+    # The store's owner is an admin: the override applies the file instead of the floor.
+    at = ["--store", str(lab.root)]
+    reason = "QA deviation DEV-12: rmse bound under review"
+    command = ["models", "promote", "sol", "1", "--policy", str(lax), "--override"]
+    assert main([*command, "--reason", reason, *at]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"override of the experiment's policy: {reason}" in out
+    event = lab.owner.audit_events(action="model.promoted")[-1]
+    assert event.actor == lab.owner.principal.display and event.reason == reason
+    assert event.details["override"] is True
+    assert event.details["override_reason"] == reason
+    assert event.details["policy"] == {"metrics": {"rmse": {"max": 100.0}}}
+    assert event.details["floor"] == {
+        "source": f"experiment config of run {run_id}",
+        "policy": {"metrics": {"rmse": {"max": 0.1}}},
+    }
+    assert lab.owner.current_aliases("sol") == {"production": 1}
+    assert lab.owner.verify_audit().ok
 
 
 # -- separation of duties ------------------------------------------------------------------
@@ -314,17 +357,25 @@ def test_the_authors_and_the_registrants_approvals_do_not_count(
     assert result.gates[-1].detail.startswith(f"approved by {_display(ADA)} (1 of 1)")
 
 
-def test_the_author_is_matched_by_email_whatever_the_case_or_name(
-    lab: Lab, small_esol_csv: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    result = qm.run(
-        _config(small_esol_csv, {"require_signature": "reviewed"}),
-        store=lab.as_(("E. Author", "EVE@LAB.ORG")),
+def test_a_new_key_does_not_make_the_author_someone_else(lab: Lab, small_esol_csv: Path) -> None:
+    run_id, _ = _train(lab, small_esol_csv, {"require_signature": "reviewed"})
+    # Eve rotates to a new key (proved by the new key, signed by the old), then reviews.
+    fresh = make_identity(lab.tmp_path / "eve-new", *EVE)
+    new_key = load_signing_key(PASSPHRASE, fresh)
+    public_key = load_identity(fresh).public_key
+    old = lab.principal(EVE).fingerprint
+    new_fp = load_identity(fresh).fingerprint
+    proof = base64.b64encode(new_key.sign(rotation_message(EVE[1], old, new_fp))).decode()
+    lab.as_(EVE).identities.rotate(public_key, proof, reason="new laptop")
+    sign(
+        lab.owner,
+        run_id,
+        meaning="reviewed",
+        reason="looks right",
+        passphrase=PASSPHRASE,
+        identity_dir=fresh,
     )
-    assert result.run_id is not None
-    register(lab.as_(REX), result.run_id, "sol")
-    lab.sign(EVE, result.run_id, meaning="reviewed")
-    with pytest.raises(PromotionRefused, match=r"Eve Author <eve@lab.org>: the run's author"):
+    with pytest.raises(PromotionRefused, match=rf"{re.escape(_display(EVE))}: the run's author"):
         promote(lab.as_(REX), "sol", 1)
 
 
@@ -338,11 +389,7 @@ def test_one_person_counts_once_however_often_they_sign_or_replay(
     original = store.audit_events(action=SIGNATURE_ACTION)[0]
     # An exact replay of Ada's first signature event: the same fields, the same bytes.
     store.audit(
-        SIGNATURE_ACTION,
-        original.objects,
-        reason=original.reason,
-        details=original.details,
-        actor=original.actor,
+        SIGNATURE_ACTION, original.objects, reason=original.reason, details=original.details
     )
     with pytest.raises(PromotionRefused, match="at the signature gate") as err:
         promote(lab.as_(REX), "sol", 1)
@@ -354,19 +401,19 @@ def test_one_person_counts_once_however_often_they_sign_or_replay(
 
 
 def test_two_approvers_other_than_the_author_are_needed_for_a_two_approver_policy(
-    lab: Lab, small_esol_csv: Path, tmp_path: Path
+    any_lab: Lab, small_esol_csv: Path, tmp_path: Path
 ) -> None:
-    run_id, model = _train(lab, small_esol_csv)
+    run_id, model = _train(any_lab, small_esol_csv)
     two = _policy_file(tmp_path, {"approvals": {"count": 2, "meaning": "approved"}})
-    lab.sign(EVE, run_id)
-    lab.sign(ADA, run_id)
+    any_lab.sign(EVE, run_id)
+    any_lab.sign(ADA, run_id)
     with pytest.raises(PromotionRefused, match="2 'approved' approvals needed") as err:
-        promote(lab.as_(REX), "sol", 1, policy_file=two)
+        promote(any_lab.as_(REX), "sol", 1, policy_file=two)
     assert f"1 counted ({_display(ADA)}); not counted: {_display(EVE)}: the run's author" in (
         err.value.gates[-1].detail
     )
-    lab.sign(BOB, model)
-    store = lab.as_(REX)
+    any_lab.sign(BOB, model)
+    store = any_lab.as_(REX)
     result = promote(store, "sol", 1, policy_file=two)
     gate = result.gates[-1]
     assert gate.gate == "signature" and gate.passed

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
+from tests.identities_helpers import enroll, make_identity
 
 import qemlflow as qm
 from qemlflow import registry
-from qemlflow.audit.identity import init_identity
 from qemlflow.audit.signatures import sign
 from qemlflow.cli.main import main
 from qemlflow.errors import ConfigError
@@ -221,8 +221,8 @@ def test_a_required_signature_refuses_until_the_run_is_signed(
     assert err.value.gate == "signature" and "qemlflow sign" in str(err.value)
     assert [g.gate for g in err.value.gates] == ["metrics", "smoke", "signature"]
 
-    identity = tmp_path / "identity"
-    init_identity("Ada Lovelace", "ada@lab.org", PASSPHRASE, directory=identity)
+    identity = make_identity(tmp_path / "identity", "Ada Lovelace", "ada@lab.org", PASSPHRASE)
+    enroll(store, identity, role="approver")
     sign(
         store,
         run_id,

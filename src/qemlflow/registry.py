@@ -892,21 +892,18 @@ _FIXES = {
 }
 
 
+def _a(role: str) -> str:
+    return f"{'an' if role[:1] in 'aeiou' else 'a'} {role}"
+
+
 def _require_admin(store: Store, spec: str) -> None:
     """Refuse an override unless the acting principal is an admin of the store."""
-    identities = getattr(store, "identities", None)
-    if identities is None:  # a store without roles cannot say who is an admin
-        raise PromotionRefused(
-            f"override of the promotion policy of {spec} refused: this store has no roles",
-            "upgrade the store (`qemlflow store upgrade`) and act as one of its admins",
-            gate="override",
-        )
-    principal = store.principal  # type: ignore[attr-defined]
-    role = identities.role_of(principal.email)
+    principal = store.principal
+    role = store.identities.role_of(principal.email)
     if role != "admin":
         raise PromotionRefused(
             f"override of the promotion policy of {spec} refused: {principal.display} is "
-            f"{'a ' + role if role else 'not enrolled'}, and only an admin may override",
+            f"{_a(role) if role else 'not enrolled'}, and only an admin may override",
             "ask an admin to promote with --override, or meet the experiment's policy",
             gate="override",
         )
