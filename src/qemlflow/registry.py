@@ -658,7 +658,12 @@ def _policy_for(
         return AppliedPolicy(
             given, floor, floor_source, given, given_source, override=True, override_reason=reason
         )
-    floor = PromotionPolicy() if raw_floor is None else _parse_policy(raw_floor, floor_source)
+    try:
+        floor = PromotionPolicy() if raw_floor is None else _parse_policy(raw_floor, floor_source)
+    except ConfigError as exc:  # a recorded run cannot be edited: say who can get past it
+        raise ConfigError(
+            exc.problem, f"{exc.fix}; or an admin promotes with --override --policy FILE"
+        ) from None
     if given is None:
         return AppliedPolicy(floor, floor, floor_source)
     merged, weakened = merge_policies(floor, given, label)
