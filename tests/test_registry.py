@@ -19,7 +19,6 @@ from tests.identities_helpers import enroll
 
 import qemlflow as qm
 from qemlflow import registry
-from qemlflow.audit.identity import init_identity
 from qemlflow.audit.signatures import sign
 from qemlflow.cli.main import main
 from qemlflow.errors import ConfigError

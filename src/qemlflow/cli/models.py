@@ -57,10 +57,20 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--policy",
-                help="Promotion policy (YAML or JSON): metric thresholds, require_signature.",
+                help="Promotion policy (YAML or JSON): metric thresholds, approvals "
+                "({count: k, meaning: approved}), require_signature. Added on top of the "
+                "experiment's policy: it can add gates, never weaken them.",
             ),
         ] = None,
         reason: Annotated[str | None, typer.Option("--reason", help="Why (audited).")] = None,
+        override: Annotated[
+            bool,
+            typer.Option(
+                "--override",
+                help="Apply --policy instead of the experiment's policy (admins only; "
+                "needs --reason; audited).",
+            ),
+        ] = False,
         store: StoreOption = None,
         as_json: JsonOption = False,
     ) -> None:
@@ -68,10 +78,20 @@ def register(app: typer.Typer) -> None:
         from qemlflow.registry import promote
 
         with open_store(store) as opened:
-            result = promote(opened, name, version, to, policy_file=policy, reason=reason)
+            result = promote(
+                opened, name, version, to, policy_file=policy, reason=reason, override=override
+            )
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
             return
+        console.print(f"policy: {result.policy_source}", highlight=False)
+        for note in result.weakened:
+            console.print(f"[yellow]kept[/] {note}", highlight=False)
+        if result.applied is not None and result.applied.override:
+            console.print(
+                f"[yellow]override[/] of the experiment's policy: {result.applied.override_reason}",
+                highlight=False,
+            )
         for gate in result.gates:
             console.print(f"[green]passed[/] {gate.gate}: {gate.detail}", highlight=False)
         before = "nothing" if result.previous is None else f"version {result.previous}"

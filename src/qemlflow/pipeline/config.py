@@ -235,6 +235,16 @@ class ExperimentConfig(_Strict):
         "{'metrics': {'rmse': {'max': 0.7}}, 'require_signature': 'approved'}.",
     )
 
+    @field_validator("promotion")
+    @classmethod
+    def _valid_promotion(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Checked now, not at promotion: a NaN threshold would be stored as null.
+        if value is not None:
+            from qemlflow.registry import validate_policy
+
+            validate_policy(value, "the experiment's 'promotion'")
+        return value
+
     @field_validator("n_jobs")
     @classmethod
     def _some_jobs(cls, value: int) -> int:
