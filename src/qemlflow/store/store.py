@@ -36,6 +36,7 @@ from qemlflow.store.database import (
 from qemlflow.store.datasets import Datasets
 from qemlflow.store.errors import StoreError
 from qemlflow.store.model_registry import MODEL_NAME_PATTERN, ModelRegistry
+from qemlflow.store.pg_roles import OWNER_DATABASE_ENV
 from qemlflow.store.records import (
     ArtifactRecord,
     DatasetRecord,
@@ -173,6 +174,8 @@ class Store:
         location: str | os.PathLike[str] | None = None,
         *,
         database_url: str | None = None,
+        owner_url: str | None = None,
+        secure_roles: bool = False,
     ) -> Store:
         """Open the store at ``location``, creating it (and its schema) when missing.
 
@@ -186,6 +189,14 @@ class Store:
             Where the metadata lives. Default: ``$QEMLFLOW_DATABASE_URL``, else the URL the
             store was created with (kept in ``<root>/store.json``), else the SQLite file
             ``<root>/metadata.db``.
+        owner_url
+            PostgreSQL only: the same database as a role that may migrate it (a superuser,
+            or a member of ``qemlflow_owner``), used when a migration is pending while
+            ``database_url`` is the application's role. Default:
+            ``$QEMLFLOW_OWNER_DATABASE_URL``. See :mod:`qemlflow.store.pg_roles`.
+        secure_roles
+            PostgreSQL only: set up the owner and application roles even when no
+            migration is pending (``qemlflow store migrate``).
         """
         if is_postgres_url(location):
             if database_url is not None and database_url != location:
@@ -219,7 +230,11 @@ class Store:
                 )
             engine = create_store_engine(url or f"sqlite:///{root / 'metadata.db'}")
             try:
-                upgrade_schema(engine)
+                upgrade_schema(
+                    engine,
+                    owner_url=owner_url or os.environ.get(OWNER_DATABASE_ENV) or None,
+                    secure=secure_roles,
+                )
             except BaseException:
                 engine.dispose()
                 raise
