@@ -291,3 +291,16 @@ def test_a_dba_granted_the_owner_role_migrates_without_being_superuser(
     finally:
         with psycopg.connect(postgres_server.admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_store_migrate_on_sqlite_has_no_roles_to_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "s")
+    assert main(["store", "migrate", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert f"store schema at revision {head_revision()}" in out and "roles" not in out
+    assert main(["store", "migrate", "--store", store, "--owner-url", "postgresql://x@h/db"]) == 2
+    assert "--owner-url is for PostgreSQL stores" in capsys.readouterr().err
+    with Store.open(store) as opened:
+        assert privilege_warnings(opened.db) == []
