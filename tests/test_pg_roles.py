@@ -100,10 +100,13 @@ def test_the_app_role_works_but_cannot_touch_the_trail_or_its_triggers(
         store.registry.register("sol", run_id, model, fit_key, "regression", ["logS"], {})
         store.registry.set_alias("sol", "production", 1, "first")
         store.audit_trail.append("note", {"run": run_id}, reason="works as the app role")
+        store.blobs.put_bytes(b"nothing refers to this")
+        assert len(store.gc(grace_seconds=0)) == 1
+        assert store.backup(tmp_path / "backup").ok
         assert store.verify().ok
         assert privilege_warnings(store.db) == []
         n_events = len(store.audit_trail.events())
-        assert n_events >= 4
+        assert n_events >= 6
 
     refused = []
     with psycopg.connect(roles.app_url, autocommit=True) as conn:
@@ -132,6 +135,30 @@ def test_the_app_role_works_but_cannot_touch_the_trail_or_its_triggers(
     with Store.open(tmp_path / "app", database_url=roles.app_url) as store:
         assert len(store.audit_trail.events()) == n_events
         assert store.audit_trail.verify().ok
+
+
+def test_the_app_role_restores_a_backup_into_a_store_the_dba_created(
+    postgres_server: PostgresServer, roles: Roles, tmp_path: Path
+) -> None:
+    with Store.open(tmp_path / "app", database_url=roles.app_url) as store:
+        _finished_run(store)
+        n_events = len(store.audit_trail.events())
+        assert store.backup(tmp_path / "backup").ok
+    target = f"qemlflow_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_server.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
+    try:
+        with Store.open(tmp_path / "dba", database_url=postgres_server.url(target)):
+            pass  # the DBA creates the store
+        app_url = _as(postgres_server.url(target), roles.app_role)
+        with Store.open(tmp_path / "restored", database_url=app_url) as restored:
+            assert restored.restore(tmp_path / "backup").ok
+            assert len(restored.audit_trail.events()) == n_events + 1  # and store.restore
+            assert restored.audit_trail.events()[-1].action == "store.restore"
+            assert restored.verify().ok
+    finally:
+        with psycopg.connect(postgres_server.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(target)))
 
 
 def test_objects_belong_to_the_owner_role_and_public_holds_nothing(roles: Roles) -> None:

@@ -107,7 +107,12 @@ def _is_superuser(conn: Connection) -> bool:
 
 
 def _may_act_as_owner(conn: Connection) -> bool:
-    query = text("SELECT pg_has_role(current_user, :r, 'MEMBER')")
+    # PostgreSQL 16 splits membership: a CREATEROLE role administers the roles it made
+    # without the SET right, and ALTER ... OWNER TO needs that right.
+    query = text(
+        "SELECT pg_has_role(current_user, :r, CASE WHEN "
+        "current_setting('server_version_num')::int >= 160000 THEN 'SET' ELSE 'MEMBER' END)"
+    )
     return bool(conn.execute(query, {"r": OWNER_ROLE}).scalar())
 
 
@@ -156,8 +161,8 @@ def _ensure_roles(conn: Connection) -> None:
         if not _role_exists(conn, role):
             _create_role(conn, role)
     if not _is_superuser(conn) and not _may_act_as_owner(conn):
-        # A CREATEROLE role (PostgreSQL 16+) administers the roles it made, without
-        # being a member: membership is what ALTER ... OWNER TO needs.
+        # The CREATEROLE role that made the owner role: membership is what
+        # ALTER ... OWNER TO qemlflow_owner needs.
         conn.execute(text(f"GRANT {_quote(conn, OWNER_ROLE)} TO CURRENT_USER"))
 
 
