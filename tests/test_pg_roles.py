@@ -331,3 +331,19 @@ def test_store_migrate_on_sqlite_has_no_roles_to_set(
     assert "--owner-url is for PostgreSQL stores" in capsys.readouterr().err
     with Store.open(store) as opened:
         assert privilege_warnings(opened.db) == []
+
+
+def test_the_app_role_may_not_set_up_the_roles(
+    roles: Roles,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QEMLFLOW_DATABASE_URL", roles.app_url)
+    store = str(tmp_path / "app")
+    args = ["store", "migrate", "--store", store]
+    assert main([*args, "--owner-url", roles.app_url]) == 2
+    error = capsys.readouterr().err
+    assert f"role {roles.app_role} is not a member of qemlflow_owner" in error
+    assert "store migrate --owner-url" in error and len(error.strip().splitlines()) == 1
+    assert main([*args, "--owner-url", roles.superuser_url]) == 0

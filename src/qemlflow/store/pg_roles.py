@@ -137,11 +137,12 @@ def check_may_migrate(conn: Connection, current: str | None, head: str) -> None:
         if creates:
             return
         why = f"role {user} may not create the role {OWNER_ROLE}"
-    raise StoreError(
-        f"the store's schema is {where} and this QeMLflow needs revision {head}, but {why} "
-        "and so may not migrate it",
-        MIGRATE_FIX,
+    what = (
+        f"the store's schema is {where} and this QeMLflow needs revision {head}"
+        if current != head
+        else "setting up the store's PostgreSQL roles was asked for"
     )
+    raise StoreError(f"{what}, but {why} and so may not migrate the store", MIGRATE_FIX)
 
 
 def _create_role(conn: Connection, role: str) -> None:
