@@ -91,13 +91,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check the whole chain (and signatures, and any anchor); exit 0 only when sound."""
         from qemlflow.audit.integrity import verify_trail
+        from qemlflow.cli.store import print_warnings
+        from qemlflow.store.pg_roles import privilege_warnings
 
         held = _read_anchor(anchor)
         with open_store(store) as opened:
             report = verify_trail(opened, held)
+            warnings = privilege_warnings(opened.db)
         if as_json:
-            typer.echo(json.dumps(report.to_dict(), indent=2))
+            typer.echo(json.dumps({**report.to_dict(), "warnings": warnings}, indent=2))
         else:
+            print_warnings(warnings)
             for problem in report.problems:
                 console.print(f"[red]{problem}[/]", highlight=False)
             head = report.to_dict().get("head") or {}

@@ -14,7 +14,13 @@ from qemlflow.cli.render import console
 if TYPE_CHECKING:
     from qemlflow.store import BackupReport
 
-__all__ = ["register"]
+__all__ = ["print_warnings", "register"]
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """Print one yellow ``warning:`` line each (what is not a problem of the data)."""
+    for warning in warnings:
+        console.print(f"[yellow]warning: {warning}[/]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -25,11 +31,15 @@ def register(app: typer.Typer) -> None:
     @group.command("verify")
     def verify_command(store: StoreOption = None, as_json: JsonOption = False) -> None:
         """Re-hash every blob and resolve every reference; exit 0 only when sound."""
+        from qemlflow.store.pg_roles import privilege_warnings
+
         with open_store(store) as opened:
             report = opened.verify()
+            warnings = privilege_warnings(opened.db)
         if as_json:
-            typer.echo(json.dumps(report.to_dict(), indent=2))
+            typer.echo(json.dumps({**report.to_dict(), "warnings": warnings}, indent=2))
         else:
+            print_warnings(warnings)
             for issue in report.issues:
                 console.print(f"[red]{issue.object}: {issue.problem}[/]", highlight=False)
             for run_id in report.aborted_runs:
@@ -40,6 +50,39 @@ def register(app: typer.Typer) -> None:
                 f"{report.references_checked} references resolved, {len(report.issues)} problems"
             )
         raise typer.Exit(0 if report.ok else 1)
+
+    @group.command("migrate")
+    def migrate_command(
+        store: StoreOption = None,
+        owner_url: Annotated[
+            str | None,
+            typer.Option(
+                "--owner-url",
+                help="PostgreSQL: the store's database as a superuser or a member of "
+                "qemlflow_owner (default: $QEMLFLOW_OWNER_DATABASE_URL; else the store's URL).",
+            ),
+        ] = None,
+    ) -> None:
+        """Bring the schema to this version's head; on PostgreSQL also set up the
+        qemlflow_owner and qemlflow_app roles (idempotent)."""
+        from qemlflow.store import Store, StoreError
+
+        opened = Store.open(store, owner_url=owner_url, secure_roles=True)
+        try:
+            if owner_url is not None and opened.backend != "postgresql":
+                raise StoreError(
+                    "--owner-url is for PostgreSQL stores; this store's metadata is SQLite",
+                    "leave --owner-url out",
+                )
+            revision = opened.schema_revision()
+            roles = (
+                " (roles qemlflow_owner, qemlflow_app set)"
+                if opened.backend == "postgresql"
+                else ""
+            )
+            console.print(f"store schema at revision {revision}{roles}: {opened.database_url}")
+        finally:
+            opened.close()
 
     @group.command("backup")
     def backup_command(

@@ -154,12 +154,13 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def _upgrade_once(engine: Engine, head: str, known: set[str]) -> None:
+def _upgrade_once(engine: Engine, head: str, known: set[str], secure: bool) -> None:
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         current = MigrationContext.configure(conn).get_current_revision()
-        if current == head:
+        if current == head and not (postgres and secure):
             return
         if current is not None and current not in known:
             raise StoreError(
@@ -167,31 +168,96 @@ def _upgrade_once(engine: Engine, head: str, known: set[str]) -> None:
                 f"knows (head {head})",
                 "upgrade QeMLflow (pip install -U qemlflow)",
             )
+        if not postgres:
+            command.upgrade(_alembic_config(conn), "head")
+            return
+        from qemlflow.store.pg_roles import check_may_migrate, prepare_migration, secure_postgres
+
+        check_may_migrate(conn, current, head)
+        prepare_migration(conn)
         command.upgrade(_alembic_config(conn), "head")
+        # After every migration run, so that tables added by later migrations, too,
+        # belong to the owner role and are shut to the application's DDL.
+        secure_postgres(conn)
 
 
-def upgrade_schema(engine: Engine, attempts: int = 5) -> None:
+def _migrating_engine(engine: Engine, owner_url: str | None, head: str, secure: bool) -> Engine:
+    """The engine to migrate with: a new one on ``owner_url`` when there is work for it."""
+    if owner_url is None or engine.dialect.name != "postgresql":
+        return engine
+    if not secure and current_revision(engine) == head:
+        return engine
+    owner_engine = create_store_engine(owner_url)
+    if owner_engine.dialect.name != "postgresql":
+        owner_engine.dispose()
+        raise StoreError(
+            "the owner URL is not a PostgreSQL URL",
+            "give the store's PostgreSQL database, as a role that may migrate it",
+        )
+    return owner_engine
+
+
+def upgrade_schema(
+    engine: Engine,
+    attempts: int = 5,
+    *,
+    owner_url: str | None = None,
+    secure: bool = False,
+) -> None:
     """Create or upgrade the schema to the head revision; safe under concurrent opens.
 
     Callers also hold :func:`folder_lock`; PostgreSQL upgrades additionally take an
     advisory lock, and an "already exists" race (another host creating the tables) is
     retried after re-reading the revision.
+
+    On PostgreSQL every migration run ends with
+    :func:`~qemlflow.store.pg_roles.secure_postgres` (the owner and application roles).
+    A pending migration runs through ``owner_url`` when given (a role that may migrate
+    the same database, while ``engine`` is the application's); ``secure=True`` applies the
+    roles even when no migration is pending (``qemlflow store migrate``).
+
+    Raises
+    ------
+    StoreError
+        The schema cannot be migrated, e.g. the connected role is the application's.
     """
     script = ScriptDirectory.from_config(_alembic_config())
     head = script.get_current_head()
     assert head is not None
     known = {rev.revision for rev in script.walk_revisions()}
+    migrating = _migrating_engine(engine, owner_url, head, secure)
+    try:
+        _upgrade_with_retries(migrating, head, known, secure, attempts)
+    finally:
+        if migrating is not engine:
+            migrating.dispose()
+    if migrating is not engine and current_revision(engine) != head:
+        raise StoreError(
+            "the owner URL migrated another database than the store's",
+            "give the owner URL of the store's own database (same host, port and name)",
+        )
+
+
+def _upgrade_with_retries(
+    engine: Engine, head: str, known: set[str], secure: bool, attempts: int
+) -> None:
     for attempt in range(attempts):
         try:
-            _upgrade_once(engine, head, known)
+            _upgrade_once(engine, head, known, secure)
             return
         except (ProgrammingError, OperationalError, DatabaseError) as exc:
             message = str(exc).lower()
             transient = "already exists" in message or "locked" in message
             if not transient or attempt == attempts - 1:
+                denied = "permission denied" in message or "must be owner" in message
+                fix = (
+                    "migrate as the store's owner: run `qemlflow store migrate --owner-url "
+                    "postgresql://DBA@HOST/DB` as a superuser or a member of qemlflow_owner"
+                    if denied
+                    else "check that the database is reachable and writable"
+                )
                 raise StoreError(
-                    f"cannot create or upgrade the store schema: {exc.orig or exc}",
-                    "check that the database is reachable and writable",
+                    f"cannot create or upgrade the store schema: {exc.orig or exc}", fix
                 ) from exc
             time.sleep(0.2 * (attempt + 1))
 

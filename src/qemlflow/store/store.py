@@ -38,6 +38,7 @@ from qemlflow.store.datasets import Datasets
 from qemlflow.store.errors import StoreError
 from qemlflow.store.identities import Identities
 from qemlflow.store.model_registry import MODEL_NAME_PATTERN, ModelRegistry
+from qemlflow.store.pg_roles import OWNER_DATABASE_ENV
 from qemlflow.store.records import (
     ArtifactRecord,
     DatasetRecord,
@@ -208,6 +209,8 @@ class Store:
         *,
         database_url: str | None = None,
         principal: Principal | None = None,
+        owner_url: str | None = None,
+        secure_roles: bool = False,
     ) -> Store:
         """Open the store at ``location``, creating it (and its schema) when missing.
 
@@ -225,6 +228,14 @@ class Store:
             Who acts: signs every event this store object appends. Default: resolved at
             the first write (:func:`~qemlflow.audit.session.resolve_principal`). The first
             write to a store without an owner makes the acting identity its owner.
+        owner_url
+            PostgreSQL only: the same database as a role that may migrate it (a superuser,
+            or a member of ``qemlflow_owner``), used when a migration is pending while
+            ``database_url`` is the application's role. Default:
+            ``$QEMLFLOW_OWNER_DATABASE_URL``. See :mod:`qemlflow.store.pg_roles`.
+        secure_roles
+            PostgreSQL only: set up the owner and application roles even when no
+            migration is pending (``qemlflow store migrate``).
         """
         if is_postgres_url(location):
             if database_url is not None and database_url != location:
@@ -258,7 +269,11 @@ class Store:
                 )
             engine = create_store_engine(url or f"sqlite:///{root / 'metadata.db'}")
             try:
-                upgrade_schema(engine)
+                upgrade_schema(
+                    engine,
+                    owner_url=owner_url or os.environ.get(OWNER_DATABASE_ENV) or None,
+                    secure=secure_roles,
+                )
             except BaseException:
                 engine.dispose()
                 raise
