@@ -1,0 +1,195 @@
+"""The compliance report says who did what, how they were authenticated, with what authority,
+and which Part 11 / Annex 11 controls the software covers.
+
+A real run in a real store through the CLI, signed by its author and by a second person,
+registered and promoted; the report file is read back.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from qemlflow.audit.accountability import AUTHOR, INDEPENDENT, REGISTRANT, relation_to
+from qemlflow.audit.controls import ANNEX_11, CONTROLS, COVERAGE, PART_11, compliance_markdown
+from qemlflow.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG: dict[str, Any] = {
+    "name": "accountable",
+    "dataset": {"source": "PLACEHOLDER", "smiles_column": "smiles", "target_columns": ["logp"]},
+    "features": [{"type": "ecfp", "size": 256}],
+    "model": {"estimator": "random_forest", "params": {"n_estimators": 10}},
+    "evaluation": {"n_bootstrap": 20},
+}
+
+PART_11_CLAUSES = (
+    "§11.10(a)",
+    "§11.10(b)",
+    "§11.10(c)",
+    "§11.10(d)",
+    "§11.10(e)",
+    "§11.10(g)",
+    "§11.10(k)",
+    "§11.50",
+    "§11.70",
+    "§11.100",
+    "§11.200",
+    "§11.300",
+)
+ANNEX_11_CLAUSES = ("§4", "§7", "§9", "§12", "§14", "§16")
+
+
+def _identity(folder: Path, name: str, email: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(folder))
+    assert main(["identity", "init", "--name", name, "--email", email]) == 0
+    return folder
+
+
+def _json(args: list[str]) -> Any:
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    buffer = StringIO()
+    with redirect_stdout(buffer):
+        code = main(args)
+    assert code == 0, buffer.getvalue()
+    return json.loads(buffer.getvalue())
+
+
+def _text(report: Path) -> str:
+    """The report's visible text, one line per table row and paragraph (as a reader sees it)."""
+    source = report.read_text(encoding="utf-8")
+    source = re.sub(r"<(tr|p|h[1-3]|li|div)[ >]", lambda m: "\n" + m.group(0), source)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", source))
+    return re.sub(r"[ \t]+", " ", text)
+
+
+def _row(text: str, *needles: str) -> bool:
+    """Whether one line (a table row, a paragraph) of the report's text holds every needle."""
+    return any(all(n in line for n in needles) for line in text.split("\n"))
+
+
+@pytest.fixture
+def audited(
+    tmp_path: Path, small_esol_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """A run by Ada, registered by Ada, signed by Ada (reviewed) and Bob (approved)."""
+    monkeypatch.setenv("QEMLFLOW_PASSPHRASE", "correct horse battery")
+    monkeypatch.delenv("QEMLFLOW_ACTOR", raising=False)
+    ada = _identity(tmp_path / "ada", "Ada Lovelace", "ada@lab.org", monkeypatch)
+    bob = _identity(tmp_path / "bob", "Bob Babbage", "bob@lab.org", monkeypatch)
+    store = str(tmp_path / "store")
+    config = json.loads(json.dumps(CONFIG))
+    config["dataset"]["source"] = str(small_esol_csv)
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(yaml.safe_dump(config))
+
+    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(ada))
+    assert main(["run", str(experiment), "--store", store, "--out", str(tmp_path / "out")]) == 0
+    run_id = str(_json(["runs", "list", "--json", "--store", store])[0]["id"])
+    assert main(["models", "register", run_id, "--name", "sol", "--store", store]) == 0
+    sign = ["sign", run_id, "--store", store]
+    assert main([*sign, "--meaning", "reviewed", "--reason", "my own check"]) == 0
+    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(bob))
+    assert main([*sign, "--meaning", "approved", "--reason", "QC passed"]) == 0
+    policy = tmp_path / "gates.yaml"
+    policy.write_text(yaml.safe_dump({"require_signature": "approved"}))
+    promote = ["models", "promote", "sol", "1", "--to", "production", "--policy", str(policy)]
+    assert main([*promote, "--store", store]) == 0
+    report = tmp_path / "report.html"
+    assert main(["audit", "report", run_id, "-o", str(report), "--store", store]) == 0
+    return {"store": store, "run": run_id, "report": report, "ada": ada, "bob": bob}
+
+
+def test_the_report_says_who_signed_in_what_relation_to_the_run(audited: dict[str, Any]) -> None:
+    text = _text(audited["report"])
+    assert "Who, how, with what authority" in text
+    assert "Run author (actor of run.started ): Ada Lovelace <ada@lab.org>" in text
+    assert "sol@1 by Ada Lovelace <ada@lab.org>" in text
+    # Ada reviewed her own run: labelled as its author and registrant, never independent.
+    assert _row(text, "Ada Lovelace <ada@lab.org>", "reviewed", "my own check", AUTHOR)
+    assert _row(text, "Ada Lovelace <ada@lab.org>", "reviewed", REGISTRANT)
+    assert not _row(text, "Ada Lovelace <ada@lab.org>", "reviewed", INDEPENDENT)
+    assert _row(text, "Bob Babbage <bob@lab.org>", "approved", "QC passed", INDEPENDENT)
+    assert not _row(text, "Bob Babbage <bob@lab.org>", "approved", AUTHOR)
+
+
+def test_the_report_shows_each_event_and_each_signature_with_its_key(
+    audited: dict[str, Any],
+) -> None:
+    text = _text(audited["report"])
+    ada = json.loads((audited["ada"] / "identity.json").read_text())
+    bob = json.loads((audited["bob"] / "identity.json").read_text())
+    for header in ("identity", "role at that time", "key fingerprint", "authentication"):
+        assert header in text
+    assert _row(text, "Bob Babbage <bob@lab.org>", bob["fingerprint"][:16], "QC passed")
+    assert _row(text, "Ada Lovelace <ada@lab.org>", ada["fingerprint"][:16], "my own check")
+    for action in ("run.started", "run.finished", "model.registered", "signature"):
+        assert _row(text, action), action
+
+
+def test_the_report_shows_the_promotion_and_its_gates(audited: dict[str, Any]) -> None:
+    text = _text(audited["report"])
+    assert _row(text, "model.promoted", "sol@1", "production")
+    assert _row(text, "signature", "yes", "approved by Bob Babbage <bob@lab.org>")
+    assert _row(text, "metrics", "yes")
+    assert _row(text, "smoke", "yes")
+
+
+def test_the_report_lists_every_control_with_its_coverage(audited: dict[str, Any]) -> None:
+    text = _text(audited["report"])
+    assert "21 CFR Part 11 and EU GMP Annex 11 controls" in text
+    for control in CONTROLS:
+        assert _row(text, control.label, control.title, control.coverage), control.label
+        assert control.lab in text and control.qemlflow in text
+
+
+def test_every_required_control_is_in_the_table_with_its_three_answers() -> None:
+    labels = {c.label for c in CONTROLS}
+    for clause in PART_11_CLAUSES:
+        assert f"{PART_11} {clause}" in labels
+    for clause in ANNEX_11_CLAUSES:
+        assert f"{ANNEX_11} {clause}" in labels
+    assert len(labels) == len(CONTROLS)  # no control twice
+    for control in CONTROLS:
+        assert control.coverage in COVERAGE
+        assert control.asks and control.qemlflow and control.lab
+    by_clause = {c.clause: c for c in CONTROLS if c.regulation == PART_11}
+    assert "Ed25519" in by_clause["§11.10(e)"].qemlflow
+    assert "owner role" in by_clause["§11.10(e)"].qemlflow
+    assert "passphrase" in by_clause["§11.200"].qemlflow
+    assert "identity" in by_clause["§11.100"].lab.lower()
+
+
+def test_docs_compliance_md_is_the_control_table() -> None:
+    written = (ROOT / "docs" / "compliance.md").read_text(encoding="utf-8")
+    assert written == compliance_markdown(), (
+        "docs/compliance.md differs from qemlflow/audit/controls.py: run "
+        "`python -m qemlflow.audit.controls docs/compliance.md`"
+    )
+    for control in CONTROLS:
+        assert f"### {control.clause} {control.title} ({control.coverage})" in written
+
+
+@pytest.mark.parametrize(
+    ("signer", "author", "registrants", "expected"),
+    [
+        ("Ada <ada@lab.org>", "Ada Lovelace <ADA@LAB.org>", [], (AUTHOR,)),
+        ("Ada <ada@lab.org>", "Bob <bob@lab.org>", ["Ada L. <ada@lab.org>"], (REGISTRANT,)),
+        ("Ada <ada@lab.org>", "Ada <ada@lab.org>", ["Ada <ada@lab.org>"], (AUTHOR, REGISTRANT)),
+        ("Cy <cy@lab.org>", "Ada <ada@lab.org>", ["Bob <bob@lab.org>"], (INDEPENDENT,)),
+        ("Cy <cy@lab.org>", None, [], (INDEPENDENT,)),
+    ],
+)
+def test_a_signer_is_related_to_the_run_by_normalized_email(
+    signer: str, author: str | None, registrants: list[str], expected: tuple[str, ...]
+) -> None:
+    assert relation_to(signer, author, registrants) == expected
