@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qemlflow.errors import QeMLflowError
 
-__all__ = ["IdentityError", "SignatureError"]
+__all__ = ["AuthorityError", "IdentityError", "SignatureError"]
 
 
 class IdentityError(QeMLflowError):
@@ -19,3 +19,15 @@ class IdentityError(QeMLflowError):
 
 class SignatureError(QeMLflowError):
     """A signature cannot be made as asked (unknown meaning, unsignable object, ...)."""
+
+
+class AuthorityError(QeMLflowError):
+    """The acting identity may not do this: it is not enrolled, its key is revoked, or its
+    role (or the way it was unlocked) does not allow the action.
+
+    Examples
+    --------
+    >>> str(AuthorityError("model.promoted needs role approver or higher; a@b.org is a "
+    ...                    "contributor", "ask an admin"))
+    'model.promoted needs role approver or higher; a@b.org is a contributor; ask an admin'
+    """

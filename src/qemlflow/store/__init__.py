@@ -41,7 +41,6 @@ _LAZY: dict[str, str] = {
     "head_revision": "qemlflow.store.database",
     "AuditEvent": "qemlflow.store.audit",
     "AuditReport": "qemlflow.store.audit",
-    "current_actor": "qemlflow.store.audit",
     "verify_audit_chain": "qemlflow.store.audit",
 }
 
@@ -66,7 +65,6 @@ __all__ = [
     "canonical_json",
     "capture_environment",
     "content_key",
-    "current_actor",
     "default_root",
     "environment_drift",
     "head_revision",
@@ -76,7 +74,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from qemlflow.store.audit import AuditEvent, AuditReport, current_actor, verify_audit_chain
+    from qemlflow.store.audit import AuditEvent, AuditReport, verify_audit_chain
     from qemlflow.store.care import BackupReport, VerifyIssue, VerifyReport
     from qemlflow.store.database import head_revision
     from qemlflow.store.environment import capture_environment, environment_drift

@@ -19,7 +19,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from qemlflow.store import schema
-from qemlflow.store.audit import append_event, current_actor
+from qemlflow.store.audit import append_event
 from qemlflow.store.errors import StoreError
 from qemlflow.store.records import utc_now
 from qemlflow.store.registry_records import ApiKeyRecord
@@ -83,7 +83,6 @@ class ApiKeys:
                 "(no line breaks or control characters)",
                 "name it after who or what will use it",
             )
-        actor = current_actor()
         for _ in range(10):
             key_id, secret = f"qk_{secrets.token_hex(4)}", secrets.token_hex(32)
             values = {
@@ -92,12 +91,14 @@ class ApiKeys:
                 "key_hash": _api_key_hash(key_id, secret),
                 "created_at": utc_now(),
                 "revoked_at": None,
-                "created_by": actor,
             }
             try:
                 with self._db.writing() as conn:
+                    event = append_event(
+                        conn, "apikey.created", {"apikey": key_id}, details={"name": name}
+                    )
+                    values["created_by"] = event.actor  # the authenticated identity
                     conn.execute(insert(schema.api_keys).values(**values))
-                    append_event(conn, "apikey.created", {"apikey": key_id}, details={"name": name})
             except IntegrityError:  # the same id drawn twice: draw again
                 continue
             return _api_key_from(values), f"{API_KEY_PREFIX}{key_id}_{secret}"

@@ -35,15 +35,13 @@ True
 
 from __future__ import annotations
 
-import getpass
-import json
-import os
+import base64
+import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Connection, RowMapping
@@ -60,16 +58,21 @@ from qemlflow.store.keys import (
 )
 from qemlflow.store.records import utc_now
 
+if TYPE_CHECKING:
+    from qemlflow.audit.principal import Principal
+
 __all__ = [
-    "ACTOR_ENV",
     "APPEND_ONLY_TRIGGERS",
+    "EVENT_SIGNATURE_DOMAIN",
     "GENESIS_HASH",
+    "PRINCIPAL_INFO",
+    "SIGNED_HASH_SCHEME",
     "AuditCheck",
     "AuditEvent",
     "AuditReport",
+    "acting_principal",
     "append_event",
     "audit_head",
-    "current_actor",
     "event_hash",
     "lock_audit_log",
     "missing_append_only_triggers",
@@ -78,10 +81,15 @@ __all__ = [
     "verify_audit_chain",
 ]
 
-ACTOR_ENV = "QEMLFLOW_ACTOR"
-IDENTITY_DIR_ENV = "QEMLFLOW_IDENTITY_DIR"
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of the first event."""
+SIGNED_HASH_SCHEME = "jcs-signed"
+"""The hash scheme of signed events: RFC 8785 over the content, ``signer`` and ``auth`` included."""
+EVENT_SIGNATURE_DOMAIN = b"qemlflow.audit-event/1\n"
+"""Prefixed to the canonical content an event signature covers, so that no other signed
+message of QeMLflow (an approval, a rotation proof) can pass for an event."""
+PRINCIPAL_INFO = "qemlflow.principal"
+"""``conn.info`` key: the callable that returns who acts in this write transaction."""
 
 # Any 64-bit constant (not the migration lock's): serializes appends on PostgreSQL.
 _PG_AUDIT_LOCK = 0x71E3A0D17
@@ -109,48 +117,9 @@ AuditCheck = Callable[[Sequence["AuditEvent"]], Iterable[tuple[int, str]]]
 """An extra check for :func:`verify_audit_chain`: ``check(events) -> [(seq, problem), ...]``."""
 
 
-def current_actor() -> str:
-    """Return who is acting: ``$QEMLFLOW_ACTOR``, else the configured identity, else the OS user.
-
-    The identity is ``identity.json`` in ``$QEMLFLOW_IDENTITY_DIR`` (default
-    ``~/.config/qemlflow``), written by ``qemlflow identity init``: ``"Name <email>"``.
-
-    Examples
-    --------
-    >>> bool(current_actor())
-    True
-    """
-    configured = os.environ.get(ACTOR_ENV, "").strip()
-    if configured:
-        return configured
-    identity = _identity_actor()
-    if identity:
-        return identity
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError, ImportError):  # no login name (containers, odd uids)
-        user = ""
-    return user or "unknown"
-
-
-def _identity_actor() -> str | None:
-    folder = os.environ.get(IDENTITY_DIR_ENV) or "~/.config/qemlflow"
-    path = Path(folder).expanduser() / "identity.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    name = str(data.get("name") or "").strip()
-    email = str(data.get("email") or "").strip()
-    if name and email:
-        return f"{name} <{email}>"
-    return name or email or None
-
-
 _ENCODERS: dict[str, Callable[[Any], bytes]] = {
     HASH_SCHEME: canonical_json,
+    SIGNED_HASH_SCHEME: canonical_json,
     LEGACY_HASH_SCHEME: legacy_canonical_json,
 }
 
@@ -158,8 +127,10 @@ _ENCODERS: dict[str, Callable[[Any], bytes]] = {
 def event_hash(content: Mapping[str, Any], scheme: str = HASH_SCHEME) -> str:
     """Return the hash of an event's content (every field but ``hash``): sha256 hex.
 
-    ``scheme`` names the encoding: ``"jcs"`` (RFC 8785, every new event) or
-    ``"legacy-json"`` (events written before it, verified only).
+    ``scheme`` names the encoding: ``"jcs-signed"`` (RFC 8785, every new event, whose
+    content includes its ``signer`` and ``auth``), ``"jcs"`` (unsigned events written before
+    migration 0005) or ``"legacy-json"`` (events written before RFC 8785), the last two
+    verified only.
 
     Raises
     ------
@@ -188,8 +159,11 @@ class AuditEvent:
 
     ``objects`` maps a role to what the event is about (``{"run": "2026...",
     "environment": "ab12..."}``); ``details`` is small, plain JSON data. ``hash_scheme``
-    says how ``hash`` was taken (``"jcs"``; ``"legacy-json"`` for events written before
-    QeMLflow hashed with RFC 8785).
+    says how ``hash`` was taken (``"jcs-signed"``; ``"jcs"`` and ``"legacy-json"`` for the
+    unsigned events written before migrations 0005 and 0004). ``signer`` is the
+    fingerprint of the key that signed the event, ``auth`` how its holder authenticated,
+    ``signature`` the Ed25519 signature (base64) of :meth:`signed_message`; all three are
+    ``None`` on unsigned events.
     """
 
     seq: int
@@ -202,10 +176,13 @@ class AuditEvent:
     prev_hash: str
     hash: str
     hash_scheme: str = HASH_SCHEME
+    signer: str | None = None
+    auth: str | None = None
+    signature: str | None = None
 
     def content(self) -> dict[str, Any]:
-        """Return the fields the hash covers (all but ``hash``)."""
-        return {
+        """Return the fields the hash covers (all but ``hash``, ``hash_scheme``, ``signature``)."""
+        content: dict[str, Any] = {
             "seq": self.seq,
             "timestamp": self.timestamp,
             "actor": self.actor,
@@ -215,14 +192,30 @@ class AuditEvent:
             "details": self.details,
             "prev_hash": self.prev_hash,
         }
+        if self.hash_scheme == SIGNED_HASH_SCHEME:
+            content["signer"] = self.signer
+            content["auth"] = self.auth
+        return content
 
     def computed_hash(self) -> str:
         """Return the hash the content gives now (equal to ``hash`` unless edited)."""
         return event_hash(self.content(), self.hash_scheme)
 
+    def signed_message(self) -> bytes:
+        """Return the bytes the event's signature covers: a domain tag and the canonical
+        content, whose ``seq`` and ``prev_hash`` bind it to its place in the chain."""
+        return EVENT_SIGNATURE_DOMAIN + canonical_json(self.content())
+
     def to_dict(self) -> dict[str, Any]:
-        """Return the event as a JSON-compatible dict (``hash_scheme`` last)."""
-        return {**self.content(), "hash": self.hash, "hash_scheme": self.hash_scheme}
+        """Return the event as a JSON-compatible dict (every column of its row)."""
+        return {
+            **self.content(),
+            "signer": self.signer,
+            "auth": self.auth,
+            "signature": self.signature,
+            "hash": self.hash,
+            "hash_scheme": self.hash_scheme,
+        }
 
 
 def next_event(
@@ -234,17 +227,20 @@ def next_event(
     details: Mapping[str, Any] | None = None,
     actor: str | None = None,
     timestamp: str | None = None,
+    principal: Principal | None = None,
 ) -> AuditEvent:
     """Return the event that follows ``previous`` (``None``: the first), hash computed.
 
     ``objects`` entries whose value is ``None`` are left out; ``details`` is stored as
-    plain JSON (NaN becomes null).
+    plain JSON (NaN becomes null). With a ``principal`` the event is signed by it and its
+    actor is the principal's display; without one (tests, examples) it is unsigned and
+    names ``actor``, which stores accept only as the legacy prefix of a chain.
 
     Raises
     ------
     StoreError
-        The action is not a dotted name, an object is not a string, or the details hold
-        data with no JSON form.
+        The action is not a dotted name, an object is not a string, the details hold
+        data with no JSON form, or the actor is missing or is not the principal.
     """
     if not isinstance(action, str) or not _ACTION.fullmatch(action):
         raise StoreError(
@@ -262,7 +258,14 @@ def next_event(
             )
         objs[role] = value
     plain = plain_json(dict(details or {}))
-    who = (actor if actor is not None else current_actor()).strip()
+    if principal is not None:
+        if actor is not None and actor != principal.display:
+            raise StoreError(
+                f"actor {actor!r} is not the acting identity {principal.display}",
+                "leave the actor out: it is always the identity that signs the event",
+            )
+        actor = principal.display
+    who = (actor or "").strip()
     if not who:
         raise StoreError("an audit event needs an actor", "give actor='Name <email>'")
     content: dict[str, Any] = {
@@ -275,7 +278,14 @@ def next_event(
         "details": plain,
         "prev_hash": GENESIS_HASH if previous is None else previous.hash,
     }
-    return AuditEvent(**content, hash=event_hash(content))
+    if principal is None:
+        return AuditEvent(**content, hash=event_hash(content))
+    content.update(signer=principal.fingerprint, auth=principal.auth)
+    unsigned = AuditEvent(
+        **content, hash=event_hash(content, SIGNED_HASH_SCHEME), hash_scheme=SIGNED_HASH_SCHEME
+    )
+    signature = base64.b64encode(principal.sign(unsigned.signed_message())).decode("ascii")
+    return dataclasses.replace(unsigned, signature=signature)
 
 
 # -- the table -----------------------------------------------------------------------
@@ -294,6 +304,9 @@ def _event_from(row: RowMapping) -> AuditEvent:
         hash=row["hash"],
         # NULL: written before migration 0004, hashed with the legacy encoder.
         hash_scheme=row["hash_scheme"] or LEGACY_HASH_SCHEME,
+        signer=row["signer"],
+        auth=row["auth"],
+        signature=row["signature"],
     )
 
 
@@ -314,6 +327,24 @@ def _last_event(conn: Connection) -> AuditEvent | None:
     return None if row is None else _event_from(row._mapping)
 
 
+def acting_principal(conn: Connection) -> Principal:
+    """Return who acts in this write transaction (see ``Database.writing``).
+
+    Raises
+    ------
+    StoreError
+        The transaction was not opened by the store's ``writing()``: it has no principal.
+    """
+    provider = conn.info.get(PRINCIPAL_INFO)
+    if provider is None:
+        raise StoreError(
+            "this write transaction has no acting identity to sign its audit events",
+            "open it with the store's db.writing(), not with engine.begin()",
+        )
+    principal: Principal = provider(conn)
+    return principal
+
+
 def append_event(
     conn: Connection,
     action: str,
@@ -321,16 +352,31 @@ def append_event(
     *,
     reason: str | None = None,
     details: Mapping[str, Any] | None = None,
-    actor: str | None = None,
+    principal: Principal | None = None,
 ) -> AuditEvent:
-    """Append an event in the caller's write transaction and return it.
+    """Append an event, signed by the acting identity, in the caller's write transaction.
 
     The event commits or rolls back with the transaction, together with the change it
-    records. See :func:`next_event` for the arguments.
+    records. Its actor and signer are ``principal`` (default: the transaction's, see
+    :func:`acting_principal`), whose enrolled role must allow ``action``
+    (:mod:`~qemlflow.store.authority`); the first write to a store without an owner makes
+    the acting identity its owner first (a ``store.owner`` event). See :func:`next_event`
+    for the other arguments.
+
+    Raises
+    ------
+    AuthorityError
+        The acting identity is not enrolled in the store, its key is revoked, or its role
+        (or authentication method) does not allow ``action``.
     """
+    from qemlflow.store import identities  # it appends through this module
+
     lock_audit_log(conn)
+    who = principal if principal is not None else acting_principal(conn)
+    plain = plain_json(dict(details or {}))
+    who = identities.authorize(conn, who, action, plain)
     event = next_event(
-        _last_event(conn), action, objects, reason=reason, details=details, actor=actor
+        _last_event(conn), action, objects, reason=reason, details=plain, principal=who
     )
     conn.execute(insert(schema.audit_events).values(**event.to_dict()))
     return event
@@ -600,6 +646,10 @@ def verify_audit_chain(
 
     Finds an edited event (hash no longer matches content), a deleted one (a seq gap and a
     broken link), an inserted, replaced or reordered one (broken link, seq out of order),
+    an event whose author is not proven (see
+    :class:`~qemlflow.store.identities.IdentityLedger`: a signature that does not verify
+    with the key enrolled for its signer at that seq, a revoked or unknown key, a role that
+    does not allow the action, an unsigned event after signed ones),
     and, against an ``anchor`` (a former :meth:`~qemlflow.store.Store.audit_head`), a
     truncated tail or a chain recomputed after an edit. ``checks`` add their own
     ``(seq, problem)`` findings (signatures, for instance).
@@ -616,7 +666,10 @@ def verify_audit_chain(
     >>> verify_audit_chain([a], anchor={"seq": 2, "hash": b.hash}).first_bad_seq
     2
     """
+    from qemlflow.store.identities import replay_findings  # it imports this module
+
     findings = _chain_findings(events)
+    findings += replay_findings(events)
     if anchor is not None:
         findings += _anchor_findings(events, anchor)
     for check in checks:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qemlflow.store.audit import (
     AuditCheck,
@@ -22,7 +22,11 @@ from qemlflow.store.audit import (
     read_events,
     verify_audit_chain,
 )
+from qemlflow.store.errors import StoreError
 from qemlflow.store.transactions import Database
+
+if TYPE_CHECKING:
+    from qemlflow.audit.principal import Principal
 
 __all__ = ["AuditTrail"]
 
@@ -36,9 +40,9 @@ class AuditTrail:
     >>> from pathlib import Path
     >>> from qemlflow.store import Store
     >>> with Store.open(Path(tempfile.mkdtemp())) as store:
-    ...     event = store.audit_trail.append("model.registered", {"model": "ab" * 32}, actor="Ada")
-    ...     event.seq, store.audit_trail.verify().ok
-    (1, True)
+    ...     event = store.audit_trail.append("model.registered", {"model": "ab" * 32})
+    ...     event.seq, event.action, store.audit_trail.verify().ok  # 1: store.owner
+    (2, 'model.registered', True)
     """
 
     def __init__(self, db: Database) -> None:
@@ -51,9 +55,9 @@ class AuditTrail:
         *,
         reason: str | None = None,
         details: Mapping[str, Any] | None = None,
-        actor: str | None = None,
+        principal: Principal | None = None,
     ) -> AuditEvent:
-        """Append an event in a transaction of its own and return it (hash-chained).
+        """Append an event in a transaction of its own and return it (hash-chained, signed).
 
         Parameters
         ----------
@@ -65,11 +69,24 @@ class AuditTrail:
             Why (free text), e.g. the meaning of a signature.
         details
             Small, plain JSON data (NaN is stored as null).
-        actor
-            Who; default :func:`~qemlflow.store.audit.current_actor`.
+        principal
+            Who signs; default the store's acting identity. Its role must allow the action
+            (:mod:`~qemlflow.store.authority`).
+
+        Raises
+        ------
+        AuthorityError
+            The acting identity may not append ``action``.
+        StoreError
+            An identity action: those go through ``store.identities``.
         """
-        with self._db.writing() as conn:
-            return append_event(conn, action, objects, reason=reason, details=details, actor=actor)
+        if action.startswith("identity.") or action == "store.owner":
+            raise StoreError(
+                f"{action} events are written by store.identities only",
+                "use store.identities.enroll / set_role / rotate / revoke",
+            )
+        with self._db.writing(principal) as conn:
+            return append_event(conn, action, objects, reason=reason, details=details)
 
     def events(
         self,

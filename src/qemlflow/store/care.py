@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from qemlflow._atomic import write_atomic
 from qemlflow._version import __version__
 from qemlflow.store import schema
-from qemlflow.store.audit import append_event, audit_head, lock_audit_log
+from qemlflow.store.audit import append_event, audit_head
 from qemlflow.store.blobs import BlobStore
 from qemlflow.store.database import READ_ONLY, current_revision, head_revision, upgrade_schema
 from qemlflow.store.errors import StoreError
@@ -505,9 +505,8 @@ def restore_store(store: Store, src: Path) -> BackupReport:
         _backup_engine(src) as engine,
         _reading(engine) as source,
         source.begin(),
-        store.db.engine.begin() as out,
+        store.db.writing() as out,
     ):
-        lock_audit_log(out)
         copied = _copy_rows(source, out)  # audit events verbatim: inserts pass the triggers
         head = audit_head(out)
         append_event(

@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection, RowMapping
 
 from qemlflow.store import schema
-from qemlflow.store.audit import append_event, current_actor
+from qemlflow.store.audit import append_event
 from qemlflow.store.blobs import BlobStore, is_digest
 from qemlflow.store.errors import StoreError
 from qemlflow.store.keys import plain_json
@@ -151,28 +151,28 @@ class ModelRegistry:
                 "target_names": [str(n) for n in target_names],
                 "metrics": plain_json(dict(metrics)),
                 "created_at": utc_now(),
-                "created_by": current_actor(),
             }
-            conn.execute(insert(t).values(**values))
-            record = _model_version_from(values)
-            append_event(
+            # The event first: its actor is the authenticated identity, the registrant.
+            event = append_event(
                 conn,
                 "model.registered",
                 {
                     "model_name": name,
-                    "model_version": record.spec,
+                    "model_version": f"{name}@{values['version']}",
                     "model": model_digest,
                     "run": run_id,
                 },
                 details={
                     "name": name,
-                    "version": record.version,
+                    "version": values["version"],
                     "fit_key": fit_key,
                     "task": task,
                     "metrics": values["metrics"],
                 },
-                actor=record.created_by,
             )
+            values["created_by"] = event.actor
+            conn.execute(insert(t).values(**values))
+            record = _model_version_from(values)
         return record
 
     def get(self, name: str, version: int) -> ModelVersionRecord:
@@ -233,10 +233,8 @@ class ModelRegistry:
                 "version": None if version is None else int(version),
                 "action": action,
                 "at": utc_now(),
-                "actor": current_actor(),
                 "reason": reason,
             }
-            conn.execute(insert(t).values(**values))
             objects: dict[str, str | None] = {"model_name": name}
             if target is not None:
                 objects.update(
@@ -244,7 +242,7 @@ class ModelRegistry:
                     model=target["model_digest"],
                     run=target["run_id"],
                 )
-            append_event(
+            event = append_event(
                 conn,
                 "model.alias_removed" if version is None else f"model.{action}",
                 objects,
@@ -256,8 +254,9 @@ class ModelRegistry:
                     "previous": previous,
                     **plain_json(dict(details or {})),
                 },
-                actor=values["actor"],
             )
+            values["actor"] = event.actor  # the authenticated identity, as its event says
+            conn.execute(insert(t).values(**values))
         return _alias_event_from(values)
 
     def aliases(self, name: str) -> dict[str, int]:

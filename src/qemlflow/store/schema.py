@@ -34,6 +34,8 @@ __all__ = [
     "artifacts",
     "audit_events",
     "datasets",
+    "identities",
+    "identity_keys",
     "metadata",
     "model_versions",
     "run_steps",
@@ -149,6 +151,11 @@ audit_events = Table(
     # How ``hash`` was taken: "jcs" (RFC 8785); NULL: the legacy json.dumps encoding of
     # events written before migration 0004. Not hashed itself: see store/audit.py.
     Column("hash_scheme", String(16), nullable=True),
+    # Who signed the event (key fingerprint), how they authenticated, and the Ed25519
+    # signature (base64); NULL on events written before migration 0005.
+    Column("signer", DIGEST, nullable=True),
+    Column("auth", String(32), nullable=True),
+    Column("signature", Text, nullable=True),
     Index("ix_audit_events_timestamp", "timestamp"),
     Index("ix_audit_events_action", "action"),
 )
@@ -203,3 +210,32 @@ api_keys = Table(
     Column("created_by", Text, nullable=False),
 )
 """API keys: only a salted hash of each secret is kept (see ``Store.create_api_key``)."""
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("email", String(320), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("enrolled_seq", Integer, nullable=False),
+    Column("updated_seq", Integer, nullable=False),
+    CheckConstraint("role IN ('viewer', 'contributor', 'approver', 'admin')", name="role_known"),
+    CheckConstraint("kind IN ('person', 'service')", name="kind_known"),
+    CheckConstraint("status IN ('active', 'revoked')", name="status_known"),
+)
+"""Enrolled identities, one role each: a projection of the audit chain's identity events."""
+
+identity_keys = Table(
+    "identity_keys",
+    metadata,
+    Column("fingerprint", DIGEST, primary_key=True),
+    Column("email", String(320), ForeignKey("identities.email"), nullable=False),
+    Column("public_key", String(64), nullable=False),
+    Column("auth", String(32), nullable=False),
+    Column("valid_from_seq", Integer, nullable=False),
+    Column("revoked_seq", Integer, nullable=True),
+    Index("ix_identity_keys_email", "email"),
+)
+"""Each identity's Ed25519 keys (raw public key, base64) and the chain span they are valid for."""

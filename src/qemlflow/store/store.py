@@ -35,6 +35,7 @@ from qemlflow.store.database import (
 )
 from qemlflow.store.datasets import Datasets
 from qemlflow.store.errors import StoreError
+from qemlflow.store.identities import Identities
 from qemlflow.store.model_registry import MODEL_NAME_PATTERN, ModelRegistry
 from qemlflow.store.records import (
     ArtifactRecord,
@@ -53,6 +54,7 @@ from qemlflow.store.steps import StepCache
 from qemlflow.store.transactions import Database
 
 if TYPE_CHECKING:  # care imports this module
+    from qemlflow.audit.principal import Principal
     from qemlflow.store.care import BackupReport, VerifyReport
 
 __all__ = [
@@ -134,7 +136,9 @@ class Store:
     api_keys : ApiKeys
         The prediction service's API keys.
     audit_trail : AuditTrail
-        The hash-chained audit events.
+        The hash-chained, signed audit events.
+    identities : Identities
+        The enrolled identities, their keys and roles.
 
     Examples
     --------
@@ -145,9 +149,10 @@ class Store:
     (b'features', True)
     """
 
-    def __init__(self, root: Path, engine: Engine) -> None:
+    def __init__(self, root: Path, engine: Engine, principal: Principal | None = None) -> None:
         self.root = root
-        self.db = Database(engine)
+        self._principal = principal
+        self.db = Database(engine, self._acting)
         self.blobs = BlobStore(root / "objects")
         self.steps = StepCache(self.db, self.blobs)
         self.datasets = Datasets(self.db, self.blobs)
@@ -155,6 +160,31 @@ class Store:
         self.registry = ModelRegistry(self.db, self.blobs)
         self.api_keys = ApiKeys(self.db)
         self.audit_trail = AuditTrail(self.db)
+        self.identities = Identities(self.db)
+
+    def _acting(self, conn: Connection) -> Principal:
+        """Who signs this store's events: resolved at the first write, then kept."""
+        if self._principal is None:
+            from qemlflow.audit.session import principal_for
+
+            self._principal = principal_for(conn)
+        return self._principal
+
+    @property
+    def principal(self) -> Principal:
+        """The identity that acts on this store (see
+        :func:`~qemlflow.audit.session.resolve_principal`), resolved on first use.
+
+        Raises
+        ------
+        AuthorityError
+            No enrolled identity is at hand.
+        """
+        if self._principal is None:
+            from qemlflow.audit.session import resolve_principal
+
+            self._principal = resolve_principal(self)
+        return self._principal
 
     @property
     def objects(self) -> BlobStore:
@@ -173,6 +203,7 @@ class Store:
         location: str | os.PathLike[str] | None = None,
         *,
         database_url: str | None = None,
+        principal: Principal | None = None,
     ) -> Store:
         """Open the store at ``location``, creating it (and its schema) when missing.
 
@@ -186,6 +217,10 @@ class Store:
             Where the metadata lives. Default: ``$QEMLFLOW_DATABASE_URL``, else the URL the
             store was created with (kept in ``<root>/store.json``), else the SQLite file
             ``<root>/metadata.db``.
+        principal
+            Who acts: signs every event this store object appends. Default: resolved at
+            the first write (:func:`~qemlflow.audit.session.resolve_principal`). The first
+            write to a store without an owner makes the acting identity its owner.
         """
         if is_postgres_url(location):
             if database_url is not None and database_url != location:
@@ -223,7 +258,7 @@ class Store:
             except BaseException:
                 engine.dispose()
                 raise
-        store = cls(root, engine)
+        store = cls(root, engine, principal)
         store.objects.tmp_dir.mkdir(parents=True, exist_ok=True)
         return store
 
@@ -499,10 +534,9 @@ class Store:
         *,
         reason: str | None = None,
         details: Mapping[str, Any] | None = None,
-        actor: str | None = None,
     ) -> AuditEvent:
         """Append an audit event inside ``conn``'s write transaction (commits with it)."""
-        return append_event(conn, action, objects, reason=reason, details=details, actor=actor)
+        return append_event(conn, action, objects, reason=reason, details=details)
 
     def audit(
         self,
@@ -511,7 +545,7 @@ class Store:
         *,
         reason: str | None = None,
         details: Mapping[str, Any] | None = None,
-        actor: str | None = None,
+        principal: Principal | None = None,
     ) -> AuditEvent:
         """Append an event to the audit trail and return it (see :meth:`AuditTrail.append`).
 
@@ -519,11 +553,13 @@ class Store:
         --------
         >>> import tempfile
         >>> with Store.open(Path(tempfile.mkdtemp())) as store:
-        ...     event = store.audit("model.registered", {"model": "ab" * 32}, actor="Ada")
-        ...     event.seq, store.verify_audit().ok
-        (1, True)
+        ...     event = store.audit("model.registered", {"model": "ab" * 32})
+        ...     event.seq, event.signer == store.principal.fingerprint, store.verify_audit().ok
+        (2, True, True)
         """
-        return self.audit_trail.append(action, objects, reason=reason, details=details, actor=actor)
+        return self.audit_trail.append(
+            action, objects, reason=reason, details=details, principal=principal
+        )
 
     def audit_events(
         self,

@@ -9,8 +9,8 @@ transaction on one connection, opened with :meth:`Database.writing`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -19,11 +19,24 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from qemlflow.store import schema
-from qemlflow.store.audit import lock_audit_log
+from qemlflow.store.audit import PRINCIPAL_INFO, lock_audit_log
 from qemlflow.store.database import READ_ONLY
 from qemlflow.store.errors import StoreError
 
-__all__ = ["MIN_PREFIX", "Database", "insert_ignore", "is_hex", "row_by_id"]
+if TYPE_CHECKING:
+    from qemlflow.audit.principal import Principal
+
+PrincipalProvider = Callable[[Connection], "Principal"]
+"""Returns who acts in a write transaction, given its connection (resolved lazily)."""
+
+__all__ = [
+    "MIN_PREFIX",
+    "Database",
+    "PrincipalProvider",
+    "insert_ignore",
+    "is_hex",
+    "row_by_id",
+]
 
 MIN_PREFIX = 6
 """The fewest hex characters a digest or key prefix needs to name something."""
@@ -36,10 +49,15 @@ class Database:
     ----------
     engine
         The store's engine (see :func:`~qemlflow.store.database.create_store_engine`).
+    principal
+        Who acts in write transactions: called with the connection at the first audit
+        event of each transaction that appends one (``None``: writes that append events
+        are refused).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, principal: PrincipalProvider | None = None) -> None:
         self.engine = engine
+        self.principal = principal
 
     @property
     def backend(self) -> str:
@@ -47,14 +65,23 @@ class Database:
         return self.engine.dialect.name
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[Connection]:
+    def writing(self, principal: Principal | None = None) -> Iterator[Connection]:
         """A write transaction that may append audit events (appends serialized first).
 
-        Everything done on the connection commits together, or rolls back together.
+        Everything done on the connection commits together, or rolls back together. Its
+        events are signed by ``principal``, default the store's acting identity
+        (``conn.info["qemlflow.principal"]`` holds who that is, for
+        :func:`~qemlflow.store.audit.append_event`).
         """
+        provider = self.principal if principal is None else (lambda _conn: principal)
         with self.engine.begin() as conn:
             lock_audit_log(conn)
-            yield conn
+            if provider is not None:
+                conn.info[PRINCIPAL_INFO] = provider
+            try:
+                yield conn
+            finally:  # conn.info outlives the checkout: the pooled connection keeps it
+                conn.info.pop(PRINCIPAL_INFO, None)
 
     @contextlib.contextmanager
     def changing(self) -> Iterator[Connection]:
