@@ -72,6 +72,11 @@ def _text(report: Path) -> str:
     return re.sub(r"[ \t]+", " ", text)
 
 
+def _squeezed(text: str) -> str:
+    """``text`` without white space and backquotes (the report shows `x` as code)."""
+    return re.sub(r"[\s`]+", "", text)
+
+
 def _row(text: str, *needles: str) -> bool:
     """Whether one line (a table row, a paragraph) of the report's text holds every needle."""
     return any(all(n in line for n in needles) for line in text.split("\n"))
@@ -81,17 +86,38 @@ def _row(text: str, *needles: str) -> bool:
 def audited(
     tmp_path: Path, small_esol_csv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, Any]:
-    """A run by Ada, registered by Ada, signed by Ada (reviewed) and Bob (approved)."""
+    """A store owned by the OS account (admin), which enrolls Ada (approver) and Bob
+    (contributor, then approver). Ada runs, registers and reviews her own run; Bob
+    approves it and promotes the model; then the admin makes Bob a viewer."""
+    from qemlflow.store import Store
+
     monkeypatch.setenv("QEMLFLOW_PASSPHRASE", "correct horse battery")
-    monkeypatch.delenv("QEMLFLOW_ACTOR", raising=False)
     ada = _identity(tmp_path / "ada", "Ada Lovelace", "ada@lab.org", monkeypatch)
     bob = _identity(tmp_path / "bob", "Bob Babbage", "bob@lab.org", monkeypatch)
+    admin = tmp_path / "admin"  # the OS account's key: the first write makes it the owner
+    admin.mkdir()
+    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(admin))
     store = str(tmp_path / "store")
+    people = {}
+    for folder in (ada, bob):
+        people[folder.name] = json.loads((folder / "identity.json").read_text())
+    with Store.open(store) as opened:
+        for who, role in (("ada", "approver"), ("bob", "contributor")):
+            person = people[who]
+            opened.identities.enroll(
+                name=person["name"],
+                email=person["email"],
+                public_key=person["public_key"],
+                role=role,
+                auth="passphrase",
+                reason="identity checked against ID card",
+            )
+        opened.identities.set_role("bob@lab.org", "approver", reason="Bob leads QA")
+
     config = json.loads(json.dumps(CONFIG))
     config["dataset"]["source"] = str(small_esol_csv)
     experiment = tmp_path / "experiment.yaml"
     experiment.write_text(yaml.safe_dump(config))
-
     monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(ada))
     assert main(["run", str(experiment), "--store", store, "--out", str(tmp_path / "out")]) == 0
     run_id = str(_json(["runs", "list", "--json", "--store", store])[0]["id"])
@@ -104,9 +130,14 @@ def audited(
     policy.write_text(yaml.safe_dump({"require_signature": "approved"}))
     promote = ["models", "promote", "sol", "1", "--to", "production", "--policy", str(policy)]
     assert main([*promote, "--store", store]) == 0
+    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(admin))
+    with Store.open(store) as opened:
+        opened.identities.set_role("bob@lab.org", "viewer", reason="Bob left QA")
+        owner = opened.identities.owner()
+    assert owner is not None
     report = tmp_path / "report.html"
     assert main(["audit", "report", run_id, "-o", str(report), "--store", store]) == 0
-    return {"store": store, "run": run_id, "report": report, "ada": ada, "bob": bob}
+    return {"store": store, "run": run_id, "report": report, "owner": owner} | people
 
 
 def test_the_report_says_who_signed_in_what_relation_to_the_run(audited: dict[str, Any]) -> None:
@@ -122,26 +153,40 @@ def test_the_report_says_who_signed_in_what_relation_to_the_run(audited: dict[st
     assert not _row(text, "Bob Babbage <bob@lab.org>", "approved", AUTHOR)
 
 
-def test_the_report_shows_each_event_and_each_signature_with_its_key(
+def test_each_event_names_identity_role_then_key_and_authentication(
     audited: dict[str, Any],
 ) -> None:
     text = _text(audited["report"])
-    ada = json.loads((audited["ada"] / "identity.json").read_text())
-    bob = json.loads((audited["bob"] / "identity.json").read_text())
+    ada, bob = audited["ada"]["fingerprint"][:16], audited["bob"]["fingerprint"][:16]
     for header in ("identity", "role at that time", "key fingerprint", "authentication"):
         assert header in text
-    assert _row(text, "Bob Babbage <bob@lab.org>", bob["fingerprint"][:16], "QC passed")
-    assert _row(text, "Ada Lovelace <ada@lab.org>", ada["fingerprint"][:16], "my own check")
-    for action in ("run.started", "run.finished", "model.registered", "signature"):
-        assert _row(text, action), action
+    for action in ("run.started", "run.finished", "model.registered"):
+        assert _row(text, action, "Ada Lovelace <ada@lab.org>", "approver", ada, "passphrase")
+    # Bob was an approver when he signed and promoted; a viewer only afterwards.
+    assert _row(text, "signature", "Bob Babbage <bob@lab.org>", "approver", bob, "passphrase")
+    assert _row(text, "model.promoted", "Bob Babbage <bob@lab.org>", "approver", bob)
+    assert _row(text, "Bob Babbage <bob@lab.org>", "approved", "approver", bob, "passphrase")
+    assert not _row(text, "Bob Babbage <bob@lab.org>", "approved", "viewer")
+    assert "not recorded (event written before events were signed)" not in text
+
+
+def test_the_report_shows_how_each_identity_got_its_authority(audited: dict[str, Any]) -> None:
+    text = _text(audited["report"])
+    owner = audited["owner"]
+    assert _row(text, "Bob Babbage <bob@lab.org>", "person", "viewer", "active")
+    assert _row(text, "Bob Babbage <bob@lab.org>", f"enrolled as contributor by {owner.display}")
+    assert _row(text, "Bob Babbage <bob@lab.org>", "role contributor → approver", "Bob leads QA")
+    assert _row(text, "Bob Babbage <bob@lab.org>", "role approver → viewer", "Bob left QA")
+    assert _row(text, "Ada Lovelace <ada@lab.org>", "approver", "identity checked against ID card")
+    assert _row(text, owner.display, "admin", "owner of the store as admin")  # who enrolled them
 
 
 def test_the_report_shows_the_promotion_and_its_gates(audited: dict[str, Any]) -> None:
     text = _text(audited["report"])
-    assert _row(text, "model.promoted", "sol@1", "production")
-    assert _row(text, "signature", "yes", "approved by Bob Babbage <bob@lab.org>")
+    assert _row(text, "model.promoted", "sol@1", "production", "Bob Babbage <bob@lab.org>")
     assert _row(text, "metrics", "yes")
     assert _row(text, "smoke", "yes")
+    assert _row(text, "yes", "Bob Babbage")  # the approval gate names its approver
 
 
 def test_the_report_lists_every_control_with_its_coverage(audited: dict[str, Any]) -> None:
@@ -149,7 +194,8 @@ def test_the_report_lists_every_control_with_its_coverage(audited: dict[str, Any
     assert "21 CFR Part 11 and EU GMP Annex 11 controls" in text
     for control in CONTROLS:
         assert _row(text, control.label, control.title, control.coverage), control.label
-        assert control.lab in text and control.qemlflow in text
+        for answer in (control.asks, control.qemlflow, control.lab):
+            assert _squeezed(answer) in _squeezed(text), answer
 
 
 def test_every_required_control_is_in_the_table_with_its_three_answers() -> None:

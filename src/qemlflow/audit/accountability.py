@@ -10,8 +10,10 @@ a signature by either of them is not an independent approval.
 
 Roles and keys are replayed from the chain's identity events alone (``store.owner``,
 ``identity.enrolled``, ``identity.role_changed``, ``identity.key_rotated``,
-``identity.revoked``), the same source ``audit verify`` trusts, so the role shown is the
-role the identity held when it acted, not the role it holds today.
+``identity.revoked``) by :class:`qemlflow.store.identities.IdentityLedger`, the replay
+``audit verify`` trusts, so the role shown is the role the identity held when it acted,
+not the role it holds today; an identity event the ledger refuses changes nothing here
+either.
 
 Examples
 --------
@@ -30,6 +32,7 @@ from qemlflow.audit.emails import same_email
 
 if TYPE_CHECKING:
     from qemlflow.store import AuditEvent, RunRecord, Store
+    from qemlflow.store.identities import IdentityLedger
 
 __all__ = [
     "AUTHOR",
@@ -38,7 +41,6 @@ __all__ = [
     "Accountability",
     "EventAccount",
     "IdentityAccount",
-    "IdentityLedger",
     "PromotionAccount",
     "SignatureAccount",
     "account_for",
@@ -132,29 +134,16 @@ class IdentityAccount:
         return f"{self.name} <{self.email}>"
 
 
-class IdentityLedger:
-    """The identities, keys and roles of a store, replayed event by event from its chain.
+class _Histories:
+    """Each identity's enrollment, role changes, keys and revocations, with who did them.
 
-    Feed it events in seq order with :meth:`apply`; between two calls, :meth:`role_of`
-    and :meth:`key` answer as of that point of the chain.
+    Fed only the identity events that :class:`~qemlflow.store.identities.IdentityLedger`
+    accepted, in seq order.
     """
 
     def __init__(self) -> None:
         self.identities: dict[str, IdentityAccount] = {}
         self.keys: dict[str, _Key] = {}
-
-    def role_of(self, email: str) -> str | None:
-        """The role of ``email`` now (``None`` when not enrolled, or revoked)."""
-        found = self.identities.get(_key(email))
-        return None if found is None or found.status != "active" else found.role
-
-    def key(self, fingerprint: str) -> _Key | None:
-        """The key with ``fingerprint``, when enrolled."""
-        return self.keys.get(fingerprint)
-
-    def identity(self, email: str) -> IdentityAccount | None:
-        """The identity enrolled under ``email``."""
-        return self.identities.get(_key(email))
 
     def apply(self, event: AuditEvent) -> None:
         """Apply one event (events that are not identity events change nothing)."""
@@ -236,6 +225,7 @@ class EventAccount:
     auth: str | None
     signed: bool
     reason: str | None
+    hash: str
 
     @property
     def fingerprint16(self) -> str | None:
@@ -287,21 +277,21 @@ class Accountability:
 
 
 def _account(event: AuditEvent, ledger: IdentityLedger) -> EventAccount:
-    fingerprint = getattr(event, "signer", None)
-    signature = getattr(event, "signature", None)
-    auth = getattr(event, "auth", None)
+    """Who wrote ``event``, as the ledger stands just before it."""
+    fingerprint = event.signer
     if fingerprint is None and event.action == _SIGNATURE:
         # Signatures carried their key before every event was signed.
         signer = event.details.get("signer")
         if isinstance(signer, Mapping):
             fingerprint = _text(signer.get("fingerprint"))
-    key = ledger.key(fingerprint) if fingerprint else None
-    email = key.email if key is not None else email_of(event.actor)
-    role = ledger.role_of(email)
-    if role is None and event.action == "store.owner":
-        role = _text(event.details.get("role"))  # the event that makes its actor admin
-    if auth is None and key is not None and signature is not None:
-        auth = key.auth
+    role: str | None = None
+    key = ledger.keys.get(fingerprint) if event.signature and fingerprint else None
+    if event.action == "store.owner" and event.signature:
+        role = _text(event.details.get("role")) or "admin"  # the event that makes it admin
+    elif key is not None and key.revoked_seq is None:
+        person = ledger.person(key.email)
+        if person is not None and person.status == "active":
+            role = person.role
     return EventAccount(
         seq=event.seq,
         timestamp=event.timestamp,
@@ -309,9 +299,10 @@ def _account(event: AuditEvent, ledger: IdentityLedger) -> EventAccount:
         actor=event.actor,
         role=role,
         fingerprint=fingerprint,
-        auth=auth,
-        signed=bool(signature),
+        auth=event.auth,
+        signed=bool(event.signature),
         reason=event.reason,
+        hash=event.hash,
     )
 
 
@@ -360,6 +351,8 @@ def account_for(
     events
         The whole audit chain, when already read (else it is read here).
     """
+    from qemlflow.store.identities import IdentityLedger
+
     chain = sorted(events or store.audit_events(), key=lambda e: e.seq)
     refs: set[str] = {run.id, *([model] if model else [])}
     registrants: dict[str, str] = {}
@@ -374,6 +367,7 @@ def account_for(
                 refs.add(digest)
     checked = _checked_signatures(store, [run.id, *sorted(r for r in refs if r != run.id)])
     ledger = IdentityLedger()
+    histories = _Histories()
     author: str | None = None
     accounts: list[EventAccount] = []
     signatures: list[SignatureAccount] = []
@@ -391,8 +385,22 @@ def account_for(
                 signatures.append(_signature(event, account, author, registrants, checked))
             elif event.action in PROMOTION_ACTIONS:
                 promotions.append(_promotion(event, account))
-        ledger.apply(event)
-    identities = tuple(ledger.identities[e] for e in sorted(involved) if e in ledger.identities)
+        if not ledger.check(event) and not ledger.apply(event):  # as ``audit verify`` does
+            histories.apply(event)
+    # The admins who gave the actors their authority, and the ones who gave them theirs.
+    pending = list(involved)
+    while pending:
+        found = histories.identities.get(pending.pop())
+        for _, _, by, _ in found.history if found is not None else ():
+            if _key(email_of(by)) not in involved:
+                involved.add(_key(email_of(by)))
+                pending.append(_key(email_of(by)))
+    identities = tuple(
+        sorted(
+            (histories.identities[e] for e in involved if e in histories.identities),
+            key=lambda i: i.enrolled_seq,
+        )
+    )
     return Accountability(
         run_id=run.id,
         author=author,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ th{background:#f3f5f9}code,.mono{font-family:Menlo,Consolas,monospace;font-size:
 .verdict.ok{background:#e8f6ed}.verdict.bad{background:#fbeaea}
 ul.tree{list-style:none;padding-left:1.1rem;border-left:1px dotted #aab}
 ul.tree li{margin:.15rem 0}.muted{color:#667}img{max-width:520px;border:1px solid #dfe3ea}
-h3{font-size:1rem;margin-top:1.2rem}.cov-software{color:#0a7d32;font-weight:600}
+h3{font-size:1rem;margin-top:1.2rem}table.wide{font-size:.8rem}.cov-software{color:#0a7d32;font-weight:600}
 .cov-shared{color:#8a5a00;font-weight:600}.cov-procedure{color:#445;font-weight:600}
 """
 
@@ -49,12 +50,20 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = False) -> str:
+def _table(
+    header: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = False, wide: bool = False
+) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{c if raw else _e(c)}</td>" for c in row) + "</tr>" for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    kind = " class=wide" if wide else ""
+    return f"<table{kind}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _prose(text: str) -> str:
+    """Escape ``text`` and show its `backquoted` commands as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
 
 
 def _fmt(value: Any) -> str:
@@ -239,6 +248,7 @@ def _section_events(accounts: Accountability) -> str:
             _e(a.action),
             *_who(a),
             _e(a.reason or ""),
+            f"<span class=mono>{_e(a.hash[:16])}…</span>",
         ]
         for a in accounts.events
     ]
@@ -252,9 +262,11 @@ def _section_events(accounts: Accountability) -> str:
             "key fingerprint",
             "authentication",
             "reason",
+            "event hash",
         ],
         rows,
         raw=True,
+        wide=True,
     )
 
 
@@ -307,6 +319,7 @@ def _section_signatures(accounts: Accountability) -> str:
         ],
         rows,
         raw=True,
+        wide=True,
     )
 
 
@@ -411,9 +424,9 @@ def _section_controls() -> str:
     rows = [
         [
             f"<b>{_e(c.label)}</b><br>{_e(c.title)}",
-            _e(c.asks),
-            _e(c.qemlflow),
-            _e(c.lab),
+            _prose(c.asks),
+            _prose(c.qemlflow),
+            _prose(c.lab),
             f"<span class=cov-{_e(c.coverage)}>{_e(c.coverage)}</span>",
         ]
         for c in CONTROLS
@@ -428,6 +441,7 @@ def _section_controls() -> str:
         ],
         rows,
         raw=True,
+        wide=True,
     )
 
 
