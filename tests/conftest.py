@@ -24,10 +24,21 @@ def _isolated_store(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every test runs in a folder of its own, with a store of its own: commands that
-    default to ./.qemlflow or ./qemlflow-run never write into the repository."""
+    default to ./.qemlflow or ./qemlflow-run never write into the repository.
+
+    It also gets an identity folder of its own (CLI subprocesses inherit it), so the OS
+    account key that owns its stores is new, and no passphrase or service key leaks in."""
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     monkeypatch.setenv("QEMLFLOW_HOME", str(tmp_path_factory.mktemp("qemlflow-home")))
-    monkeypatch.delenv("QEMLFLOW_DATABASE_URL", raising=False)
+    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(tmp_path_factory.mktemp("identity")))
+    for name in (
+        "QEMLFLOW_DATABASE_URL",
+        "QEMLFLOW_PASSPHRASE",
+        "QEMLFLOW_PASSPHRASE_FD",
+        "QEMLFLOW_SERVICE_KEY_FILE",
+        "QEMLFLOW_ACTOR",
+    ):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,6 @@ from qemlflow.store import (
     DatasetRecord,
     Store,
     StoreError,
-    current_actor,
     head_revision,
     schema,
     verify_audit_chain,
@@ -36,25 +35,27 @@ from qemlflow.store import (
 from qemlflow.store.audit import GENESIS_HASH, event_hash, next_event
 
 MakeStore = Callable[[Path], Store]
-ACTOR = "Ada Lovelace <ada@lab.org>"
+OWNER = "store.owner"  # the first event of every store: its creator becomes its owner
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("QEMLFLOW_DATABASE_URL", raising=False)
     monkeypatch.delenv("QEMLFLOW_HOME", raising=False)
-    monkeypatch.setenv("QEMLFLOW_ACTOR", ACTOR)
-    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(tmp_path / "no-identity"))
 
 
 def _actions(store: Store) -> list[str]:
-    return [e.action for e in store.audit_events()]
+    """The actions after the owner's event."""
+    return [e.action for e in store.audit_events() if e.action != OWNER]
 
 
 def _log_of(store: Store, n: int = 10) -> list[AuditEvent]:
-    for i in range(n):
+    """The owner's event (seq 1), then ``test.e2`` to ``test.e<n>``: event i at seq i."""
+    for i in range(1, n):
         store.audit(f"test.e{i + 1}", {"thing": f"{i + 1:064x}"}, details={"i": i + 1})
-    return store.audit_events()
+    events = store.audit_events()
+    assert [e.seq for e in events] == list(range(1, n + 1)) and events[0].action == OWNER
+    return events
 
 
 @contextlib.contextmanager
@@ -105,9 +106,7 @@ def test_store_operations_are_audited_in_order(store: Store, tmp_path: Path) -> 
     store.finish_run(run_id, metrics)
     failed = store.create_run("broken", {}, None, None)
     store.fail_run(failed, "ValueError: no molecules")
-    signed = store.audit(
-        "signature", {"run": run_id}, reason="approved", details={"meaning": "approval"}
-    )
+    registered = store.audit("model.registered", {"run": run_id}, reason="good enough")
     store.put_bytes(b"orphan")
     assert store.gc(grace_seconds=0, dry_run=True) != []
     removed = store.gc(grace_seconds=0)
@@ -116,20 +115,22 @@ def test_store_operations_are_audited_in_order(store: Store, tmp_path: Path) -> 
 
     events = store.audit_events()
     assert [e.action for e in events] == [
+        OWNER,
         "dataset.added",
         "run.started",
         "run.finished",
         "run.started",
         "run.failed",
-        "signature",
+        "model.registered",
         "store.gc",
         "store.backup",
     ]
-    assert [e.seq for e in events] == list(range(1, 9))
+    assert [e.seq for e in events] == list(range(1, 10))
     assert events[0].prev_hash == GENESIS_HASH
     assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
-    assert all(e.actor == ACTOR and e.timestamp.endswith("+00:00") for e in events)
-    added, started, finished, _, failed_event, signature, gc, backup = events
+    actor = store.principal.display
+    assert all(e.actor == actor and e.timestamp.endswith("+00:00") for e in events)
+    owner, added, started, finished, _, failed_event, registration, gc, backup = events
     assert added.objects == {"dataset": dataset.id, "raw": raw, "table": table}
     assert started.objects == {"run": run_id, "environment": env}
     assert started.details["name"] == "solubility" and started.details["seed"] == 7
@@ -137,20 +138,20 @@ def test_store_operations_are_audited_in_order(store: Store, tmp_path: Path) -> 
     assert finished.details == {"test": {"rmse": 0.7, "r2": None}}
     assert failed_event.objects == {"run": failed}
     assert failed_event.reason == "ValueError: no molecules"
-    assert signature == signed and signature.reason == "approved"
+    assert registration == registered and registration.reason == "good enough"
     assert gc.details["removed"] == 1 and gc.details["digests"] == removed
     assert backup.details["dest"] == str(tmp_path / "backup")
-    assert backup.details["audit_head"] == {"seq": 7, "hash": gc.hash}
-    assert backup.details["tables"]["audit_events"] == 7 and backup.details["blobs"] == 3
+    assert backup.details["audit_head"] == {"seq": 8, "hash": gc.hash}
+    assert backup.details["tables"]["audit_events"] == 8 and backup.details["blobs"] == 3
 
     report = store.verify_audit()
-    assert report.ok and report.n_events == 8 and report.first_bad_seq is None
-    assert report.to_dict()["head"] == {"seq": 8, "hash": backup.hash}
-    assert store.verify().ok and store.verify().audit_events_checked == 8
+    assert report.ok and report.n_events == 9 and report.first_bad_seq is None
+    assert report.to_dict()["head"] == {"seq": 9, "hash": backup.hash}
+    assert store.verify().ok and store.verify().audit_events_checked == 9
 
     head = store.audit_head()
-    assert head["seq"] == 8 and head["hash"] == backup.hash and head["events"] == 8
-    assert head["store"] == added.hash and head["timestamp"] == backup.timestamp
+    assert head["seq"] == 9 and head["hash"] == backup.hash and head["events"] == 9
+    assert head["store"] == owner.hash and head["timestamp"] == backup.timestamp
 
 
 def test_reading_filters(store: Store) -> None:
@@ -181,8 +182,9 @@ def test_reading_filters(store: Store) -> None:
     ]
     assert len(store.audit_events(action="model.registered")) == 1
     first = store.audit_events()[0]
-    assert len(store.audit_events(since=first.timestamp[:10])) == 3
-    assert len(store.audit_events(since=first.timestamp)) == 3
+    assert first.action == OWNER
+    assert len(store.audit_events(since=first.timestamp[:10])) == 4
+    assert len(store.audit_events(since=first.timestamp)) == 4
     assert store.audit_events(since="2999-01-01") == []
     with pytest.raises(StoreError, match="ISO"):
         store.audit_events(since="last tuesday")
@@ -198,27 +200,8 @@ def test_bad_events_are_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="canonical JSON"):
         store.audit("x.y", details={"what": object()})
     assert store.audit_events() == []  # nothing half-written
-    event = store.audit("x.y", details={"score": float("nan")}, actor="Eve <eve@lab.org>")
-    assert event.details == {"score": None} and event.actor == "Eve <eve@lab.org>"
-
-
-def test_current_actor_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert current_actor() == ACTOR
-    monkeypatch.delenv("QEMLFLOW_ACTOR")
-    folder = tmp_path / "identity"
-    folder.mkdir()
-    monkeypatch.setenv("QEMLFLOW_IDENTITY_DIR", str(folder))
-    (folder / "identity.json").write_text(
-        json.dumps({"name": "Grace Hopper", "email": "grace@navy.mil", "public_key": "x"})
-    )
-    assert current_actor() == "Grace Hopper <grace@navy.mil>"
-    (folder / "identity.json").write_text("not json")
-    assert current_actor()  # falls back to the OS user
-    monkeypatch.setattr("getpass.getuser", lambda: "")
-    assert current_actor() == "unknown"
-
-
-# -- append-only ---------------------------------------------------------------------
+    event = store.audit("x.y", details={"score": float("nan")})
+    assert event.details == {"score": None} and event.actor == store.principal.display
 
 
 def test_update_delete_and_truncate_are_refused(store: Store) -> None:
@@ -257,6 +240,7 @@ def test_untouched_log_verifies(store: Store) -> None:
     anchor = store.audit_head()
     report = store.verify_audit(anchor=anchor)
     assert report.ok and report.anchored and report.head == (10, events[-1].hash)
+    assert all(e.signature is not None for e in events)
 
 
 def test_edited_event_is_named(store: Store) -> None:
@@ -267,6 +251,7 @@ def test_edited_event_is_named(store: Store) -> None:
     report = store.verify_audit()
     assert not report.ok and report.first_bad_seq == 4
     assert report.problems[0].startswith(f"event 4 (test.e4 at {events[3].timestamp})")
+    assert any("signature does not verify" in p for p in report.problems)
     assert "the event was edited" in report.problems[0]
     verify = store.verify()
     assert not verify.ok and verify.issues[0].object == "audit trail"
@@ -290,7 +275,7 @@ def test_forged_events_are_named(store: Store) -> None:
     events = _log_of(store)
     # appended at the end, self-consistent, but not linked to the real head
     forged = next_event(events[6], "signature", {"run": "x"}, actor="Eve")
-    forged = dataclasses.replace(forged, seq=11)
+    forged = dataclasses.replace(forged, seq=11)  # the real head is event 10
     forged = dataclasses.replace(forged, hash=event_hash(forged.content()))
     with _triggers_off(store) as conn:
         conn.execute(insert(schema.audit_events).values(**forged.to_dict()))
@@ -304,8 +289,10 @@ def test_replaced_event_is_caught_at_the_broken_link(store: Store) -> None:
     with _triggers_off(store) as conn:
         _replace(conn, _resealed(events[4], events[3].hash, actor="Eve <eve@evil.org>"))
     report = store.verify_audit()
-    assert report.first_bad_seq == 6
-    assert "event 5 was replaced" in report.problems[0]
+    # its hash is right, but it was signed by no enrolled key: named at once
+    assert report.first_bad_seq == 5
+    assert "signature does not verify" in report.problems[0]
+    assert any("event 5 was replaced" in p for p in report.problems)
     # an anchor at event 5 pins it down
     assert store.verify_audit(anchor={"seq": 5, "hash": events[4].hash}).first_bad_seq == 5
 
@@ -343,10 +330,14 @@ def test_rewritten_chain_is_caught_with_an_anchor(store: Store) -> None:
     with _triggers_off(store) as conn:
         for event in fake[3:]:
             _replace(conn, event)
-    assert store.verify_audit().ok  # only an outside anchor can tell
+    # The hashes agree, but the events' signatures do not: forged without the owner's key.
+    assert any("signature does not verify" in p for p in store.verify_audit().problems)
     report = store.verify_audit(anchor=anchor)
-    assert report.first_bad_seq == 10 and "rewritten at or before event 10" in report.problems[0]
-    assert store.verify_audit(anchor={**anchor, "seq": 3, "hash": events[2].hash}).ok
+    assert report.first_bad_seq == 4
+    assert any("rewritten at or before event 10" in p for p in report.problems)
+    assert (
+        store.verify_audit(anchor={**anchor, "seq": 3, "hash": events[2].hash}).first_bad_seq == 4
+    )
 
     # rewritten from the very first event: the anchor's store id no longer matches
     first = _resealed(events[0], GENESIS_HASH, actor="Eve")
@@ -400,10 +391,10 @@ def test_restore_copies_the_trail_and_appends(store_factory: MakeStore, tmp_path
     report = target.restore(tmp_path / "backup")
     assert report.ok, report.problems
     events = target.audit_events()
-    assert events[:2] == before  # verbatim
-    assert events[2].action == "store.restore" and events[2].prev_hash == before[-1].hash
-    assert events[2].details["audit_head"] == {"seq": 2, "hash": before[-1].hash}
-    assert target.verify_audit(anchor=source.audit_head() | {"seq": 2, "hash": before[-1].hash}).ok
+    assert events[:3] == before  # verbatim (the owner's event, the run's two)
+    assert events[3].action == "store.restore" and events[3].prev_hash == before[-1].hash
+    assert events[3].details["audit_head"] == {"seq": 3, "hash": before[-1].hash}
+    assert target.verify_audit(anchor=source.audit_head() | {"seq": 3, "hash": before[-1].hash}).ok
     assert target.audit_head()["store"] == source.audit_head()["store"]
     assert target.verify().ok
 
@@ -465,12 +456,14 @@ def test_a_chain_hashed_before_rfc_8785_still_verifies_and_grows(tmp_path: Path)
     with Store.open(root) as store:
         store.create_run("r", {}, 0, None)
         events = store.audit_events()
-        assert [e.hash_scheme for e in events] == ["legacy-json", "jcs"]
-        assert events[1].prev_hash == legacy_hash
+        # The first write after the upgrade makes the acting OS account the owner.
+        assert [e.action for e in events] == ["store.gc", OWNER, "run.started"]
+        assert [e.hash_scheme for e in events] == ["legacy-json", "jcs-signed", "jcs-signed"]
+        assert events[1].prev_hash == legacy_hash and events[0].signature is None
         assert store.verify_audit().ok
         with store._engine.connect() as conn:
             schemes = conn.execute(select(schema.audit_events.c.hash_scheme)).scalars().all()
-        assert schemes == [None, "jcs"]  # old rows untouched; new rows name their scheme
+        assert schemes == [None, "jcs-signed", "jcs-signed"]  # old rows untouched
         # A legacy event edited (the float changed) no longer verifies.
         with _triggers_off(store) as conn:
             conn.execute(
@@ -509,7 +502,7 @@ def test_eight_concurrent_processes_keep_one_chain(store: Store) -> None:
         w.join(120)
     assert [w.exitcode for w in workers] == [0] * 8
     events = store.audit_events()
-    assert len(events) == 1 + 8 * 3 * 3  # the shared dataset is added once
+    assert len(events) == 2 + 8 * 3 * 3  # the owner, the shared dataset added once
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert _actions(store).count("dataset.added") == 1
     assert [e.timestamp for e in events] == sorted(e.timestamp for e in events)
@@ -537,5 +530,5 @@ def test_sigkilled_run_gets_an_aborted_event(store: Store) -> None:
     started, aborted = store.audit_events(object_ref=run.id)
     assert (started.action, aborted.action) == ("run.started", "run.aborted")
     assert aborted.reason == f"process {child.pid} on {run.host} is gone"
-    assert store.mark_aborted_runs() == [] and len(store.audit_events()) == 2
+    assert store.mark_aborted_runs() == [] and len(store.audit_events()) == 3  # + the owner
     assert store.verify_audit().ok

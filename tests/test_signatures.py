@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tests.identities_helpers import enroll, unlock
 
 from qemlflow.audit import (
     Identity,
@@ -24,12 +25,13 @@ from qemlflow.audit import (
     load_identity,
     load_signing_key,
     object_digest,
-    register_identity,
     run_digest,
     sign,
     signature_checks,
     signatures_for,
 )
+from qemlflow.audit.errors import AuthorityError
+from qemlflow.audit.principal import AUTH_PASSPHRASE, Principal
 from qemlflow.audit.signatures import signature_message
 from qemlflow.errors import QeMLflowError
 from qemlflow.store import DatasetRecord, Store, sha256_hex
@@ -45,17 +47,24 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-def alice_dir(tmp_path: Path) -> Path:
+def alice_dir(tmp_path: Path, store: Store) -> Path:
+    """Alice's passphrase identity, enrolled by the store's owner as an approver."""
     folder = tmp_path / "alice"
     init_identity("Alice Smith", "alice@example.org", ALICE_PASS, directory=folder)
+    enroll(store, folder, "approver")
     return folder
 
 
 @pytest.fixture
 def mallory_dir(tmp_path: Path) -> Path:
+    """Mallory's passphrase identity: not enrolled anywhere (tests enroll it if needed)."""
     folder = tmp_path / "mallory"
     init_identity("Mallory Jones", "mallory@example.org", MALLORY_PASS, directory=folder)
     return folder
+
+
+def _as(folder: Path, passphrase: str) -> Principal:
+    return unlock(folder, passphrase)
 
 
 def _finished_run(store: Store, name: str = "demo", rmse: float = 0.7) -> str:
@@ -85,8 +94,10 @@ def _forge(
     kind: str = "run",
     meaning: str = "approved",
     reason: str = "looks good",
+    by: Principal | None = None,
 ) -> int:
-    """Write a signature event straight into the audit log, as an attacker could."""
+    """Write a signature event into the audit log by hand, as an enrolled user could
+    (``by``; default: the key's holder under the signer's name)."""
     signed_at = "2026-01-01T00:00:00.000000+00:00"
     message = signature_message(
         object_id=object_id,
@@ -109,7 +120,8 @@ def _forge(
             "message_sha256": sha256_hex(message),
             "signature": base64.b64encode(key.sign(message)).decode(),
         },
-        actor=f"{signer['name']} <{signer['email']}>",
+        principal=by
+        or Principal.from_private_key(key, signer["name"], signer["email"], AUTH_PASSPHRASE),
     )
     return event.seq
 
@@ -234,7 +246,8 @@ def test_sign_a_finished_run(store: Store, alice_dir: Path, run_id: str) -> None
     assert object_digest(store, run_id) == ("run", run_id, digest)
 
     actions = [e.action for e in store.audit_events()]
-    assert actions.count("identity.registered") == 1 and actions.count("signature") == 1
+    assert actions.count("identity.enrolled") == 1 and actions.count("signature") == 1
+    assert event.signer == alice.fingerprint and event.auth == "passphrase"  # its own key
     assert _problems(store) == []
     report = store.verify_audit(checks=signature_checks(store))
     assert report.ok, report
@@ -244,7 +257,7 @@ def test_sign_a_finished_run(store: Store, alice_dir: Path, run_id: str) -> None
     assert found["signer"] == "Alice Smith <alice@example.org>"
     assert (found["meaning"], found["reason"]) == ("approved", "metrics reviewed against SOP-12")
 
-    # a second signature by the same user does not register the key again
+    # a second signature by the same user: no new identity event
     sign(
         store,
         run_id,
@@ -254,8 +267,7 @@ def test_sign_a_finished_run(store: Store, alice_dir: Path, run_id: str) -> None
         identity_dir=alice_dir,
     )
     actions = [e.action for e in store.audit_events()]
-    assert actions.count("identity.registered") == 1 and actions.count("signature") == 2
-    assert register_identity(store, alice) is None
+    assert actions.count("identity.enrolled") == 1 and actions.count("signature") == 2
     assert _problems(store) == []
 
 
@@ -394,7 +406,7 @@ def test_a_run_signed_before_rfc_8785_hashing_still_verifies(
         reason="ok",
         passphrase=ALICE_PASS,
         identity_dir=alice_dir,
-    )  # registers Alice
+    )
     older = _finished_run(store, "older", rmse=1.0)  # an integral float: the encodings differ
     legacy = _legacy_run_digest(store.get_run(older))
     assert legacy != run_digest(store.get_run(older))
@@ -414,8 +426,7 @@ def test_mallory_cannot_sign_as_alice_with_her_own_key(
     store: Store, alice_dir: Path, mallory_dir: Path, run_id: str
 ) -> None:
     alice, mallory = load_identity(alice_dir), load_identity(mallory_dir)
-    register_identity(store, alice)
-    register_identity(store, mallory)
+    enroll(store, mallory_dir, "approver")
     digest = run_digest(store.get_run(run_id))
     claims_alice = {**_signer(alice), "fingerprint": mallory.fingerprint}
     seq = _forge(
@@ -424,10 +435,11 @@ def test_mallory_cannot_sign_as_alice_with_her_own_key(
         signer=claims_alice,
         object_id=run_id,
         digest=digest,
+        by=_as(mallory_dir, MALLORY_PASS),
     )
     problems = check_signatures(store.audit_events())
     assert [s for s, _ in problems] == [seq]
-    assert "not registered to Alice Smith" in problems[0][1]
+    assert "not enrolled to Alice Smith" in problems[0][1]
     assert "cannot be passed off as another user's" in problems[0][1]
     assert not store.verify_audit(checks=signature_checks(store)).ok
     [found] = signatures_for(store, run_id)
@@ -438,57 +450,74 @@ def test_mallory_cannot_use_alices_fingerprint(
     store: Store, alice_dir: Path, mallory_dir: Path, run_id: str
 ) -> None:
     alice = load_identity(alice_dir)
-    register_identity(store, alice)
+    enroll(store, mallory_dir, "approver")
     seq = _forge(
         store,
         key=load_signing_key(MALLORY_PASS, mallory_dir),
         signer=_signer(alice),
         object_id=run_id,
         digest=run_digest(store.get_run(run_id)),
+        by=_as(mallory_dir, MALLORY_PASS),
     )
     problems = check_signatures(store.audit_events())
-    assert [s for s, _ in problems] == [seq] and "does not verify" in problems[0][1]
+    assert {s for s, _ in problems} == {seq}
+    assert any("in an event signed by another key" in p for _, p in problems)
+    assert any("does not verify" in p for _, p in problems)
 
 
-def test_unregistered_key_cannot_sign(store: Store, mallory_dir: Path, run_id: str) -> None:
+def test_unenrolled_key_cannot_sign(store: Store, mallory_dir: Path, run_id: str) -> None:
+    """No trust on first use: a key nobody enrolled signs nothing, by sign() or by hand."""
     mallory = load_identity(mallory_dir)
-    seq = _forge(
+    with pytest.raises(AuthorityError, match="qemlflow identity enroll"):
+        sign(
+            store,
+            run_id,
+            meaning="approved",
+            reason="ok",
+            passphrase=MALLORY_PASS,
+            identity_dir=mallory_dir,
+        )
+    with pytest.raises(AuthorityError, match="not enrolled"):
+        _forge(
+            store,
+            key=load_signing_key(MALLORY_PASS, mallory_dir),
+            signer=_signer(mallory),
+            object_id=run_id,
+            digest=run_digest(store.get_run(run_id)),
+        )
+    assert [e for e in store.audit_events() if e.action == "signature"] == []
+
+
+def test_a_contributor_cannot_approve(store: Store, mallory_dir: Path, run_id: str) -> None:
+    enroll(store, mallory_dir, "contributor")
+    with pytest.raises(AuthorityError, match="needs role approver"):
+        sign(
+            store,
+            run_id,
+            meaning="approved",
+            reason="ok",
+            passphrase=MALLORY_PASS,
+            identity_dir=mallory_dir,
+        )
+    event = sign(
         store,
-        key=load_signing_key(MALLORY_PASS, mallory_dir),
-        signer=_signer(mallory),
-        object_id=run_id,
-        digest=run_digest(store.get_run(run_id)),
+        run_id,
+        meaning="authored",
+        reason="I trained it",
+        passphrase=MALLORY_PASS,
+        identity_dir=mallory_dir,
     )
-    register_identity(store, mallory)  # registering after the fact does not help
-    problems = check_signatures(store.audit_events())
-    assert [s for s, _ in problems] == [seq] and "not registered" in problems[0][1]
+    assert event.details["meaning"] == "authored" and _problems(store) == []
 
 
 def test_mallory_cannot_take_over_alices_email(
     store: Store, alice_dir: Path, tmp_path: Path, run_id: str
 ) -> None:
-    alice = load_identity(alice_dir)
-    sign(
-        store,
-        run_id,
-        meaning="approved",
-        reason="ok",
-        passphrase=ALICE_PASS,
-        identity_dir=alice_dir,
-    )
     fake_dir = tmp_path / "fake-alice"
     fake = init_identity("Alice Smith", "Alice@Example.org", MALLORY_PASS, directory=fake_dir)
-
-    registered = register_identity(store, fake)  # recorded, but flagged
-    assert registered is not None
-    problems = check_signatures(store.audit_events())
-    assert [s for s, _ in problems] == [registered.seq]
-    assert problems[0][1] == (
-        f"email Alice@Example.org is already bound to key {alice.fingerprint[:16]}; "
-        f"key {fake.fingerprint[:16]} cannot take it over"
-    )
-    # sign() refuses to use the usurping key ...
-    with pytest.raises(SignatureError, match="is bound in this store to key"):
+    with pytest.raises(IdentityError, match="already enrolled"):
+        enroll(store, fake_dir, "approver")
+    with pytest.raises(AuthorityError, match="not enrolled"):
         sign(
             store,
             run_id,
@@ -497,17 +526,11 @@ def test_mallory_cannot_take_over_alices_email(
             passphrase=MALLORY_PASS,
             identity_dir=fake_dir,
         )
-    # ... and a signature written with it by hand is flagged too
-    seq = _forge(
-        store,
-        key=load_signing_key(MALLORY_PASS, fake_dir),
-        signer=_signer(fake),
-        object_id=run_id,
-        digest=run_digest(store.get_run(run_id)),
+    assert store.identities.by_fingerprint(fake.fingerprint) is None
+    assert (
+        store.identities.get("ALICE@example.org").fingerprint
+        == load_identity(alice_dir).fingerprint
     )
-    flagged = dict(check_signatures(store.audit_events()))
-    assert "cannot be passed off as another user's" in flagged[seq]
-    assert [f["valid"] for f in signatures_for(store, run_id)] == [True, False]
 
 
 def test_copied_signature_does_not_verify_on_another_object(
@@ -528,7 +551,7 @@ def test_copied_signature_does_not_verify_on_another_object(
         {**original.objects, "object": other, "digest": other_digest},
         reason=original.reason,
         details=dict(original.details),
-        actor=original.actor,
+        principal=_as(alice_dir, ALICE_PASS),
     )
     problems = _problems(store)
     assert [s for s, _ in problems] == [copied.seq] and "does not verify" in problems[0][1]
@@ -567,26 +590,25 @@ def test_tampered_signature_event_is_flagged(
     else:
         details.update(change)
     tampered = store.audit(
-        "signature", original.objects, reason=reason, details=details, actor=original.actor
+        "signature",
+        original.objects,
+        reason=reason,
+        details=details,
+        principal=_as(alice_dir, ALICE_PASS),
     )
     problems = check_signatures(store.audit_events())
     assert [s for s, _ in problems] == [tampered.seq] and "does not verify" in problems[0][1]
 
 
-def test_key_registered_again_under_another_name_is_flagged(store: Store, alice_dir: Path) -> None:
+def test_a_key_enrolled_again_under_another_name_is_refused(store: Store, alice_dir: Path) -> None:
     alice = load_identity(alice_dir)
-    register_identity(store, alice)
-    renamed = store.audit(
-        "identity.registered",
-        {"identity": alice.fingerprint},
-        details={
-            "name": "Mallory Jones",
-            "email": "mallory@example.org",
-            "public_key": alice.public_key,
-            "fingerprint": alice.fingerprint,
-        },
-        actor="Mallory Jones <mallory@example.org>",
-    )
-    problems = check_signatures(store.audit_events())
-    assert [s for s, _ in problems] == [renamed.seq]
-    assert "already registered to Alice Smith" in problems[0][1]
+    with pytest.raises(IdentityError, match="already enrolled"):
+        store.identities.enroll(
+            name="Mallory Jones",
+            email="mallory@example.org",
+            public_key=alice.public_key,
+            role="approver",
+            auth=AUTH_PASSPHRASE,
+        )
+    with pytest.raises(QeMLflowError, match=r"store\.identities"):
+        store.audit("identity.registered", {"identity": alice.fingerprint})

@@ -8,11 +8,14 @@ from qemlflow.store import Store
 
 
 def test_append_chains_events_and_verify_accepts_them(store: Store) -> None:
-    first = store.audit_trail.append("signature", {"run": "r1"}, reason="approved", actor="Ada")
-    second = store.audit_trail.append("model.registered", {"model": "ab" * 32}, actor="Bob")
-    assert (first.seq, second.seq) == (1, 2)
+    first = store.audit_trail.append("run.started", {"run": "r1"}, reason="started")
+    second = store.audit_trail.append("model.registered", {"model": "ab" * 32})
+    assert (first.seq, second.seq) == (2, 3)  # 1: the owner's event, at the first write
     assert second.prev_hash == first.hash
-    assert store.audit_trail.events() == [first, second]
+    owner = store.audit_trail.events()[0]
+    assert owner.action == "store.owner" and first.prev_hash == owner.hash
+    assert store.audit_trail.events() == [owner, first, second]
+    assert {e.actor for e in (owner, first, second)} == {store.principal.display}
     report = store.audit_trail.verify()
     assert report.ok, report.problems
     assert store.verify_audit().ok
@@ -33,17 +36,17 @@ def test_events_filter_by_object_action_and_time(store: Store) -> None:
 
 def test_head_anchors_the_chain(store: Store) -> None:
     assert store.audit_trail.head()["seq"] == 0
-    store.audit_trail.append("signature", {"run": "r"})
+    store.audit_trail.append("model.registered", {"run": "r"})
     head = store.audit_trail.head()
-    assert head["seq"] == 1 and head["events"] == 1
-    store.audit_trail.append("signature", {"run": "r"})
+    assert head["seq"] == 2 and head["events"] == 2
+    store.audit_trail.append("model.registered", {"run": "r"})
     assert store.audit_trail.verify(anchor=head).ok  # growth past the anchor is fine
     forged = {**head, "hash": "0" * 64}
     assert not store.audit_trail.verify(anchor=forged).ok
 
 
 def test_verify_reports_a_missing_trigger(store: Store) -> None:
-    store.audit_trail.append("signature", {"run": "r"})
+    store.audit_trail.append("model.registered", {"run": "r"})
     if store.backend == "sqlite":
         with store.db.changing() as conn:
             names = (

@@ -19,6 +19,7 @@ def test_every_repository_shares_the_store_database(store: Store) -> None:
         store.registry,
         store.api_keys,
         store.audit_trail,
+        store.identities,
     ]
     assert all(repo._db is store.db for repo in repositories)
     assert store.db.engine is store._engine
@@ -57,7 +58,7 @@ def test_a_repository_write_commits_with_its_event(store: Store) -> None:
     run_id = store.runs.create("demo", {}, 0, None)
     counts = store.db.table_counts()
     assert counts["runs"] == 1
-    assert counts["audit_events"] == 1
+    assert counts["audit_events"] == 2  # the owner's event, then run.started
     assert [e.action for e in store.audit_trail.events(object_ref=run_id)] == ["run.started"]
 
 

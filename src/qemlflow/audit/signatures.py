@@ -6,19 +6,25 @@ A signature is an audit event with action ``"signature"``. What is signed is the
 
 where ``signer`` is ``{"name", "email", "fingerprint"}``; every field is kept in the event
 (``objects``, ``reason`` and ``details``), so the message can be rebuilt and checked from
-the audit log alone. The signer's public key comes from an earlier
-``"identity.registered"`` event, never from the signature event itself: a signature
-made with Mallory's key therefore cannot claim to be Alice's.
+the audit log alone. The signer's public key comes from its enrollment in the store (an
+``identity.enrolled`` or ``store.owner`` event signed by an admin, see
+:mod:`qemlflow.store.identities`), never from the signature event itself: a signature
+made with Mallory's key therefore cannot claim to be Alice's. There is no trust on first
+use: a key that is not enrolled cannot sign.
 
-Binding rules, checked by :func:`check_signatures`:
+Rules, checked by :func:`check_signatures`:
 
-- the first registration of a key binds it to its name and email; registering the same
-  key again under another name or email is flagged;
-- the first registration of an email binds the email to its key; a later key for the
-  same email is recorded but flagged as a takeover (key rotation is not supported: a
-  user who lost a key asks an administrator to review the flagged event);
-- a signature must name a key registered earlier to the same name and email, and must
-  verify with that registered key.
+- a signature must name a key enrolled (and not revoked) at that point of the chain to
+  the same name and email, and must verify with that key;
+- the signature event itself must be signed (its event signature) by that same key, so a
+  signature cannot be copied into an event written by someone else;
+- the signer's role must allow the meaning (``approved``/``reviewed``: approver,
+  ``authored``: contributor) and its key must be a passphrase key (checked with every
+  event's author by ``audit verify``).
+
+Stores written before identities were enrolled hold ``identity.registered`` events (trust
+on first use) and signatures checked against them; they are still checked that way, but
+only in the chain's unsigned legacy prefix.
 
 :func:`check_signed_objects` adds what needs the store: every signed run, dataset or
 blob still has the digest it had when it was signed.
@@ -39,10 +45,12 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from qemlflow.audit.errors import SignatureError
-from qemlflow.audit.identity import Identity, fingerprint_of, load_identity, load_signing_key
+from qemlflow.audit.errors import AuthorityError, SignatureError
+from qemlflow.audit.identity import fingerprint_of, load_identity, load_signing_key
+from qemlflow.audit.principal import AUTH_PASSPHRASE, Principal
 from qemlflow.store.blobs import is_digest
 from qemlflow.store.errors import StoreError
+from qemlflow.store.identities import IdentityLedger
 from qemlflow.store.keys import canonical_json, legacy_canonical_json, sha256_hex
 from qemlflow.store.records import RunRecord, utc_now
 
@@ -59,7 +67,6 @@ __all__ = [
     "check_signatures",
     "check_signed_objects",
     "object_digest",
-    "register_identity",
     "run_digest",
     "sign",
     "signature_checks",
@@ -301,63 +308,7 @@ def _in_order(events: Sequence[AuditEvent]) -> list[AuditEvent]:
     return sorted(events, key=lambda e: e.seq)
 
 
-def _registry_of(events: Sequence[AuditEvent]) -> _Registry:
-    registry = _Registry()
-    for event in _in_order(events):
-        if event.action == REGISTRATION_ACTION:
-            registry.register(event)
-    return registry
-
-
-def register_identity(store: Store, identity: Identity) -> AuditEvent | None:
-    """Record ``identity`` in the store's audit log as an ``identity.registered`` event.
-
-    Returns the event, or ``None`` when the same key is already registered. A key whose
-    email is already bound to another key is still recorded, and flagged by
-    :func:`check_signatures`.
-    """
-    for event in store.audit_events(action=REGISTRATION_ACTION):
-        if event.details.get("fingerprint") == identity.fingerprint:
-            return None
-    return store.audit(
-        REGISTRATION_ACTION,
-        {"identity": identity.fingerprint},
-        details={
-            "name": identity.name,
-            "email": identity.email,
-            "public_key": identity.public_key,
-            "fingerprint": identity.fingerprint,
-        },
-        actor=identity.display,
-    )
-
-
 # -- signing -----------------------------------------------------------------------------
-
-
-def _require_binding(store: Store, identity: Identity) -> None:
-    """Refuse to sign with a key the store would not accept for this name and email."""
-    registry = _registry_of(store.audit_events(action=REGISTRATION_ACTION))
-    known = registry.keys.get(identity.fingerprint)
-    if known is not None:
-        if (known["name"], known["email"].casefold()) != (
-            identity.name,
-            identity.email.casefold(),
-        ):
-            raise SignatureError(
-                f"your key {identity.fingerprint[:16]} is registered in this store to "
-                f"{_display(known)}, not to {identity.display}",
-                f"restore identity.json to the name {known['name']!r} and email {known['email']!r}",
-            )
-        return
-    owner = registry.email_keys.get(identity.email.casefold())
-    if owner is not None:
-        raise SignatureError(
-            f"email {identity.email} is bound in this store to key {owner[:16]}, "
-            f"not to your key {identity.fingerprint[:16]}",
-            "sign with the identity that holds that key (restore its folder from a backup)",
-        )
-    register_identity(store, identity)
 
 
 def sign(
@@ -392,15 +343,18 @@ def sign(
     AuditEvent
         The ``"signature"`` event: ``objects`` ``{"object", "digest", "identity"}``,
         ``details`` ``{"meaning", "kind", "signer", "signed_at", "message_sha256",
-        "signature"}``. The signer's identity is registered first if it is new.
+        "signature"}``, itself signed (its event signature) by the same key.
 
     Raises
     ------
     SignatureError
-        Unknown meaning, empty reason, an unsignable or unfinished object, or a key the
-        store binds to someone else.
+        Unknown meaning, empty reason, an unsignable or unfinished object.
     IdentityError
         No identity, or a wrong passphrase.
+    AuthorityError
+        The signer's key is not enrolled in the store (an admin enrolls it with
+        ``qemlflow identity enroll``), or its role does not allow the meaning
+        (``approved`` and ``reviewed`` need an approver).
     """
     if meaning not in MEANINGS:
         raise SignatureError(
@@ -411,14 +365,23 @@ def sign(
         raise SignatureError("a signature needs a reason", "say why you sign (--reason TEXT)")
     identity = load_identity(identity_dir)
     key = load_signing_key(passphrase, identity_dir)
+    enrolled = store.identities.by_fingerprint(identity.fingerprint)
+    if enrolled is None or not enrolled.active or enrolled.fingerprint != identity.fingerprint:
+        state = "is not enrolled" if enrolled is None else "is revoked"
+        raise AuthorityError(
+            f"your key {identity.fingerprint[:16]} ({identity.display}) {state} in this store; "
+            "signatures need an enrolled passphrase identity",
+            "ask an admin to run `qemlflow identity enroll <path of your identity.json> "
+            "--role approver`",
+        )
     target = _resolve(store, object_ref)
     if target.kind == "run" and target.status != "finished":
         raise SignatureError(
             f"run {target.id} is {target.status}; only finished runs can be signed",
             "wait until the run has finished, or sign another run",
         )
-    _require_binding(store, identity)
-    signer = {"name": identity.name, "email": identity.email, "fingerprint": identity.fingerprint}
+    principal = Principal.from_private_key(key, enrolled.name, enrolled.email, AUTH_PASSPHRASE)
+    signer = {"name": enrolled.name, "email": enrolled.email, "fingerprint": identity.fingerprint}
     signed_at = utc_now()
     message = signature_message(
         object_id=target.id,
@@ -441,7 +404,7 @@ def sign(
             "message_sha256": sha256_hex(message),
             "signature": base64.b64encode(key.sign(message)).decode("ascii"),
         },
-        actor=identity.display,
+        principal=principal,
     )
 
 
@@ -527,7 +490,18 @@ def _verifies(public_key_b64: str, message: bytes, signature: bytes) -> bool:
     return True
 
 
-def _signature_problems(event: AuditEvent, registry: _Registry) -> list[str]:
+def _enrolled_key(ledger: IdentityLedger, fingerprint: str) -> dict[str, str] | None:
+    """The identity a key is enrolled to at this point of the chain (revoked: ``None``)."""
+    key = ledger.key_at(fingerprint)
+    person = None if key is None else ledger.person(key.email)
+    if key is None or person is None:
+        return None
+    return {"name": person.name, "email": person.email, "public_key": key.public_key}
+
+
+def _signature_problems(
+    event: AuditEvent, lookup: Callable[[str], dict[str, str] | None]
+) -> list[str]:
     parsed = _parse_signature(event)
     if isinstance(parsed, str):
         return [parsed]
@@ -536,14 +510,19 @@ def _signature_problems(event: AuditEvent, registry: _Registry) -> list[str]:
     problems: list[str] = []
     if parsed.meaning not in MEANINGS:
         problems.append(f"signature has an unknown meaning {parsed.meaning!r}")
-    known = registry.keys.get(fp)
+    if event.signature is not None and event.signer != fp:
+        problems.append(
+            f"signature by {who} is in an event signed by another key "
+            f"({(event.signer or '?')[:16]}) - {_PASSING_OFF}"
+        )
+    known = lookup(fp)
     if known is None or (known["name"], known["email"].casefold()) != (
         signer["name"],
         signer["email"].casefold(),
     ):
         problems.append(
-            f"signature by {who} uses key {fp[:16]} which is not registered to {who} - "
-            f"{_PASSING_OFF}"
+            f"signature by {who} uses key {fp[:16]} which is not enrolled to {who} at that "
+            f"point - {_PASSING_OFF}"
         )
         return problems
     if event.actor != who:
@@ -561,22 +540,32 @@ def _signature_problems(event: AuditEvent, registry: _Registry) -> list[str]:
 
 
 def check_signatures(events: Sequence[AuditEvent]) -> list[tuple[int, str]]:
-    """Check every signature and identity registration of an audit log, from the events alone.
+    """Check every signature of an audit log against the keys enrolled in it, from the
+    events alone.
 
     Pass it to ``Store.verify_audit(checks=[check_signatures])``. Returns ``(seq, problem)``
-    pairs: malformed events, a key registered again under another name, an email taken
-    over by another key, a signature whose key is not registered (earlier) to the signer
-    it names, and a signature that does not verify with the registered key.
+    pairs: malformed events, a signature whose key is not enrolled (at that point, not
+    revoked) to the signer it names, one that does not verify with that key, and one in an
+    event signed by another key. In the legacy (unsigned) prefix of an old store, the
+    ``identity.registered`` events of trust on first use stand in for enrollment.
     """
     registry = _Registry()
+    ledger = IdentityLedger()
     problems: list[tuple[int, str]] = []
     for event in _in_order(events):
-        if event.action == REGISTRATION_ACTION:
-            problem = registry.register(event)
-            if problem is not None:
-                problems.append((event.seq, problem))
-        elif event.action == SIGNATURE_ACTION:
-            problems.extend((event.seq, p) for p in _signature_problems(event, registry))
+        if event.signature is None:
+            if event.action == REGISTRATION_ACTION:
+                problem = registry.register(event)
+                if problem is not None:
+                    problems.append((event.seq, problem))
+            elif event.action == SIGNATURE_ACTION:
+                found = _signature_problems(event, registry.keys.get)
+                problems.extend((event.seq, p) for p in found)
+            continue
+        if event.action == SIGNATURE_ACTION:
+            found = _signature_problems(event, functools.partial(_enrolled_key, ledger))
+            problems.extend((event.seq, p) for p in found)
+        ledger.apply(event)
     return problems
 
 
