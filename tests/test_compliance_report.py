@@ -189,6 +189,66 @@ def test_the_report_shows_the_promotion_and_its_gates(audited: dict[str, Any]) -
     assert _row(text, "yes", "Bob Babbage")  # the approval gate names its approver
 
 
+def test_an_override_is_reported_with_its_admin_reason_and_the_floor_it_replaced(
+    audited: dict[str, Any],
+) -> None:
+    from qemlflow.store import Store
+
+    run, owner = audited["run"], audited["owner"]
+    floor = {
+        "source": f"experiment config of run {run}",
+        "policy": {"metrics": {"rmse": {"max": 0.1}}},
+    }
+    given = {"source": "policy file lax.yaml", "policy": {"metrics": {"rmse": {"max": 5.0}}}}
+    bob, ada = "Bob Babbage <bob@lab.org>", "Ada Lovelace <ada@lab.org>"
+    # What `models promote --override` records (qemlflow.registry.promote), by the admin.
+    with Store.open(audited["store"]) as opened:
+        opened.set_alias(
+            "sol",
+            "staging",
+            1,
+            "the floor's rmse bound is a typo",
+            action="promoted",
+            details={
+                "policy_source": f"policy file lax.yaml (override of the {floor['source']})",
+                "policy": given["policy"],
+                "floor": floor,
+                "given": given,
+                "weakened": [],
+                "override": True,
+                "override_reason": "the floor's rmse bound is a typo",
+                "gates": [{"gate": "metrics", "passed": True, "detail": "rmse 1.7"}],
+                "approvals": [
+                    {
+                        "seq": 9,
+                        "meaning": "approved",
+                        "signer": ada,
+                        "counted": False,
+                        "why_not": "the run's author",
+                    },
+                    {
+                        "seq": 10,
+                        "meaning": "approved",
+                        "signer": bob,
+                        "counted": True,
+                        "why_not": None,
+                    },
+                ],
+            },
+        )
+    report = audited["report"].with_name("override.html")
+    assert main(["audit", "report", run, "-o", str(report), "--store", audited["store"]]) == 0
+    text = _text(report)
+    assert _row(text, "Override of the experiment's promotion policy", owner.display, "admin")
+    assert _row(text, "model.promoted", "sol@1 → staging", owner.display, "admin", "os-account")
+    assert _row(text, "reason", "the floor's rmse bound is a typo")
+    assert _row(text, "floor", '"max": 0.1', floor["source"])
+    assert _row(text, "replaced by", '"max": 5.0', "lax.yaml")
+    assert _row(text, "Approvals counted: 1 of 2")
+    assert _row(text, ada, "not counted", "the run's author")
+    assert _row(text, bob, "approved", "counted")
+
+
 def test_the_report_lists_every_control_with_its_coverage(audited: dict[str, Any]) -> None:
     text = _text(audited["report"])
     assert "21 CFR Part 11 and EU GMP Annex 11 controls" in text

@@ -251,15 +251,31 @@ class SignatureAccount:
 
 @dataclass(frozen=True)
 class PromotionAccount:
-    """One promotion (or refusal, rollback, removal) of a model version of the run."""
+    """One promotion (or refusal, rollback, removal) of a model version of the run.
+
+    What the promotion recorded (:func:`qemlflow.registry.promote`): the gates and their
+    results; each signature with a meaning the policy asked for, and whether it counted
+    (``{"seq", "meaning", "signer", "counted", "why_not"}``); the policy applied, the
+    experiment's own policy (the floor) and what a given policy tried to weaken; and an
+    override (an admin replacing the floor, with a reason).
+    """
 
     event: EventAccount
     model_version: str | None
     alias: str | None
     gates: tuple[dict[str, Any], ...]
-    approvals: Any
+    approvals: tuple[dict[str, Any], ...]
     override: dict[str, Any] | None
     policy_source: str | None
+    policy: Any = None
+    floor: Any = None
+    weakened: tuple[str, ...] = ()
+    refused_at: str | None = None
+
+    @property
+    def counted(self) -> tuple[dict[str, Any], ...]:
+        """The approvals that counted."""
+        return tuple(a for a in self.approvals if a.get("counted"))
 
 
 @dataclass(frozen=True)
@@ -307,6 +323,7 @@ def _account(event: AuditEvent, ledger: IdentityLedger) -> EventAccount:
 
 
 def _override(details: Mapping[str, Any], reason: str | None) -> dict[str, Any] | None:
+    """What an override replaced: ``{"reason", "floor", "replaced by"}``, else ``None``."""
     override = details.get("override")
     if not override:
         return None
@@ -314,7 +331,15 @@ def _override(details: Mapping[str, Any], reason: str | None) -> dict[str, Any] 
     found.setdefault("reason", details.get("override_reason") or reason)
     if "floor" in details:
         found.setdefault("floor", details["floor"])
+    if details.get("given") is not None:
+        found.setdefault("replaced by", details["given"])
     return found
+
+
+def _dicts(value: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(dict(v) for v in value if isinstance(v, Mapping))
 
 
 def _checked_signatures(store: Store, refs: Iterable[str]) -> dict[int, dict[str, Any]]:
@@ -441,15 +466,18 @@ def _signature(
 
 def _promotion(event: AuditEvent, account: EventAccount) -> PromotionAccount:
     d = event.details
-    gates = d.get("gates")
+    floor = d.get("floor")
+    weakened = d.get("weakened")
     return PromotionAccount(
         event=account,
         model_version=_text(event.objects.get("model_version")),
         alias=_text(d.get("alias")),
-        gates=tuple(dict(g) for g in gates if isinstance(g, Mapping))
-        if isinstance(gates, list)
-        else (),
-        approvals=d.get("approvals"),
+        gates=_dicts(d.get("gates")),
+        approvals=_dicts(d.get("approvals")),
         override=_override(d, event.reason),
         policy_source=_text(d.get("policy_source")),
+        policy=d.get("policy"),
+        floor=floor,
+        weakened=tuple(str(w) for w in weakened) if isinstance(weakened, list) else (),
+        refused_at=_text(d.get("gate")) if event.action == "model.promotion_refused" else None,
     )

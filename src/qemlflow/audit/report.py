@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from qemlflow.audit.accountability import Accountability, EventAccount
+    from qemlflow.audit.accountability import Accountability, EventAccount, PromotionAccount
     from qemlflow.store import RunRecord, Store
 
 __all__ = ["render_report", "resolve_run", "write_report"]
@@ -329,17 +329,45 @@ def _plain(value: Any) -> str:
     return _fmt(value)
 
 
-def _approvals_html(approvals: Any) -> str:
-    if approvals is None:
+def _approvals_html(promotion: PromotionAccount) -> str:
+    if not promotion.approvals:
         return ""
-    if isinstance(approvals, list) and all(isinstance(a, dict) for a in approvals):
-        keys = sorted({k for a in approvals for k in a})
-        table = _table(keys, [[_plain(a.get(k)) for k in keys] for a in approvals])
-        return f"<p>Approvals counted: {len(approvals)}</p>{table}"
-    if isinstance(approvals, dict):
-        rows = [[k, _plain(v)] for k, v in sorted(approvals.items())]
-        return "<p>Approvals counted:</p>" + _table(["", "value"], rows)
-    return f"<p>Approvals counted: {_e(_plain(approvals))}</p>"
+    rows = [
+        [
+            _e(a.get("seq")),
+            _e(a.get("signer")),
+            _e(a.get("meaning")),
+            "<span class=ok>counted</span>"
+            if a.get("counted")
+            else f"<span class=bad>not counted</span> {_e(a.get('why_not') or '')}",
+        ]
+        for a in promotion.approvals
+    ]
+    return (
+        f"<p>Approvals counted: <b>{len(promotion.counted)}</b> of "
+        f"{len(promotion.approvals)} signatures with the meaning the policy asks for.</p>"
+        + _table(["seq", "signer", "meaning", "counted?"], rows, raw=True)
+    )
+
+
+def _policy_html(promotion: PromotionAccount) -> str:
+    lines = []
+    if promotion.policy is not None:
+        lines.append(f"Policy applied: <code>{_e(_plain(promotion.policy))}</code>")
+    floor = promotion.floor
+    if isinstance(floor, dict):
+        lines.append(
+            f"The experiment's own policy (the floor), from {_e(floor.get('source'))}: "
+            f"<code>{_e(_plain(floor.get('policy')))}</code>"
+        )
+    if promotion.weakened:
+        lines.append(
+            "<span class=bad>The given policy tried to weaken</span> (the floor held): "
+            + _e("; ".join(promotion.weakened))
+        )
+    if promotion.refused_at:
+        lines.append(f"<span class=bad>Refused at the {_e(promotion.refused_at)} gate.</span>")
+    return "".join(f"<p>{line}</p>" for line in lines)
 
 
 def _section_promotions(accounts: Accountability) -> str:
@@ -371,10 +399,10 @@ def _section_promotions(accounts: Accountability) -> str:
         if p.override is not None:
             rows = [[k, _plain(v)] for k, v in sorted(p.override.items())]
             override = (
-                "<div class='verdict bad'><b>Override of the promotion policy</b> by "
-                f"{who[0]} (role {who[1]}){_table(['', 'value'], rows)}</div>"
+                "<div class='verdict bad'><b>Override of the experiment's promotion policy</b> "
+                f"by {who[0]} (role {who[1]}){_table(['', 'value'], rows)}</div>"
             )
-        parts.append(head + gates + _approvals_html(p.approvals) + override)
+        parts.append(head + _policy_html(p) + gates + _approvals_html(p) + override)
     return "".join(parts)
 
 
