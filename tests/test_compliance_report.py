@@ -137,7 +137,14 @@ def audited(
     assert owner is not None
     report = tmp_path / "report.html"
     assert main(["audit", "report", run_id, "-o", str(report), "--store", store]) == 0
-    return {"store": store, "run": run_id, "report": report, "owner": owner} | people
+    return {
+        "store": store,
+        "run": run_id,
+        "report": report,
+        "owner": owner,
+        "ada_dir": ada,
+        "bob_dir": bob,
+    } | people
 
 
 def test_the_report_says_who_signed_in_what_relation_to_the_run(audited: dict[str, Any]) -> None:
@@ -179,6 +186,42 @@ def test_the_report_shows_how_each_identity_got_its_authority(audited: dict[str,
     assert _row(text, "Bob Babbage <bob@lab.org>", "role approver → viewer", "Bob left QA")
     assert _row(text, "Ada Lovelace <ada@lab.org>", "approver", "identity checked against ID card")
     assert _row(text, owner.display, "admin", "owner of the store as admin")  # who enrolled them
+
+
+def test_a_rotated_or_revoked_key_keeps_the_role_its_holder_had_when_acting(
+    audited: dict[str, Any],
+) -> None:
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from tests.identities_helpers import unlock
+
+    from qemlflow.audit.principal import public_key_b64
+    from qemlflow.store import Store
+    from qemlflow.store.identities import rotation_message
+
+    store, run = audited["store"], audited["run"]
+    old = unlock(audited["bob_dir"], "correct horse battery")
+    new_key = Ed25519PrivateKey.generate()
+    new_public = public_key_b64(new_key.public_key())
+    with Store.open(store, principal=old) as opened:  # the holder rotates, with the old key
+        new_fp = hashlib.sha256(base64.b64decode(new_public)).hexdigest()
+        proof = new_key.sign(rotation_message(old.email, old.fingerprint, new_fp))
+        opened.identities.rotate(new_public, base64.b64encode(proof).decode(), "new laptop")
+    with Store.open(store) as opened:  # the admin
+        opened.identities.revoke("ada@lab.org", reason="Ada left the lab")
+    report = audited["report"].with_name("later.html")
+    assert main(["audit", "report", run, "-o", str(report), "--store", store]) == 0
+    text = _text(report)
+    ada, bob = audited["ada"]["fingerprint"][:16], old.fingerprint[:16]
+    # What they did is shown with the key and role they held then.
+    assert _row(text, "run.started", "Ada Lovelace <ada@lab.org>", "approver", ada, "passphrase")
+    assert _row(text, "signature", "Bob Babbage <bob@lab.org>", "approver", bob, "passphrase")
+    assert _row(text, "Ada Lovelace <ada@lab.org>", "revoked", f"{ada}", "revoked at seq")
+    assert _row(text, "Ada Lovelace <ada@lab.org>", "revoked key", "Ada left the lab")
+    assert _row(text, "Bob Babbage <bob@lab.org>", f"key rotated to {new_fp[:16]}", "new laptop")
+    assert _row(text, "Bob Babbage <bob@lab.org>", f"{new_fp[:16]} passphrase from seq")
 
 
 def test_the_report_shows_the_promotion_and_its_gates(audited: dict[str, Any]) -> None:
