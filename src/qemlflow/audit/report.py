@@ -355,7 +355,9 @@ def _policy_html(promotion: PromotionAccount) -> str:
     if promotion.policy is not None:
         lines.append(f"Policy applied: <code>{_e(_plain(promotion.policy))}</code>")
     floor = promotion.floor
-    if isinstance(floor, dict):
+    if isinstance(floor, dict) and floor.get("source") == "none":
+        lines.append("The experiment's config sets no promotion policy (no floor).")
+    elif isinstance(floor, dict):
         lines.append(
             f"The experiment's own policy (the floor), from {_e(floor.get('source'))}: "
             f"<code>{_e(_plain(floor.get('policy')))}</code>"
