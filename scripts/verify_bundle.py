@@ -12,9 +12,11 @@ Needs only the standard library and an RFC 8785 (JCS) implementation
 - that every step's inputs are keys of earlier steps (the dataset step's input, the raw
   file's sha256, is its own output);
 - every dataset version id, with the same formula;
-- the audit chain: each event's hash over its content (all fields but hash and
-  hash_scheme; JCS, or Python's json.dumps for "legacy-json" events), and each
-  prev_hash against the hash before it.
+- the audit chain: each event's hash over its content (all fields but hash,
+  hash_scheme and signature; "signer" and "auth" only for "jcs-signed" events; JCS, or
+  Python's json.dumps for "legacy-json" events), and each prev_hash against the hash
+  before it. (Event signatures are checked by `qemlflow audit verify`, which replays the
+  enrolled keys.)
 
 Exit status 0 when everything checks, 1 naming each mismatch, 2 for an unreadable file.
 The formulas are in docs/keys.md.
@@ -129,7 +131,11 @@ def check_audit(events):
         content = {name: event.get(name) for name in EVENT_FIELDS}
         content["prev_hash"] = event.get("prev_hash")
         scheme = event.get("hash_scheme", "jcs")
-        if scheme == "jcs":
+        if scheme == "jcs-signed":
+            content["signer"] = event.get("signer")
+            content["auth"] = event.get("auth")
+            data = rfc8785.dumps(content)
+        elif scheme == "jcs":
             data = rfc8785.dumps(content)
         elif scheme == "legacy-json":
             data = legacy_json(content)

@@ -253,10 +253,12 @@ def test_eight_concurrent_writer_processes(store: Store) -> None:
         "runs": 24,
         "run_steps": 96,
         "artifacts": 24,
-        "audit_events": 48,  # run.started and run.finished of each run
+        "audit_events": 49,  # the owner's event, run.started and run.finished of each run
         "model_versions": 0,
         "alias_events": 0,
         "api_keys": 0,
+        "identities": 1,  # the owner: the OS account of the first writer
+        "identity_keys": 1,
     }
     assert store.verify().ok
 

@@ -102,7 +102,7 @@ def test_an_exported_run_verifies(exported: Path) -> None:
     assert {"lightgbm", "scikit-learn", "numpy"} <= set(fit["libraries"])
     assert fit["params"]["params"]["reg_lambda"] == 2.0
     assert bundle["datasets"] and "qemlflow:standardize" in bundle["datasets"][0]["libraries"]
-    assert {e["hash_scheme"] for e in bundle["audit"]["events"]} == {"jcs"}
+    assert {e["hash_scheme"] for e in bundle["audit"]["events"]} == {"jcs-signed"}
     done = _verify(exported)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK - 7 step keys, 1 dataset version(s)" in done.stdout
