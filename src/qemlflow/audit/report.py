@@ -2,9 +2,14 @@
 
 Everything an auditor asks for on one page, with no external resources: the run's
 lineage down to the raw data digest, the data checks (rejected rows and why), the
-environment, the metrics with their confidence intervals, the plots, the electronic
-signatures, the run's audit events, and the verification of the audit chain and of the
-run's blobs, with the chain head to compare against an anchor held elsewhere.
+environment, the metrics with their confidence intervals, the plots, the verification of
+the audit chain and of the run's blobs (with the chain head to compare against an anchor
+held elsewhere), and who did what with what authority: for every event about the run and
+its models the identity, its role at that time, the key fingerprint and the
+authentication method; each signature's meaning and its relation to the run's author and
+the model's registrant; each promotion's gates, approvals and any override
+(:mod:`qemlflow.audit.accountability`). It ends with the 21 CFR Part 11 / EU GMP Annex 11
+control table (:mod:`qemlflow.audit.controls`).
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from qemlflow.audit.accountability import Accountability, EventAccount, PromotionAccount
     from qemlflow.store import RunRecord, Store
 
 __all__ = ["render_report", "resolve_run", "write_report"]
@@ -34,6 +41,8 @@ th{background:#f3f5f9}code,.mono{font-family:Menlo,Consolas,monospace;font-size:
 .verdict.ok{background:#e8f6ed}.verdict.bad{background:#fbeaea}
 ul.tree{list-style:none;padding-left:1.1rem;border-left:1px dotted #aab}
 ul.tree li{margin:.15rem 0}.muted{color:#667}img{max-width:520px;border:1px solid #dfe3ea}
+h3{font-size:1rem;margin-top:1.2rem}table.wide{font-size:.8rem}.cov-software{color:#0a7d32;font-weight:600}
+.cov-shared{color:#8a5a00;font-weight:600}.cov-procedure{color:#445;font-weight:600}
 """
 
 
@@ -41,12 +50,20 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = False) -> str:
+def _table(
+    header: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = False, wide: bool = False
+) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{c if raw else _e(c)}</td>" for c in row) + "</tr>" for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    kind = " class=wide" if wide else ""
+    return f"<table{kind}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _prose(text: str) -> str:
+    """Escape ``text`` and show its `backquoted` commands as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
 
 
 def _fmt(value: Any) -> str:
@@ -200,52 +217,275 @@ def _section_plots(store: Store, run: RunRecord) -> str:
     return "".join(images) or "<p class=muted>No plots were recorded.</p>"
 
 
-def _section_signatures(store: Store, run: RunRecord, model: str | None) -> str:
-    from qemlflow.audit.signatures import signatures_for
+_LEGACY = "<span class=muted>not recorded (event written before events were signed)</span>"
 
-    found: list[dict[str, Any]] = []
-    for ref in [run.id, *([model] if model else [])]:
-        found += signatures_for(store, ref)
-    if not found:
-        return "<p class=muted>No electronic signature on this run or model.</p>"
+
+def _who(account: EventAccount) -> list[str]:
+    """Identity, role, key and authentication cells of one event (HTML)."""
+    key = f"<span class=mono>{_e(account.fingerprint16)}</span>" if account.fingerprint else "—"
+    if not account.signed:  # the legacy prefix of the chain: nobody's authority was checked
+        return [_e(account.actor), _LEGACY, key, "—"]
+    return [
+        _e(account.actor),
+        _e(account.role) if account.role else "<span class=bad>not enrolled</span>",
+        key,
+        _e(account.auth) if account.auth else "<span class=bad>not recorded</span>",
+    ]
+
+
+def _short(ref: str | None) -> str:
+    """A digest cut to 16 hex digits; other ids (runs, model versions) whole."""
+    if ref is not None and len(ref) == 64 and all(c in "0123456789abcdef" for c in ref):
+        return f"<span class=mono>{_e(ref[:16])}…</span>"
+    return _e(ref)
+
+
+def _section_events(accounts: Accountability) -> str:
     rows = [
         [
-            _e(s.get("signer")),
-            _e(s.get("meaning")),
-            _e(s.get("reason")),
-            _e(s.get("time")),
-            _e(str(s.get("digest", ""))[:16]) + "…",
-            "<span class=ok>valid</span>"
-            if s.get("valid")
-            else f"<span class=bad>INVALID</span> {_e('; '.join(s.get('problems', [])))}",
+            _e(a.seq),
+            _e(a.timestamp),
+            _e(a.action),
+            *_who(a),
+            _e(a.reason or ""),
+            f"<span class=mono>{_e(a.hash[:16])}…</span>",
         ]
-        for s in found
+        for a in accounts.events
     ]
     return _table(
-        ["signer", "meaning", "reason", "signed at (UTC)", "object digest", "check"], rows, raw=True
+        [
+            "seq",
+            "time (UTC)",
+            "action",
+            "identity",
+            "role at that time",
+            "key fingerprint",
+            "authentication",
+            "reason",
+            "event hash",
+        ],
+        rows,
+        raw=True,
+        wide=True,
     )
 
 
-def _section_events(store: Store, run: RunRecord, model: str | None) -> str:
-    events = store.audit_events(object_ref=run.id)
-    if model:
-        events += [e for e in store.audit_events(object_ref=model) if e not in events]
-    events.sort(key=lambda e: e.seq)
+def _relation_html(relation: Sequence[str]) -> str:
+    from qemlflow.audit.accountability import INDEPENDENT
+
+    text = " and ".join(relation)
+    return (
+        f"<span class=ok>{_e(text)}</span>"
+        if INDEPENDENT in relation
+        else (f"<span class=bad>{_e(text)}</span>")
+    )
+
+
+def _section_signatures(accounts: Accountability) -> str:
+    if not accounts.signatures:
+        return "<p class=muted>No electronic signature on this run or its models.</p>"
+    rows = []
+    for s in accounts.signatures:
+        if s.valid is None:
+            check = "<span class=muted>not checked</span>"
+        elif s.valid:
+            check = "<span class=ok>valid</span>"
+        else:
+            check = f"<span class=bad>INVALID</span> {_e('; '.join(s.problems))}"
+        rows.append(
+            [
+                _e(s.signer),
+                *_who(s.event)[1:],
+                f"<b>{_e(s.meaning)}</b>",
+                _e(s.reason),
+                _e(s.signed_at),
+                f"{_e(s.object_kind)} {_short(s.object_id)}",
+                _relation_html(s.relation),
+                check,
+            ]
+        )
+    return _table(
+        [
+            "signer",
+            "role at that time",
+            "key fingerprint",
+            "authentication",
+            "meaning",
+            "reason",
+            "signed at (UTC)",
+            "signed object",
+            "relation to the run",
+            "check",
+        ],
+        rows,
+        raw=True,
+        wide=True,
+    )
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return _fmt(value)
+
+
+def _approvals_html(promotion: PromotionAccount) -> str:
+    if not promotion.approvals:
+        return ""
     rows = [
-        [e.seq, e.timestamp, e.actor, e.action, e.reason or "", e.hash[:16] + "…"] for e in events
+        [
+            _e(a.get("seq")),
+            _e(a.get("signer")),
+            _e(a.get("meaning")),
+            "<span class=ok>counted</span>"
+            if a.get("counted")
+            else f"<span class=bad>not counted</span> {_e(a.get('why_not') or '')}",
+        ]
+        for a in promotion.approvals
     ]
-    return _table(["seq", "time (UTC)", "actor", "action", "reason", "event hash"], rows)
+    return (
+        f"<p>Approvals counted: <b>{len(promotion.counted)}</b> of "
+        f"{len(promotion.approvals)} signatures with the meaning the policy asks for.</p>"
+        + _table(["seq", "signer", "meaning", "counted?"], rows, raw=True)
+    )
+
+
+def _policy_html(promotion: PromotionAccount) -> str:
+    lines = []
+    if promotion.policy is not None:
+        lines.append(f"Policy applied: <code>{_e(_plain(promotion.policy))}</code>")
+    floor = promotion.floor
+    if isinstance(floor, dict) and floor.get("source") == "none":
+        lines.append("The experiment's config sets no promotion policy (no floor).")
+    elif isinstance(floor, dict):
+        lines.append(
+            f"The experiment's own policy (the floor), from {_e(floor.get('source'))}: "
+            f"<code>{_e(_plain(floor.get('policy')))}</code>"
+        )
+    if promotion.weakened:
+        lines.append(
+            "<span class=bad>The given policy tried to weaken</span> (the floor held): "
+            + _e("; ".join(promotion.weakened))
+        )
+    if promotion.refused_at:
+        lines.append(f"<span class=bad>Refused at the {_e(promotion.refused_at)} gate.</span>")
+    return "".join(f"<p>{line}</p>" for line in lines)
+
+
+def _section_promotions(accounts: Accountability) -> str:
+    if not accounts.promotions:
+        return "<p class=muted>No model of this run was promoted.</p>"
+    parts = []
+    for p in accounts.promotions:
+        who = _who(p.event)
+        head = (
+            f"<p><b>seq {_e(p.event.seq)}: {_e(p.event.action)}</b> "
+            f"{_e(p.model_version)} → {_e(p.alias)} at {_e(p.event.timestamp)} by {who[0]} "
+            f"(role {who[1]}, key {who[2]}, {who[3]})"
+            + (f"; policy from {_e(p.policy_source)}" if p.policy_source else "")
+            + (f"; reason: {_e(p.event.reason)}" if p.event.reason else "")
+            + "</p>"
+        )
+        gates = (
+            _table(
+                ["gate", "passed", "detail"],
+                [
+                    [g.get("gate"), "yes" if g.get("passed") else "NO", g.get("detail")]
+                    for g in p.gates
+                ],
+            )
+            if p.gates
+            else ""
+        )
+        override = ""
+        if p.override is not None:
+            rows = [[k, _plain(v)] for k, v in sorted(p.override.items())]
+            override = (
+                "<div class='verdict bad'><b>Override of the experiment's promotion policy</b> "
+                f"by {who[0]} (role {who[1]}){_table(['', 'value'], rows)}</div>"
+            )
+        parts.append(head + _policy_html(p) + gates + _approvals_html(p) + override)
+    return "".join(parts)
+
+
+def _section_identities(accounts: Accountability) -> str:
+    if not accounts.identities:
+        return (
+            "<p class=muted>None of the actors of this run is enrolled in the store's "
+            "chain (events written before identities were enrolled).</p>"
+        )
+    rows = []
+    for i in accounts.identities:
+        history = "<br>".join(
+            f"seq {seq}: {_e(what)} by {_e(by)}" + (f" ({_e(why)})" if why else "")
+            for seq, what, by, why in i.history
+        )
+        keys = "<br>".join(
+            f"<span class=mono>{_e(k.fingerprint[:16])}</span> {_e(k.auth)} "
+            f"from seq {k.valid_from_seq}"
+            + (f", revoked at seq {k.revoked_seq}" if k.revoked_seq is not None else "")
+            for k in i.keys
+        )
+        rows.append([_e(i.display), _e(i.kind), _e(i.role), _e(i.status), keys, history])
+    return _table(
+        ["identity", "kind", "role now", "status", "keys", "enrollment and role history"],
+        rows,
+        raw=True,
+    )
+
+
+def _section_who(accounts: Accountability) -> str:
+    author = accounts.author or "not recorded"
+    registered = "; ".join(f"{_e(spec)} by {_e(who)}" for spec, who in accounts.registrants.items())
+    return (
+        f"<p>Run author (actor of <code>run.started</code>): <b>{_e(author)}</b>. "
+        f"Model versions registered from this run: {registered or 'none'}.</p>"
+        f"<h3>Audit trail of this run</h3>{_section_events(accounts)}"
+        f"<h3>Electronic signatures</h3>{_section_signatures(accounts)}"
+        f"<h3>Promotions</h3>{_section_promotions(accounts)}"
+        f"<h3>Identities and their authority</h3>{_section_identities(accounts)}"
+    )
+
+
+def _section_controls() -> str:
+    from qemlflow.audit.controls import CONTROLS, COVERAGE
+
+    legend = "; ".join(f"<b>{_e(k)}</b>: {_e(v)}" for k, v in COVERAGE.items())
+    rows = [
+        [
+            f"<b>{_e(c.label)}</b><br>{_e(c.title)}",
+            _prose(c.asks),
+            _prose(c.qemlflow),
+            _prose(c.lab),
+            f"<span class=cov-{_e(c.coverage)}>{_e(c.coverage)}</span>",
+        ]
+        for c in CONTROLS
+    ]
+    return f"<p class=muted>Coverage: {legend}.</p>" + _table(
+        [
+            "control",
+            "what it asks",
+            "what QeMLflow does",
+            "what remains the lab's procedure",
+            "coverage",
+        ],
+        rows,
+        raw=True,
+        wide=True,
+    )
 
 
 def render_report(store: Store, ref: str) -> str:
     """Return the HTML report of a run or model (one self-contained page)."""
     from qemlflow._version import __version__
+    from qemlflow.audit.accountability import account_for
     from qemlflow.audit.integrity import verify_trail
     from qemlflow.pipeline.lineage import lineage
     from qemlflow.pipeline.reproduce import _check_blobs
     from qemlflow.store.records import utc_now
 
     run, model = resolve_run(store, ref)
+    accounts = account_for(store, run, model)
     chain = verify_trail(store, None)
     head = store.audit_head()
     blob_problems = _check_blobs(store, run)
@@ -292,8 +532,8 @@ def render_report(store: Store, ref: str) -> str:
 <h2>Lineage</h2><ul class=tree>{_lineage_html(graph)}</ul>
 <h2>Data checks</h2>{_section_data(store, run)}
 <h2>Environment</h2>{_section_environment(store, run)}
-<h2>Electronic signatures</h2>{_section_signatures(store, run, model)}
-<h2>Audit trail of this run</h2>{_section_events(store, run, model)}
+<h2>Who, how, with what authority</h2>{_section_who(accounts)}
+<h2>21 CFR Part 11 and EU GMP Annex 11 controls</h2>{_section_controls()}
 <h2>Configuration</h2><pre class=mono>{_e(json.dumps(run.config, indent=2))}</pre>
 </body></html>
 """
