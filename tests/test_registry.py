@@ -15,7 +15,7 @@ import pytest
 import yaml
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
-from tests.identities_helpers import enroll
+from tests.identities_helpers import enroll, make_identity
 
 import qemlflow as qm
 from qemlflow import registry
@@ -221,9 +221,8 @@ def test_a_required_signature_refuses_until_the_run_is_signed(
     assert err.value.gate == "signature" and "qemlflow sign" in str(err.value)
     assert [g.gate for g in err.value.gates] == ["metrics", "smoke", "signature"]
 
-    identity = tmp_path / "identity"
-    init_identity("Ada Lovelace", "ada@lab.org", PASSPHRASE, directory=identity)
-    enroll(store, identity, "approver")  # an admin (the store's owner) enrolls her
+    identity = make_identity(tmp_path / "identity", "Ada Lovelace", "ada@lab.org", PASSPHRASE)
+    enroll(store, identity, role="approver")  # an admin (the store's owner) enrolls her
     sign(
         store,
         run_id,

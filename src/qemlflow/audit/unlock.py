@@ -6,8 +6,10 @@ The passphrase of the identity in the identity folder comes from, in this order:
 - ``$QEMLFLOW_PASSPHRASE_FD``: a file descriptor number the passphrase is read from, once
   per process (``qemlflow run ... 3< passphrase.txt`` with ``QEMLFLOW_PASSPHRASE_FD=3``).
 
-With neither, no passphrase identity is unlocked and the process acts as the next
-candidate (see :func:`qemlflow.audit.session.resolve_principal`).
+With neither, the unlock agent (``qemlflow identity unlock``, :mod:`qemlflow.audit.agent`)
+signs for the identity while it runs; without an agent either, no passphrase identity is
+unlocked and the process acts as the next candidate (see
+:func:`qemlflow.audit.session.resolve_principal`).
 
 Examples
 --------
@@ -85,8 +87,9 @@ def environment_passphrase() -> str | None:
 def unlocked_principal(identity_dir: str | os.PathLike[str] | None = None) -> Principal | None:
     """Return the passphrase identity of ``identity_dir``, unlocked, or ``None``.
 
-    ``None`` when the folder holds no identity or no passphrase is at hand (see the
-    module). The unlocked key is kept for the rest of the process.
+    ``None`` when the folder holds no identity, no passphrase is at hand and no unlock
+    agent runs for it (see the module). A key unlocked here is kept for the rest of the
+    process; an agent's key stays in the agent.
 
     Raises
     ------
@@ -101,7 +104,9 @@ def unlocked_principal(identity_dir: str | os.PathLike[str] | None = None) -> Pr
         return None
     passphrase = environment_passphrase()
     if passphrase is None:
-        return None
+        from qemlflow.audit.agent import agent_principal
+
+        return agent_principal(folder)
     from qemlflow.audit.identity import load_identity, load_signing_key
     from qemlflow.audit.principal import AUTH_PASSPHRASE, Principal
 
