@@ -41,16 +41,6 @@ def signer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def _enroll_signer(store: str, folder: Path) -> None:
-    """The store's owner (the OS account) enrolls the signer as an approver."""
-    from tests.identities_helpers import enroll
-
-    from qemlflow.store import Store
-
-    with Store.open(store) as opened:
-        enroll(opened, folder, "approver")
-
-
 def _recorded_run(tmp_path: Path, source: Path, store: str) -> str:
     config = json.loads(json.dumps(CONFIG))
     config["dataset"]["source"] = str(source)
@@ -81,7 +71,6 @@ def test_sign_log_anchor_verify(
 ) -> None:
     store = str(tmp_path / "store")
     run_id = _recorded_run(tmp_path, small_esol_csv, store)
-    _enroll_signer(store, signer)
     capsys.readouterr()
     assert (
         main(["sign", run_id, "--meaning", "approved", "--reason", "QC passed", "--store", store])
@@ -165,7 +154,6 @@ def test_the_report_renders_in_headless_chromium(
     chromium = _chromium()
     store = str(tmp_path / "store")
     run_id = _recorded_run(tmp_path, small_esol_csv, store)
-    _enroll_signer(store, signer)
     assert (
         main(["sign", run_id, "--meaning", "reviewed", "--reason", "checked", "--store", store])
         == 0

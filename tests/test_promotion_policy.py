@@ -10,6 +10,7 @@ than the author and the registrant have signed.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import math
 import re
@@ -24,6 +25,7 @@ from tests.identities_helpers import PASSPHRASE, enroll, make_identity, unlock
 import qemlflow as qm
 from qemlflow.audit.identity import load_identity, load_signing_key
 from qemlflow.audit.principal import Principal
+from qemlflow.audit.report import render_report
 from qemlflow.audit.signatures import SIGNATURE_ACTION, sign
 from qemlflow.cli.main import main
 from qemlflow.errors import ConfigError
@@ -427,3 +429,11 @@ def test_two_approvers_other_than_the_author_are_needed_for_a_two_approver_polic
     assert counted == [_display(ADA), _display(BOB)]
     assert event.details["override"] is False
     assert store.verify_audit().ok
+
+    # The compliance report shows both approvals, and the author's that did not count.
+    parts = re.split(r"(?=<(?:tr|p|li|div|h[1-4])[ >])", render_report(store, run_id))
+    rows = [" ".join(html.unescape(re.sub(r"<[^>]+>", " ", part)).split()) for part in parts]
+    assert any("Approvals counted: 2 of 3" in row for row in rows)  # Eve, Ada, Bob signed
+    for person in (ADA, BOB):
+        assert any(row.endswith(f"{_display(person)} approved counted") for row in rows)
+    assert any(f"{_display(EVE)} approved not counted the run's author" in r for r in rows)
