@@ -306,7 +306,8 @@ def test_events_written_through_the_agent_verify(lab: Lab) -> None:
         assert store.verify_audit().ok
     finally:
         store.close()
-    assert verify_signature(principal.public_key, b"m", principal.sign(b"m"))
+    message = b"qemlflow.audit-event/1\nm"
+    assert verify_signature(principal.public_key, message, principal.sign(message))
 
 
 def test_every_identity_command_has_help(lab: Lab) -> None:

@@ -118,6 +118,24 @@ def test_unlock_then_sign_through_the_agent(ada: Path) -> None:
     assert remaining is not None and 250 < remaining.remaining_seconds <= 300
 
 
+def test_the_agent_signs_only_audit_events_and_checkpoints(ada: Path) -> None:
+    from qemlflow.audit.agent import AGENT_DOMAINS
+    from qemlflow.store.audit import EVENT_SIGNATURE_DOMAIN
+    from qemlflow.store.checkpoints import CHECKPOINT_DOMAIN
+
+    assert EVENT_SIGNATURE_DOMAIN.startswith(AGENT_DOMAINS)
+    assert CHECKPOINT_DOMAIN.startswith(AGENT_DOMAINS)
+    assert _cli(ada, "unlock", "--ttl", "5m", QEMLFLOW_PASSPHRASE=PASSPHRASE).returncode == 0
+    principal = agent_principal(ada)
+    assert principal is not None
+    # an approval's message (canonical JSON), or anything else, is not the agent's to sign
+    for message in (b'{"meaning":"approved","object":"run"}', b"qemlflow.other/1\n{}"):
+        with pytest.raises(AgentError, match="only audit events and checkpoints"):
+            principal.sign(message)
+    event = b"qemlflow.audit-event/1\n{}"
+    assert principal.verify(event, principal.sign(event))
+
+
 def test_socket_is_private(ada: Path) -> None:
     assert _cli(ada, "unlock", QEMLFLOW_PASSPHRASE=PASSPHRASE).returncode == 0
     path = agent_socket_path(ada)
@@ -197,12 +215,12 @@ def test_agent_expires_after_its_ttl(ada: Path) -> None:
     principal = agent_principal(ada)
     status = agent_status(ada)
     assert principal is not None and status is not None
-    principal.sign(b"within the ttl")
+    principal.sign(b"qemlflow.audit-event/1\nwithin the ttl")
     assert _gone(status.pid, within=30), "the agent outlived its time to live"
     assert agent_principal(ada) is None
     assert not agent_socket_path(ada).exists()
     with pytest.raises(AgentError, match="cannot sign"):
-        principal.sign(b"after the ttl")
+        principal.sign(b"qemlflow.audit-event/1\nafter the ttl")
     assert "locked" in _cli(ada, "status").stdout
 
 
@@ -384,4 +402,5 @@ def test_the_agent_runs_this_package_whatever_the_path(
     status = start_agent(load_signing_key(PASSPHRASE, ada), ada, 30)
     assert status.fingerprint == load_identity(ada).fingerprint
     principal = agent_principal(ada)
-    assert principal is not None and principal.verify(b"x", principal.sign(b"x"))
+    message = b"qemlflow.audit-checkpoint/1\n{}"
+    assert principal is not None and principal.verify(message, principal.sign(message))

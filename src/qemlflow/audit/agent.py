@@ -15,7 +15,11 @@ Why it can be trusted as much as the passphrase:
   otherwise collect what this user signs); on Linux the agent also refuses a peer whose
   user id is not its own (``SO_PEERCRED``);
 - every signature the agent returns is checked against the identity's public key, and an
-  agent holding another key (after ``identity rotate`` or ``init --force``) is ignored.
+  agent holding another key (after ``identity rotate`` or ``init --force``) is ignored;
+- unlike ssh-agent, it signs only what routine work needs: audit events and checkpoints
+  (messages that begin with their domain tags, :data:`AGENT_DOMAINS`). An approval, a key
+  rotation's proof or any other message is refused, so a process of this user cannot use
+  the agent to approve in the holder's name: ``qemlflow sign`` asks for the passphrase.
 
 A missing, stale or expired agent gives ``None`` quickly (short socket timeouts), never a
 hang. The socket lives in ``$XDG_RUNTIME_DIR/qemlflow/agent-<hash>/`` when that is set, else
@@ -63,6 +67,7 @@ if TYPE_CHECKING:
     from qemlflow.audit.principal import Principal
 
 __all__ = [
+    "AGENT_DOMAINS",
     "DEFAULT_TTL",
     "MAX_TTL",
     "AgentError",
@@ -75,6 +80,10 @@ __all__ = [
     "stop_agent",
 ]
 
+AGENT_DOMAINS: Final = (b"qemlflow.audit-event/", b"qemlflow.audit-checkpoint/")
+"""The domain tags of the only messages the agent signs (an audit event's, a checkpoint's:
+:data:`qemlflow.store.audit.EVENT_SIGNATURE_DOMAIN`, :data:`qemlflow.store.checkpoints.
+CHECKPOINT_DOMAIN`); written out so that the agent need not import the store."""
 DEFAULT_TTL: Final = "8h"
 MAX_TTL: Final = 24 * 3600.0  # a bounded session: a day's work at most
 SOCKET_NAME: Final = "agent.sock"
@@ -511,6 +520,12 @@ class _Agent:
                 message = base64.b64decode(str(request.get("message")), validate=True)
             except (binascii.Error, ValueError):
                 return {"ok": False, "error": "the message is not base64"}
+            if not message.startswith(AGENT_DOMAINS):
+                return {
+                    "ok": False,
+                    "error": "it signs only audit events and checkpoints (approvals need "
+                    "the passphrase)",
+                }
             signature = self.key.sign(message)
             return {"ok": True, "signature": base64.b64encode(signature).decode("ascii")}
         if op == "lock":
