@@ -62,6 +62,7 @@ __all__ = [
     "read_identity_file",
     "read_passphrase_fd",
     "write_identity",
+    "write_private",
 ]
 
 IDENTITY_DIR_ENV = "QEMLFLOW_IDENTITY_DIR"
@@ -134,8 +135,12 @@ def _raw_public_key(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by the owner only (mode 0600)."""
+def write_private(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically, readable by the owner only (mode 0600).
+
+    ``exclusive``: keep a file already at ``path`` (another process wrote it first) rather
+    than replace it.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -144,11 +149,14 @@ def _write_private(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         tmp.chmod(0o600)  # os.open's mode is filtered by the umask
-        tmp.replace(path)
-    except BaseException:
+        if exclusive:
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        else:
+            tmp.replace(path)
+    finally:
         with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+            tmp.unlink()  # gone already after a replace
 
 
 def init_identity(
@@ -229,9 +237,9 @@ def write_identity(
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(passphrase.encode("utf-8")),
     )
-    _write_private(folder / SIGNING_KEY_FILE, pem)
+    write_private(folder / SIGNING_KEY_FILE, pem)
     text = json.dumps(identity.to_dict(), indent=2, sort_keys=True) + "\n"
-    _write_private(folder / IDENTITY_FILE, text.encode("utf-8"))
+    write_private(folder / IDENTITY_FILE, text.encode("utf-8"))
     return identity
 
 

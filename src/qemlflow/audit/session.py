@@ -18,7 +18,6 @@ None enrolled: :class:`~qemlflow.audit.errors.AuthorityError`, naming the enroll
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import os
@@ -103,19 +102,9 @@ def _write_new_key(path: Path) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.chmod(0o600)  # os.open's mode is filtered by the umask
-        with contextlib.suppress(FileExistsError):  # another process made one first: keep it
-            os.link(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    from qemlflow.audit.identity import write_private
+
+    write_private(path, pem, exclusive=True)  # another process made one first: keep it
 
 
 def account_principal(
