@@ -19,6 +19,7 @@ from qemlflow.cli import (
     keys,
     lineage,
     models,
+    monitor,
     predict,
     reproduce,
     run,
@@ -76,6 +77,7 @@ keys.register(app)
 serve.register(app)
 screen.register(app)
 benchmark.register(app)
+monitor.register(app)
 
 
 # What to do about an OSError on a path the user gave, by kind.

@@ -82,6 +82,12 @@ class ServeSettings(BaseModel):
     workers: int | None = Field(
         default=None, gt=0, description="Worker processes (default: one per core, at least 2)."
     )
+    monitor_seconds: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Monitoring aggregation window (default: $QEMLFLOW_MONITOR_WINDOW_SECONDS "
+        "or 60 s).",
+    )
 
 
 class BodyLimitMiddleware:
@@ -317,7 +323,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def build_app(settings: ServeSettings, store: Store) -> FastAPI:
     """Return the app for ``settings`` on ``store`` (the model loads when it starts)."""
+    from qemlflow.serve.monitoring import TrafficMonitor, window_seconds
+
     metrics = ServiceMetrics(ENDPOINTS)
+    monitor = TrafficMonitor(store, window_seconds(settings.monitor_seconds), metrics)
     service = ModelService(
         store,
         settings.spec,
@@ -327,6 +336,7 @@ def build_app(settings: ServeSettings, store: Store) -> FastAPI:
         key_cache_seconds=settings.key_cache_seconds,
         workers=settings.workers,
         metrics=metrics,
+        monitor=monitor,
     )
     app = create_app(service, settings, metrics)
     app.state.service = service

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
+    from qemlflow.monitoring import Report
     from qemlflow.serve.schemas import PredictionResult
 
 __all__ = ["CONTENT_TYPE", "MetricsMiddleware", "ServiceMetrics"]
@@ -36,7 +37,10 @@ class ServiceMetrics:
     processes: ``qemlflow_worker_restarts_total`` by reason (``timeout``, ``died``),
     ``qemlflow_molecule_timeouts_total``, ``qemlflow_workers_live`` and
     ``qemlflow_feature_cache_total`` by result (``hit``: prepared before, no worker needed;
-    ``miss``).
+    ``miss``); and from monitoring (over the last hour, after each flushed window):
+    ``qemlflow_monitor_alert`` (1 active, 0 not) by ``model``, ``version``, ``alert`` and
+    ``qemlflow_monitor_statistic`` by ``model``, ``version``, ``statistic`` (``psi``,
+    ``similarity_ks``, ``ood_rate``, ``training_ood_rate``, ``error_rate``).
     """
 
     def __init__(self, endpoints: Iterable[str] = ()) -> None:
@@ -106,6 +110,18 @@ class ServiceMetrics:
             ["result"],
             registry=r,
         )
+        self.monitor_alert = Gauge(
+            "qemlflow_monitor_alert",
+            "1 while a monitoring alert is active",
+            ["model", "version", "alert"],
+            registry=r,
+        )
+        self.monitor_statistic = Gauge(
+            "qemlflow_monitor_statistic",
+            "Monitoring statistics of the last hour against the training reference",
+            ["model", "version", "statistic"],
+            registry=r,
+        )
         for reason in ("timeout", "died"):
             self.worker_restarts.labels(reason)
         self._scored = 0
@@ -154,6 +170,18 @@ class ServiceMetrics:
             self.serving.remove(*self._serving)
         self._serving = (name, str(version))
         self.serving.labels(*self._serving).set(1)
+
+    def record_monitor(self, report: Report) -> None:
+        """Set the monitoring gauges of one version from its latest report."""
+        from qemlflow.monitoring import ALERTS
+
+        model, version = report.name, str(report.version)
+        for alert in ALERTS:
+            self.monitor_alert.labels(model, version, alert).set(int(alert in report.alerts))
+        for statistic in ("psi", "similarity_ks", "ood_rate", "training_ood_rate", "error_rate"):
+            value = getattr(report, statistic)
+            if value is not None:
+                self.monitor_statistic.labels(model, version, statistic).set(float(value))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from qemlflow.pipeline.predictor import Predictor
     from qemlflow.registry import ModelVersion
     from qemlflow.serve.metrics import ServiceMetrics
+    from qemlflow.serve.monitoring import Reference, TrafficMonitor
     from qemlflow.store import Store
 
 __all__ = [
@@ -104,6 +106,7 @@ class ServedModel:
     plan: FeaturePlan = field(repr=False)
     loaded_at: float = field(default_factory=time.time)
     cache: FeatureCache = field(default_factory=FeatureCache, repr=False, compare=False)
+    reference: Reference | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -127,10 +130,29 @@ class ServedModel:
         from qemlflow import registry
 
         predictor = registry.load_version(store, version)
-        domain = ApplicabilityDomain(threshold=threshold).fit(_training_smiles(store, version))
+        training = _training_smiles(store, version)
+        domain = ApplicabilityDomain(threshold=threshold).fit(training)
         model = cls(version, predictor, domain, FeaturePlan(predictor.feature_spec))
         model.smoke_test(registry.test_molecules(store, version), score)
-        return model
+        return dataclasses.replace(model, reference=model.training_reference(training, score))
+
+    def training_reference(
+        self,
+        training: Sequence[str],
+        score: Callable[[ServedModel, list[str]], list[PredictionResult]] | None = None,
+        limit: int = 2000,
+    ) -> Reference:
+        """What monitoring compares traffic with: the model's predictions on (at most
+        ``limit``, evenly spaced) training molecules, and the training set's leave-one-out
+        domain similarity and out-of-domain rate."""
+        from qemlflow.serve.monitoring import reference_of, row_value
+
+        step = max(1, len(training) // limit)
+        sample = list(training[::step])
+        rows = self.score(sample) if score is None else score(self, sample)
+        values = [v for v in map(row_value, rows) if v is not None]
+        similarity = self.domain.leave_one_out_similarity(limit).tolist()
+        return reference_of(values, similarity, float(self.domain.threshold))
 
     @property
     def name(self) -> str:
@@ -341,6 +363,8 @@ class ModelService:
         Worker processes that prepare molecules (default: one per core, at least two).
     metrics
         Where counters go; None records nothing.
+    monitor
+        Where per-window traffic aggregates go; None keeps none.
     """
 
     def __init__(
@@ -354,8 +378,10 @@ class ModelService:
         key_cache_seconds: float = 0.5,
         workers: int | None = None,
         metrics: ServiceMetrics | None = None,
+        monitor: TrafficMonitor | None = None,
     ) -> None:
         self.store = store
+        self.monitor = monitor
         self.spec = spec
         self.poll_seconds = poll_seconds
         self.domain_threshold = domain_threshold
@@ -393,6 +419,8 @@ class ModelService:
             raise
         self._serve(model)
         self._stop.clear()
+        if self.monitor is not None:
+            self.monitor.start()
         if self.poll_seconds > 0:
             self._poller = threading.Thread(target=self._follow, name="qemlflow-poll", daemon=True)
             self._poller.start()
@@ -410,6 +438,8 @@ class ModelService:
         if self._poller is not None:
             self._poller.join(timeout=2)
             self._poller = None
+        if self.monitor is not None:
+            self.monitor.stop()  # the open windows go to the store
 
     @property
     def started(self) -> bool:
@@ -450,7 +480,20 @@ class ModelService:
         pool.submit(
             WorkerJob(model.recipe, model.cache, smiles, _Answer(model, settle), answer.done)
         )
-        return await answer
+        if self.monitor is None:
+            return await answer
+        started = time.perf_counter()
+        try:
+            response = await answer
+        except Exception:
+            self.monitor.record_failure(
+                model.name, model.number, len(smiles), time.perf_counter() - started
+            )
+            raise
+        self.monitor.record(
+            model.name, model.number, response.results, time.perf_counter() - started
+        )
+        return response
 
     def _score_waiting(self, model: ServedModel, smiles: list[str]) -> list[PredictionResult]:
         """Score through the worker processes from a plain thread (the smoke tests)."""
@@ -514,6 +557,8 @@ class ModelService:
 
     def _serve(self, model: ServedModel) -> None:
         self.current = model  # one reference assignment: atomic for every reader
+        if self.monitor is not None and model.reference is not None:
+            self.monitor.track(model.name, model.number, model.reference)
         log.info("serving %s", model.version_label)
         if self.metrics is not None:
             self.metrics.record_serving(model.name, model.number)

@@ -58,6 +58,8 @@ ACTION_ROLES: Final[dict[str, str]] = {
     "model.promoted": "approver",
     "model.rolled_back": "approver",
     "model.alias_removed": "approver",
+    # monitoring of served models
+    "monitor.alert": "contributor",
     "model.registered": "contributor",
     "model.promotion_refused": "contributor",
     "model.auto_rollback": "contributor",  # the server refusing a broken version

@@ -39,6 +39,8 @@ __all__ = [
     "identity_keys",
     "metadata",
     "model_versions",
+    "monitor_minutes",
+    "monitor_references",
     "run_steps",
     "runs",
     "steps",
@@ -254,3 +256,38 @@ identity_keys = Table(
     Index("ix_identity_keys_email", "email"),
 )
 """Each identity's Ed25519 keys (raw public key, base64) and the chain span they are valid for."""
+
+monitor_minutes = Table(
+    "monitor_minutes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("minute", TIMESTAMP, nullable=False),
+    Column("seconds", Integer, nullable=False),
+    Column("requests", Integer, nullable=False),
+    Column("molecules", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("out_of_domain", Integer, nullable=False),
+    Column("latency_counts", JSON, nullable=False),
+    Column("prediction_counts", JSON, nullable=False),
+    Column("similarity_counts", JSON, nullable=False),
+    Index("ix_monitor_minutes_name", "name", "version", "minute"),
+)
+"""What a service saw of one model version in one aggregation window (counts, histograms;
+no SMILES). Several service processes may each write a row for the same minute."""
+
+monitor_references = Table(
+    "monitor_references",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", TIMESTAMP, nullable=False),
+    Column("molecules", Integer, nullable=False),
+    Column("ood_rate", Float, nullable=False),
+    Column("prediction_edges", JSON, nullable=False),
+    Column("prediction_counts", JSON, nullable=False),
+    Column("similarity_counts", JSON, nullable=False),
+)
+"""The training reference of a model version: its training-set prediction histogram (bins
+cut at their deciles), leave-one-out domain similarity histogram and out-of-domain rate."""

@@ -38,6 +38,7 @@ from qemlflow.store.datasets import Datasets
 from qemlflow.store.errors import StoreError
 from qemlflow.store.identities import Identities
 from qemlflow.store.model_registry import MODEL_NAME_PATTERN, ModelRegistry
+from qemlflow.store.monitoring import Monitoring
 from qemlflow.store.pg_roles import OWNER_DATABASE_ENV
 from qemlflow.store.records import (
     ArtifactRecord,
@@ -166,6 +167,7 @@ class Store:
         self.audit_trail = AuditTrail(self.db)
         self.identities = Identities(self.db)
         self.checkpoints = Checkpoints(self.db)
+        self.monitoring = Monitoring(self.db)
 
     def _acting(self, conn: Connection) -> Principal:
         """Who signs this store's events: resolved at the first write, then kept."""
