@@ -260,6 +260,8 @@ def test_eight_concurrent_writer_processes(store: Store) -> None:
         "api_keys": 0,
         "identities": 1,  # the owner: the OS account of the first writer
         "identity_keys": 1,
+        "monitor_minutes": 0,
+        "monitor_references": 0,
     }
     assert store.verify().ok
 
