@@ -81,6 +81,13 @@ def test_statistics_on_known_histograms() -> None:
     assert few.alerts == []  # under 50 molecules: no alert
 
 
+def test_policy_monitoring_section_is_checked() -> None:
+    policy = registry.validate_policy({"monitoring": {"psi": 0.1}}, "p.yaml")
+    assert policy.monitoring is not None and policy.monitoring.psi == 0.1
+    with pytest.raises(qm.errors.ConfigError, match="monitoring"):
+        registry.validate_policy({"monitoring": {"ood_excess": 2}}, "p.yaml")
+
+
 @pytest.fixture(scope="module")
 def monitored(
     tmp_path_factory: pytest.TempPathFactory, esol_frame: pd.DataFrame
@@ -92,7 +99,12 @@ def monitored(
     esol_frame.iloc[::2].to_csv(csv, index=False)
     held_out = [str(s) for s in esol_frame.iloc[1::2].smiles]
     store = Store.open(folder / "store")
-    config = {**CONFIG, "seed": 0, "dataset": {**CONFIG["dataset"], "source": str(csv)}}
+    config = {
+        **CONFIG,
+        "seed": 0,
+        "dataset": {**CONFIG["dataset"], "source": str(csv)},
+        "promotion": {"monitoring": {"min_molecules": 40, "ood_excess": 0.2}},
+    }
     run_id = qm.run(config, store=store).run_id
     assert run_id is not None
     for name in ("drifted", "clean"):
@@ -150,6 +162,8 @@ def test_far_molecules_raise_the_out_of_domain_alert(
     assert done.returncode == 3, done.stderr
     report = json.loads(done.stdout)
     assert "out_of_domain" in report["alerts"]
+    assert report["threshold_source"].startswith("promotion.monitoring of run")
+    assert report["thresholds"]["min_molecules"] == 40
     assert report["molecules"] == len(far) and report["requests"] == 10
     assert report["ood_rate"] > report["training_ood_rate"] + 0.2
     assert sum(report["latency_counts"]) == 10

@@ -201,7 +201,10 @@ def thresholds_for(store: Store, name: str, version: int) -> tuple[dict[str, flo
     section = promotion.get("monitoring") if isinstance(promotion, dict) else None
     if not isinstance(section, dict):
         return dict(DEFAULT_THRESHOLDS), "defaults"
-    given = {k: float(v) for k, v in section.items() if k in DEFAULT_THRESHOLDS}
+    from qemlflow.registry import MonitoringThresholds
+
+    parsed = MonitoringThresholds.model_validate(section).model_dump(exclude_none=True)
+    given = {key: float(value) for key, value in parsed.items()}
     return {**DEFAULT_THRESHOLDS, **given}, f"promotion.monitoring of run {mv.run_id}"
 
 

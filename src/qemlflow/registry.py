@@ -59,6 +59,7 @@ __all__ = [
     "GateResult",
     "MetricThreshold",
     "ModelVersion",
+    "MonitoringThresholds",
     "PromotionPolicy",
     "PromotionRefused",
     "PromotionResult",
@@ -189,6 +190,23 @@ class Approvals(_Strict):
     meaning: Meaning = "approved"
 
 
+class MonitoringThresholds(_Strict):
+    """Alert thresholds of ``qemlflow monitor`` (``promotion.monitoring`` of a run config);
+    a threshold left out keeps its default (:data:`qemlflow.monitoring.DEFAULT_THRESHOLDS`).
+
+    Examples
+    --------
+    >>> MonitoringThresholds(psi=0.1).psi
+    0.1
+    """
+
+    psi: float | None = Field(default=None, ge=0)
+    similarity_ks: float | None = Field(default=None, ge=0, le=1)
+    ood_excess: float | None = Field(default=None, ge=0, le=1)
+    error_rate: float | None = Field(default=None, ge=0, le=1)
+    min_molecules: int | None = Field(default=None, ge=1)
+
+
 class PromotionPolicy(_Strict):
     """What a version must meet to be promoted.
 
@@ -209,6 +227,7 @@ class PromotionPolicy(_Strict):
     metrics: dict[str, MetricThreshold] = {}
     require_signature: Meaning | None = None
     approvals: tuple[Approvals, ...] = ()
+    monitoring: MonitoringThresholds | None = None
 
     @field_validator("approvals", mode="before")
     @classmethod
@@ -240,7 +259,8 @@ class PromotionPolicy(_Strict):
 
 _POLICY_FIX = (
     "allowed keys: metrics (name -> {min, max}), require_signature (a meaning), "
-    "approvals ({count: k, meaning: approved})"
+    "approvals ({count: k, meaning: approved}), monitoring ({psi, similarity_ks, "
+    "ood_excess, error_rate, min_molecules})"
 )
 
 _FIELD_FIXES = {
@@ -415,6 +435,7 @@ def merge_policies(
         approvals=tuple(
             Approvals.model_validate({"count": c, "meaning": m}) for m, c in counts.items()
         ),
+        monitoring=floor.monitoring or given.monitoring,
     )
     return merged, tuple(weakened)
 
