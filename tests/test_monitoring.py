@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 from tests.test_serve import CONFIG, serving
@@ -201,3 +202,17 @@ def test_held_out_esol_raises_no_alert(monitored: tuple[Store, str, list[str]]) 
     assert _alert_events(store, "clean") == []
     text = _monitor(store, "clean", "--window", "10m").stdout
     assert "no alert" in text and "PSI" in text
+
+
+def test_leave_one_out_similarity_excludes_only_the_molecule_itself(
+    esol_frame: pd.DataFrame,
+) -> None:
+    from qemlflow.serve.domain import ApplicabilityDomain, ecfp4_packed
+
+    smiles = [str(s) for s in esol_frame.smiles[:60]]
+    packed, valid = ecfp4_packed(smiles)
+    packed = packed[valid]
+    got = ApplicabilityDomain().fit_packed(packed).leave_one_out_similarity()
+    for i in range(len(packed)):
+        others = ApplicabilityDomain().fit_packed(np.delete(packed, i, axis=0))
+        assert got[i] == pytest.approx(others.similarity_packed(packed[i : i + 1])[0])

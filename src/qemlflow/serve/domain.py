@@ -163,19 +163,26 @@ class ApplicabilityDomain:
         if n < 2:
             return np.zeros(n)
         rows = np.unique(np.linspace(0, n - 1, min(n, limit)).astype(np.int64))
+        columns = self.word_columns_
+        block = 64  # (block, n_train) temporaries, as in _similarity_by_word
+        both = np.empty((block, n), dtype=np.uint64)
+        shared = np.empty((block, n), dtype=np.int64)
         out = np.empty(len(rows))
-        for start in range(0, len(rows), 8):
-            picked = rows[start : start + 8]
-            block = self.fingerprints_[picked]
-            shared = _popcount(block[:, None, :] & self.fingerprints_[None, :, :]).sum(
-                axis=2, dtype=np.int64
-            )
-            union = self.bit_counts_[picked, None] + self.bit_counts_[None] - shared
+        for start in range(0, len(rows), block):
+            picked = rows[start : start + block]
+            k = len(picked)
+            queries = self.fingerprints_[picked]
+            total = shared[:k]
+            total[:] = 0
+            for word in range(_WORDS):
+                np.bitwise_and(queries[:, word : word + 1], columns[word], out=both[:k])
+                total += _popcount(both[:k])
+            union = self.bit_counts_[picked, None] + self.bit_counts_[None] - total
             with np.errstate(invalid="ignore", divide="ignore"):
-                sim = shared / union
-            sim[union == 0] = 1.0
-            sim[np.arange(len(picked)), picked] = -1.0  # not itself
-            out[start : start + len(picked)] = sim.max(axis=1)
+                sim = total / union
+            sim[union == 0] = 1.0  # two empty fingerprints are identical
+            sim[np.arange(k), picked] = -1.0  # not itself
+            out[start : start + k] = sim.max(axis=1)
         return out
 
     def in_domain(self, similarity: NDArray[np.float64]) -> NDArray[np.bool_]:

@@ -97,6 +97,15 @@ def reference_of(
     return Reference(len(values), ood, edges, counts, sims)
 
 
+def _add_bins(counts: list[int], values: Sequence[float], edges: Sequence[float]) -> None:
+    """Add ``values`` to ``counts``, bins cut at ``edges`` (as :func:`bin_index` cuts)."""
+    if not values:
+        return
+    index = np.searchsorted(np.asarray(edges, dtype=float), np.asarray(values), side="right")
+    for i, n in enumerate(np.bincount(index, minlength=len(counts)).tolist()):
+        counts[i] += int(n)
+
+
 @dataclass
 class _Window:
     edges: list[float]
@@ -167,6 +176,12 @@ class TrafficMonitor:
         edges = self._edges.get((name, version))
         if edges is None:
             return
+        # Binned outside the lock, with NumPy: a 10,000-molecule request costs ~1 ms here.
+        scored = [row for row in rows if not row.error]
+        errors = len(rows) - len(scored)
+        outside = sum(not row.domain.in_domain for row in scored)
+        similarities = [s for row in scored if (s := row.domain.similarity) is not None]
+        values = [v for v in map(row_value, scored) if v is not None]
         start = int(time.time()) // self.seconds * self.seconds
         with self._lock:
             window = self._open.get((name, version, start))
@@ -175,17 +190,10 @@ class TrafficMonitor:
             window.requests += 1
             window.latency_counts[bin_index(seconds, LATENCY_BUCKETS)] += 1
             window.molecules += len(rows)
-            for row in rows:
-                if row.error:
-                    window.errors += 1
-                    continue
-                window.out_of_domain += not row.domain.in_domain
-                similarity = row.domain.similarity
-                if similarity is not None:
-                    window.similarity_counts[bin_index(similarity, SIMILARITY_EDGES)] += 1
-                value = row_value(row)
-                if value is not None:
-                    window.prediction_counts[bin_index(value, edges)] += 1
+            window.errors += errors
+            window.out_of_domain += outside
+            _add_bins(window.similarity_counts, similarities, SIMILARITY_EDGES)
+            _add_bins(window.prediction_counts, values, edges)
 
     def record_failure(self, name: str, version: int, molecules: int, seconds: float) -> None:
         """Add one request that failed as a whole (all its molecules count as errors)."""
