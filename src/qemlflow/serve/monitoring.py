@@ -234,12 +234,13 @@ class TrafficMonitor:
                 report = check(self.store, name, version, 3600)
                 if report is None:
                     continue
+                if self.metrics is not None:
+                    self.metrics.record_monitor(report)
+                # A service identity without the contributor role cannot audit: the gauges
+                # still show the alert, and `qemlflow monitor` records it.
                 record_alerts(self.store, report)
             except Exception as exc:
                 log.warning("monitoring check of %s@%s failed: %s", name, version, exc)
-                continue
-            if self.metrics is not None:
-                self.metrics.record_monitor(report)
 
     def start(self) -> None:
         """Flush finished windows in the background, every window."""
