@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
     @app.command("monitor")
     def monitor_command(
         name: Annotated[
-            str, typer.Argument(help="Model: NAME (its production version), NAME@ALIAS or NAME@N.")
+            str, typer.Argument(help="Model: NAME (production, else latest), NAME@ALIAS or NAME@N.")
         ],
         window: Annotated[
             str, typer.Option("--window", help="How far back to look (e.g. 60m, 2h).")
