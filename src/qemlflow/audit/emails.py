@@ -102,8 +102,8 @@ def same_email(a: str, b: str) -> bool:
 
 
 def _skeleton(text: str) -> str:
+    # map before folding case: an upper-case I reads as l, a lower-case i does not
     folded = unicodedata.normalize("NFKC", text).translate(_CONFUSABLE_CHARS).casefold()
-    folded = folded.translate(_CONFUSABLE_CHARS)
     for pair, single in _CONFUSABLE_PAIRS:
         folded = folded.replace(pair, single)
     return folded
