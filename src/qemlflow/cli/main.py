@@ -27,6 +27,7 @@ from qemlflow.cli import (
     screen,
     serve,
     store,
+    ui,
 )
 from qemlflow.cli.render import error_console
 
@@ -78,6 +79,7 @@ serve.register(app)
 screen.register(app)
 benchmark.register(app)
 monitor.register(app)
+ui.register(app)
 
 
 # What to do about an OSError on a path the user gave, by kind.

@@ -1,0 +1,18 @@
+"""The screens page(s) (to be built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from qemlflow.ui.templating import render
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/screens", response_class=HTMLResponse)
+def screens_page(request: Request) -> HTMLResponse:
+    """Placeholder until the page is built."""
+    return render(request, "placeholder.html", nav="screens", title="screens")
