@@ -48,6 +48,7 @@ class Runs:
     regression: str
     multitask: str
     classification: str
+    failed: str
 
 
 def _run(store: Store, name: str, csv: Path, targets: list[str], **extra: Any) -> str:
@@ -81,15 +82,17 @@ def runs(tmp_path_factory: pytest.TempPathFactory, esol_frame: pd.DataFrame) -> 
     pd.read_csv(io.BytesIO(read_raw("bbbp").data)).head(300)[["smiles", "p_np"]].to_csv(
         bbbp, index=False
     )
+    tiny = folder / "tiny.csv"
+    pd.DataFrame({"smiles": ["CCO", "CCCO", "CCCCO"], "logp": [0.1, 0.2, 0.3]}).to_csv(tiny)
     store = Store.open(folder / "store")
     split = {"split": {"method": "random", "sizes": [0.6, 0.1, 0.3]}}
-    made = Runs(
-        store=store,
-        client=TestClient(create_app(store)),
-        regression=_run(store, "sol", esol, ["logp"], **split),
-        multitask=_run(store, "two", two, ["logp", "half"]),
-        classification=_run(store, "bbbp", bbbp, ["p_np"]),
-    )
+    regression = _run(store, "sol", esol, ["logp"], **split)
+    multitask = _run(store, "two", two, ["logp", "half"])
+    classification = _run(store, "bbbp", bbbp, ["p_np"])
+    with pytest.raises(qm.QeMLflowError, match="at least"):
+        _run(store, "tiny", tiny, ["logp"])  # too few molecules: a failed run
+    failed = next(r.id for r in store.list_runs() if r.name == "tiny")
+    made = Runs(store, TestClient(create_app(store)), regression, multitask, classification, failed)
     yield made
     store.close()
 
@@ -297,6 +300,18 @@ def test_signatures_list_the_runs_audit_events_verified(runs: Runs) -> None:
     for (_, cells), event in zip(rows, events, strict=True):
         assert event.action in cells and (event.signer or "")[:16] in cells
         assert 'data-state="verified"' in cells
+
+
+def test_a_failed_run_says_why_and_what_is_missing(runs: Runs) -> None:
+    record = runs.store.get_run(runs.failed)
+    assert record.status == "failed" and record.error
+    html = _page(runs, runs.failed)
+    assert 'id="run-error"' in html and "at least" in html
+    for section in ("metrics", "plots", "predictions"):
+        assert '<p class="empty">' in _section(html, section), section
+    assert 'data-kind="raw"' in _section(html, "lineage")  # it got as far as the data
+    image = runs.client.get(f"/runs/{runs.failed}/plot.svg")
+    assert image.status_code == 200 and "no test predictions" in image.text
 
 
 def test_run_ids_by_prefix_and_unknown_ones(runs: Runs) -> None:
