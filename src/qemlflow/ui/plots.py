@@ -113,8 +113,8 @@ class Frame:
             f'<svg xmlns="{SVG_NS}" class="{html.escape(css_class)}" '
             f'viewBox="0 0 {self.width} {self.height}" width="{self.width}" '
             f'height="{self.height}" role="img" aria-label="{html.escape(label)}" '
+            # No <title>: browsers would show it over every point's own tooltip.
             f'font-family="sans-serif" font-size="11">'
-            f"<title>{html.escape(label)}</title>"
             f'<rect width="{self.width}" height="{self.height}" fill="#fff"/>'
             f'<text class="plot-title" x="{self.width / 2:.1f}" y="18" text-anchor="middle" '
             f'font-size="13" font-weight="600">{html.escape(title)}</text>'
