@@ -1,7 +1,7 @@
 // QeMLflow UI: small progressive enhancement; every page works without it.
 "use strict";
 (function () {
-  // Hover tooltips for plot points: <circle class="point" data-label="..." data-depict="/depict?smiles=...">
+  // Hover tooltips: any element with data-tooltip="text" [data-depict="/depict?smiles=..."].
   let tip = null;
   function hide() { if (tip) { tip.remove(); tip = null; } }
   document.addEventListener("mouseover", function (event) {
