@@ -6,7 +6,11 @@ splits) plus a run that failed; pages are fetched through the real application.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -274,3 +278,34 @@ def test_cached_rows_follow_new_runs(filled: Path, tmp_path: Path) -> None:
         (row,) = cached_rows(store, cache)
         assert (row.status, row.value_text) == ("finished", "0.500 [0.400, 0.600]")
         assert query_rows(cached_rows(store, cache), RunsQuery(q="KNN")).total == 1
+
+
+def test_the_page_benchmark_builds_a_sound_store_and_times_every_page(tmp_path: Path) -> None:
+    """benchmarks/ui_pages.py at a tiny size: real runs, a verified chain, pages served."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ui_pages.py"
+    out = tmp_path / "figures.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            *("--runs", "8", "--events", "400", "--rows", "120", "--repeats", "2"),
+            *("--store", str(tmp_path / "bench"), "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(script.parents[1] / "src")},
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(out.read_text())
+    assert figures["store"]["runs"] == 8 and figures["store"]["events"] == 400
+    assert figures["pages"]["runs"]["status"] == 200
+    assert figures["pages"]["home"]["status"] == 200
+    assert figures["baseline"]["median_ms"] > 0
+    with Store.open(tmp_path / "bench" / "store") as store:
+        assert store.verify_audit().ok
+        statuses = {r.status for r in store.list_runs()}
+        assert "finished" in statuses
+        assert {v.name for v in store.list_model_versions()} == {"solubility", "bbb", "sol-small"}
+        assert store.current_aliases("bbb") == {"staging": 1, "production": 2}
