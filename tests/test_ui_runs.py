@@ -208,6 +208,13 @@ def test_compare_shows_metrics_config_diff_and_plots(client: tuple[TestClient, S
     assert {"name", "model.estimator", "split.method"} <= set(differing)
     assert "dataset.source" in same and "seed" in same
     assert "model.estimator" not in same
+    # The first run is the reference: only the values that differ from it are marked.
+    row = re.search(r'<tr class="diff" data-key="model.estimator">(.*?)</tr>', diff, re.S)
+    assert row is not None
+    assert re.findall(r"<td( class=\"changed\")?><code>([^<]*)</code>", row.group(1)) == [
+        ("", "random_forest"),
+        (' class="changed"', "knn"),
+    ]
     # The equal keys are folded away behind a <details>.
     assert diff.index("<details>") < diff.index('<tr class="same"')
     assert f'src="/runs/{a.id}/plot.svg"' in html and f'src="/runs/{b.id}/plot.svg"' in html

@@ -89,12 +89,13 @@ def compare_page(
     configs = [flatten_config(r.config) for r in records]
     keys = sorted(set().union(*configs))
     missing = object()
-    differing: list[tuple[str, list[str]]] = []
-    same: list[tuple[str, list[str]]] = []
+    # Each cell: (text, whether it differs from the first run's value).
+    differing: list[tuple[str, list[tuple[str, bool]]]] = []
+    same: list[tuple[str, list[tuple[str, bool]]]] = []
     for key in keys:
         values = [c.get(key, missing) for c in configs]
-        shown = ["—" if v is missing else _text(v) for v in values]
-        (same if all(v == values[0] for v in values) else differing).append((key, shown))
+        shown = [("—" if v is missing else _text(v), v != values[0]) for v in values]
+        (differing if any(changed for _, changed in shown) else same).append((key, shown))
     return render(
         request,
         "compare.html",
