@@ -188,6 +188,8 @@ def test_pages_of_runs(client: tuple[TestClient, Store]) -> None:
     assert 'rel="next"' not in second.text
     assert 'class="pager"' not in http.get("/runs").text  # one page: no pager
     assert http.get("/runs?page=0").status_code == 400
+    wrong = http.get("/runs?page=two")
+    assert wrong.status_code == 400 and "is not a whole number" in wrong.text
 
 
 def test_compare_shows_metrics_config_diff_and_plots(client: tuple[TestClient, Store]) -> None:
@@ -272,6 +274,33 @@ def test_home_lists_models_with_their_aliases(
     production = page.text[page.text.index('id="production"') :]
     assert 'data-model="sol"' in production
     assert re.search(r'data-alias="staging">staging → v1<', production)
+
+
+def test_run_summaries_are_lean_and_name_who_started_each_run(store: Store) -> None:
+    """store.run_summaries() on each backend: newest first, test metrics, CIs and author."""
+    first = store.create_run("a", {"model": {"estimator": "knn"}}, 3, None)
+    store.finish_run(first, {"test": {"rmse": 0.7}, "ci95": {"test": {"rmse": [0.6, 0.8]}}})
+    token = store.runs.change_token()
+    second = store.create_run("b", {"split": {"method": "scaffold"}}, None, None)
+    assert store.runs.change_token() != token
+    token = store.runs.change_token()
+    store.fail_run(second, "no data")
+    assert store.runs.change_token() != token
+    newest, oldest = store.run_summaries()
+    assert (newest.id, newest.status, newest.test, newest.error) == (
+        second,
+        "failed",
+        {},
+        "no data",
+    )
+    assert (oldest.id, oldest.seed, oldest.test, oldest.ci) == (
+        first,
+        3,
+        {"rmse": 0.7},
+        {"rmse": [0.6, 0.8]},
+    )
+    assert oldest.config == {"model": {"estimator": "knn"}}
+    assert oldest.who == newest.who == store.principal.display
 
 
 def test_cached_rows_follow_new_runs(filled: Path, tmp_path: Path) -> None:

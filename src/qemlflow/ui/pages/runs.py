@@ -40,11 +40,18 @@ def runs_page(
     status: str = "",
     sort: str = "started",
     order: str = "desc",
-    page: int = 1,
-    per_page: int = PER_PAGE,
+    page: str = "1",
+    per_page: str = str(PER_PAGE),
 ) -> HTMLResponse:
     """The runs table: filter by text and status, sort by any column, 50 runs a page."""
-    query = RunsQuery(q=q, status=status, sort=sort, order=order, page=page, per_page=per_page)
+    query = RunsQuery(
+        q=q,
+        status=status,
+        sort=sort,
+        order=order,
+        page=_whole(page, "page"),
+        per_page=_whole(per_page, "per_page"),
+    )
     result = query_rows(cached_rows(store(request), state(request).cache), query)
 
     def link(**changes: Any) -> str:
@@ -105,6 +112,17 @@ def compare_page(
         differing=differing,
         same=same,
     )
+
+
+def _whole(text: str, name: str) -> int:
+    # Parsed here, not by FastAPI: a bad number in a hand-edited URL gets the HTML error
+    # page (400) rather than a JSON validation error.
+    try:
+        return int(text)
+    except ValueError:
+        raise RunsQueryError(
+            f"{name} {text!r} is not a whole number", f"give {name}=1, 2, ..."
+        ) from None
 
 
 def _text(value: Any) -> str:
