@@ -51,6 +51,7 @@ MANIFEST = "ui-bench.json"
 ESTIMATORS = ("random_forest", "lightgbm", "extra_trees", "knn", "svm", "linear")
 SPLITS = ("random", "scaffold", "cluster")
 EVENT_BATCH = 2000
+UNBOUNDED = ("rmse", "mae")
 
 
 def _template_config(source: str, target: str, name: str) -> dict[str, Any]:
@@ -86,16 +87,23 @@ def _sources(folder: Path, rows: int | None) -> list[tuple[str, str, str]]:
 
 
 def _jitter(metrics: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """The template's metrics, each test score and its CI scaled by one random factor."""
+    """The template's metrics, each test score and its CI scaled by one random factor
+    (scores bounded by 1, such as ROC AUC or R², kept at most 1)."""
     factor = rng.uniform(0.85, 1.15)
+
+    def scaled(name: str, value: Any) -> Any:
+        if not isinstance(value, float):
+            return value
+        return value * factor if name in UNBOUNDED else min(1.0, value * factor)
+
     out = json.loads(json.dumps(metrics))
-    for name, value in (out.get("test") or {}).items():
-        if isinstance(value, float):
-            out["test"][name] = value * factor
+    test = out.get("test") or {}
+    for name, value in test.items():
+        test[name] = scaled(name, value)
     ci = (out.get("ci95") or {}).get("test") or {}
     for name, bounds in ci.items():
         if isinstance(bounds, list):
-            ci[name] = [b * factor if isinstance(b, float) else b for b in bounds]
+            ci[name] = [scaled(name, b) for b in bounds]
     return dict(out)
 
 
