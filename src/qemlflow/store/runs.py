@@ -11,10 +11,11 @@ import builtins
 import os
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -27,7 +28,7 @@ from qemlflow.store.processes import hostname, process_alive, process_start_time
 from qemlflow.store.records import ArtifactRecord, RunRecord, RunStepRecord, utc_now
 from qemlflow.store.transactions import MIN_PREFIX, Database, insert_ignore, is_hex, row_by_id
 
-__all__ = ["RUNS_FIX", "Runs", "run_status"]
+__all__ = ["RUNS_FIX", "RunSummary", "Runs", "run_status"]
 
 RUNS_FIX = "list runs with `qemlflow runs list`"
 
@@ -47,6 +48,48 @@ def _test_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
         for k, v in metrics.items()
         if v is None or isinstance(v, bool | int | float | str)
     }
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a list of runs shows of each: no steps, artifacts or environment.
+
+    ``test`` holds the test-set metrics and ``ci`` their confidence intervals
+    (``{"rmse": [low, high]}``), both empty while a run has none; ``who`` is the actor of
+    the run's ``run.started`` audit event (``None`` when the trail does not name it).
+    """
+
+    id: str
+    name: str
+    status: str
+    config: dict[str, Any]
+    seed: int | None
+    started_at: str
+    finished_at: str | None
+    error: str | None
+    test: dict[str, Any]
+    ci: dict[str, Any]
+    who: str | None
+
+
+def _summary_from(row: RowMapping, who: str | None) -> RunSummary:
+    metrics = row["metrics"] if isinstance(row["metrics"], Mapping) else {}
+    test = metrics.get("test")
+    intervals = metrics.get("ci95")
+    ci = intervals.get("test") if isinstance(intervals, Mapping) else None
+    return RunSummary(
+        id=row["id"],
+        name=row["name"],
+        status=row["status"],
+        config=row["config"] if isinstance(row["config"], dict) else {},
+        seed=row["seed"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        error=row["error"],
+        test=dict(test) if isinstance(test, Mapping) else {},
+        ci=dict(ci) if isinstance(ci, Mapping) else {},
+        who=who,
+    )
 
 
 def _run_from(
@@ -348,6 +391,42 @@ class Runs:
             rows = [r._mapping for r in conn.execute(query).all()]
             steps, artifacts = self._details(conn, [r["id"] for r in rows])
         return [_run_from(r, steps[r["id"]], artifacts[r["id"]]) for r in rows]
+
+    def summaries(self) -> builtins.list[RunSummary]:
+        """Return every run, newest first, as a lean :class:`RunSummary` (two queries).
+
+        Unlike :meth:`list` it loads no steps or artifacts, and it only reads: a run whose
+        process died stays ``running`` here until a writer marks it aborted.
+        """
+        t, events = schema.runs, schema.audit_events
+        lean = ("id", "name", "status", "config", "seed", "started_at", "finished_at", "error")
+        columns = [t.c[name] for name in (*lean, "metrics")]
+        with self._db.reading() as conn:
+            rows = [
+                r._mapping
+                for r in conn.execute(
+                    select(*columns).order_by(t.c.started_at.desc(), t.c.id.desc())
+                )
+            ]
+            # The action index narrows 100,000s of events to one per run.
+            who: dict[str, str] = {}
+            for objects, actor in conn.execute(
+                select(events.c.objects, events.c.actor).where(events.c.action == "run.started")
+            ):
+                run_id = objects.get("run") if isinstance(objects, Mapping) else None
+                if isinstance(run_id, str):
+                    who[run_id] = actor
+        return [_summary_from(r, who.get(r["id"])) for r in rows]
+
+    def change_token(self) -> tuple[int, str | None, str | None]:
+        """Return (number of runs, latest start, latest end): it changes whenever a run is
+        started or ends, so a cache of :meth:`summaries` keyed by it is never stale."""
+        t = schema.runs
+        with self._db.reading() as conn:
+            count, started, finished = conn.execute(
+                select(func.count(), func.max(t.c.started_at), func.max(t.c.finished_at))
+            ).one()
+        return int(count), started, finished
 
     def get(self, id_or_prefix: str) -> RunRecord:
         """Return the run whose id is, or uniquely starts with, ``id_or_prefix``."""

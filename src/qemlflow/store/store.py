@@ -52,7 +52,7 @@ from qemlflow.store.registry_records import (
     ApiKeyRecord,
     ModelVersionRecord,
 )
-from qemlflow.store.runs import Runs
+from qemlflow.store.runs import Runs, RunSummary
 from qemlflow.store.steps import StepCache
 from qemlflow.store.transactions import Database
 
@@ -468,6 +468,11 @@ class Store:
     def list_runs(self, limit: int | None = None) -> list[RunRecord]:
         """Return runs newest first (with their steps and artifacts), at most ``limit``."""
         return self.runs.list(limit)
+
+    def run_summaries(self) -> list[RunSummary]:
+        """Return every run newest first, lean: no steps or artifacts (see
+        :meth:`Runs.summaries`)."""
+        return self.runs.summaries()
 
     def get_run(self, id_or_prefix: str) -> RunRecord:
         """Return the run whose id is, or uniquely starts with, ``id_or_prefix``."""

@@ -6,17 +6,38 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from qemlflow.ui.depict import depict
-from qemlflow.ui.templating import render
+from qemlflow.ui.runs_query import cached_rows
+from qemlflow.ui.templating import render, state, store
 
-__all__ = ["router"]
+__all__ = ["LATEST_RUNS", "router"]
 
 router = APIRouter()
+
+LATEST_RUNS = 10
 
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request) -> HTMLResponse:
-    """The overview page."""
-    return render(request, "home.html", nav="home")
+    """The overview: what the store holds, the latest runs, the models in production."""
+    opened = store(request)
+    counts = opened.table_counts()
+    names = sorted({v.name for v in opened.list_model_versions()})
+    # Every registered name with its live aliases; names nothing points at are left out.
+    production = [(name, aliases) for name in names if (aliases := opened.current_aliases(name))]
+    return render(
+        request,
+        "home.html",
+        nav="home",
+        stats=(
+            ("runs", "runs", counts.get("runs", 0)),
+            ("datasets", "dataset versions", counts.get("datasets", 0)),
+            ("models", "registered models", len(names)),
+            ("audit-events", "audit events", counts.get("audit_events", 0)),
+        ),
+        latest=cached_rows(opened, state(request).cache)[:LATEST_RUNS],
+        production=production,
+        unaliased=len(names) - len(production),
+    )
 
 
 @router.get("/depict")
