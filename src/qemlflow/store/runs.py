@@ -428,9 +428,14 @@ class Runs:
             ).one()
         return int(count), started, finished
 
-    def get(self, id_or_prefix: str) -> RunRecord:
-        """Return the run whose id is, or uniquely starts with, ``id_or_prefix``."""
-        self.mark_aborted()
+    def get(self, id_or_prefix: str, *, settle: bool = True) -> RunRecord:
+        """Return the run whose id is, or uniquely starts with, ``id_or_prefix``.
+
+        ``settle`` first marks aborted the runs whose process is gone (a write, audited);
+        readers that must not write (the UI) pass False and see such a run as running.
+        """
+        if settle:
+            self.mark_aborted()
         with self._db.reading() as conn:
             row = row_by_id(conn, schema.runs, id_or_prefix, "run", RUNS_FIX)
             steps, artifacts = self._details(conn, [row["id"]])

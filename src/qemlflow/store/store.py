@@ -474,9 +474,10 @@ class Store:
         :meth:`Runs.summaries`)."""
         return self.runs.summaries()
 
-    def get_run(self, id_or_prefix: str) -> RunRecord:
-        """Return the run whose id is, or uniquely starts with, ``id_or_prefix``."""
-        return self.runs.get(id_or_prefix)
+    def get_run(self, id_or_prefix: str, *, settle: bool = True) -> RunRecord:
+        """Return the run whose id is, or uniquely starts with, ``id_or_prefix``
+        (``settle=False``: without first marking dead runs aborted, which writes)."""
+        return self.runs.get(id_or_prefix, settle=settle)
 
     def runs_using_step(self, key: str) -> list[str]:
         """Return the ids of the runs that executed (or were served) step ``key``."""

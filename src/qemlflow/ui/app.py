@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -59,6 +60,12 @@ def create_app(store: Store, *, writable: bool = False, host: str = "127.0.0.1")
     for name in PAGES:
         module = importlib.import_module(f"qemlflow.ui.pages.{name}")
         app.include_router(module.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> HTMLResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"][1:]) or "request"
+        return render_error(request, 400, f"invalid {where}: {first['msg']}")
 
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError) -> HTMLResponse:

@@ -198,7 +198,7 @@ def run_view(request: Request, run_id: str) -> RunView:
     """The run ``run_id`` (an id or unique prefix) as the page shows it, cached per run
     once it has ended (unknown ids raise StoreError: a 404 page)."""
     st = store(request)
-    record = st.get_run(run_id)
+    record = st.get_run(run_id, settle=False)
     cache: OrderedDict[str, RunView] = state(request).cache.setdefault(CACHE_KEY, OrderedDict())
     view = cache.get(record.id)
     if view is not None:

@@ -89,7 +89,7 @@ def compare_page(
             f"select at most {MAX_COMPARED}",
         )
     opened = store(request)
-    records = list({r.id: r for r in (opened.get_run(i) for i in wanted)}.values())
+    records = list({r.id: r for r in (opened.get_run(i, settle=False) for i in wanted)}.values())
     if len(records) < 2:
         raise RunsQueryError("select two or more runs to compare", "these ids name the same run")
     metrics = _metric_rows([r.metrics or {} for r in records])
