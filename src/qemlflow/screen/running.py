@@ -93,7 +93,8 @@ class ProgressFile:
         self._heart: threading.Thread | None = None
 
     def __enter__(self) -> ProgressFile:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # a store folder we cannot write: no progress
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write()
         self._heart = threading.Thread(target=self._beat, name="qemlflow-screen", daemon=True)
         self._heart.start()
