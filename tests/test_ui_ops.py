@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
+from xml.etree import ElementTree
 
 import httpx
 import pandas as pd
@@ -148,6 +149,8 @@ def test_monitor_pages_show_the_state_alerts_and_charts(drifted: Env) -> None:
     assert len(_rows(html, r'<svg[^>]*class="plot series"')) == 3
     assert len(_rows(html, r'<svg[^>]*class="plot histogram predictions"')) == 1
     assert len(_rows(html, r'<svg[^>]*class="plot histogram similarity"')) == 1
+    for svg in _rows(html, r'(<svg[^>]*class="plot .*?</svg>)'):
+        ElementTree.fromstring(svg)  # well-formed: labels escaped
     # store_smiles is on in this model's policy: the out-of-domain molecules are shown
     shown = _rows(html, r'<figure class="molecule" data-smiles="([^"]*)">')
     assert shown and set(shown) <= set(drifted.far)
@@ -175,6 +178,20 @@ def test_monitor_page_of_an_unserved_model_says_so(env: Env) -> None:
     assert '<p class="empty">No service has loaded idle@1' in page.text
     assert client.get("/monitor/nosuch").status_code in (400, 404)
     assert client.get("/monitor/ops", params={"window": "soon"}).status_code == 400
+
+
+def test_empty_store_pages_say_what_to_run(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "empty") as store:
+        client = _client(store)
+        for path, page in (
+            ("/screens", "screens"),
+            ("/monitor", "monitor"),
+            ("/predict", "predict"),
+        ):
+            answer = client.get(path)
+            assert answer.status_code == 200
+            assert f'data-page="{page}"' in answer.text
+            assert re.search(r'<p class="empty">[^<]*<code>qemlflow ', answer.text), path
 
 
 # -- webhook --------------------------------------------------------------------------

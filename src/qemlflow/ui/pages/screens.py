@@ -30,7 +30,9 @@ def screens_page(request: Request, page: int = Query(1, ge=1, le=1_000_000)) -> 
     t = schema.audit_events
     with opened.db.reading() as conn:
         total = int(
-            conn.execute(select(func.count()).select_from(t).where(t.c.action == _ACTION)).scalar_one()
+            conn.execute(
+                select(func.count()).select_from(t).where(t.c.action == _ACTION)
+            ).scalar_one()
         )
         rows = conn.execute(
             select(t.c.seq, t.c.timestamp, t.c.actor, t.c.objects, t.c.details)
