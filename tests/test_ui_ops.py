@@ -9,6 +9,7 @@ the webhook tests; ``idle`` is never served.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -42,6 +43,40 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("jinja2")
 
 
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        type(self).received.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _hook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A real HTTP server on 127.0.0.1 that keeps the JSON bodies POSTed to it."""
+    received: list[dict[str, Any]] = []
+    handler = type("Hook", (_Hook,), {"received": received})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def hook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    with _hook_server() as hook:
+        yield hook
+
+
 @dataclass
 class Env:
     store: Store
@@ -50,10 +85,14 @@ class Env:
     training: list[str]
     library: list[str]
     far: list[str]
+    policy_hook: list[dict[str, Any]]
+    """What the webhook named in the model's policy received."""
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, esol_frame: pd.DataFrame) -> Iterator[Env]:
+    hook = contextlib.ExitStack()
+    policy_url, policy_received = hook.enter_context(_hook_server())
     folder = tmp_path_factory.mktemp("ui-ops")
     csv = folder / "train.csv"
     esol_frame.head(200).to_csv(csv, index=False)
@@ -62,7 +101,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, esol_frame: pd.DataFrame) -> I
         **CONFIG,
         "seed": 0,
         "dataset": {**CONFIG["dataset"], "source": str(csv)},
-        "promotion": {"monitoring": {"min_molecules": 40, "store_smiles": True}},
+        "promotion": {
+            "monitoring": {"min_molecules": 40, "store_smiles": True, "webhook": policy_url}
+        },
     }
     run_id = qm.run(config, store=store).run_id
     assert run_id is not None
@@ -72,7 +113,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, esol_frame: pd.DataFrame) -> I
     far = _peptides(100) + _INORGANIC * 10
     random.Random(2).shuffle(far)
     library = [str(s) for s in esol_frame.smiles.iloc[200:260]]
-    yield Env(store, key, folder, [str(s) for s in esol_frame.smiles[:200]], library, far)
+    training = [str(s) for s in esol_frame.smiles[:200]]
+    with hook:
+        yield Env(store, key, folder, training, library, far, policy_received)
     store.close()
 
 
@@ -162,6 +205,19 @@ def test_monitor_pages_show_the_state_alerts_and_charts(drifted: Env) -> None:
     assert len(store.audit_events(action="monitor.alert")) == after_cli
 
 
+def test_the_service_posts_its_alerts_to_the_policy_webhook(drifted: Env) -> None:
+    payloads = [p for p in drifted.policy_hook if p["model"] == "ops"]
+    assert payloads, "the service recorded an alert but did not post it"
+    recorded = [
+        e for e in drifted.store.audit_events(action="monitor.alert") if e.details["name"] == "ops"
+    ]
+    # one POST per newly recorded alert set, each naming what the audit trail recorded
+    posted = sorted(a for p in payloads for a in p["recorded"])
+    assert posted == sorted(e.details["alert"] for e in recorded)
+    assert all(p["version"] == 1 and p["alerts"] for p in payloads)
+    assert "out_of_domain" in posted
+
+
 def test_store_smiles_keeps_at_most_the_far_molecules_of_each_window(drifted: Env) -> None:
     rows = drifted.store.monitoring.minutes("ops", 1, "2000-01-01T00:00:00Z")
     kept = [s for row in rows for s in row["ood_smiles"]]
@@ -195,33 +251,6 @@ def test_empty_store_pages_say_what_to_run(tmp_path: Path) -> None:
 
 
 # -- webhook --------------------------------------------------------------------------
-
-
-class _Hook(BaseHTTPRequestHandler):
-    received: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        type(self).received.append(json.loads(self.rfile.read(length)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def hook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    received: ClassVar[list[dict[str, Any]]] = []
-    handler = type("Hook", (_Hook,), {"received": received})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _drift_rows(store: Store, name: str) -> None:
