@@ -35,7 +35,7 @@ def _frame(kind: str, title: str, body: list[str]) -> str:
     )
 
 
-def _axes(top: float) -> list[str]:
+def _axes(top: float, *, percent: bool = False) -> list[str]:
     bottom = _HEIGHT - _BOTTOM
     return [
         f'<line class="axis" x1="{_LEFT}" y1="{bottom}" x2="{_WIDTH - _RIGHT}" y2="{bottom}" '
@@ -43,7 +43,7 @@ def _axes(top: float) -> list[str]:
         f'<line class="axis" x1="{_LEFT}" y1="{_TOP}" x2="{_LEFT}" y2="{bottom}" '
         'stroke="currentColor" stroke-width="1"/>',
         f'<text x="{_LEFT - 4}" y="{_TOP + 4}" font-size="10" text-anchor="end">'
-        f"{html.escape(_number(top))}</text>",
+        f"{html.escape(f'{top:.0%}' if percent else _number(top))}</text>",
         f'<text x="{_LEFT - 4}" y="{bottom}" font-size="10" text-anchor="end">0</text>',
     ]
 
@@ -115,7 +115,7 @@ def histogram_pair(
     height = _HEIGHT - _TOP - _BOTTOM
     slot = width / max(1, len(bins))
     bar = max(1.0, slot * 0.4)
-    body = _axes(top)
+    body = _axes(top, percent=True)
     for i, label in enumerate(bins):
         for j, (series, share) in enumerate(
             (("window", shares[0][i]), ("reference", shares[1][i]))

@@ -168,14 +168,14 @@ def monitor_detail(
                 kind="histogram similarity",
             )
         )
-    smiles: list[str] = []
+    smiles: dict[str, None] = {}  # distinct, in the order the windows saw them
     for row in rows:
-        smiles.extend(row.get("ood_smiles") or [])
+        smiles.update(dict.fromkeys(row.get("ood_smiles") or []))
         if len(smiles) >= _SMILES_SHOWN:
             break
     context.update(
         charts=drawn,
-        ood_smiles=[{"smiles": s, "svg": depict(s)} for s in smiles[:_SMILES_SHOWN]],
+        ood_smiles=[{"smiles": s, "svg": depict(s)} for s in list(smiles)[:_SMILES_SHOWN]],
         store_smiles=policy_switches(opened, model, version)["store_smiles"],
     )
     return render(request, "monitor_detail.html", nav="monitor", **context)
