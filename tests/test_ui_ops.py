@@ -453,9 +453,22 @@ def test_screens_show_completed_screens_with_top_hits(env: Env, tmp_path: Path) 
 
 def test_running_screens_show_their_progress(env: Env) -> None:
     from qemlflow.screen.running import ProgressFile
+    from qemlflow.store.processes import hostname
 
+    # a killed screen's file: its process is gone, so it is not shown, and the next
+    # screen of this host removes it
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = env.store.root / "screens" / "0123456789abcdef.json"
+    dead.parent.mkdir(exist_ok=True)
+    record = {"host": hostname(), "pid": gone.pid, "pid_started": None, "started_at": 0}
+    record |= {"updated_at": 0, "model": "killed@1", "input": "/data/killed.smi"}
+    record |= {"output": "o", "position": 1, "total": 2, "unit": "bytes", "rows": 1}
+    dead.write_text(json.dumps(record))
     client = _client(env.store)
+    assert "killed@1" not in client.get("/screens").text
     with ProgressFile(env.store.root, "ops@1", "/data/big.smi", "/data/out.parquet") as progress:
+        assert not dead.exists()
         progress.start(1000, "bytes")
         time.sleep(1.05)  # the file is rewritten at most once a second
         progress.update(250, 40)

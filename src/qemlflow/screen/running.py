@@ -3,7 +3,8 @@
 A screen recorded in a store writes ``<store>/screens/<token>.json`` when it starts
 (its model, input, output, process) and rewrites it, atomically and at most once a
 second, with its position in the input; the file is deleted when the screen ends, however
-it ends. :func:`running_screens` lists the files whose process still runs (on this host:
+it ends (a killed screen's file is removed by the next screen of the host).
+:func:`running_screens` lists the files whose process still runs (on this host:
 its pid and start time; elsewhere: the file was touched within :data:`STALE_SECONDS`,
 a heartbeat thread touches it every :data:`HEARTBEAT_SECONDS`).
 """
@@ -95,6 +96,7 @@ class ProgressFile:
     def __enter__(self) -> ProgressFile:
         with contextlib.suppress(OSError):  # a store folder we cannot write: no progress
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_dead(self.path.parent)
         self._write()
         self._heart = threading.Thread(target=self._beat, name="qemlflow-screen", daemon=True)
         self._heart.start()
@@ -150,6 +152,15 @@ def _read(path: Path) -> RunningScreen | None:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _remove_dead(folder: Path) -> None:
+    """Delete the files of killed screens of this host (a killed screen cannot)."""
+    here = hostname()
+    for path in folder.glob("*.json"):
+        found = _read(path)
+        if found is not None and found.host == here and not found.is_live():
+            path.unlink(missing_ok=True)
 
 
 def running_screens(root: Path) -> list[RunningScreen]:
