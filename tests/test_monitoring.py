@@ -172,7 +172,7 @@ def test_far_molecules_raise_the_out_of_domain_alert(
     assert len(events) == 1  # once per window, however often it is checked
     assert _monitor(store, "drifted@1").returncode == 3
     assert len(_alert_events(store, "drifted")) == len(report["alerts"])
-    # no SMILES reaches the store
+    # no SMILES reaches the store: the policy does not ask for them
     rows = store.monitoring.minutes("drifted", 1, "2000-01-01T00:00:00Z")
     assert rows and set(rows[0]) == {
         "id",
@@ -187,7 +187,9 @@ def test_far_molecules_raise_the_out_of_domain_alert(
         "latency_counts",
         "prediction_counts",
         "similarity_counts",
+        "ood_smiles",
     }
+    assert all(row["ood_smiles"] is None for row in rows)  # store_smiles is off by default
 
 
 def test_held_out_esol_raises_no_alert(monitored: tuple[Store, str, list[str]]) -> None:

@@ -26,12 +26,17 @@ __all__ = [
     "LATENCY_BUCKETS",
     "SIMILARITY_EDGES",
     "Report",
+    "alert_payload",
     "bin_index",
     "check",
     "evaluate",
     "ks_statistic",
+    "notify",
+    "parse_window",
+    "policy_switches",
     "psi",
     "record_alerts",
+    "send_webhook",
     "thresholds_for",
 ]
 
@@ -52,6 +57,32 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "min_molecules": 50,  # no alert on fewer scored molecules in the window
 }
 """Alert thresholds used when the run config has no ``promotion.monitoring`` section."""
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_window(text: str) -> int:
+    """Seconds of a window such as ``90s``, ``60m``, ``2h`` or ``1d`` (plain number: minutes).
+
+    Examples
+    --------
+    >>> parse_window("60m"), parse_window("2h"), parse_window("15")
+    (3600, 7200, 900)
+    """
+    import re
+
+    from qemlflow.errors import QeMLflowError
+
+    match = re.fullmatch(r"\s*(\d{1,9})\s*([smhd]?)\s*", text)
+    if match is None or int(match[1]) == 0:
+        raise QeMLflowError(
+            f"cannot read the window {text!r}", "give a number with s, m, h or d, e.g. 60m"
+        )
+    seconds = int(match[1]) * _UNITS[match[2] or "m"]
+    if seconds > 366 * 86400:
+        raise QeMLflowError(f"the window {text!r} is over a year", "give at most 366d")
+    return seconds
 
 
 def bin_index(value: float, edges: Sequence[float]) -> int:
@@ -192,20 +223,118 @@ def evaluate(
     return report
 
 
-def thresholds_for(store: Store, name: str, version: int) -> tuple[dict[str, float], str]:
-    """The alert thresholds of a version: its run config's ``promotion.monitoring``
-    section over :data:`DEFAULT_THRESHOLDS`, and where they came from."""
+_SWITCHES = ("webhook", "store_smiles")  # policy keys that are not thresholds
+
+
+def _policy_section(store: Store, name: str, version: int) -> tuple[dict[str, Any] | None, str]:
+    """The version's ``promotion.monitoring`` section (validated) and its run id."""
     mv = store.get_model_version(name, version)
     config = store.get_run(mv.run_id).config
     promotion = config.get("promotion") if isinstance(config, dict) else None
     section = promotion.get("monitoring") if isinstance(promotion, dict) else None
     if not isinstance(section, dict):
-        return dict(DEFAULT_THRESHOLDS), "defaults"
+        return None, str(mv.run_id)
     from qemlflow.registry import MonitoringThresholds
 
     parsed = MonitoringThresholds.model_validate(section).model_dump(exclude_none=True)
-    given = {key: float(value) for key, value in parsed.items()}
-    return {**DEFAULT_THRESHOLDS, **given}, f"promotion.monitoring of run {mv.run_id}"
+    return parsed, str(mv.run_id)
+
+
+def thresholds_for(store: Store, name: str, version: int) -> tuple[dict[str, float], str]:
+    """The alert thresholds of a version: its run config's ``promotion.monitoring``
+    section over :data:`DEFAULT_THRESHOLDS`, and where they came from."""
+    section, run_id = _policy_section(store, name, version)
+    if section is None:
+        return dict(DEFAULT_THRESHOLDS), "defaults"
+    given = {key: float(value) for key, value in section.items() if key not in _SWITCHES}
+    return {**DEFAULT_THRESHOLDS, **given}, f"promotion.monitoring of run {run_id}"
+
+
+def policy_switches(store: Store, name: str, version: int) -> dict[str, Any]:
+    """The version's monitoring switches: ``webhook`` (URL or None) and ``store_smiles``
+    (False unless the policy says true)."""
+    section, _ = _policy_section(store, name, version)
+    section = section or {}
+    return {
+        "webhook": section.get("webhook"),
+        "store_smiles": bool(section.get("store_smiles", False)),
+    }
+
+
+def alert_payload(report: Report, recorded: Sequence[str]) -> dict[str, Any]:
+    """The JSON a webhook receives: the model, the alerts, the window and its statistics."""
+    return {
+        "event": "qemlflow.monitor.alert",
+        "model": report.name,
+        "version": report.version,
+        "alerts": list(report.alerts),
+        "recorded": list(recorded),
+        "window": {"start": report.window_start, "seconds": report.window_seconds},
+        "statistics": {
+            "requests": report.requests,
+            "molecules": report.molecules,
+            "errors": report.errors,
+            "out_of_domain": report.out_of_domain,
+            "ood_rate": report.ood_rate,
+            "training_ood_rate": report.training_ood_rate,
+            "psi": report.psi,
+            "similarity_ks": report.similarity_ks,
+            "error_rate": report.error_rate,
+        },
+        "thresholds": dict(report.thresholds),
+    }
+
+
+def send_webhook(url: str, payload: Mapping[str, Any], timeout: float = 5.0) -> str | None:
+    """POST ``payload`` as JSON to ``url``; return why it failed, or None when delivered
+    (any 2xx answer). Never raises: a webhook that is down must not stop monitoring."""
+    import json
+
+    body = json.dumps(payload, default=str).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "qemlflow-monitor"}
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover - httpx is a dependency of the serve extra
+        return _send_urllib(url, body, headers, timeout)
+    try:
+        answer = httpx.post(url, content=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if not 200 <= answer.status_code < 300:
+        return f"HTTP {answer.status_code}"
+    return None
+
+
+def _send_urllib(
+    url: str, body: bytes, headers: Mapping[str, str], timeout: float
+) -> str | None:  # pragma: no cover - used only without httpx
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        return f"not an http(s) URL: {url}"
+    request = urllib.request.Request(  # noqa: S310 (http(s) only, checked above)
+        url, data=body, headers=dict(headers), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (http only)
+            status = int(answer.status)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None if 200 <= status < 300 else f"HTTP {status}"
+
+
+def notify(
+    store: Store, report: Report, recorded: Sequence[str], url: str | None = None
+) -> tuple[str | None, str | None]:
+    """Send the newly ``recorded`` alerts of ``report`` to ``url`` (default: the policy's
+    ``webhook``); return (the URL used or None, why delivery failed or None)."""
+    if not recorded:
+        return None, None
+    target = url or policy_switches(store, report.name, report.version)["webhook"]
+    if not target:
+        return None, None
+    return target, send_webhook(target, alert_payload(report, recorded))
 
 
 def check(store: Store, name: str, version: int, window_seconds: int) -> Report | None:

@@ -198,6 +198,8 @@ class MonitoringThresholds(_Strict):
     --------
     >>> MonitoringThresholds(psi=0.1).psi
     0.1
+    >>> MonitoringThresholds(webhook="http://127.0.0.1:9000/hook", store_smiles=True).store_smiles
+    True
     """
 
     psi: float | None = Field(default=None, ge=0)
@@ -205,6 +207,10 @@ class MonitoringThresholds(_Strict):
     ood_excess: float | None = Field(default=None, ge=0, le=1)
     error_rate: float | None = Field(default=None, ge=0, le=1)
     min_molecules: int | None = Field(default=None, ge=1)
+    webhook: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2000)
+    """Where each newly recorded alert is POSTed as JSON (http or https URL)."""
+    store_smiles: bool | None = None
+    """Keep the SMILES of each window's out-of-domain molecules (at most 100 a window)."""
 
 
 class PromotionPolicy(_Strict):

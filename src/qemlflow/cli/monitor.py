@@ -10,29 +10,11 @@ import typer
 
 from qemlflow.cli.options import JsonOption, StoreOption, open_store
 from qemlflow.cli.render import console
+from qemlflow.monitoring import parse_window
 
 __all__ = ["parse_window", "register"]
 
 ALERT_EXIT = 3
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_window(text: str) -> int:
-    """Seconds of a window such as ``90s``, ``60m``, ``2h`` or ``1d`` (plain number: minutes).
-
-    Examples
-    --------
-    >>> parse_window("60m"), parse_window("2h"), parse_window("15")
-    (3600, 7200, 900)
-    """
-    from qemlflow.errors import QeMLflowError
-
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
-    if match is None or int(match[1]) == 0:
-        raise QeMLflowError(
-            f"cannot read the window {text!r}", "give a number with s, m, h or d, e.g. 60m"
-        )
-    return int(match[1]) * _UNITS[match[2] or "m"]
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +28,14 @@ def register(app: typer.Typer) -> None:
         window: Annotated[
             str, typer.Option("--window", help="How far back to look (e.g. 60m, 2h).")
         ] = "60m",
+        webhook: Annotated[
+            str | None,
+            typer.Option(
+                "--webhook",
+                help="POST newly recorded alerts as JSON to this URL (default: the "
+                "policy's promotion.monitoring.webhook).",
+            ),
+        ] = None,
         store: StoreOption = None,
         as_json: JsonOption = False,
     ) -> None:
@@ -54,13 +44,19 @@ def register(app: typer.Typer) -> None:
         Prints PSI of the predictions, the KS statistic of the domain similarity, the
         out-of-domain rate against the training set's own and the error rate, and the
         active alerts (each recorded once per window in the audit trail as
-        ``monitor.alert``). Exit code 0: no alert; 3: at least one alert is active.
+        ``monitor.alert``). A newly recorded alert is also POSTed to the webhook
+        (``--webhook`` or the policy's); a failed delivery is reported on stderr and does
+        not change the exit code. Exit code 0: no alert; 3: at least one alert is active.
         """
         from qemlflow import registry
         from qemlflow.errors import QeMLflowError
-        from qemlflow.monitoring import check, record_alerts
+        from qemlflow.monitoring import check, notify, record_alerts
 
         seconds = parse_window(window)
+        if webhook is not None and not re.fullmatch(r"https?://\S+", webhook):
+            raise QeMLflowError(
+                f"--webhook {webhook!r} is not an http(s) URL", "give e.g. https://host/hook"
+            )
         with open_store(store) as opened:
             mv = registry.resolve(opened, name)
             report = check(opened, str(mv.name), int(mv.version), seconds)
@@ -70,6 +66,9 @@ def register(app: typer.Typer) -> None:
                     "serve it with `qemlflow serve` first: the service records it when it loads",
                 )
             recorded = record_alerts(opened, report)
+            target, failure = notify(opened, report, recorded, webhook)
+        if failure is not None:
+            typer.echo(f"warning: could not deliver the alert to {target}: {failure}", err=True)
         if as_json:
             typer.echo(json.dumps({**report.to_dict(), "recorded": recorded}, indent=2))
         else:

@@ -10,6 +10,7 @@ and again on assembly. The screen is recorded in the store's audit trail as
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -25,12 +26,16 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from qemlflow.pipeline.predictor import Predictor
+    from qemlflow.screen.parts import TopK
     from qemlflow.screen.reading import InputChunk
+    from qemlflow.screen.running import ProgressFile
     from qemlflow.store import Store
 
 __all__ = ["ScreenInterruptedError", "ScreenProgress", "ScreenResult", "screen"]
 
 DEFAULT_CHUNK_SIZE = 20_000
+HITS_KEPT = 20
+"""Best rows kept with a recorded screen (a JSON blob its event names), for the UI."""
 _MAX_WORKERS = 1_024  # processes; more is a typo, and each one holds the model
 
 
@@ -258,92 +263,139 @@ def screen(
     )
     domain_bits = _domain_bits(store, loaded)
     package = ScoringPackage(loaded.digest, loaded.data, domain_bits, domain_threshold)
-    if progress is not None:
-        progress.start(source.total, source.unit)
-    counts = {"rows": 0, "chunks": 0, "position": 0}
-    input_digests: dict[int, str] = {}  # chunks in flight: the digest of their input rows
-    resumed: set[int] = set()
-    rescored: list[int] = []
+    with _progress_file(store, loaded.label, source.path, output) as tracker:
+        watchers = [w for w in (progress, tracker) if w is not None]
+        for watcher in watchers:
+            watcher.start(source.total, source.unit)
+        counts = {"rows": 0, "chunks": 0, "position": 0}
+        input_digests: dict[int, str] = {}  # chunks in flight: the digest of their input rows
+        resumed: set[int] = set()
+        rescored: list[int] = []
 
-    def record(chunk: InputChunk, table: pa.Table | None) -> None:
-        if table is not None:
-            work.write_part(chunk.index, chunk.start, table, input_digests.pop(chunk.index))
-        # Skipped (resumed) chunks can be reported while earlier ones are still scoring.
-        end = chunk.start + (table.num_rows if table is not None else chunk.rows)
-        counts["rows"] = max(counts["rows"], end)
-        counts["chunks"] = max(counts["chunks"], chunk.index + 1)
-        counts["position"] = max(counts["position"], chunk.position)
-        if progress is not None:
-            progress.update(counts["position"], counts["rows"])
+        def record(chunk: InputChunk, table: pa.Table | None) -> None:
+            if table is not None:
+                work.write_part(chunk.index, chunk.start, table, input_digests.pop(chunk.index))
+            # Skipped (resumed) chunks can be reported while earlier ones are still scoring.
+            end = chunk.start + (table.num_rows if table is not None else chunk.rows)
+            counts["rows"] = max(counts["rows"], end)
+            counts["chunks"] = max(counts["chunks"], chunk.index + 1)
+            counts["position"] = max(counts["position"], chunk.position)
+            for watcher in watchers:
+                watcher.update(counts["position"], counts["rows"])
 
-    def to_score() -> Any:
-        for chunk in source.chunks(chunk_size):
-            digest = rows_digest(chunk.ids, chunk.smiles)
-            if chunk.index in kept:
-                problem = work.check(chunk.index, chunk.start, digest)
-                if problem is None:
-                    resumed.add(chunk.index)
-                    record(chunk, None)
-                    continue
-                warnings.warn(
-                    f"cannot reuse {problem}; scoring that chunk again", UserWarning, stacklevel=2
-                )
-                work.discard(chunk.index)
-                rescored.append(chunk.index)
-            input_digests[chunk.index] = digest
-            yield chunk
+        def to_score() -> Any:
+            for chunk in source.chunks(chunk_size):
+                digest = rows_digest(chunk.ids, chunk.smiles)
+                if chunk.index in kept:
+                    problem = work.check(chunk.index, chunk.start, digest)
+                    if problem is None:
+                        resumed.add(chunk.index)
+                        record(chunk, None)
+                        continue
+                    warnings.warn(
+                        f"cannot reuse {problem}; scoring that chunk again",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+                    work.discard(chunk.index)
+                    rescored.append(chunk.index)
+                input_digests[chunk.index] = digest
+                yield chunk
 
-    try:
-        run_chunks(to_score(), package, record, engine=engine, workers=workers, address=address)
-    except KeyboardInterrupt:
-        raise ScreenInterruptedError(
-            f"screen interrupted; {len(work.done())} chunk(s) are kept in '{work.path}'",
-            "run the same command with --resume to continue",
-        ) from None
+        try:
+            run_chunks(to_score(), package, record, engine=engine, workers=workers, address=address)
+        except KeyboardInterrupt:
+            raise ScreenInterruptedError(
+                f"screen interrupted; {len(work.done())} chunk(s) are kept in '{work.path}'",
+                "run the same command with --resume to continue",
+            ) from None
 
-    schema = _schema(predictor)
-    errors = 0
+        schema = _schema(predictor)
+        errors = 0
 
-    def parts() -> Any:
-        nonlocal errors
-        for table in work.parts(counts["chunks"]):  # each checked against its record
-            errors += table.num_rows - table.column("error").null_count
-            yield table.cast(schema)
+        hits = TopK(HITS_KEPT, ranking or _score_column(predictor, None), ascending)
 
-    if top is not None:
-        assert ranking is not None
-        best = TopK(top, ranking, ascending)
-        start = 0
-        for table in parts():
-            best.add(table, start)
-            start += table.num_rows
-        winners = [best.best] if best.best is not None else []
-        written = sum(t.num_rows for t in winners)
-        output_digest = write_output(output, iter(winners), schema, chunk_size)
-    else:
-        written = counts["rows"]
-        output_digest = write_output(output, parts(), schema, chunk_size)
-    work.remove()
-    result = ScreenResult(
-        output=output,
-        output_digest=output_digest,
-        input_digest=input_digest,
-        model_digest=loaded.digest,
-        model=loaded.label,
-        rows=counts["rows"],
-        errors=errors,
-        written=written,
-        chunks=counts["chunks"],
-        resumed_chunks=len(resumed),
-        seconds=time.perf_counter() - began,
-        domain=domain_bits is not None,
-        params=params,
-        rescored_chunks=len(rescored),
-    )
+        def parts() -> Any:
+            nonlocal errors
+            first_row = 0
+            for table in work.parts(counts["chunks"]):  # each checked against its record
+                errors += table.num_rows - table.column("error").null_count
+                table = table.cast(schema)
+                hits.add(table, first_row)
+                first_row += table.num_rows
+                yield table
+
+        if top is not None:
+            assert ranking is not None
+            best = TopK(top, ranking, ascending)
+            start = 0
+            for table in parts():
+                best.add(table, start)
+                start += table.num_rows
+            winners = [best.best] if best.best is not None else []
+            written = sum(t.num_rows for t in winners)
+            output_digest = write_output(output, iter(winners), schema, chunk_size)
+        else:
+            written = counts["rows"]
+            output_digest = write_output(output, parts(), schema, chunk_size)
+        work.remove()
+        result = ScreenResult(
+            output=output,
+            output_digest=output_digest,
+            input_digest=input_digest,
+            model_digest=loaded.digest,
+            model=loaded.label,
+            rows=counts["rows"],
+            errors=errors,
+            written=written,
+            chunks=counts["chunks"],
+            resumed_chunks=len(resumed),
+            seconds=time.perf_counter() - began,
+            domain=domain_bits is not None,
+            params=params,
+            rescored_chunks=len(rescored),
+        )
     if store is not None:
-        seq = _record(store, result, loaded, source.path, engine, workers)
+        top_hits = _hits(hits, ranking or _score_column(predictor, None))
+        seq = _record(store, result, loaded, source.path, engine, workers, top_hits)
         result = dataclasses.replace(result, audit_seq=seq)
     return result
+
+
+def _progress_file(
+    store: Store | None, model: str, input_path: Path, output: Path
+) -> contextlib.AbstractContextManager[ProgressFile | None]:
+    """The screen's progress file in ``store`` (None without a store)."""
+    if store is None:
+        return contextlib.nullcontext()
+    from qemlflow.screen.running import ProgressFile
+
+    return ProgressFile(store.root, model, str(input_path), str(output))
+
+
+def _hits(best: TopK, column: str) -> dict[str, Any]:
+    """The best rows as JSON: input row, id, SMILES, score, domain similarity, in domain."""
+    rows: list[dict[str, Any]] = []
+    if best.best is not None:
+        table = best.best.slice(0, HITS_KEPT).to_pylist()
+        for row, record in zip(best.rows.tolist(), table, strict=False):
+            rows.append(
+                {
+                    "row": int(row),
+                    "id": record.get("id"),
+                    "smiles": record.get("smiles"),
+                    "standardized_smiles": record.get("standardized_smiles"),
+                    "score": record.get(column),
+                    "domain_similarity": record.get("domain_similarity"),
+                    "in_domain": record.get("in_domain"),
+                }
+            )
+    return {
+        "format": "qemlflow.screen-hits/1",
+        "by": column,
+        "ascending": best.ascending,
+        "hits": rows,
+    }
 
 
 def _record(
@@ -353,11 +405,14 @@ def _record(
     input_path: Path,
     engine: str,
     workers: int,
+    hits: dict[str, Any] | None = None,
 ) -> int:
     """Append ``screen.completed`` (the model file goes into the store, so the event's
-    model digest can be verified like any other)."""
+    model digest can be verified like any other). ``hits``, the best rows, go into a JSON
+    blob the event names (``objects["hits"]``): the UI shows them without the output."""
     if model.version is None:
         store.blobs.put_bytes(model.data)
+    hits_digest = store.put_json(hits) if hits is not None else None
     event = store.audit_trail.append(
         "screen.completed",
         {
@@ -365,6 +420,7 @@ def _record(
             "input": result.input_digest,
             "output": result.output_digest,
             **({"run": model.run_id} if model.run_id else {}),
+            **({"hits": hits_digest} if hits_digest else {}),
         },
         details={
             "model": model.label,

@@ -185,6 +185,38 @@ class ApplicabilityDomain:
             out[start : start + k] = sim.max(axis=1)
         return out
 
+    def nearest_packed(
+        self, packed: NDArray[np.uint8], k: int = 3
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """The ``k`` most similar training molecules of each packed ECFP4 row.
+
+        Returns (indices into the training rows as fitted, their similarities), each of
+        shape (n, min(k, n_train)), most similar first; ties go to the earlier row. The
+        first similarity of a row equals :meth:`similarity_packed`'s.
+
+        Examples
+        --------
+        >>> ad = ApplicabilityDomain().fit(["CCO", "CCCO", "c1ccccc1"])
+        >>> index, sim = ad.nearest_packed(ecfp4_packed(["CCO"])[0], k=2)
+        >>> index.tolist(), sim.round(2).tolist()
+        ([[0, 1]], [[1.0, 0.56]])
+        """
+        queries = np.ascontiguousarray(packed, dtype=np.uint8).view(np.uint64).reshape(-1, _WORDS)
+        n_train = len(self.fingerprints_)
+        k = max(0, min(k, n_train))
+        indices = np.zeros((len(queries), k), dtype=np.int64)
+        sims = np.zeros((len(queries), k))
+        query_counts = _popcount(queries).sum(axis=1, dtype=np.int64)
+        for i, query in enumerate(queries):  # one row at a time: (n_train, 32) temporaries
+            shared = _popcount(self.fingerprints_ & query[None, :]).sum(axis=1, dtype=np.int64)
+            union = query_counts[i] + self.bit_counts_ - shared
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sim = shared / union
+            sim[union == 0] = 1.0  # two empty fingerprints are identical
+            order = np.lexsort((np.arange(n_train), -sim))[:k]
+            indices[i], sims[i] = order, sim[order]
+        return indices, sims
+
     def in_domain(self, similarity: NDArray[np.float64]) -> NDArray[np.bool_]:
         """Return which similarities reach the threshold (NaN is out of domain)."""
         with np.errstate(invalid="ignore"):

@@ -6,7 +6,9 @@ request and molecule counts, errors, molecules out of domain, a latency histogra
 the version's training predictions' deciles) and one of domain similarity. Each finished
 window (60 s; ``QEMLFLOW_MONITOR_WINDOW_SECONDS`` or ``ServeSettings.monitor_seconds``
 shortens it) is written to ``store.monitoring`` by a background thread, and whatever is
-open when the service stops. No SMILES is kept.
+open when the service stops. No SMILES is kept, unless the model's policy
+(``promotion.monitoring.store_smiles: true``) asks for the first
+:data:`SMILES_PER_WINDOW` out-of-domain molecules of each window.
 """
 
 from __future__ import annotations
@@ -29,12 +31,21 @@ if TYPE_CHECKING:
     from qemlflow.serve.schemas import PredictionResult
     from qemlflow.store import Store
 
-__all__ = ["Reference", "TrafficMonitor", "reference_of", "row_value", "window_seconds"]
+__all__ = [
+    "SMILES_PER_WINDOW",
+    "Reference",
+    "TrafficMonitor",
+    "reference_of",
+    "row_value",
+    "window_seconds",
+]
 
 log = logging.getLogger("qemlflow.serve")
 
 WINDOW_ENV = "QEMLFLOW_MONITOR_WINDOW_SECONDS"
 _PREDICTION_BINS = 10
+SMILES_PER_WINDOW = 100
+"""Out-of-domain SMILES kept per window and version when the policy asks (bounded)."""
 
 
 def window_seconds(given: float | None = None) -> int:
@@ -116,6 +127,7 @@ class _Window:
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     prediction_counts: list[int] = field(default_factory=list)
     similarity_counts: list[int] = field(default_factory=lambda: [0] * (len(SIMILARITY_EDGES) + 1))
+    ood_smiles: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.prediction_counts = [0] * (len(self.edges) + 1)
@@ -129,6 +141,7 @@ class _Window:
             "latency_counts": self.latency_counts,
             "prediction_counts": self.prediction_counts,
             "similarity_counts": self.similarity_counts,
+            "ood_smiles": self.ood_smiles,
         }
 
 
@@ -154,6 +167,7 @@ class TrafficMonitor:
         self._lock = threading.Lock()
         self._open: dict[tuple[str, int, int], _Window] = {}
         self._edges: dict[tuple[str, int], list[float]] = {}
+        self._keep_smiles: set[tuple[str, int]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -164,6 +178,13 @@ class TrafficMonitor:
             self.store.monitoring.set_reference(name, version, reference.to_dict())
         except Exception as exc:  # monitoring never stops the service from serving
             log.warning("could not record the monitoring reference: %s", exc)
+        try:
+            from qemlflow.monitoring import policy_switches
+
+            if policy_switches(self.store, name, version)["store_smiles"]:
+                self._keep_smiles.add((name, version))
+        except Exception as exc:
+            log.warning("could not read the monitoring policy: %s", exc)
 
     def record(
         self,
@@ -182,11 +203,16 @@ class TrafficMonitor:
         outside = sum(not row.domain.in_domain for row in scored)
         similarities = [s for row in scored if (s := row.domain.similarity) is not None]
         values = [v for v in map(row_value, scored) if v is not None]
+        keep = (name, version) in self._keep_smiles
+        far = [row.smiles for row in scored if not row.domain.in_domain] if keep else []
         start = int(time.time()) // self.seconds * self.seconds
         with self._lock:
             window = self._open.get((name, version, start))
             if window is None:
                 window = self._open[(name, version, start)] = _Window(edges)
+            if keep:
+                kept = window.ood_smiles = window.ood_smiles or []
+                kept.extend(far[: max(0, SMILES_PER_WINDOW - len(kept))])
             window.requests += 1
             window.latency_counts[bin_index(seconds, LATENCY_BUCKETS)] += 1
             window.molecules += len(rows)
@@ -227,7 +253,7 @@ class TrafficMonitor:
 
     def check(self, versions: set[tuple[str, int]]) -> None:
         """Evaluate the last hour of each version: gauges, and alerts into the audit trail."""
-        from qemlflow.monitoring import check, record_alerts
+        from qemlflow.monitoring import check, notify, record_alerts
 
         for name, version in versions:
             try:
@@ -238,7 +264,10 @@ class TrafficMonitor:
                     self.metrics.record_monitor(report)
                 # A service identity without the contributor role cannot audit: the gauges
                 # still show the alert, and `qemlflow monitor` records it.
-                record_alerts(self.store, report)
+                recorded = record_alerts(self.store, report)
+                target, failure = notify(self.store, report, recorded)
+                if failure is not None:
+                    log.warning("could not deliver the alert to %s: %s", target, failure)
             except Exception as exc:
                 log.warning("monitoring check of %s@%s failed: %s", name, version, exc)
 

@@ -1,7 +1,9 @@
 """The monitoring repository: per-window traffic rows and training references of served models.
 
-Rows are written with ``db.changing()``: one per model version and aggregation window per
-service process, no audit event each (an alert is audited, see ``qemlflow monitor``).
+Rows hold counts and histograms; ``ood_smiles`` stays NULL unless the model's policy
+sets ``store_smiles``. Rows are written with ``db.changing()``: one per model version and
+aggregation window per service process, no audit event each (an alert is audited, see
+``qemlflow monitor``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ class Monitoring:
     def add_minute(
         self, name: str, version: int, minute: str, seconds: int, counts: Mapping[str, Any]
     ) -> None:
-        """Record what a service saw of ``name`` version ``version`` in one window."""
+        """Record what a service saw of ``name`` version ``version`` in one window.
+
+        ``counts`` may carry ``ood_smiles`` (a list; kept only when given and not None).
+        """
         fields = (
             "requests",
             "molecules",
@@ -51,6 +56,8 @@ class Monitoring:
             "similarity_counts",
         )
         values = {key: counts[key] for key in fields}
+        if counts.get("ood_smiles") is not None:  # only when the model's policy asks
+            values["ood_smiles"] = list(counts["ood_smiles"])
         with self._db.changing() as conn:
             conn.execute(
                 insert(schema.monitor_minutes).values(

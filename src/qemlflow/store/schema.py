@@ -272,10 +272,14 @@ monitor_minutes = Table(
     Column("latency_counts", JSON, nullable=False),
     Column("prediction_counts", JSON, nullable=False),
     Column("similarity_counts", JSON, nullable=False),
+    # NULL unless the model's policy sets store_smiles (migration 0008): then at most 100
+    # SMILES of the window's out-of-domain molecules.
+    Column("ood_smiles", JSON, nullable=True),
     Index("ix_monitor_minutes_name", "name", "version", "minute"),
 )
 """What a service saw of one model version in one aggregation window (counts, histograms;
-no SMILES). Several service processes may each write a row for the same minute."""
+no SMILES unless the policy asks). Several service processes may each write a row for the
+same minute."""
 
 monitor_references = Table(
     "monitor_references",
