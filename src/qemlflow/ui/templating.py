@@ -111,4 +111,12 @@ def render(
 
 def render_error(request: Request, status_code: int, message: str) -> HTMLResponse:
     """An error page that keeps the navigation (404 for what the store does not have)."""
-    return render(request, "error.html", status_code=status_code, message=message)
+    title = {403: "Not allowed", 404: "Not found"}.get(status_code, "Cannot show this")
+    return render(
+        request,
+        "error.html",
+        status_code=status_code,
+        message=message,
+        title=title,
+        status=status_code,
+    )
