@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import exists, func, insert, literal, or_, select, text
+from sqlalchemy import Text, and_, cast, exists, func, insert, literal, or_, select, text
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -410,17 +410,31 @@ def _until_text(until: str) -> str:
     return value + "~" if len(value) <= len("2026-01-31") else value
 
 
+_PLAIN = re.compile(r"[ !#-\[\]-~]+")
+"""Printable ASCII but quote and backslash: written verbatim inside a JSON document."""
+
+
 def _object_clause(conn: Connection, ref: str) -> ColumnElement[bool]:
     """SQL: one of the event's ``objects`` values equals ``ref`` or (at 6 characters or
-    more) starts with it. Case-sensitive: ``substr``, since SQLite's ``LIKE`` folds case."""
+    more) starts with it. Case-sensitive: ``substr``, since SQLite's ``LIKE`` folds case.
+
+    A plain ``ref`` first has to occur in the objects' JSON text (``instr``/``strpos``),
+    which rules out most rows before their JSON is parsed.
+    """
     t = schema.audit_events
-    each = "json_each_text" if conn.dialect.name == "postgresql" else "json_each"
-    values = getattr(func, each)(t.c.objects).table_valued("value").alias("object_values")
+    postgres = conn.dialect.name == "postgresql"
+    each = func.json_each_text if postgres else func.json_each
+    values = each(t.c.objects).table_valued("value").alias("object_values")
     value = values.c.value
     match = value == ref
     if len(ref) >= _MIN_PREFIX:
         match = or_(match, func.substr(value, 1, len(ref)) == ref)
-    return exists(select(literal(1)).select_from(values).where(match))
+    clause: ColumnElement[bool] = exists(select(literal(1)).select_from(values).where(match))
+    if _PLAIN.fullmatch(ref):
+        text_of = cast(t.c.objects, Text)
+        occurs = func.strpos(text_of, ref) if postgres else func.instr(text_of, ref)
+        clause = and_(occurs > 0, clause)
+    return clause
 
 
 def _filtered(
@@ -444,7 +458,11 @@ def _filtered(
         else:
             query = query.where(t.c.action == action)
     if actor is not None and actor.strip():
-        query = query.where(func.lower(t.c.actor).contains(actor.strip().lower(), autoescape=True))
+        part = actor.strip()
+        if conn.dialect.name == "postgresql":
+            query = query.where(t.c.actor.icontains(part, autoescape=True))
+        else:  # SQLite's LIKE folds ASCII case (as far as its lower() would)
+            query = query.where(t.c.actor.contains(part, autoescape=True))
     if object_ref is not None:
         query = query.where(_object_clause(conn, object_ref.strip()))
     return query
@@ -474,19 +492,25 @@ def read_events(
     """
     t = schema.audit_events
     order = t.c.seq.desc() if newest_first else t.c.seq
-    query = _filtered(
-        conn,
-        select(t).order_by(order),
-        object_ref=object_ref,
-        since=since,
-        until=until,
-        action=action,
-        actor=actor,
-    )
-    if limit is not None:
-        query = query.limit(limit)
-    if offset:
-        query = query.offset(offset)
+    filters = {
+        "object_ref": object_ref,
+        "since": since,
+        "until": until,
+        "action": action,
+        "actor": actor,
+    }
+    if limit is None and not offset:
+        query = _filtered(conn, select(t).order_by(order), **filters)
+    else:
+        # The page's seqs first (an index can sort them), then only those rows: sorting
+        # whole rows, JSON and all, to keep 100 of them costs far more on a long log.
+        page = _filtered(conn, select(t.c.seq).order_by(order), **filters)
+        if limit is not None:
+            page = page.limit(limit)
+        if offset:
+            page = page.offset(offset)
+        seqs = [int(s) for s in conn.execute(page).scalars()]
+        query = select(t).where(t.c.seq.in_(seqs)).order_by(order)
     return [_event_from(r._mapping) for r in conn.execute(query)]
 
 
