@@ -226,7 +226,7 @@ def test_models_list_and_detail_show_versions_aliases_and_history(
     assert "metrics failed" in _cell(refused[0], "gates")
 
     assert "promote-form" not in page.text  # read-only: no forms
-    assert client.get("/models/nope").status_code == 400
+    assert client.get("/models/nope").status_code == 404
 
 
 # -- audit -----------------------------------------------------------------------------

@@ -148,6 +148,10 @@ def _model(
     from qemlflow.registry import describe
 
     opened = store(request)
+    if not opened.list_model_versions(name):
+        return render_error(
+            request, 404, f"no model named {name!r}; the Models page lists the registered ones"
+        )
     info = describe(opened, name)
     moves = [_event_fields(e) for a in HISTORY_ACTIONS for e in _events(request, name, a)]
     moves.sort(key=lambda m: m["seq"])
