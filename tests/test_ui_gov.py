@@ -438,3 +438,37 @@ def test_audit_filters_run_in_sql_on_both_backends(store_factory: Any, tmp_path:
     assert seqs(actor=opened.principal.email.upper()) == list(range(head, owner - 1, -1))
     events, total = opened.audit_page(object_ref="abcdef", limit=1, offset=1)
     assert [e.seq for e in events] == [head - 2] and total == 2
+
+
+def test_an_approval_gate_refuses_then_counts_the_approver(
+    copy: Store, built: dict[str, Any], tmp_path: Path
+) -> None:
+    from tests.identities_helpers import PASSPHRASE, enroll, make_identity
+
+    from qemlflow.audit.signatures import sign
+
+    config = _config(built["source"], promotion={"require_signature": "approved"})
+    run_id = qm.run(config, store=copy).run_id
+    assert run_id is not None
+    assert main(["models", "register", run_id, "--name", "signed", "--store", str(copy.root)]) == 0
+    client = _client(copy, writable=True)
+    token = _form_token(client.get("/models/sol").text)
+
+    refused = client.post("/models/signed/promote", data={"version": "1", "csrf": token})
+    assert refused.status_code == 400
+    error = _element(refused.text, "div", "action-error")
+    assert "refused at the signature gate: no valid &#39;approved&#39; signature" in error
+    assert "qemlflow sign" in error  # the fix: who signs, and how
+
+    ada = make_identity(tmp_path / "ada", "Ada Lovelace", "ada@lab.org")
+    enroll(copy, ada, role="approver")
+    sign(copy, run_id, meaning="approved", reason="QC", passphrase=PASSPHRASE, identity_dir=ada)
+    done = client.post("/models/signed/promote", data={"version": "1", "csrf": token})
+    assert done.status_code == 200 and copy.current_aliases("signed") == {"production": 1}
+    (moved,) = _rows(_element(done.text, "table", "history-table"), 'class="history"')
+    assert "signature passed" in _cell(moved, "gates")
+    approvals = _cell(moved, "approvals")
+    assert "approved" in approvals and "Ada Lovelace &lt;ada@lab.org&gt;" in approvals
+    assert 'data-counted="true"' in moved
+    (earlier,) = _rows(_element(done.text, "table", "refused-table"), 'class="refused"')
+    assert 'data-gate="signature"' in earlier and "signature failed" in _cell(earlier, "gates")
