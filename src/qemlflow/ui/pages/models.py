@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
 from qemlflow.errors import QeMLflowError
 from qemlflow.ui.templating import render, render_error, state, store
+
+if TYPE_CHECKING:
+    from qemlflow.store import AuditEvent
+    from qemlflow.store.registry_records import AliasEventRecord
 
 __all__ = ["HISTORY_ACTIONS", "router"]
 
@@ -173,13 +177,13 @@ def _model(
     )
 
 
-def _events(request: Request, name: str, action: str) -> list[Any]:
+def _events(request: Request, name: str, action: str) -> list[AuditEvent]:
     """This model's events of ``action`` (the action index narrows, the name filters)."""
     found = store(request).audit_events(object_ref=name, action=action)
     return [e for e in found if e.objects.get("model_name") == name]
 
 
-def _event_fields(event: Any) -> dict[str, Any]:
+def _event_fields(event: AuditEvent) -> dict[str, Any]:
     details = event.details or {}
     return {
         "seq": event.seq,
@@ -197,7 +201,7 @@ def _event_fields(event: Any) -> dict[str, Any]:
     }
 
 
-def _history(moves: list[Any], events: list[dict[str, Any]]) -> list[HistoryRow]:
+def _history(moves: list[AliasEventRecord], events: list[dict[str, Any]]) -> list[HistoryRow]:
     """Join each alias move with its audit event: both are written in one transaction, so
     they come in the same order; a move with no matching event keeps empty gates."""
     rows: list[HistoryRow] = []
