@@ -323,12 +323,23 @@ def test_verification_is_cached_per_head_and_catches_a_tampered_event(copy: Stor
         for _, sql in triggers:
             conn.exec_driver_sql(sql)
 
-    # the head did not move: the cached answer stands until it does (or a fresh start)
+    # the head did not move: the cached answer stands until it does, it is old, or a
+    # fresh start
     assert 'data-state="sound"' in client.get("/audit/verification").text
     fresh = _verified(_client(copy))
     assert 'data-state="broken"' in fresh and 'data-first-bad="3"' in fresh
     assert "the event was edited" in fresh
 
+    checker = client.app.state.ui.cache["gov.verification"]  # type: ignore[attr-defined]
+    checker.max_age_s = 0.0  # old at once: still shown, checked again behind it
+    assert 'data-state="sound"' in client.get("/audit/verification").text
+    deadline = time.monotonic() + 60
+    while 'data-state="broken"' not in (stale := client.get("/audit/verification").text):
+        assert 'data-state="sound"' in stale and time.monotonic() < deadline
+        time.sleep(0.05)
+    assert 'data-first-bad="3"' in stale
+
+    checker.max_age_s = 300.0
     copy.audit("test.after", {"thing": "x" * 64})  # the head moves: verified again
     assert 'data-state="pending"' in client.get("/audit/verification").text
     broken = _verified(client)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -40,10 +41,13 @@ class Verification:
     """The latest verification of a store's audit trail, and the one in progress.
 
     ``head`` is the (seq, hash) the report verified; a report answers for the log only
-    while the log's head is still that one.
+    while the log's head is still that one. An edit that leaves the head alone (a row
+    changed around the triggers) moves nothing a cheap query sees, so a report older than
+    ``max_age_s`` is checked again in the background while it is still shown.
     """
 
     store: Store
+    max_age_s: float = 300.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     head: tuple[int, str] | None = None
     report: dict[str, Any] | None = None
@@ -53,16 +57,21 @@ class Verification:
     worker: threading.Thread | None = None
 
     def current(self, head: tuple[int, str]) -> dict[str, Any] | None:
-        """The cached report when it is about ``head``; otherwise start verifying, ``None``."""
+        """The cached report when it is about ``head`` (``None`` when there is none yet);
+        starts verifying in the background when the head moved or the report is old."""
         with self.lock:
-            if self.report is not None and self.head == head:
-                return self.report
-            if self.worker is None or not self.worker.is_alive():
-                self.worker = threading.Thread(
-                    target=self._verify, name="qemlflow-audit-verify", daemon=True
-                )
-                self.worker.start()
-            return None
+            fresh = self.report is not None and self.head == head
+            old = self.checked_at is None or time.time() - self.checked_at > self.max_age_s
+            if not fresh or old:
+                self._start()
+            return self.report if fresh else None
+
+    def _start(self) -> None:
+        if self.worker is None or not self.worker.is_alive():
+            self.worker = threading.Thread(
+                target=self._verify, name="qemlflow-audit-verify", daemon=True
+            )
+            self.worker.start()
 
     def _verify(self) -> None:
         from qemlflow.audit.integrity import verify_trail
@@ -172,7 +181,9 @@ def verification_fragment(request: Request) -> HTMLResponse:
         head=head,
         report=report,
         warnings=checker.warnings,
-        checked_at=checker.checked_at,
+        checked_at=None
+        if checker.checked_at is None
+        else datetime.fromtimestamp(checker.checked_at, UTC).isoformat(),
         seconds=checker.seconds,
         checkpoints=list(reversed(checkpoints[-CHECKPOINTS_SHOWN:])),
         n_checkpoints=len(checkpoints),
