@@ -119,9 +119,10 @@ def audit_page(
     action: str = Query("", max_length=100),
     since: str = Query("", max_length=40),
     until: str = Query("", max_length=40),
-    page: int = Query(1, ge=1),
+    page: int = Query(1),
 ) -> HTMLResponse:
     """The audit log, newest first, 100 events a page, filtered by object, actor, action, time."""
+    page = max(page, 1)
     filters = {
         "object": object_ref,
         "actor": actor,
