@@ -43,8 +43,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import Text, and_, cast, exists, func, insert, literal, or_, select, text
 from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.sql import ColumnElement, Select
 
 from qemlflow.store import schema
 from qemlflow.store.checkpoints import maybe_checkpoint
@@ -74,6 +75,7 @@ __all__ = [
     "acting_principal",
     "append_event",
     "audit_head",
+    "count_events",
     "event_hash",
     "lock_audit_log",
     "missing_append_only_triggers",
@@ -401,13 +403,69 @@ def _since_text(since: str) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _matches(objects: Any, ref: str) -> bool:
-    if not isinstance(objects, Mapping):
-        return False
-    values = [v for v in objects.values() if isinstance(v, str)]
-    if ref in values:
-        return True
-    return len(ref) >= _MIN_PREFIX and any(v.startswith(ref) for v in values)
+def _until_text(until: str) -> str:
+    """The upper bound (inclusive) as text: a date prefix covers its whole day, month, year."""
+    value = _since_text(until)
+    # "~" sorts after every character a timestamp holds (digits, "-", "T", ":", ".", "+")
+    return value + "~" if len(value) <= len("2026-01-31") else value
+
+
+_PLAIN = re.compile(r"[ !#-\[\]-~]+")
+"""Printable ASCII but quote and backslash: written verbatim inside a JSON document."""
+
+
+def _object_clause(conn: Connection, ref: str) -> ColumnElement[bool]:
+    """SQL: one of the event's ``objects`` values equals ``ref`` or (at 6 characters or
+    more) starts with it. Case-sensitive: ``substr``, since SQLite's ``LIKE`` folds case.
+
+    A plain ``ref`` first has to occur in the objects' JSON text (``instr``/``strpos``),
+    which rules out most rows before their JSON is parsed.
+    """
+    t = schema.audit_events
+    postgres = conn.dialect.name == "postgresql"
+    each = func.json_each_text if postgres else func.json_each
+    values = each(t.c.objects).table_valued("value").alias("object_values")
+    value = values.c.value
+    match = value == ref
+    if len(ref) >= _MIN_PREFIX:
+        match = or_(match, func.substr(value, 1, len(ref)) == ref)
+    clause: ColumnElement[bool] = exists(select(literal(1)).select_from(values).where(match))
+    if _PLAIN.fullmatch(ref):
+        text_of = cast(t.c.objects, Text)
+        occurs = func.strpos(text_of, ref) if postgres else func.instr(text_of, ref)
+        clause = and_(occurs > 0, clause)
+    return clause
+
+
+def _filtered(
+    conn: Connection,
+    query: Select[Any],
+    *,
+    object_ref: str | None,
+    since: str | None,
+    until: str | None,
+    action: str | None,
+    actor: str | None,
+) -> Select[Any]:
+    t = schema.audit_events
+    if since is not None:
+        query = query.where(t.c.timestamp >= _since_text(since))
+    if until is not None:
+        query = query.where(t.c.timestamp <= _until_text(until))
+    if action is not None:
+        if action.endswith(".*"):
+            query = query.where(t.c.action.startswith(action[:-1], autoescape=True))
+        else:
+            query = query.where(t.c.action == action)
+    if actor is not None and actor.strip():
+        part = actor.strip()
+        if conn.dialect.name == "postgresql":
+            query = query.where(t.c.actor.icontains(part, autoescape=True))
+        else:  # SQLite's LIKE folds ASCII case (as far as its lower() would)
+            query = query.where(t.c.actor.contains(part, autoescape=True))
+    if object_ref is not None:
+        query = query.where(_object_clause(conn, object_ref.strip()))
+    return query
 
 
 def read_events(
@@ -416,27 +474,67 @@ def read_events(
     object_ref: str | None = None,
     since: str | None = None,
     action: str | None = None,
+    actor: str | None = None,
+    until: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    newest_first: bool = False,
 ) -> list[AuditEvent]:
-    """Return the events in seq order, optionally filtered.
+    """Return the events in seq order (``newest_first``: reversed), optionally filtered.
 
     ``object_ref`` matches an event when it equals one of its ``objects`` values or, at
-    6 characters or more, is a prefix of one. ``since`` is an ISO time or a date prefix
-    (``2026-01``). ``action`` matches exactly, or ending in ``.*`` a family (``run.*``).
+    6 characters or more, is a prefix of one. ``since`` and ``until`` are ISO times or
+    date prefixes (``2026-01``), both inclusive (``until="2026-01-31"`` takes the whole
+    day). ``action`` matches exactly, or ending in ``.*`` a family (``run.*``). ``actor``
+    matches a part of the actor, case-insensitively (``ada`` finds ``Ada <ada@lab.org>``).
+    Every filter runs in SQL, so ``limit`` and ``offset`` page through what matches; see
+    :func:`count_events` for the total.
     """
     t = schema.audit_events
-    query = select(t).order_by(t.c.seq)
-    if since is not None:
-        query = query.where(t.c.timestamp >= _since_text(since))
-    if action is not None:
-        if action.endswith(".*"):
-            query = query.where(t.c.action.startswith(action[:-1], autoescape=True))
-        else:
-            query = query.where(t.c.action == action)
-    events = [_event_from(r._mapping) for r in conn.execute(query)]
-    if object_ref is not None:
-        ref = object_ref.strip()
-        events = [e for e in events if _matches(e.objects, ref)]
-    return events
+    order = t.c.seq.desc() if newest_first else t.c.seq
+    filters = {
+        "object_ref": object_ref,
+        "since": since,
+        "until": until,
+        "action": action,
+        "actor": actor,
+    }
+    if limit is None and not offset:
+        query = _filtered(conn, select(t).order_by(order), **filters)
+    else:
+        # The page's seqs first (an index can sort them), then only those rows: sorting
+        # whole rows, JSON and all, to keep 100 of them costs far more on a long log.
+        page = _filtered(conn, select(t.c.seq).order_by(order), **filters)
+        if limit is not None:
+            page = page.limit(limit)
+        if offset:
+            page = page.offset(offset)
+        seqs = [int(s) for s in conn.execute(page).scalars()]
+        query = select(t).where(t.c.seq.in_(seqs)).order_by(order)
+    return [_event_from(r._mapping) for r in conn.execute(query)]
+
+
+def count_events(
+    conn: Connection,
+    *,
+    object_ref: str | None = None,
+    since: str | None = None,
+    action: str | None = None,
+    actor: str | None = None,
+    until: str | None = None,
+) -> int:
+    """Return how many events match the filters of :func:`read_events`."""
+    t = schema.audit_events
+    query = _filtered(
+        conn,
+        select(func.count()).select_from(t),
+        object_ref=object_ref,
+        since=since,
+        until=until,
+        action=action,
+        actor=actor,
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def audit_head(conn: Connection) -> dict[str, Any]:

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from sqlalchemy.engine import Connection, Engine
 
 from qemlflow.store.api_keys import API_KEY_PREFIX, ApiKeys
-from qemlflow.store.audit import AuditCheck, AuditEvent, AuditReport, append_event
+from qemlflow.store.audit import (
+    AuditCheck,
+    AuditEvent,
+    AuditReport,
+    append_event,
+    count_events,
+    read_events,
+)
 from qemlflow.store.audit_trail import AuditTrail
 from qemlflow.store.blobs import BlobStore
 from qemlflow.store.checkpoints import Checkpoints
@@ -597,6 +604,34 @@ class Store:
     ) -> list[AuditEvent]:
         """Return audit events in seq order, filtered (see :meth:`AuditTrail.events`)."""
         return self.audit_trail.events(object_ref=object_ref, since=since, action=action)
+
+    def audit_page(
+        self,
+        *,
+        object_ref: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[AuditEvent], int]:
+        """Return one page of audit events, newest first, and how many match in all.
+
+        The filters are those of :func:`~.audit.read_events`, applied in SQL: a page
+        costs the same with 100 events in the store or 100,000.
+        """
+        filters: dict[str, Any] = {
+            "object_ref": object_ref,
+            "actor": actor,
+            "action": action,
+            "since": since,
+            "until": until,
+        }
+        with self._reading() as conn:
+            events = read_events(conn, **filters, limit=limit, offset=offset, newest_first=True)
+            total = count_events(conn, **filters)
+        return events, total
 
     def audit_head(self) -> dict[str, Any]:
         """Return the head of the audit chain, an anchor for :meth:`verify_audit`."""
