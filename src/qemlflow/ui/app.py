@@ -78,6 +78,22 @@ def create_app(store: Store, *, writable: bool = False, host: str = "127.0.0.1")
     return app
 
 
+def warm_up() -> None:
+    """Import and exercise what the first page views need (RDKit drawing, NumPy, the
+    lineage and plotting code), so that the first visitor does not wait seconds for it."""
+    import numpy  # noqa: F401
+
+    import qemlflow.audit.principal
+    import qemlflow.pipeline.lineage
+    import qemlflow.ui.graph
+    import qemlflow.ui.plots  # noqa: F401
+    from qemlflow.ui.depict import depict
+
+    depict("c1ccccc1O")
+    for name in PAGES:
+        importlib.import_module(f"qemlflow.ui.pages.{name}")
+
+
 def run_ui(
     store: Store, *, host: str = "127.0.0.1", port: int = 8765, writable: bool = False
 ) -> None:
@@ -85,4 +101,5 @@ def run_ui(
     import uvicorn
 
     app = create_app(store, writable=writable, host=host)
+    warm_up()
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
