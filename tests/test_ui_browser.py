@@ -147,6 +147,16 @@ def _open(browser: Any, ui: Ui, path: str, page: str) -> None:
     """Load ``path`` and wait for its ``main[data-page=page]``."""
     browser.get(ui.url + path)
     _one(browser, f"main#page[data-page={page}]")
+    _layout_intact(browser)
+
+
+def _layout_intact(browser: Any) -> None:
+    """The layout's own parts survive the page's context (a page variable named like a
+    layout one would replace it): the footer names the package version."""
+    from qemlflow import __version__
+
+    footer = _one(browser, "footer").text.strip()
+    assert footer == f"QeMLflow {__version__}", f"{browser.current_url}: footer {footer!r}"
 
 
 def _until(browser: Any, check: Callable[[], Any], message: str, timeout: float = 20) -> Any:
@@ -164,6 +174,7 @@ def _console_errors(browser: Any) -> list[str]:
 
 def _screenshot(browser: Any, name: str) -> Path:
     """Save the page (its full height, up to MAX_SHOT_HEIGHT) as docs/screenshots/NAME.png."""
+    _layout_intact(browser)
     metrics = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})
     height = min(max(float(metrics["cssContentSize"]["height"]), HEIGHT), MAX_SHOT_HEIGHT)
     shot = browser.execute_cdp_cmd(
@@ -174,9 +185,13 @@ def _screenshot(browser: Any, name: str) -> Path:
             "clip": {"x": 0, "y": 0, "width": WIDTH, "height": height, "scale": 1},
         },
     )
+    return _save(name, base64.b64decode(shot["data"]))
+
+
+def _save(name: str, png: bytes) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
-    path.write_bytes(base64.b64decode(shot["data"]))
+    path.write_bytes(png)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return path
 
@@ -299,6 +314,9 @@ def test_the_run_page_draws_lineage_and_plot_tooltips(browser: Any, ui: Ui) -> N
     kinds = {n.get_attribute("data-kind") for n in _all(browser, "svg#lineage-graph g.node")}
     assert {"run", "step", "raw"} <= kinds
     assert _all(browser, "svg#lineage-graph path.edge")
+    section = _one(browser, "section#lineage")
+    browser.execute_script("arguments[0].scrollIntoView()", section)
+    _save("lineage", section.screenshot_as_png)
 
     assert _all(browser, "#metrics-table tr[data-metric=rmse]")
     assert _all(browser, "#predictions-table tr.prediction svg.depiction")
@@ -353,6 +371,7 @@ def test_the_completed_screen_lists_its_hits(browser: Any, ui: Ui) -> None:
     _open(browser, ui, "/screens", "screens")
     row = _one(browser, "#screens-table tr.screen")
     assert MODEL in row.text
+    _screenshot(browser, "screens")
     row.find_element("css selector", "a").click()
     _one(browser, "#hits-table tr.hit svg.depiction")
 
