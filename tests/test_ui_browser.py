@@ -353,6 +353,8 @@ def test_models_show_the_production_alias_and_its_history(browser: Any, ui: Ui) 
     assert "v1" in alias.text, alias.text
     history = _all(browser, "#history-table tr.history")
     assert history and history[0].find_element("css selector", "td.gates").text.strip()
+    assert not _all(browser, "form#promote-form"), "read-only without --allow-changes"
+    assert "read-only" in _one(browser, "header .store").text
     _screenshot(browser, "model")
 
 
