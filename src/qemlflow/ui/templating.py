@@ -80,7 +80,7 @@ templates.env.filters["short"] = _short
 templates.env.filters["pretty_json"] = _pretty_json
 templates.env.filters["svg"] = _svg
 templates.env.globals["NAV"] = NAV
-templates.env.globals["version"] = __version__
+templates.env.globals["qemlflow_version"] = __version__
 
 
 def state(request: Request) -> UiState:
@@ -104,7 +104,10 @@ def render(
         nav=nav,
         writable=ui.writable,
         csrf=ui.csrf,
-        store_label=ui.store.database_url if ui.store.backend != "sqlite" else str(ui.store.root),
+        store_label=ui.store.database_url if ui.store.backend != "sqlite" else ui.store.root.name,
+        store_location=ui.store.database_url
+        if ui.store.backend != "sqlite"
+        else str(ui.store.root),
     )
     return templates.TemplateResponse(request, template, context, status_code=status_code)
 
