@@ -223,6 +223,7 @@ def build_store(
         "run": templates[0].id,
         "compare": [templates[0].id, ids[len(templates)], templates[-1].id],
         "model": models[0],
+        "dataset": store.list_datasets()[0].id,
         "actor": actor,
         "build_s": {k: round(v, 1) for k, v in timings.items()},
     }
@@ -280,7 +281,9 @@ def pages(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         ("audit, actor filter", f"/audit?{urlencode({'actor': manifest['actor']})}"),
         ("audit, object filter", f"/audit?object={quote(manifest['run'])}"),
         ("datasets", "/datasets"),
+        ("dataset", f"/datasets/{manifest['dataset']}"),
         ("monitor", "/monitor"),
+        ("monitor, one model", f"/monitor/{manifest['model']}"),
         ("screens", "/screens"),
         ("predict", "/predict"),
     ]
