@@ -15,6 +15,7 @@ from qemlflow.cli import (
     benchmark,
     data,
     datasets,
+    explain,
     identity,
     keys,
     lineage,
@@ -77,6 +78,7 @@ models.register(app)
 keys.register(app)
 serve.register(app)
 screen.register(app)
+explain.register(app)
 benchmark.register(app)
 monitor.register(app)
 ui.register(app)
