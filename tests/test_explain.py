@@ -299,3 +299,54 @@ def test_cli_refuses_an_unknown_method_or_image_in_one_line(
     assert main(["explain", *common, "--image", "gif"]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert len(lines) == 2 and "unknown explanation method" in lines[0] and "gif" in lines[1]
+
+
+def test_a_registered_model_and_a_run_folder_are_explained_and_recorded(
+    small_esol_csv: Path, tmp_path: Path
+) -> None:
+    import qemlflow as qm
+    from qemlflow import registry
+
+    config = {
+        "name": "explain",
+        "seed": 0,
+        "dataset": {
+            "source": str(small_esol_csv),
+            "smiles_column": "smiles",
+            "target_columns": ["logp"],
+        },
+        "features": [{"type": "ecfp", "radius": 2, "size": 512, "counts": True}, "maccs"],
+        "model": {"estimator": "random_forest", "params": {"n_estimators": 20}},
+        "evaluation": {"n_bootstrap": 20, "plots": False},
+    }
+    store_path = tmp_path / "store"
+    with Store.open(store_path) as store:
+        result = qm.run(config, tmp_path / "run", store=store)
+        assert result.run_id is not None
+        version = registry.register(store, result.run_id, "sol")
+    for model, out in (("sol@1", tmp_path / "by-name"), (str(tmp_path / "run"), tmp_path / "dir")):
+        code = main(
+            [
+                "explain",
+                model,
+                "CCO",
+                "c1ccccc1Cl",
+                "-o",
+                str(out),
+                "--image",
+                "svg",
+                "--store",
+                str(store_path),
+            ]
+        )
+        assert code == 0
+        record = json.loads((out / "1.json").read_text())
+        assert record["method"] == "bit-occlusion-ecfp-atoms"
+        assert record["model"]["digest"] == version.model_digest
+        assert record["non_atom_features"] == 167  # the MACCS keys map to no atom
+        assert len(record["atom_weights"]) == 7
+    assert json.loads((tmp_path / "by-name" / "0.json").read_text())["model"]["version"] == "sol@1"
+    with Store.open(store_path) as store:
+        events = store.audit_trail.events(action="explain.completed")
+        assert [e.objects["run"] for e in events] == [result.run_id] * 2
+        assert store.verify_audit().ok
