@@ -36,7 +36,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         image: Annotated[
             list[str] | None,
-            typer.Option("--image", help="Image format(s): svg, png (default: both)."),
+            typer.Option(
+                "--image",
+                help="Image format(s): svg, png (default: both; png where RDKit has Cairo).",
+            ),
         ] = None,
         trust_file: TrustFileOption = False,
         store: StoreOption = None,
@@ -47,10 +50,10 @@ def register(app: typer.Typer) -> None:
         """
         from rich.markup import escape
 
-        from qemlflow.explain import IMAGE_FORMATS, explain
+        from qemlflow.explain import explain
         from qemlflow.pipeline.model_source import open_model
 
-        formats = _image_formats(image or list(IMAGE_FORMATS))
+        formats = _image_formats(image) if image else None
         with open_store(store) as opened:
             chosen = open_model(model, opened, trust_file=trust_file, purpose="explain")
             result = explain(

@@ -19,6 +19,7 @@ from qemlflow.explain.writing import (
     EXPLANATION_FORMAT,
     IMAGE_FORMATS,
     ExplainResult,
+    available_image_formats,
     explain,
     similarity_map,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "AtomAttribution",
     "ExplainResult",
     "attribute",
+    "available_image_formats",
     "choose_method",
     "explain",
     "masked_smiles",

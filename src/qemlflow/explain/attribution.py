@@ -225,7 +225,18 @@ def attribute(
             "bit-occlusion-ecfp-atoms": _bit_occlusion,
             "atom-masking": _atom_masking,
         }[chosen]
-        results.append(explain_one(predictor, featurizer, given, parsed.smiles, task))
+        result = explain_one(predictor, featurizer, given, parsed.smiles, task)
+        if result.ok and (result.value is None or not np.isfinite(result.value)):
+            result = AtomAttribution(
+                given,
+                parsed.smiles,
+                None,
+                chosen,
+                result.output,
+                None,
+                error="the model gives no score for this molecule",
+            )
+        results.append(result)
     return results
 
 

@@ -14,7 +14,14 @@ if TYPE_CHECKING:
     from qemlflow.pipeline.model_source import OpenedModel
     from qemlflow.store import Store
 
-__all__ = ["EXPLANATION_FORMAT", "IMAGE_FORMATS", "ExplainResult", "explain", "similarity_map"]
+__all__ = [
+    "EXPLANATION_FORMAT",
+    "IMAGE_FORMATS",
+    "ExplainResult",
+    "available_image_formats",
+    "explain",
+    "similarity_map",
+]
 
 EXPLANATION_FORMAT = "qemlflow.explanation/1"
 IMAGE_FORMATS = ("svg", "png")
@@ -31,6 +38,13 @@ class ExplainResult:
     records: list[dict[str, Any]]
     errors: int
     audit_seq: int | None = None
+
+
+def available_image_formats() -> list[str]:
+    """The image formats this RDKit can draw: SVG always, PNG with its Cairo drawer."""
+    from rdkit.Chem.Draw import rdMolDraw2D
+
+    return ["svg", "png"] if hasattr(rdMolDraw2D, "MolDraw2DCairo") else ["svg"]
 
 
 def similarity_map(smiles: str, weights: Sequence[float], kind: str = "svg") -> bytes:
@@ -69,7 +83,7 @@ def explain(
     *,
     method: str = AUTO,
     target: str | None = None,
-    images: Sequence[str] = IMAGE_FORMATS,
+    images: Sequence[str] | None = None,
     store: Store | None = None,
 ) -> ExplainResult:
     """Explain each molecule with ``model`` and write ``output/<n>.json`` and its images.
@@ -78,8 +92,20 @@ def explain(
     read gets its JSON with an ``error`` (``atom_weights`` null) and no image; the others
     are written all the same. With a ``store``, an ``explain.completed`` event records the
     model digest, the method and a blob holding every record; without one, nothing is
-    recorded (as ``predict`` without a store).
+    recorded (as ``predict`` without a store). ``images`` default: SVG, and PNG where
+    RDKit can draw it.
     """
+    drawable = available_image_formats()
+    if images is None:
+        images = drawable
+    for kind in images:
+        if kind not in drawable:
+            from qemlflow.errors import ConfigError
+
+            raise ConfigError(
+                f"cannot draw {kind!r} images here (this RDKit draws: {', '.join(drawable)})",
+                "use --image svg (PNG needs an RDKit built with Cairo)",
+            )
     results = attribute(model.predictor, smiles, method=method, target=target)
     chosen = results[0].method if results else method
     reference = {
