@@ -396,7 +396,7 @@ def _treeshap(
         "base_value": base_value,
         "attribution_share": _shares(
             {
-                "atoms": float(np.abs(weights).sum()),
+                "atoms": float(sum(abs(phi[c]) for c in on)) - unmapped,
                 "bits_not_set": absent,
                 "non_atom_features": other,
             }
