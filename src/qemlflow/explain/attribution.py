@@ -145,7 +145,8 @@ def _lightgbm_tasks(predictor: Predictor) -> bool:
     bases = getattr(predictor.model, "base_estimators_", None)
     if getattr(predictor.model, "joint_", False) or not bases:
         return False
-    return any(isinstance(b, LGBMModel) for b in bases)
+    modelled = [b for b in bases if b is not None]
+    return bool(modelled) and all(isinstance(b, LGBMModel) for b in modelled)
 
 
 def choose_method(predictor: Predictor, requested: str = AUTO) -> Method:
