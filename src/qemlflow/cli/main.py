@@ -27,6 +27,7 @@ from qemlflow.cli import (
     screen,
     serve,
     store,
+    tune,
     ui,
 )
 from qemlflow.cli.render import error_console
@@ -79,6 +80,7 @@ serve.register(app)
 screen.register(app)
 benchmark.register(app)
 monitor.register(app)
+tune.register(app)
 ui.register(app)
 
 
