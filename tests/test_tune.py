@@ -163,11 +163,12 @@ def test_an_interrupted_trial_is_drawn_again(tmp_path: Path, small_esol_csv: Pat
     assert resumed["trials"][2]["state"] == "complete"
 
 
-def test_without_a_validation_part_trials_use_inner_folds(
-    tmp_path: Path, small_esol_csv: Path
+@pytest.mark.parametrize(("sizes", "scoring"), [([0.9, 0.0, 0.1], "auto"), ([0.8, 0.1, 0.1], "cv")])
+def test_inner_folds_score_trials_without_a_validation_part_or_when_asked(
+    tmp_path: Path, small_esol_csv: Path, sizes: list[float], scoring: str
 ) -> None:
-    config = _config(small_esol_csv, split={"method": "random", "sizes": [0.9, 0.0, 0.1]})
-    config["tune"]["folds"] = 3
+    config = _config(small_esol_csv, split={"method": "random", "sizes": sizes})
+    config["tune"].update(folds=3, scoring=scoring)
     study = _tune(_write(tmp_path / "exp.yaml", config), tmp_path / "t", tmp_path / "s", 3)
     assert study["scored_on"] == "inner 3-fold CV"
     for trial in study["trials"]:
@@ -232,6 +233,10 @@ def test_a_tune_section_changes_no_step_key(tmp_path: Path, small_esol_csv: Path
             "bogus",
         ),
         ({"tune": {"metric": "accuracy_of_vibes"}}, "not a metric"),
+        (
+            {"split": {"sizes": [0.9, 0.0, 0.1]}, "tune": {"scoring": "validation"}},
+            "no validation part",
+        ),
         (
             {
                 "tune": {

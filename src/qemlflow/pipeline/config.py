@@ -249,14 +249,16 @@ class TuneConfig(_Strict):
     dimensions; left out, the estimator's documented default space is searched
     (:data:`qemlflow.tune.DEFAULT_SPACES`). ``metric`` defaults to ``rmse`` (regression)
     or ``roc_auc`` (classification), ``direction`` to the metric's better side.
-    ``folds`` is the inner cross-validation on the training part when the split has no
-    validation part. ``study`` and ``trial`` are set by ``qemlflow tune`` on the
+    ``scoring`` says what scores a trial: ``validation`` (the split's validation part),
+    ``cv`` (inner ``folds``-fold cross-validation on the train part, pruned fold by fold)
+    or ``auto`` (the validation part when the split has one, else ``cv``). ``study`` and ``trial`` are set by ``qemlflow tune`` on the
     recorded config of each trial run, linking it to its study.
     """
 
     metric: str | None = None
     direction: Literal["minimize", "maximize"] | None = None
     trials: int | None = Field(default=None, ge=1, le=100_000)
+    scoring: Literal["auto", "validation", "cv"] = "auto"
     folds: int = Field(default=3, ge=2, le=20)
     space: dict[str, TuneDimension] | None = None
     study: str | None = None

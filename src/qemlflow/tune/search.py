@@ -168,7 +168,17 @@ def tune(
         environment = store.blobs.put_bytes(canonical_json(capture_environment(Path.cwd())))
         data = _prepare(cfg, raw, store)
         plan = _plan(data.cfg, data.dataset, data.parts)
-        study = optuna.create_study(direction=plan.direction, sampler=_sampler(plan.cfg.seed, 0))
+        # Pruning needs a score per step: inner folds give one each (median rule); a single
+        # validation score has none, and LightGBM's per-iteration validation score would
+        # tune on the part that calibrates the intervals, so those trials run whole.
+        pruner = (
+            optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+            if plan.scored_on != "validation part"
+            else optuna.pruners.NopPruner()
+        )
+        study = optuna.create_study(
+            direction=plan.direction, sampler=_sampler(plan.cfg.seed, 0), pruner=pruner
+        )
         records = _recorded_trials(store, plan)
         for record in records:
             study.add_trial(_frozen(record, plan))
@@ -238,7 +248,13 @@ def _plan(cfg: ExperimentConfig, dataset: Dataset, parts: Split) -> _Plan:
     direction = tuning.direction or ("minimize" if metric in MINIMIZED_METRICS else "maximize")
     space = dict(tuning.space) if tuning.space else default_space(cfg.model.estimator, task)
     base = cfg.model_copy(update={"tune": None})
-    scored_on = "validation part" if len(parts.valid) else f"inner {tuning.folds}-fold CV"
+    if tuning.scoring == "validation" and not len(parts.valid):
+        raise ConfigError(
+            "tune.scoring is validation, but the split has no validation part",
+            "give the split a validation fraction (sizes), or set tune.scoring: cv",
+        )
+    on_valid = tuning.scoring == "validation" or (tuning.scoring == "auto" and len(parts.valid))
+    scored_on = "validation part" if on_valid else f"inner {tuning.folds}-fold CV"
     # The study is named by what decides its trials: the base experiment, the space, the
     # objective. The same command finds (and resumes) the same study; a changed space
     # starts another.
@@ -248,6 +264,7 @@ def _plan(cfg: ExperimentConfig, dataset: Dataset, parts: Split) -> _Plan:
         "metric": metric,
         "direction": direction,
         "folds": tuning.folds,
+        "scored_on": scored_on,
     }
     digest = hashlib.sha256(canonical_json(identity)).hexdigest()[:12]
     plan = _Plan(
@@ -333,7 +350,7 @@ def _run_trial(
         feat_step = _featurize_step(trial_cfg, data.dataset, std_step.key, executor)
         split_step = _split_step(trial_cfg, data.dataset, std_step.key, executor)
         parts: Split = split_step.value
-        if len(parts.valid):
+        if plan.scored_on == "validation part":
             fit_step = _fit_step(trial_cfg, data.dataset, feat_step, split_step, std_step, executor)
             score, metrics = _score(
                 plan, data.dataset, fit_step.value, feat_step.value, parts.valid
