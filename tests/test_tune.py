@@ -220,6 +220,20 @@ def test_a_tune_section_changes_no_step_key(tmp_path: Path, small_esol_csv: Path
     assert keys[0] == keys[1]
 
 
+def test_trials_default_to_the_config_and_are_required(
+    tmp_path: Path, small_esol_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(small_esol_csv)
+    path = _write(tmp_path / "exp.yaml", config)
+    args = ["tune", str(path), "--out", str(tmp_path / "t"), "--store", str(tmp_path / "s")]
+    assert main(args) == 2
+    assert "--trials" in capsys.readouterr().err
+    config["tune"]["trials"] = 2
+    _write(path, config)
+    assert main(args) == 0
+    assert len(json.loads((tmp_path / "t" / "study.json").read_text())["trials"]) == 2
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

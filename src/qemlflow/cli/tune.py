@@ -29,15 +29,18 @@ def register(app: typer.Typer) -> None:
     @app.command("tune")
     def tune_command(
         config: Annotated[Path, typer.Argument(help="Experiment YAML file (its tune: section).")],
-        trials: Annotated[
-            int,
-            typer.Option(
-                "--trials", min=1, help="Trials the study holds when done (resumed ones count)."
-            ),
-        ],
         out: Annotated[
             Path, typer.Option("--out", "-o", help="Folder for best.yaml, study.json, best-run/.")
         ],
+        trials: Annotated[
+            int | None,
+            typer.Option(
+                "--trials",
+                min=1,
+                help="Trials the study holds when done, resumed ones counted "
+                "(default: the config's tune.trials).",
+            ),
+        ] = None,
         timeout: Annotated[
             float | None,
             typer.Option("--timeout", min=0.0, help="Start no new trial after this many seconds."),
@@ -53,10 +56,17 @@ def register(app: typer.Typer) -> None:
         store: StoreOption = None,
     ) -> None:
         """Tune an experiment with seeded TPE on its training part; run the best config."""
+        from qemlflow.errors import ConfigError
         from qemlflow.pipeline.config import load_config, parse_config
         from qemlflow.tune import tune
 
         cfg = load_config(config)
+        trials = trials or (cfg.tune.trials if cfg.tune else None)
+        if trials is None:
+            raise ConfigError(
+                "how many trials to run is not given",
+                "pass --trials N, or set tune.trials in the experiment file",
+            )
         if n_jobs is not None:  # validated like the config's own n_jobs
             cfg = parse_config({**cfg.model_dump(), "n_jobs": n_jobs}, source="--n-jobs")
         with open_store(store) as opened:

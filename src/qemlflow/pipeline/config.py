@@ -251,8 +251,9 @@ class TuneConfig(_Strict):
     or ``roc_auc`` (classification), ``direction`` to the metric's better side.
     ``scoring`` says what scores a trial: ``validation`` (the split's validation part),
     ``cv`` (inner ``folds``-fold cross-validation on the train part, pruned fold by fold)
-    or ``auto`` (the validation part when the split has one, else ``cv``). ``study`` and ``trial`` are set by ``qemlflow tune`` on the
-    recorded config of each trial run, linking it to its study.
+    or ``auto`` (the validation part when the split has one, else ``cv``). ``trials`` is
+    the default of ``--trials``. ``study`` and ``trial`` are set by ``qemlflow tune`` on
+    the recorded config of each trial run, linking it to its study.
     """
 
     metric: str | None = None
