@@ -148,7 +148,12 @@ def tune(
     on_trial
         Called with each new trial once it is recorded.
     """
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError(
+            "qemlflow tune needs optuna", 'install it: pip install "qemlflow[tune]"'
+        ) from None
 
     from qemlflow.data import read_raw
     from qemlflow.store import canonical_json, capture_environment
@@ -172,7 +177,7 @@ def tune(
         # validation score has none, and LightGBM's per-iteration validation score would
         # tune on the part that calibrates the intervals, so those trials run whole.
         pruner = (
-            optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+            optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=1)
             if plan.scored_on != "validation part"
             else optuna.pruners.NopPruner()
         )
