@@ -138,6 +138,9 @@ def test_resume_runs_only_the_missing_trials_and_matches_a_fresh_study(
     assert resumed["new_trials"] == 2 and len(resumed["trials"]) == 4
     assert resumed["trials"][:2] == first["trials"]
     assert len(_trial_runs(tmp_path / "s1", first["study"])) == 4
+    # Past --timeout no trial starts: the study is reported (and its best run) as it is.
+    stopped = _tune(config, tmp_path / "t", tmp_path / "s1", 10, "--timeout", "0")
+    assert stopped["new_trials"] == 0 and stopped["trials"] == resumed["trials"]
 
     # A fresh store, all four trials at once: the same points and scores (seeded TPE,
     # and a resumed study draws what an uninterrupted one draws).
