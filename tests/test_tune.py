@@ -276,7 +276,7 @@ def test_bad_tuning_setups_fail_in_one_line(
     assert main([*args, "--store", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert not (tmp_path / "t" / "study.json").exists()
+    assert not (tmp_path / "t").exists()
 
 
 def test_scores_are_the_validation_metric_of_each_trial_model(

@@ -165,8 +165,6 @@ def tune(
             "tune needs a held-out test part, but split is kfold (every molecule is tested)",
             "use a split with sizes, e.g. random or scaffold with sizes [0.8, 0.1, 0.1]",
         )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     raw = read_raw(cfg.dataset.source)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with store.in_flight(f"tune {cfg.name}"):
@@ -202,7 +200,7 @@ def tune(
             new += 1
             if on_trial is not None:
                 on_trial(record)
-    return _finish(plan, records, new, store, out, started)
+    return _finish(plan, records, new, store, Path(out), started)
 
 
 def _sampler(seed: int, number: int) -> optuna.samplers.TPESampler:
@@ -648,6 +646,7 @@ def _finish(
     # Ties go to the earliest trial, as Optuna's best_trial.
     best = min(scored, key=lambda r: (sign * float(r.score or 0.0), r.number))
     best_cfg = apply_point(plan.cfg, best.params, tune=None)
+    out.mkdir(parents=True, exist_ok=True)
     best_path = out / BEST_FILENAME
     header = (
         f"# The best configuration of study {plan.study} (trial {best.number}, "
