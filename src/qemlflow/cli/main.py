@@ -28,6 +28,7 @@ from qemlflow.cli import (
     screen,
     serve,
     store,
+    tune,
     ui,
 )
 from qemlflow.cli.render import error_console
@@ -81,6 +82,7 @@ screen.register(app)
 explain.register(app)
 benchmark.register(app)
 monitor.register(app)
+tune.register(app)
 ui.register(app)
 
 

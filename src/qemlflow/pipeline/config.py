@@ -21,6 +21,8 @@ __all__ = [
     "LimitsConfig",
     "ModelConfig",
     "SplitConfig",
+    "TuneConfig",
+    "TuneDimension",
     "load_config",
     "parse_config",
     "without_n_jobs",
@@ -210,6 +212,60 @@ class LimitsConfig(_Strict):
         return MoleculeLimits(**self.model_dump())
 
 
+class TuneDimension(_Strict):
+    """One dimension of a search space for ``qemlflow tune``.
+
+    ``int`` and ``float`` take ``low``, ``high`` and ``log``; ``categorical`` takes
+    ``choices`` (any YAML values: numbers, strings, feature specs).
+    """
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> TuneDimension:
+        if self.type == "categorical":
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("a categorical dimension takes a non-empty choices list only")
+            return self
+        if self.choices is not None or self.low is None or self.high is None:
+            raise ValueError(f"an {self.type} dimension takes low and high, not choices")
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high, got {self.low} and {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log dimension needs low above 0")
+        if self.type == "int" and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError("an int dimension needs whole-number low and high")
+        return self
+
+
+class TuneConfig(_Strict):
+    """What ``qemlflow tune`` searches; ``qemlflow run`` ignores it.
+
+    ``space`` maps dotted config paths (``model.params.num_leaves``, ``features``) to
+    dimensions; left out, the estimator's documented default space is searched
+    (:data:`qemlflow.tune.DEFAULT_SPACES`). ``metric`` defaults to ``rmse`` (regression)
+    or ``roc_auc`` (classification), ``direction`` to the metric's better side.
+    ``scoring`` says what scores a trial: ``validation`` (the split's validation part),
+    ``cv`` (inner ``folds``-fold cross-validation on the train part, pruned fold by fold)
+    or ``auto`` (the validation part when the split has one, else ``cv``). ``trials`` is
+    the default of ``--trials``. ``study`` and ``trial`` are set by ``qemlflow tune`` on
+    the recorded config of each trial run, linking it to its study.
+    """
+
+    metric: str | None = None
+    direction: Literal["minimize", "maximize"] | None = None
+    trials: int | None = Field(default=None, ge=1, le=100_000)
+    scoring: Literal["auto", "validation", "cv"] = "auto"
+    folds: int = Field(default=3, ge=2, le=20)
+    space: dict[str, TuneDimension] | None = None
+    study: str | None = None
+    trial: int | None = Field(default=None, ge=0)
+
+
 class ExperimentConfig(_Strict):
     """A whole experiment: dataset -> standardize -> featurize -> split -> fit -> evaluate.
 
@@ -234,6 +290,9 @@ class ExperimentConfig(_Strict):
         description="Promotion gates for the registry, e.g. "
         "{'metrics': {'rmse': {'max': 0.7}}, 'require_signature': 'approved'}.",
     )
+    # Read by `qemlflow tune` only; absent, the resolved config (and every digest of it)
+    # is what it was before tuning existed.
+    tune: TuneConfig | None = None
 
     @field_validator("promotion")
     @classmethod
@@ -336,6 +395,8 @@ class ExperimentConfig(_Strict):
 
         data = self.model_dump(mode="json")
         data["features"] = without_n_jobs(make_featurizer(self.features).to_spec())
+        if data["tune"] is None:  # configs without it keep their resolved form
+            del data["tune"]
         return data
 
 
