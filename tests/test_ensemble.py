@@ -6,6 +6,7 @@ D-MPNN), through the real pipeline, the real CLI, a real screen and a real serve
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,11 @@ def test_predictions_csv_carries_ensemble_sd(ensemble_run: dict[str, Any]) -> No
     scored = table[table["error"].isna()]
     assert len(scored) > 100 and (scored["ensemble_sd"] >= 0).all()
     assert scored["ensemble_sd"].gt(0).any()
+    spread = json.loads((ensemble_run["run"] / "metrics.json").read_text())["ensemble_spread"]
+    assert (
+        spread["n"] == json.loads((ensemble_run["run"] / "metrics.json").read_text())["n"]["test"]
+    )
+    assert spread["mean_sd"] > 0 and -1 <= spread["sd_error_spearman"] <= 1
     saved = yaml.safe_load((ensemble_run["run"] / "config.yaml").read_text())
     assert saved["model"]["combine"] == "stacking" and len(saved["model"]["members"]) == 3
 
@@ -306,6 +312,7 @@ def test_other_models_outputs_are_unchanged(tmp_path: Path, esol_frame: pd.DataF
     esol_frame.head(60).to_csv(source, index=False)
     result = qm.run(_config(source, FOREST))
     assert "ensemble_sd" not in result.predictions.columns
+    assert "ensemble_spread" not in result.metrics
     assert list(result.scores) == ["prediction", "lower", "upper"]
 
 
@@ -344,3 +351,24 @@ def test_an_ensemble_with_a_dmpnn_member_reads_smiles(
     fit = next(s for s in result.steps if s.step == "fit")
     assert "torch" in fit.libraries and "runtime:device" in fit.libraries
     assert math.isfinite(float(result.metrics["test"]["rmse"]))
+
+
+def test_a_kfold_ensemble_run_scores_out_of_fold_spread(
+    tmp_path: Path, esol_frame: pd.DataFrame
+) -> None:
+    source = tmp_path / "esol.csv"
+    esol_frame.head(40).to_csv(source, index=False)
+    model = {"estimator": "ensemble", "members": [{"estimator": "linear"}, {"estimator": "knn"}]}
+    result = qm.run(_config(source, model, split={"method": "kfold", "k": 3}))
+    spread = result.predictions["ensemble_sd"]
+    assert spread.notna().sum() == 40 and (spread[spread.notna()] > 0).all()
+    assert result.metrics["ensemble_spread"]["n"] == 40
+
+
+def test_parameters_round_trip_through_clone() -> None:
+    from sklearn.base import clone
+
+    ensemble = Ensemble(MEMBERS, combine="stacking", folds=3, random_state=7)
+    copy = clone(ensemble)
+    assert copy.get_params() == ensemble.get_params()
+    assert copy.members == MEMBERS and not hasattr(copy, "models_")

@@ -33,6 +33,7 @@ __all__ = [
     "ensemble_libraries",
     "ensemble_reads",
     "ensemble_runtime",
+    "spread_summary",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -167,6 +168,32 @@ def check_ensemble_params(task: str, params: Mapping[str, Any]) -> None:
                 "(a member reads graphs or names its own features)",
                 "give that member its own features, e.g. features: [{type: ecfp, counts: true}]",
             )
+
+
+def spread_summary(truth: FloatArray, score: FloatArray, spread: FloatArray) -> dict[str, Any]:
+    """How informative the members' spread was on labelled molecules (a run's test part).
+
+    ``mean_sd``: the mean ``ensemble_sd``; ``sd_error_spearman``: Spearman's rank
+    correlation between the spread and the absolute error (regression) or
+    ``|label - probability|`` (classification), pooled over tasks; above 0 means the
+    members disagree more where the ensemble is more wrong. None where undefined.
+
+    Examples
+    --------
+    >>> spread_summary(np.array([1.0, 2.0, 3.0]), np.array([1.1, 2.5, 1.0]),
+    ...                np.array([0.1, 0.4, 0.9]))
+    {'mean_sd': 0.4666666666666666, 'sd_error_spearman': 1.0, 'n': 3}
+    """
+    from scipy.stats import spearmanr
+
+    labelled = ~np.isnan(truth) & np.isfinite(score) & np.isfinite(spread)
+    errors = np.abs(truth[labelled] - score[labelled])
+    sds = spread[labelled]
+    rho: float | None = None
+    if len(sds) >= 3 and np.ptp(sds) > 0 and np.ptp(errors) > 0:
+        rho = float(spearmanr(sds, errors).statistic)
+    mean_sd = float(sds.mean()) if len(sds) else None
+    return {"mean_sd": mean_sd, "sd_error_spearman": rho, "n": int(labelled.sum())}
 
 
 def _positive_score(model: Any, X: npt.NDArray[Any]) -> FloatArray:

@@ -636,6 +636,12 @@ def _evaluate_parts(
             metrics["interval"]["test_intervals"] = (
                 "from each fold model, cross-conformal on its training folds"
             )
+    if "ensemble_sd" in scored and len(parts.test):
+        from qemlflow.models.ensemble import spread_summary
+
+        test = parts.test
+        sd = scored["ensemble_sd"][test]
+        metrics["ensemble_spread"] = spread_summary(dataset.y[test], score[test], sd)
     metrics["leakage"] = leakage(dataset.smiles, parts)
     # Rows folded into another row's molecule; each is listed in rejected.csv.
     metrics["duplicates"] = {**dataset.duplicates(), "resolution": cfg.dataset.duplicates}
