@@ -49,7 +49,9 @@ def _config(inputs: dict[str, Any], estimator: str | None = None) -> Any:
         "split": {"method": inputs.get("split", "random")},
         "evaluation": {"n_bootstrap": 0, "plots": False},
     }
-    if estimator is not None:
+    if estimator == "ensemble":  # members and combine sit beside the estimator
+        data["model"] = {"estimator": estimator, **inputs["params"]["ensemble"]}
+    elif estimator is not None:
         data["model"] = {"estimator": estimator, "params": inputs["params"].get(estimator, {})}
     return parse_config(data).with_task_defaults("regression")
 

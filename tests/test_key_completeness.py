@@ -107,6 +107,14 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
     "random_forest": {"n_estimators": 5},
     "extra_trees": {"n_estimators": 5},
     "lightgbm": {"n_estimators": 10},
+    # An ensemble's key names its members' libraries (a stacked pair of feature models).
+    "ensemble": {
+        "members": [
+            {"estimator": "lightgbm", "params": {"n_estimators": 10}},
+            {"estimator": "linear"},
+        ],
+        "combine": "stacking",
+    },
     "dmpnn": {
         "epochs": 1,
         "hidden_size": 8,
@@ -126,7 +134,7 @@ def declared(case: str) -> set[str]:
     if step == "featurize":
         names = step_libraries(step, make_featurizer(kind).required_libraries())
     elif step in ("fit", "predict"):
-        names = step_libraries(step, get_spec(kind).required_libraries())
+        names = step_libraries(step, get_spec(kind).required_libraries_for(TINY_PARAMS.get(kind)))
     else:
         names = step_libraries(step)
     return {name.lower() for name in names if not name.startswith("runtime:")}

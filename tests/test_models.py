@@ -31,6 +31,7 @@ FAST: dict[str, dict[str, Any]] = {
     "knn": {},
     "svm": {},
     "linear": {},
+    "ensemble": {"members": [{"estimator": "linear"}, {"estimator": "knn"}]},
 }
 
 
@@ -367,6 +368,7 @@ def test_every_estimator_writes_a_canonical_model_file(name: str) -> None:
 
     X, y = regression_data(60)
     params = {"n_estimators": 5} if name in ("random_forest", "extra_trees", "lightgbm") else {}
+    params = FAST["ensemble"] if name == "ensemble" else params
     model = MolecularModel(name, "regression", params=params).fit(X[:45], y[:45])
 
     def dump() -> bytes:
@@ -404,7 +406,9 @@ def test_clone_and_params_follow_the_sklearn_contract() -> None:
 # --------------------------------------------------------------------- errors
 def test_config_errors_name_the_problem() -> None:
     X, y = regression_data(40)
-    with pytest.raises(ConfigError, match="choose one of: dmpnn, extra_trees, knn, lightgbm"):
+    with pytest.raises(
+        ConfigError, match="choose one of: dmpnn, ensemble, extra_trees, knn, lightgbm"
+    ):
         MolecularModel("xgboost").fit(X, y)
     with pytest.raises(ConfigError, match="'n_trees'"):
         MolecularModel("random_forest", params={"n_trees": 5}).fit(X, y)

@@ -476,7 +476,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
     def _check_features(
         self, X: npt.ArrayLike, name: str = "X", n_features: int | None = None
     ) -> npt.NDArray[Any]:
-        if get_spec(self.estimator).reads == "smiles":
+        if get_spec(self.estimator).reads_for(self.params) == "smiles":
             smiles = as_smiles_column(X, name)
             return np.asarray(smiles, dtype=np.str_).reshape(len(smiles), 1)
         try:
@@ -1074,6 +1074,24 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         X_checked = self._check_features(X, n_features=self.n_features_in_)
         return self._shape(self.estimators_[0].predict_tasks(X_checked)[1])
 
+    @available_if(_is_ensemble)  # type: ignore[untyped-decorator]
+    def predict_with_spread(self, X: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """Return ``(values, spread)`` in one pass over the ensemble's members.
+
+        ``values`` is :meth:`predict` (regression) or :meth:`predict_positive`
+        (classification); ``spread`` is :meth:`predict_spread`.
+        """
+        check_is_fitted(self, "estimators_")
+        X_checked = self._check_features(X, n_features=self.n_features_in_)
+        raw, spread = self.estimators_[0].predict_tasks(X_checked)
+        values = self._calibrated(raw) if self.task == "classification" else raw
+        return self._shape(np.asarray(values, dtype=np.float64)), self._shape(spread)
+
+    def _calibrated(self, raw: FloatArray) -> FloatArray:
+        """A joint model's raw per-task probabilities through each task's calibrator."""
+        columns = np.column_stack([c.transform(raw[:, t]) for t, c in enumerate(self.calibrators_)])
+        return np.clip(columns, 0.0, 1.0)
+
     @available_if(_is_regression)  # type: ignore[untyped-decorator]
     def predict_interval(self, X: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         """Return the conformal prediction interval ``(lower, upper)`` at `coverage`.
@@ -1173,11 +1191,7 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         check_is_fitted(self, "estimators_")
         X_checked = self._check_features(X, n_features=self.n_features_in_)
         if getattr(self, "joint_", False):
-            raw = self.estimators_[0].predict_tasks(X_checked)[0]
-            columns = np.column_stack(
-                [c.transform(raw[:, t]) for t, c in enumerate(self.calibrators_)]
-            )
-            return self._shape(np.clip(columns, 0.0, 1.0))
+            return self._shape(self._calibrated(self.estimators_[0].predict_tasks(X_checked)[0]))
         columns = np.column_stack([m.predict_proba(X_checked)[:, 1] for m in self.estimators_])
         return self._shape(np.clip(columns.astype(np.float64), 0.0, 1.0))
 

@@ -15,6 +15,13 @@ from sklearn.svm import SVC, SVR
 
 from qemlflow.errors import ConfigError
 from qemlflow.models.dmpnn import DMPNN, dmpnn_runtime, require_gnn
+from qemlflow.models.ensemble import (
+    Ensemble,
+    check_ensemble_params,
+    ensemble_libraries,
+    ensemble_reads,
+    ensemble_runtime,
+)
 from qemlflow.models.forests import (
     OrderedExtraTreesClassifier,
     OrderedExtraTreesRegressor,
@@ -108,6 +115,15 @@ class EstimatorSpec:
         ``runtime(resolved_params, n_jobs) -> {name: value}``: settings outside the
         parameters that change the bits (the D-MPNN's device and CPU threads); they go
         into the step keys next to the library versions.
+    reads_of : callable or None
+        ``reads_of(params) -> "features" | "smiles"`` when what the model reads depends
+        on its parameters (an ensemble with a graph member reads SMILES); else ``reads``.
+    libraries_of : callable or None
+        ``libraries_of(params) -> names``: libraries that depend on the parameters (an
+        ensemble's members), added to ``libraries``.
+    check_params : callable or None
+        ``check_params(task, resolved_params)`` raises ConfigError for parameters that
+        the names alone do not validate (an ensemble's members).
 
     Examples
     --------
@@ -130,6 +146,19 @@ class EstimatorSpec:
     check_installed: Callable[[], None] | None = None
     libraries: tuple[str, ...] = ()
     runtime: Callable[[Mapping[str, Any], int | None], dict[str, str]] | None = None
+    reads_of: Callable[[Mapping[str, Any] | None], str] | None = None
+    libraries_of: Callable[[Mapping[str, Any] | None], tuple[str, ...]] | None = None
+    check_params: Callable[[str, Mapping[str, Any]], None] | None = None
+
+    def reads_for(self, params: Mapping[str, Any] | None) -> str:
+        """What the model built with ``params`` takes as ``X``: features or smiles."""
+        return self.reads if self.reads_of is None else self.reads_of(params)
+
+    def required_libraries_for(self, params: Mapping[str, Any] | None) -> tuple[str, ...]:
+        """:meth:`required_libraries`, with those its ``params`` add (an ensemble's)."""
+        if self.libraries_of is None:
+            return self.required_libraries()
+        return tuple(sorted({*self.required_libraries(), *self.libraries_of(params)}))
 
     def required_libraries(self) -> tuple[str, ...]:
         """Return every distribution a fit or prediction of this estimator depends on.
@@ -196,6 +225,8 @@ class EstimatorSpec:
             resolved["n_jobs"] = n_jobs
         if "task" in accepted:
             resolved["task"] = task
+        if self.check_params is not None:
+            self.check_params(task, resolved)
         return resolved
 
     def build(self, task: Task, resolved_params: Mapping[str, Any]) -> Any:
@@ -284,6 +315,21 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
         # descriptors); chemprop's models are lightning modules.
         libraries=("chemprop", "lightning", "torch"),
         runtime=dmpnn_runtime,
+    ),
+    # Members and combine come from the experiment's model section (ModelConfig); every
+    # member is checked as its own estimator when the ensemble's parameters are resolved.
+    "ensemble": EstimatorSpec(
+        name="ensemble",
+        regressor=Ensemble,
+        classifier=Ensemble,
+        regression_defaults={"combine": "mean", "folds": 5},
+        classification_defaults={"combine": "mean", "folds": 5},
+        preprocessing="none",
+        joint_tasks=True,
+        runtime=ensemble_runtime,
+        reads_of=ensemble_reads,
+        libraries_of=ensemble_libraries,
+        check_params=check_ensemble_params,
     ),
 }
 

@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from qemlflow.chemistry import ChemistryPolicy
 from qemlflow.errors import ConfigError, QeMLflowError
@@ -19,6 +28,7 @@ __all__ = [
     "EvaluationConfig",
     "ExperimentConfig",
     "LimitsConfig",
+    "MemberConfig",
     "ModelConfig",
     "SplitConfig",
     "TuneConfig",
@@ -173,18 +183,107 @@ class SplitConfig(_Strict):
         return sizes
 
 
-Estimator = Literal["lightgbm", "random_forest", "extra_trees", "knn", "svm", "linear", "dmpnn"]
+MemberEstimator = Literal[
+    "lightgbm", "random_forest", "extra_trees", "knn", "svm", "linear", "dmpnn"
+]
+Estimator = Literal[
+    "lightgbm", "random_forest", "extra_trees", "knn", "svm", "linear", "dmpnn", "ensemble"
+]
 # Estimators that read molecules as graphs (the ``smiles`` featurizer), not feature vectors.
 _GRAPH_ESTIMATORS = frozenset({"dmpnn"})
 
 
+class MemberConfig(_Strict):
+    """One member of an ensemble: an estimator, its parameters and, when the ensemble
+    reads SMILES (it has a graph member), the member's own features."""
+
+    estimator: MemberEstimator
+    params: dict[str, Any] = Field(default_factory=dict)
+    features: FeatureSpec | None = None
+
+    @field_validator("features")
+    @classmethod
+    def _canonical_features(cls, value: FeatureSpec | None) -> Any:
+        # Stored in the featurizer's own spec form, so equal features give equal keys.
+        if value is None:
+            return None
+        from qemlflow.features import make_featurizer
+
+        return without_n_jobs(make_featurizer(value).to_spec())
+
+    @model_serializer(mode="wrap")
+    def _without_unset_features(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and self.features is None:
+            data.pop("features", None)
+        return data
+
+
 class ModelConfig(_Strict):
-    """Which estimator to fit, and its uncertainty settings."""
+    """Which estimator to fit, and its uncertainty settings.
+
+    ``estimator: ensemble`` fits ``members`` (each ``{estimator, params}``) and combines
+    them by ``combine`` (``mean`` or ``stacking``); its own ``params`` take ``folds``
+    (stacking's out-of-fold splits, default 5). ``members`` and ``combine`` exist only for
+    ensembles: other models' resolved configs (and keys) do not name them.
+    """
 
     estimator: Estimator = "lightgbm"
     params: dict[str, Any] = Field(default_factory=dict)
     coverage: float = Field(default=0.9, gt=0.0, lt=1.0)
     calibration: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"
+    members: list[MemberConfig] = Field(default_factory=list)
+    combine: Literal["mean", "stacking"] = "mean"
+
+    @model_validator(mode="after")
+    def _members_only_for_ensembles(self) -> ModelConfig:
+        if self.estimator != "ensemble":
+            extra = sorted({"members", "combine"} & self.model_fields_set)
+            if extra:
+                raise ValueError(
+                    f"{' and '.join(extra)} only apply to estimator: ensemble; "
+                    "remove them or set estimator: ensemble"
+                )
+            return self
+        if len(self.members) < 2:
+            raise ValueError(
+                "an ensemble needs members: a list of at least 2 models such as "
+                "{estimator: lightgbm, params: {}}"
+            )
+        misplaced = sorted({"members", "combine"} & set(self.params))
+        if misplaced:
+            raise ValueError(
+                f"{', '.join(misplaced)} go under model, not model.params: write "
+                "model: {estimator: ensemble, members: [...], combine: mean}"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _ensemble_fields_only_for_ensembles(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Configs without an ensemble keep their resolved form, and so their digests.
+        data = handler(self)
+        if isinstance(data, dict) and self.estimator != "ensemble":
+            data.pop("members", None)
+            data.pop("combine", None)
+        return data
+
+    def reads_smiles(self) -> bool:
+        """Whether the model reads the ``smiles`` column (graph models, and ensembles with
+        a graph member or members with their own features) rather than a feature matrix."""
+        if self.estimator == "ensemble":
+            return any(
+                m.estimator in _GRAPH_ESTIMATORS or m.features is not None for m in self.members
+            )
+        return self.estimator in _GRAPH_ESTIMATORS
+
+    def estimator_params(self) -> dict[str, Any]:
+        """The parameters the estimator is built with: ``params``, and for an ensemble its
+        ``members`` and ``combine`` too (the fit step's key names them)."""
+        params = dict(self.params)
+        if self.estimator == "ensemble":
+            params["members"] = [m.model_dump(mode="json") for m in self.members]
+            params["combine"] = self.combine
+        return params
 
 
 class EvaluationConfig(_Strict):
@@ -327,6 +426,14 @@ class ExperimentConfig(_Strict):
         estimator = model if isinstance(model, str) else (model or {}).get("estimator")
         if isinstance(model, dict | str) and estimator in _GRAPH_ESTIMATORS:
             return {**data, "features": "smiles"}
+        # An ensemble with a graph member (or members with their own features) too.
+        members = model.get("members") if isinstance(model, dict) else None
+        if estimator == "ensemble" and isinstance(members, list):
+            for member in members:
+                if isinstance(member, dict) and (
+                    member.get("estimator") in _GRAPH_ESTIMATORS or "features" in member
+                ):
+                    return {**data, "features": "smiles"}
         return data
 
     @model_validator(mode="after")
@@ -336,6 +443,9 @@ class ExperimentConfig(_Strict):
         featurizer = make_featurizer(self.features)
         reads_smiles = isinstance(featurizer, SmilesColumn)
         estimator = self.model.estimator
+        if estimator == "ensemble":
+            self._check_ensemble_inputs(reads_smiles, featurizer.to_spec()["type"])
+            return self
         if estimator in _GRAPH_ESTIMATORS and not reads_smiles:
             raise ConfigError(
                 f"estimator {estimator!r} reads molecules as graphs, but features is "
@@ -349,6 +459,39 @@ class ExperimentConfig(_Strict):
                 "use estimator: dmpnn, or numeric features such as ecfp or rdkit2d",
             )
         return self
+
+    def _check_ensemble_inputs(self, reads_smiles: bool, feature_type: str) -> None:
+        """An ensemble reads the feature matrix, or (with a graph member, or members with
+        their own features) the SMILES column, from which each feature member computes
+        its own features."""
+        if not self.model.reads_smiles():
+            if reads_smiles:
+                raise ConfigError(
+                    "features 'smiles' gives no numbers for the ensemble's feature members",
+                    "use numeric features such as [ecfp, rdkit2d], or give each member its "
+                    "own features",
+                )
+            return
+        if not reads_smiles:
+            raise ConfigError(
+                "this ensemble reads SMILES (it has a graph member, or members with their "
+                f"own features), but features is {feature_type!r}",
+                "use features: smiles (or leave features out) and give every feature "
+                "member its own features, e.g. features: [{type: ecfp, counts: true}]",
+            )
+        for i, member in enumerate(self.model.members):
+            if member.estimator in _GRAPH_ESTIMATORS and member.features is not None:
+                raise ConfigError(
+                    f"ensemble member {i} ({member.estimator}) reads graphs and takes no features",
+                    "remove features from that member",
+                )
+            if member.estimator not in _GRAPH_ESTIMATORS and member.features is None:
+                raise ConfigError(
+                    f"ensemble member {i} ({member.estimator}) needs a feature matrix, but "
+                    "the ensemble reads SMILES for its graph member",
+                    "give that member its own features, e.g. features: "
+                    "[{type: ecfp, counts: true}, rdkit2d]",
+                )
 
     def with_task_defaults(self, task: Literal["regression", "classification"]) -> ExperimentConfig:
         """This config with what it leaves out filled in by the best defaults for ``task``.
@@ -382,7 +525,7 @@ class ExperimentConfig(_Strict):
         return make_model(
             self.model.estimator,
             task,  # type: ignore[arg-type]
-            params=self.model.params,
+            params=self.model.estimator_params(),
             coverage=self.model.coverage,
             calibration=self.model.calibration,
             random_state=self.seed,

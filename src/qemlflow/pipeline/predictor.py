@@ -115,24 +115,40 @@ class Predictor:
         """Score featurized molecules: output name -> (n_molecules, n_tasks) matrix.
 
         Regression gives ``prediction``, ``lower`` and ``upper``; classification gives
-        ``prediction`` (0/1 at 0.5) and ``probability``. The one place the model is called,
-        for ``predict``, for a run's own predictions and for the prediction service.
+        ``prediction`` (0/1 at 0.5) and ``probability``; an ensemble (``estimator:
+        ensemble``) adds ``ensemble_sd``, its members' standard deviation. The one place
+        the model is called, for ``predict``, for a run's own predictions and for the
+        prediction service.
         """
+        if _is_ensemble(self.model):
+            return self._ensemble_outputs(X)
         if self.task == "regression":
             raw, lower, upper = self.model.predict_with_interval(X)
             return {"prediction": _as_2d(raw), "lower": _as_2d(lower), "upper": _as_2d(upper)}
         proba = _as_2d(self.model.predict_positive(X))
         return {"prediction": (proba >= 0.5).astype(float), "probability": proba}
 
+    def _ensemble_outputs(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        # One pass over the members gives the values and their spread; an ensemble's
+        # intervals are never CV+ (it is one joint model), so they follow from the values.
+        values, spread = self.model.predict_with_spread(X)
+        if self.task == "regression":
+            lower, upper = self.model.interval_around(values)
+            outputs = {"prediction": _as_2d(values), "lower": _as_2d(lower), "upper": _as_2d(upper)}
+        else:
+            proba = _as_2d(values)
+            outputs = {"prediction": (proba >= 0.5).astype(float), "probability": proba}
+        outputs["ensemble_sd"] = _as_2d(spread)
+        return outputs
+
+    def output_bases(self) -> list[str]:
+        """The names of :meth:`outputs`, in order (before any ``_TASK`` suffix)."""
+        bases = ["prediction", "lower", "upper"] if self.task == "regression" else []
+        bases = bases or ["prediction", "probability"]
+        return [*bases, "ensemble_sd"] if _is_ensemble(self.model) else bases
+
     def _column_names(self, n_tasks: int) -> list[str]:
-        bases = (
-            ["prediction", "lower", "upper"]
-            if self.task == "regression"
-            else [
-                "prediction",
-                "probability",
-            ]
-        )
+        bases = self.output_bases()
         if n_tasks == 1:
             return bases
         return [f"{b}_{t}" for b in bases for t in self.target_names]
@@ -334,6 +350,11 @@ def load_predictor_bytes(data: bytes, label: str) -> Predictor:
         )
     predictor: Predictor = payload["predictor"]
     return predictor
+
+
+def _is_ensemble(model: Any) -> bool:
+    """Whether ``model`` is a MolecularModel over ``estimator: ensemble``."""
+    return getattr(model, "estimator", None) == "ensemble"
 
 
 def _as_2d(values: Any) -> np.ndarray:

@@ -186,7 +186,8 @@ def execute(
 
     fit_params = {
         "estimator": cfg.model.estimator,
-        "params": dict(cfg.model.params),
+        # For an ensemble also its members and combine; other models' params unchanged.
+        "params": cfg.model.estimator_params(),
         "coverage": cfg.model.coverage,
         "calibration": cfg.model.calibration,
         "seed": cfg.seed,
@@ -262,8 +263,9 @@ def _model_libraries(cfg: ExperimentConfig, step: str) -> dict[str, str]:
     from qemlflow.models import get_spec
 
     spec = get_spec(cfg.model.estimator)
-    runtime = spec.runtime(cfg.model.params, cfg.n_jobs) if spec.runtime is not None else None
-    return step_libraries(step, spec.required_libraries(), runtime)
+    params = cfg.model.estimator_params()
+    runtime = spec.runtime(params, cfg.n_jobs) if spec.runtime is not None else None
+    return step_libraries(step, spec.required_libraries_for(params), runtime)
 
 
 def _make_split(cfg: ExperimentConfig, dataset: Dataset) -> Split:
@@ -634,6 +636,12 @@ def _evaluate_parts(
             metrics["interval"]["test_intervals"] = (
                 "from each fold model, cross-conformal on its training folds"
             )
+    if "ensemble_sd" in scored and len(parts.test):
+        from qemlflow.models.ensemble import spread_summary
+
+        test = parts.test
+        sd = scored["ensemble_sd"][test]
+        metrics["ensemble_spread"] = spread_summary(dataset.y[test], score[test], sd)
     metrics["leakage"] = leakage(dataset.smiles, parts)
     # Rows folded into another row's molecule; each is listed in rejected.csv.
     metrics["duplicates"] = {**dataset.duplicates(), "resolution": cfg.dataset.duplicates}

@@ -47,8 +47,7 @@ class ScoringPackage:
 
 def output_columns(predictor: Predictor) -> list[str]:
     """The model's output columns, named as ``Predictor.predict`` names them."""
-    bases = ["prediction", "lower", "upper"] if predictor.task == "regression" else []
-    bases = bases or ["prediction", "probability"]
+    bases = predictor.output_bases()  # with ensemble_sd for an ensemble
     targets = predictor.target_names
     if len(targets) == 1:
         return bases
@@ -107,12 +106,13 @@ class ChunkScorer:
         }
         outputs = self.predictor.outputs(X) if len(rows) else {}
         targets = self.predictor.target_names
-        for name in self.columns:
-            base, _, target = name.partition("_") if len(targets) > 1 else (name, "", "")
-            full = np.zeros(n)
-            if len(rows):
-                full[rows] = outputs[base][:, targets.index(target) if target else 0]
-            arrays[name] = pa.array(full, mask=~ok)
+        names = iter(self.columns)  # output_columns' order: base by base, task by task
+        for base in self.predictor.output_bases():
+            for t in range(len(targets)):
+                full = np.zeros(n)
+                if len(rows):
+                    full[rows] = outputs[base][:, t]
+                arrays[next(names)] = pa.array(full, mask=~ok)
         similarity = np.zeros(n)
         known = ok if self.domain is not None else np.zeros(n, dtype=bool)
         if self.domain is not None and len(rows):

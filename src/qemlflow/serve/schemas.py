@@ -44,6 +44,7 @@ class TaskPrediction(BaseModel):
     lower: float | None = None
     upper: float | None = None
     probability: float | None = None
+    ensemble_sd: float | None = None
 
 
 class PredictionResult(BaseModel):
@@ -59,6 +60,11 @@ class PredictionResult(BaseModel):
     lower: float | None = Field(default=None, description="Prediction interval, lower end.")
     upper: float | None = Field(default=None, description="Prediction interval, upper end.")
     probability: float | None = Field(default=None, description="Probability of class 1.")
+    ensemble_sd: float | None = Field(
+        default=None,
+        description="Standard deviation of an ensemble's members' predictions (values, or "
+        "class-1 probabilities): their spread, beside the interval (null for other models).",
+    )
     tasks: dict[str, TaskPrediction] | None = Field(
         default=None, description="Per-task predictions of a multi-task model (else null)."
     )

@@ -180,9 +180,10 @@ class ServedModel:
             raise SmokeTestError(f"{self.version_label} has no test molecules to check it on")
         rows = self.score(list(smiles)) if score is None else score(self, list(smiles))
         for row in rows:
-            values = [row.prediction, row.lower, row.upper, row.probability]
+            values = [row.prediction, row.lower, row.upper, row.probability, row.ensemble_sd]
             for task in (row.tasks or {}).values():
                 values += [task.prediction, task.lower, task.upper, task.probability]
+                values += [task.ensemble_sd]
             given = [v for v in values if v is not None]
             if row.error or not given or not all(math.isfinite(v) for v in given):
                 raise SmokeTestError(
