@@ -27,6 +27,7 @@ from qemlflow.cli import (
     screen,
     serve,
     store,
+    suggest,
     ui,
 )
 from qemlflow.cli.render import error_console
@@ -80,6 +81,7 @@ screen.register(app)
 benchmark.register(app)
 monitor.register(app)
 ui.register(app)
+suggest.register(app)
 
 
 # What to do about an OSError on a path the user gave, by kind.

@@ -71,6 +71,7 @@ ACTION_ROLES: Final[dict[str, str]] = {
     "run.failed": "contributor",
     "run.aborted": "contributor",
     "screen.completed": "contributor",
+    "suggest.completed": "contributor",
     # electronic signatures: by meaning, see required_role
     "signature": "contributor",
 }
