@@ -338,3 +338,35 @@ def test_the_active_learning_loop_runs_on_a_tiny_set() -> None:
     assert again.found == runs["greedy"].found
     summary = bench.summarize(list(runs.values()), len(smiles))
     assert set(summary) == {"random", "greedy"} and len(summary["greedy"]["found_mean"]) == 3
+
+
+def test_a_classifier_ranks_by_probability_and_refuses_gaussian_acquisitions(
+    tmp_path: Path,
+) -> None:
+    bbbp = pd.read_csv(bundled_csv("bbbp"))
+    bbbp.head(200).to_csv(tmp_path / "train.csv", index=False)
+    config = {
+        **CONFIG,
+        "name": "permeable",
+        "dataset": {"source": str(tmp_path / "train.csv"), "smiles_column": "smiles"},
+    }
+    with Store.open(tmp_path / "store") as store:
+        qm.run(config, tmp_path / "run", store=store)
+    pool = bbbp.iloc[200:320][["smiles"]]
+    pool.to_csv(tmp_path / "pool.csv", index=False)
+    scored = load_model(tmp_path / "run").predict(pool["smiles"].tolist())
+    scored["row"] = np.arange(1, len(scored) + 1)
+    scored = scored[scored["error"] == ""]
+    p = scored["probability"]
+    base = ["suggest", str(tmp_path / "run"), str(tmp_path / "pool.csv"), "-n", "5"]
+    base += ["--store", str(tmp_path / "store"), "--max-similarity", "1"]
+    for acquisition, score in (("greedy", p), ("uncertainty", np.sqrt(p * (1 - p)))):
+        out = tmp_path / f"{acquisition}.csv"
+        assert main([*base, "-o", str(out), "--acquisition", acquisition]) == 0
+        want = scored.assign(score=score).sort_values(["score", "row"], ascending=[False, True])
+        got = pd.read_csv(out)
+        assert got["row"].tolist() == want["row"].head(5).tolist()
+        assert (got["uncertainty_source"] == "bernoulli").all()
+        np.testing.assert_allclose(got["prediction"], want["probability"].head(5), rtol=1e-12)
+    assert main([*base, "-o", str(tmp_path / "ucb.csv"), "--acquisition", "ucb"]) == 2
+    assert not (tmp_path / "ucb.csv").exists()
