@@ -289,6 +289,10 @@ def main() -> None:
             "n_top": len(top_molecules(y, maximize)),
             "maximize": maximize,
             "strategies": summarize(campaigns, len(smiles)),
+            "campaigns": [
+                {"strategy": c.strategy, "seed": c.seed, "labelled": c.labelled, "found": c.found}
+                for c in campaigns
+            ],
         }
     table = markdown(results)
     print(table)

@@ -370,3 +370,23 @@ def test_a_classifier_ranks_by_probability_and_refuses_gaussian_acquisitions(
         np.testing.assert_allclose(got["prediction"], want["probability"].head(5), rtol=1e-12)
     assert main([*base, "-o", str(tmp_path / "ucb.csv"), "--acquisition", "ucb"]) == 2
     assert not (tmp_path / "ucb.csv").exists()
+
+
+def test_one_interval_width_for_all_is_said_and_ranks_as_greedy() -> None:
+    from qemlflow.features import ECFP
+    from qemlflow.models import MolecularModel
+    from qemlflow.pipeline.predictor import Predictor
+    from qemlflow.suggest import rank_pool
+
+    esol = pd.read_csv(bundled_csv("esol"))
+    smiles, y = esol["smiles"].tolist()[:260], esol["logp"].to_numpy()[:260]
+    X = ECFP().fit_transform(smiles)
+    # 80 calibration labels: a split-conformal interval, one width for every molecule.
+    model = MolecularModel("linear").fit(X[:120], y[:120], X[120:200], y[120:200])
+    assert model.interval_methods_ == ["split_conformal"]
+    predictor = Predictor(model, ECFP().to_spec(), "regression", ["logp"], standardize=False)
+    pool = smiles[200:]
+    greedy = rank_pool(predictor, pool, 6, acquisition="greedy")
+    with pytest.warns(UserWarning, match="the same for every molecule: ucb ranks as greedy"):
+        ucb = rank_pool(predictor, pool, 6, acquisition="ucb", beta=3.0)
+    assert ucb.rows.tolist() == greedy.rows.tolist()

@@ -401,7 +401,9 @@ def rank_pool(
                 "(an interval fitted on too few labels)",
                 "use --acquisition greedy, or a model trained on more data",
             )
-        if np.ptp(pool.sigma[ok]) == 0 and len(pool.sigma[ok]) > 1:
+        sigma = pool.sigma[ok]
+        # (upper - lower) of a fixed-width interval differs between molecules by rounding only
+        if len(sigma) > 1 and np.allclose(sigma, sigma[0], rtol=1e-9, atol=0.0):
             consequence = (
                 "ties go to pool order"
                 if acquisition == "uncertainty"
