@@ -287,7 +287,12 @@ def test_refusals_are_one_line(
     assert _run(trained, out, "--acquisition", "thompson") == 2
     assert "unknown acquisition 'thompson'" in capsys.readouterr().err
     assert _run(trained, out, "--max-similarity", "1.5") == 2
-    assert _run(trained, out, "-n", "0") == 2
+    assert _run(trained, out, "-n", "0") == 2  # the last -n counts
+    assert _run(trained, out, "-n", "99999999999999999999") == 2
+    assert "a batch holds 1 to 1,000,000 molecules" in capsys.readouterr().err
+    (tmp_path / "folder.csv").mkdir()
+    assert _run(trained, tmp_path / "folder.csv") == 2
+    assert _run(trained, out, "--acquisition", "ei", "--best-observed", "nan") == 2
     assert not out.exists()
     with pytest.raises(ConfigError, match="needs a Gaussian prediction"):
         check_options("ei", 5, 1.0, 0.7, "classification")

@@ -65,6 +65,8 @@ ACQUISITIONS: Final = ("greedy", "uncertainty", "ucb", "ei")
 DEFAULT_BETA: Final = 1.0
 DEFAULT_MAX_SIMILARITY: Final = 0.7
 ACTION: Final = "suggest.completed"
+MAX_BATCH: Final = 1_000_000
+"""The largest batch ``-n`` asks for: a round of experiments, not a screen (``screen --top``)."""
 _CHUNK = 20_000  # pool rows scored at a time: bounds the feature matrix's memory
 
 
@@ -341,6 +343,7 @@ def select_diverse(
     usable = np.isfinite(values) if eligible is None else eligible & ~np.isnan(values)
     candidates = np.flatnonzero(usable)
     order = candidates[np.lexsort((candidates, -values[candidates]))]
+    k = min(k, len(order))  # a batch larger than the pool is the whole pool
     if k <= 0:
         return np.empty(0, dtype=np.intp), 0
     if max_similarity >= 1.0:  # every similarity is at most 1: nothing is ever skipped
@@ -436,8 +439,11 @@ def check_options(
         raise ConfigError(
             f"unknown acquisition {acquisition!r}", f"use one of {', '.join(ACQUISITIONS)}"
         )
-    if k < 1:
-        raise ConfigError(f"-n {k}: the batch needs at least one molecule", "give -n 1 or more")
+    if not 1 <= k <= MAX_BATCH:
+        raise ConfigError(
+            f"-n {k}: a batch holds 1 to {MAX_BATCH:,} molecules",
+            "give a smaller -n (to score a whole library, use 'qemlflow screen --top')",
+        )
     if not math.isfinite(beta) or beta < 0:
         raise ConfigError(f"--beta {beta} is not a weight", "give a number of 0 or more")
     if not 0.0 <= max_similarity <= 1.0:  # also refuses NaN
@@ -548,6 +554,11 @@ def suggest(
     output = Path(output)
     if output.suffix.lower() != ".csv":
         raise ConfigError(f"cannot write '{output}'", "name the output .csv")
+    if output.is_dir() or not output.parent.is_dir():
+        where = "is a folder" if output.is_dir() else "is in a folder that does not exist"
+        raise ConfigError(f"cannot write '{output}': it {where}", "give a .csv file path")
+    if best_observed is not None and not math.isfinite(best_observed):
+        raise ConfigError(f"--best-observed {best_observed} is not a label", "give a number")
     check_options(acquisition, k, beta, max_similarity)
     source = open_input(pool, smiles_column=smiles_column, id_column=id_column, header=header)
     loaded = (
