@@ -395,3 +395,17 @@ def test_one_interval_width_for_all_is_said_and_ranks_as_greedy() -> None:
     with pytest.warns(UserWarning, match="the same for every molecule: ucb ranks as greedy"):
         ucb = rank_pool(predictor, pool, 6, acquisition="ucb", beta=3.0)
     assert ucb.rows.tolist() == greedy.rows.tolist()
+
+
+def test_a_row_the_reader_cannot_read_is_rejected_with_its_reason(
+    trained: Trained, tmp_path: Path
+) -> None:
+    pool = tmp_path / "pool.csv"
+    pool.write_text("name,smiles\na,CCO\nb,CCN,shifted\nc,c1ccccc1O\n")
+    out = tmp_path / "next.csv"
+    args = ["suggest", "sol@1", str(pool), "-n", "5", "-o", str(out), "--id-column", "name"]
+    assert main([*args, "--store", str(trained.store_path), "--acquisition", "greedy"]) == 0
+    assert sorted(pd.read_csv(out)["id"]) == ["a", "c"]  # fewer than asked: all there is
+    rejected = pd.read_csv(tmp_path / "next.rejected.csv")
+    assert rejected["row"].tolist() == [2]
+    assert rejected["error"].iloc[0].startswith("too_many_fields")
