@@ -213,10 +213,10 @@ def score_pool(
     lower = upper = None
     if predictor.task == "regression":
         prediction = column(f"prediction{suffix}")
-        if f"ensemble_sd{suffix}" in columns:
+        lower, upper = column(f"lower{suffix}"), column(f"upper{suffix}")
+        if f"ensemble_sd{suffix}" in columns:  # the members' spread, when the model has one
             sigma, source = column(f"ensemble_sd{suffix}"), "ensemble_sd"
         else:
-            lower, upper = column(f"lower{suffix}"), column(f"upper{suffix}")
             z = _normal_quantile(0.5 + float(getattr(predictor.model, "coverage", 0.9)) / 2)
             sigma, source = (upper - lower) / 2.0 / z, "conformal"
     else:
