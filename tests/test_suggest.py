@@ -409,3 +409,14 @@ def test_a_row_the_reader_cannot_read_is_rejected_with_its_reason(
     rejected = pd.read_csv(tmp_path / "next.rejected.csv")
     assert rejected["row"].tolist() == [2]
     assert rejected["error"].iloc[0].startswith("too_many_fields")
+
+
+def test_the_pool_is_read_with_the_screen_reading_options(trained: Trained, tmp_path: Path) -> None:
+    pool = tmp_path / "headerless.tsv"
+    pool.write_text("CCO\tethanol\nc1ccccc1O\tphenol\nCCCCCCCC\toctane\n")
+    out = tmp_path / "next.csv"
+    args = ["suggest", "sol@1", str(pool), "-n", "3", "-o", str(out), "--max-similarity", "1"]
+    args += ["--store", str(trained.store_path), "--acquisition", "greedy"]
+    assert main(args) == 2  # the first molecule would be read as a header: refused
+    assert main([*args, "--no-header", "--id-column", "2"]) == 0
+    assert sorted(pd.read_csv(out)["id"]) == ["ethanol", "octane", "phenol"]
