@@ -28,6 +28,7 @@ from qemlflow.cli import (
     screen,
     serve,
     store,
+    suggest,
     tune,
     ui,
 )
@@ -84,6 +85,7 @@ benchmark.register(app)
 monitor.register(app)
 tune.register(app)
 ui.register(app)
+suggest.register(app)
 
 
 # What to do about an OSError on a path the user gave, by kind.

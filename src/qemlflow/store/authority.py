@@ -72,6 +72,7 @@ ACTION_ROLES: Final[dict[str, str]] = {
     "run.aborted": "contributor",
     "screen.completed": "contributor",
     "explain.completed": "contributor",
+    "suggest.completed": "contributor",
     # electronic signatures: by meaning, see required_role
     "signature": "contributor",
 }
