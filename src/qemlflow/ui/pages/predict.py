@@ -95,6 +95,7 @@ def _value(result: Any, task: str) -> dict[str, Any]:
                 "label": p.prediction if task == "classification" else None,
                 "lower": p.lower,
                 "upper": p.upper,
+                "ensemble_sd": p.ensemble_sd,  # None unless the model is an ensemble
             }
         )
     return {"outputs": rows}
