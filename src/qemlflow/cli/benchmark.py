@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--tune-trials",
                 help="Trials per cell of a tuned model (tuned_lightgbm), searched inside the "
-                "training part; part of the cell's digest. [default: 30]",
+                "training part (default 30); part of the cell's digest.",
                 show_default=False,
             ),
         ] = None,
