@@ -20,16 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 from qemlflow._atomic import write_atomic
 from qemlflow.benchmark.suite import (
+    DEFAULT_TUNE_TRIALS,
     SIZES,
     BenchmarkDataset,
     BenchmarkModel,
     resolve_datasets,
     resolve_models,
 )
-from qemlflow.errors import DataError
+from qemlflow.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from qemlflow.pipeline.config import ExperimentConfig
+    from qemlflow.pipeline.runner import RunResult
     from qemlflow.store import Store
 
 __all__ = [
@@ -44,6 +46,8 @@ __all__ = [
 
 RESULTS_NAME = "{suite}.json"
 _MAX_SEEDS = 100  # each seed is a full pass over the suite; more is a typo
+_MAX_TUNE_TRIALS = 10_000
+TUNING_FOLDER = "tuning"
 
 
 @dataclass
@@ -65,9 +69,19 @@ class BenchmarkResult:
 
 
 def experiment_config(
-    dataset: BenchmarkDataset, model: BenchmarkModel, seed: int, n_jobs: int = 1
+    dataset: BenchmarkDataset,
+    model: BenchmarkModel,
+    seed: int,
+    n_jobs: int = 1,
+    tune_trials: int = DEFAULT_TUNE_TRIALS,
 ) -> ExperimentConfig:
-    """The experiment one benchmark cell runs, with the task's defaults filled in."""
+    """The experiment one benchmark cell runs, with the task's defaults filled in.
+
+    A tuned model's experiment also has a ``tune`` section that pins what decides the
+    search: the trial budget, the metric, scoring on the validation part and the full
+    search space. It is part of the config digest, so a cell is recomputed when any of
+    them changes (``tune_trials`` is ignored for other models).
+    """
     from qemlflow.pipeline.config import parse_config
 
     data: dict[str, Any] = {
@@ -82,9 +96,26 @@ def experiment_config(
         "evaluation": {"n_bootstrap": 0, "plots": False},
         **dict(model.experiment),
     }
+    if model.tuned:
+        data["tune"] = _tune_section(dataset, model, tune_trials)
     cfg = parse_config(data, source=f"benchmark model {model.name!r}")
     with_defaults = getattr(cfg, "with_task_defaults", None)
     return with_defaults(dataset.task) if callable(with_defaults) else cfg
+
+
+def _tune_section(dataset: BenchmarkDataset, model: BenchmarkModel, trials: int) -> dict[str, Any]:
+    from qemlflow.tune import default_space
+
+    estimator = str((model.experiment.get("model") or {}).get("estimator", "lightgbm"))
+    space = default_space(estimator, dataset.task)
+    return {
+        "trials": trials,
+        "metric": dataset.metric,
+        # The split always has a validation part (SIZES): trials are scored there, inside
+        # the training part; the test part is read once, by the best configuration's run.
+        "scoring": "validation",
+        "space": {path: dim.model_dump(mode="json") for path, dim in sorted(space.items())},
+    }
 
 
 def config_digest(cfg: ExperimentConfig) -> str:
@@ -195,6 +226,7 @@ def run_benchmark(
     known_models: Mapping[str, BenchmarkModel] | None = None,
     command: str | None = None,
     on_cell: Callable[[str, str, int, dict[str, Any] | None], None] | None = None,
+    tune_trials: int = DEFAULT_TUNE_TRIALS,
 ) -> BenchmarkResult:
     """Run ``suite`` for ``models`` over seeds ``0..seeds-1`` and write the report into ``out``.
 
@@ -207,11 +239,14 @@ def run_benchmark(
     from qemlflow.benchmark.report import write_report
 
     if not 1 <= seeds <= _MAX_SEEDS:
-        from qemlflow.errors import ConfigError
-
         raise ConfigError(
             f"--seeds must be at least 1 and at most {_MAX_SEEDS}, got {seeds}",
             "pass --seeds 3, say",
+        )
+    if not 1 <= tune_trials <= _MAX_TUNE_TRIALS:
+        raise ConfigError(
+            f"--tune-trials must be at least 1 and at most {_MAX_TUNE_TRIALS}, got {tune_trials}",
+            f"pass --tune-trials {DEFAULT_TUNE_TRIALS}, say",
         )
     chosen_sets = resolve_datasets(suite, datasets)
     chosen_models = resolve_models(models, known_models)
@@ -231,7 +266,7 @@ def run_benchmark(
             previous = results.get(dataset.key, {}).get(model.name, {})
             kept: dict[int, dict[str, Any]] = {}
             for seed in range(seeds):
-                cfg = experiment_config(dataset, model, seed, n_jobs)
+                cfg = experiment_config(dataset, model, seed, n_jobs, tune_trials)
                 digest = config_digest(cfg)
                 old = _recorded_seed(previous, seed, digest)
                 if old is not None:
@@ -240,17 +275,20 @@ def run_benchmark(
                     continue
                 if on_cell is not None:
                     on_cell(dataset.key, model.name, seed, None)
-                kept[seed] = _run_cell(cfg, dataset, digest, store)
+                if model.tuned:
+                    kept[seed] = _run_tuned_cell(cfg, dataset, digest, store, out_dir)
+                else:
+                    kept[seed] = _run_cell(cfg, dataset, digest, store)
                 outcome.computed.append((dataset.key, model.name, seed))
                 # Seeds beyond this call's range stay when their config is unchanged.
-                extra = _other_seeds(previous, kept, dataset, model, n_jobs)
+                extra = _other_seeds(previous, kept, dataset, model, n_jobs, tune_trials)
                 results.setdefault(dataset.key, {})[model.name] = summarize(
                     dataset, model, [*kept.values(), *extra]
                 )
                 _write_json(path, results)
                 if on_cell is not None:
                     on_cell(dataset.key, model.name, seed, kept[seed])
-            extra = _other_seeds(previous, kept, dataset, model, n_jobs)
+            extra = _other_seeds(previous, kept, dataset, model, n_jobs, tune_trials)
             results.setdefault(dataset.key, {})[model.name] = summarize(
                 dataset, model, [*kept.values(), *extra]
             )
@@ -280,13 +318,14 @@ def _other_seeds(
     dataset: BenchmarkDataset,
     model: BenchmarkModel,
     n_jobs: int,
+    tune_trials: int = DEFAULT_TUNE_TRIALS,
 ) -> list[dict[str, Any]]:
     extra = []
     for entry in previous.get("seeds", []):
         seed = entry.get("seed") if isinstance(entry, dict) else None
         if not isinstance(seed, int) or seed in kept:
             continue
-        digest = config_digest(experiment_config(dataset, model, seed, n_jobs))
+        digest = config_digest(experiment_config(dataset, model, seed, n_jobs, tune_trials))
         if _recorded_seed(previous, seed, digest) is not None:
             extra.append(entry)
     return extra
@@ -299,6 +338,70 @@ def _run_cell(
 
     start = time.perf_counter()
     result = run(cfg, store=store)
+    return _seed_entry(cfg, dataset, digest, result, time.perf_counter() - start)
+
+
+def _run_tuned_cell(
+    cfg: ExperimentConfig,
+    dataset: BenchmarkDataset,
+    digest: str,
+    store: Store | None,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Tune the cell's experiment inside its training part; the best run is the result."""
+    import contextlib
+    import shutil
+    import tempfile
+
+    from qemlflow.tune import BEST_FILENAME, STUDY_FILENAME, TrialRecord, tune
+
+    assert cfg.tune is not None and cfg.tune.trials is not None  # set by experiment_config
+    start = time.perf_counter()
+    searched = start  # when the last new trial ended: the search's share of the cell
+
+    def trial_done(_: TrialRecord) -> None:
+        nonlocal searched
+        searched = time.perf_counter()
+
+    with contextlib.ExitStack() as stack:
+        temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="qemlflow-tune-")))
+        if store is None:  # tune records its trials: a throwaway store when none is given
+            from qemlflow.store import Store as StoreClass
+
+            store = stack.enter_context(StoreClass.open(temp / "store"))
+        tuned = tune(cfg, temp / "out", trials=cfg.tune.trials, store=store, on_trial=trial_done)
+        # best.yaml reruns the cell's final run (`qemlflow run`); study.json lists the trials.
+        kept = out_dir / TUNING_FOLDER / cfg.name
+        kept.mkdir(parents=True, exist_ok=True)
+        for name in (BEST_FILENAME, STUDY_FILENAME):
+            shutil.copyfile(temp / "out" / name, kept / name)
+    seconds = time.perf_counter() - start
+    entry = _seed_entry(cfg, dataset, digest, tuned.final, seconds)
+    entry["tuning"] = {
+        "trials": len(tuned.trials),
+        # Trials a resumed study took from the store cost nothing now: fewer new trials
+        # than trials means the seconds undercount the search.
+        "new_trials": tuned.new_trials,
+        "seconds": round(searched - start, 2) if tuned.new_trials else 0.0,
+        "scored_on": tuned.scored_on,
+        "study": tuned.study,
+        "best_trial": tuned.best.number,
+        "best_score": tuned.best.score,
+        "best_params": tuned.best.params,
+        "pruned": sum(1 for t in tuned.trials if t.state == "pruned"),
+        "failed": sum(1 for t in tuned.trials if t.state == "failed"),
+        "files": f"{TUNING_FOLDER}/{cfg.name}",
+    }
+    return entry
+
+
+def _seed_entry(
+    cfg: ExperimentConfig,
+    dataset: BenchmarkDataset,
+    digest: str,
+    result: RunResult,
+    seconds: float,
+) -> dict[str, Any]:
     value = result.metrics.get("test", {}).get(dataset.metric)
     if not isinstance(value, int | float) or math.isnan(value):
         raise DataError(
@@ -309,7 +412,7 @@ def _run_cell(
         "seed": cfg.seed,
         "value": float(value),
         "config_digest": digest,
-        "seconds": round(time.perf_counter() - start, 2),
+        "seconds": round(seconds, 2),
         "n_test": int(result.metrics.get("n", {}).get("test", 0)),
         "run_id": result.run_id,
         # Exact duplicates across parts and shared scaffolds: a result is only worth its

@@ -25,7 +25,13 @@ def _names(value: str | None) -> list[str] | None:
 
 
 def _command(
-    suite: str, models: str | None, datasets: str | None, seeds: int, n_jobs: int, out: Path
+    suite: str,
+    models: str | None,
+    datasets: str | None,
+    seeds: int,
+    n_jobs: int,
+    out: Path,
+    tune_trials: int | None = None,
 ) -> str:
     """The command line as parsed (recorded in the report, so it can be rerun)."""
     words = ["qemlflow", "benchmark", "--suite", suite]
@@ -33,7 +39,10 @@ def _command(
         words += ["--models", models]
     if datasets:
         words += ["--datasets", datasets]
-    words += ["--seeds", str(seeds), "--n-jobs", str(n_jobs), "--out", str(out)]
+    words += ["--seeds", str(seeds), "--n-jobs", str(n_jobs)]
+    if tune_trials is not None:
+        words += ["--tune-trials", str(tune_trials)]
+    words += ["--out", str(out)]
     return shlex.join(words)
 
 
@@ -41,8 +50,11 @@ def _announce(dataset: str, model: str, seed: int, entry: dict[str, Any] | None)
     if entry is None:
         console.print(f"[dim]running[/] {dataset} / {model} / seed {seed} ...", highlight=False)
     else:
+        tuning = entry.get("tuning")
+        searched = f", {tuning['trials']} trials in {tuning['seconds']:.0f} s" if tuning else ""
         console.print(
-            f"  {dataset} / {model} / seed {seed}: {entry['value']:.4f} ({entry['seconds']:.0f} s)",
+            f"  {dataset} / {model} / seed {seed}: {entry['value']:.4f} "
+            f"({entry['seconds']:.0f} s{searched})",
             highlight=False,
         )
 
@@ -88,6 +100,7 @@ def register(app: typer.Typer) -> None:
                 "--models",
                 help="Comma-separated benchmark models (default: default,dmpnn; the other "
                 "classical candidates: lightgbm, lightgbm_rdkit2d, random_forest, knn_tanimoto; "
+                "tuned and ensembled: tuned_lightgbm, ensemble_classical, ensemble_gbdt_dmpnn; "
                 "dmpnn_quick is the CI check).",
                 show_default=False,
             ),
@@ -102,6 +115,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
         seeds: Annotated[int, typer.Option("--seeds", help="Seeds 0..N-1 per cell.")] = 3,
         n_jobs: Annotated[int, typer.Option("--n-jobs", help="Parallel jobs per run.")] = 1,
+        tune_trials: Annotated[
+            int | None,
+            typer.Option(
+                "--tune-trials",
+                help="Trials per cell of a tuned model (tuned_lightgbm), searched inside the "
+                "training part (default 30); part of the cell's digest.",
+                show_default=False,
+            ),
+        ] = None,
         out: Annotated[
             Path, typer.Option("--out", "-o", help="Folder for the report (JSON, Markdown, PNG).")
         ] = Path("benchmarks-out"),
@@ -113,8 +135,9 @@ def register(app: typer.Typer) -> None:
         run can be resumed or extended with more models or seeds.
         """
         from qemlflow.benchmark import run_benchmark
+        from qemlflow.benchmark.suite import DEFAULT_TUNE_TRIALS
 
-        command = _command(suite, models, datasets, seeds, n_jobs, out)
+        command = _command(suite, models, datasets, seeds, n_jobs, out, tune_trials)
         with open_store(store) as opened:
             result = run_benchmark(
                 out,
@@ -126,5 +149,6 @@ def register(app: typer.Typer) -> None:
                 store=opened,
                 command=command,
                 on_cell=_announce,
+                tune_trials=DEFAULT_TUNE_TRIALS if tune_trials is None else tune_trials,
             )
         _summary(result)
