@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qemlflow._atomic import write_atomic
-from qemlflow.store.processes import hostname, process_alive, process_start_time
+from qemlflow.store.processes import holder_alive, hostname, process_start_time
 
 __all__ = ["HEARTBEAT_SECONDS", "ProgressFile", "RunningScreen", "running_screens"]
 
@@ -57,13 +57,7 @@ class RunningScreen:
 
     def is_live(self, now: float | None = None) -> bool:
         """Whether the screen's process still runs (elsewhere: still beats)."""
-        if self.host == hostname():
-            return process_alive(self.pid, self.pid_started)
-        try:
-            beat = self.path.stat().st_mtime
-        except FileNotFoundError:
-            return False
-        return (time.time() if now is None else now) - beat < STALE_SECONDS
+        return holder_alive(self.host, self.pid, self.pid_started, self.path, STALE_SECONDS, now)
 
 
 class ProgressFile:

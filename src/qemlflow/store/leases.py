@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from qemlflow.store.processes import hostname, process_alive, process_start_time
+from qemlflow.store.processes import holder_alive, hostname, process_start_time
 
 __all__ = ["HEARTBEAT_SECONDS", "LEASE_TTL_SECONDS", "Lease", "hold_lease", "live_leases"]
 
@@ -45,13 +45,9 @@ class Lease:
 
     def is_live(self, now: float | None = None) -> bool:
         """Whether the process holding the lease still runs (or, elsewhere, still beats)."""
-        if self.host == hostname():
-            return process_alive(self.pid, self.pid_started)
-        try:
-            beat = self.path.stat().st_mtime
-        except FileNotFoundError:
-            return False
-        return (time.time() if now is None else now) - beat < LEASE_TTL_SECONDS
+        return holder_alive(
+            self.host, self.pid, self.pid_started, self.path, LEASE_TTL_SECONDS, now
+        )
 
 
 def _read(path: Path) -> Lease | None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
-__all__ = ["hostname", "process_alive", "process_start_time"]
+__all__ = ["holder_alive", "hostname", "process_alive", "process_start_time"]
 
 
 def hostname() -> str:
@@ -58,3 +59,23 @@ def process_alive(pid: int, started: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def holder_alive(
+    host: str,
+    pid: int,
+    started: int | None,
+    beat: Path,
+    ttl_seconds: float,
+    now: float | None = None,
+) -> bool:
+    """Whether the process that wrote a lease or progress file still runs: on this host,
+    by its pid and start time; elsewhere, by the file having been touched (``beat``'s
+    modification time) within ``ttl_seconds``."""
+    if host == hostname():
+        return process_alive(pid, started)
+    try:
+        touched = beat.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return (time.time() if now is None else now) - touched < ttl_seconds
