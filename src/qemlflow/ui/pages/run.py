@@ -358,22 +358,12 @@ def _esignature_verifies(public_key: str, event: AuditEvent) -> bool:
 
 
 def run_events(st: Store, run_id: str, limit: int = EVENTS_SHOWN) -> list[AuditEvent]:
-    """The audit events naming the run (oldest first), found in SQL: the objects' JSON
-    text holds the id, then each match is checked exactly."""
-    from sqlalchemy import Text, cast, select
+    """The audit events naming the run (oldest first), found in SQL by the store's own
+    object filter; only exact matches are kept (the filter also takes id prefixes)."""
+    from qemlflow.store.audit import read_events
 
-    from qemlflow.store import schema
-    from qemlflow.store.audit import _event_from  # the row -> event mapping of the store
-
-    t = schema.audit_events
-    query = (
-        select(t)
-        .where(cast(t.c.objects, Text).contains(run_id, autoescape=True))
-        .order_by(t.c.seq)
-        .limit(limit)
-    )
     with st.db.reading() as conn:
-        events = [_event_from(r._mapping) for r in conn.execute(query)]
+        events = read_events(conn, object_ref=run_id, limit=limit)
     return [e for e in events if run_id in e.objects.values()]
 
 
