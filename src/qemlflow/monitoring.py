@@ -317,7 +317,7 @@ def _send_urllib(
         url, data=body, headers=dict(headers), method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (http only)
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310  # nosec B310  # http(s) only, checked above
             status = int(answer.status)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"

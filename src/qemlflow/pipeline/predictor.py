@@ -337,7 +337,7 @@ def load_predictor_bytes(data: bytes, label: str) -> Predictor:
     names. Commands establish that first (:func:`qemlflow.pipeline.model_source.open_model`).
     """
     try:
-        payload = pickle.loads(gzip.decompress(data))
+        payload = pickle.loads(gzip.decompress(data))  # nosec B301  # bytes open_model or the store vouched for
     except Exception as exc:  # a corrupt or foreign file can raise almost anything
         raise ModelError(
             f"{label} is not a QeMLflow model ({type(exc).__name__})",

@@ -353,7 +353,7 @@ def _unpickle_model(data: bytes) -> tuple[Any, list[str]]:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        payload = pickle.loads(gzip.decompress(data))
+        payload = pickle.loads(gzip.decompress(data))  # nosec B301  # the store's own fit output, digest checked
     if not isinstance(payload, dict) or "predictor" not in payload:
         raise ValueError("the blob is no QeMLflow model file")
     counts: dict[tuple[str, str], int] = {}
