@@ -16,6 +16,7 @@ it says so in one line and passes. The editable qemlflow itself is not on PyPI: 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -123,6 +124,9 @@ def run_pip_audit(service: str) -> tuple[dict[str, object] | None, str]:
 
 def main() -> int:
     """Run the gate; 0 when it passes."""
+    if importlib.util.find_spec("pip_audit") is None:  # a missing tool is no unreachable service
+        print(f"pip-audit is not installed in {sys.prefix}: pip install -e '.[dev]'")
+        return 2
     reasons = []
     best: tuple[int, str, dict[str, object]] | None = None
     for service in SERVICES:  # the next service only for what this one could not audit
