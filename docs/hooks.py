@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import html
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
 ROOT = Path(__file__).resolve().parent.parent
+# The pages describe these sources, whatever else is installed (as mkdocstrings' `paths`).
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
 
 # Markdown characters that would turn help text into emphasis, links or table cells.
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]|])")
