@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
+# A Sphinx cross-reference role left in a docstring (`:func:`~a.b.c``), as mkdocstrings
+# renders it: the role prefix and a leading `~` go, the name stays in code.
+_SPHINX_ROLE = re.compile(r":(?:mod|func|class|meth|attr|data|exc|obj):<code>~?([^<]*)</code>")
+
 # Markdown characters that would turn help text into emphasis, links or table cells.
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]|])")
 
@@ -37,6 +41,13 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     if source == "cli.md":
         return markdown + "\n" + cli_reference()
     return markdown
+
+
+def on_page_content(html_text: str, page: Any, config: Any, files: Any) -> str:
+    """Sphinx roles in the API reference's docstrings read as plain code names."""
+    if page.file.src_uri != "api.md":
+        return html_text
+    return _SPHINX_ROLE.sub(r"<code>\1</code>", html_text)
 
 
 def readme_markdown() -> str:
