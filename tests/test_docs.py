@@ -167,3 +167,27 @@ def test_tutorial_runs(tmp_path: Path) -> None:
     hits = (tmp_path / "hits.csv").read_text(encoding="utf-8").splitlines()
     assert len(hits) == 4  # --top 3
     assert "test molecules, mean interval width" in output  # the Python block
+
+
+def test_readme_python_names_exist() -> None:
+    """The README's Python examples compile and use only public names of ``qemlflow``.
+
+    They are not run (they read the reader's own experiment.yaml); the tutorial's Python
+    block, run above, exercises the same calls."""
+    import ast
+
+    import qemlflow
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)\n```", readme, re.DOTALL)
+    assert blocks, "the README has a Python example"
+    for block in blocks:
+        tree = ast.parse(block)
+        used = {
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "qm"
+        }
+        assert used <= set(qemlflow.__all__), used - set(qemlflow.__all__)
