@@ -1,10 +1,12 @@
-"""The release artifact: the wheel ``python -m build`` makes, installed into a fresh virtual
-environment, runs ``qemlflow demo`` with nothing from the source tree.
+"""The release artifacts: ``python -m build`` makes an sdist and, from it, a wheel; the
+wheel, installed into a fresh virtual environment, runs ``qemlflow demo`` with nothing
+from the source tree.
 
-The wheel is built from a copy of the project (a stale ``build/`` folder in the checkout
-could otherwise put deleted modules back into it). Its dependencies come from the
-configured package index; the optional extras (torch, the service) are not installed: the
-demo needs none of them. About a minute with a warm pip cache, most of it pip.
+They are built from a copy of the project's files (what git tracks or would track), so a
+stale ``build/`` or ``*.egg-info`` folder in the checkout can neither leak into them nor
+be left behind. The wheel's dependencies come from the configured package index; the
+optional extras (torch, the service) are not installed: the demo needs none of them.
+About a minute, most of it pip installing the dependencies.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from qemlflow._version import __version__
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-# What building the wheel reads (the sdist adds the rest, through MANIFEST.in).
-PROJECT_FILES = ("pyproject.toml", "README.md", "LICENSE")
+# Never part of a release, whatever the checkout holds (used when it is no git checkout).
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "__pycache__", "*.egg-info", "build", "dist", ".*_cache", "site"
+)
 
 
 @dataclass
 class Installed:
+    sdist: Path
     wheel: Path
     python: Path
     bin: Path
@@ -53,6 +58,29 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def _copy_project(target: Path) -> None:
+    """The project's files: tracked and untracked-but-not-ignored ones in a git checkout."""
+    git = shutil.which("git")
+    listed = (
+        subprocess.run(
+            [git or "git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+        )
+        if git
+        else None
+    )
+    if listed is None or listed.returncode != 0:  # an unpacked sdist: all but the debris
+        shutil.copytree(ROOT, target, ignore=_NOT_SOURCE, dirs_exist_ok=True)
+        return
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():  # a deleted file is still listed until the commit
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
 def _run(args: list[str | Path], cwd: Path, env: dict[str, str]) -> str:
     done = subprocess.run(
         [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
@@ -63,29 +91,28 @@ def _run(args: list[str | Path], cwd: Path, env: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    """The wheel, built in isolation (setuptools from the index, as a release is) and
-    installed with its dependencies into a new virtual environment."""
+    """The sdist and the wheel built from it, in isolation (setuptools from the index, as
+    a release is); the wheel installed with its dependencies into a new virtual
+    environment."""
     _require_build()
     source = tmp_path_factory.mktemp("source")
-    for name in PROJECT_FILES:
-        shutil.copy2(ROOT / name, source / name)
-    shutil.copytree(
-        ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-    )
+    _copy_project(source)
     dist = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "build", "--wheel", "--outdir", dist, source], source, _clean_env())
-    (wheel,) = dist.glob("qemlflow-*.whl")
+    _run([sys.executable, "-m", "build", "--outdir", dist, source], source, _clean_env())
+    (sdist,) = dist.glob("qemlflow-*.tar.gz")
+    (wheel,) = dist.glob("qemlflow-*.whl")  # built from the unpacked sdist
 
     home = tmp_path_factory.mktemp("venv") / "venv"
     venv.EnvBuilder(with_pip=True).create(home)
     python = home / "bin" / "python"
-    _run([python, "-m", "pip", "install", "-q", wheel], home, _clean_env())
+    # --no-compile halves the install: only the modules the demo imports get compiled
+    _run([python, "-m", "pip", "install", "-q", "--no-compile", wheel], home, _clean_env())
     purelib = _run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         home,
         _clean_env(),
     )
-    return Installed(wheel, python, home / "bin", Path(purelib.strip()))
+    return Installed(sdist, wheel, python, home / "bin", Path(purelib.strip()))
 
 
 def test_the_wheel_carries_the_package_data_and_license(installed: Installed) -> None:
@@ -115,6 +142,30 @@ def test_the_wheel_carries_the_package_data_and_license(installed: Installed) ->
         "qemlflow/py.typed",
     ):
         assert needed in names, needed
+
+
+def test_the_sdist_carries_what_a_contributor_needs(installed: Installed) -> None:
+    import tarfile
+
+    top = f"qemlflow-{__version__}"
+    with tarfile.open(installed.sdist) as archive:
+        names = set(archive.getnames())
+    for needed in (
+        "LICENSE",
+        "README.md",
+        "CHANGELOG.md",
+        "CONTRIBUTING.md",
+        "pyproject.toml",
+        "conftest.py",
+        "tests/conftest.py",
+        "tests/bundled.py",
+        "src/qemlflow/_version.py",
+        "src/qemlflow/data/bundled/esol.csv.gz",
+        "benchmarks/import_time.py",
+        ".ci/run",
+    ):
+        assert f"{top}/{needed}" in names, needed
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
 def test_demo_runs_from_the_installed_wheel(installed: Installed, tmp_path: Path) -> None:
