@@ -12,7 +12,6 @@ and stores them under their content key; the second finds the key and reads the 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -22,19 +21,13 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-MUV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "muv.csv.gz"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from molecules import library_smiles
+
 FEATURIZERS = {
     "ecfp4-counts+rdkit2d (demo)": [{"type": "ecfp", "counts": True}, {"type": "rdkit2d"}],
     "ecfp4 bits": {"type": "ecfp"},
 }
-
-
-def load_smiles(n: int, path: Path) -> list[str]:
-    """The first ``n`` SMILES of the MUV file (repeated if it is shorter)."""
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        next(handle)
-        smiles = [line.split(",", 1)[0] for line, _ in zip(handle, range(n), strict=False)]
-    return (smiles * (n // len(smiles) + 1))[:n]
 
 
 def featurize_step(executor: object, spec: object, smiles: list[str], n_jobs: int) -> object:
@@ -54,14 +47,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--n-jobs", type=int, default=1)
-    parser.add_argument("--smiles-file", type=Path, default=MUV)
+    parser.add_argument(
+        "--smiles-file", type=Path, help="default: ../shared/data/muv.csv.gz, else the bundled sets"
+    )
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
     from qemlflow.pipeline.steps import StepExecutor
     from qemlflow.store import Store
 
-    smiles = load_smiles(args.n, args.smiles_file)
+    smiles = library_smiles(args.n, args.smiles_file)
     figures = {}
     with tempfile.TemporaryDirectory() as folder, Store.open(Path(folder) / "store") as store:
         executor = StepExecutor(store)

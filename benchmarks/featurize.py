@@ -10,10 +10,10 @@ The acceptance bar is ours/baseline >= 0.9 with one job and >= 1.6 with two.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,18 +24,8 @@ from rdkit.Chem import rdFingerprintGenerator
 
 from qemlflow.features import ECFP
 
-DEFAULT_SMILES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "muv.csv.gz"
-
-
-def read_smiles(path: Path, n: int) -> list[str]:
-    """First ``n`` SMILES of a CSV (column ``smiles``, gzip allowed) or a one-per-line file."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as handle:
-        lines = [line.strip() for line in handle if line.strip()]
-    if lines and "," in lines[0] and "smiles" in lines[0].lower().split(","):
-        column = lines[0].lower().split(",").index("smiles")
-        lines = [line.split(",")[column] for line in lines[1:]]
-    return lines[:n]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from molecules import MUV, library_smiles
 
 
 def baseline(smiles: list[str]) -> np.ndarray:
@@ -70,19 +60,22 @@ def interleaved_best(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000, help="molecules to featurize")
-    parser.add_argument("--smiles-file", type=Path, default=DEFAULT_SMILES)
+    parser.add_argument(
+        "--smiles-file", type=Path, help="default: ../shared/data/muv.csv.gz, else the bundled sets"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="rounds (best is kept)")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="n_jobs to time")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--verbose", action="store_true", help="print every timed run")
     args = parser.parse_args()
 
-    smiles = read_smiles(args.smiles_file, args.n)
+    smiles = library_smiles(args.n, args.smiles_file)
+    source = (args.smiles_file or MUV).name if (args.smiles_file or MUV).is_file() else "bundled"
     # plain loop crashes on unparsable SMILES; keep the comparison about speed only
     smiles = [s for s in smiles if Chem.MolFromSmiles(s) is not None]
     n = len(smiles)
     print(
-        f"{n} molecules from {args.smiles_file.name}; RDKit {rdBase.rdkitVersion}; "
+        f"{n} molecules from {source}; RDKit {rdBase.rdkitVersion}; "
         f"{os.cpu_count()} CPUs; best of {args.repeats}; "
         f"load average {os.getloadavg()[0]:.2f} (other work skews the n_jobs=2 figure)"
     )

@@ -1,10 +1,11 @@
 """Screening throughput and memory: ``screen`` vs a plain parse + ECFP + predict loop.
 
 The library is the MUV SMILES (../shared/data/muv.csv.gz, ~93k) repeated to each size,
-as a .smi file. The model is the project's default estimator (LightGBM) on ECFP4 bits,
-trained on ESOL with ``dataset: {standardize: false}`` so that the screen does the same
-chemistry as the plain loop (parse, ECFP4, predict) plus what a screen adds: the
-applicability domain (Tanimoto to ~900 training molecules), errors in place, Parquet.
+as a .smi file (without that file: the bundled datasets' SMILES, see molecules.py). The
+model is the project's default estimator (LightGBM) on ECFP4 bits, trained on ESOL with
+``dataset: {standardize: false}`` so that the screen does the same chemistry as the plain
+loop (parse, ECFP4, predict) plus what a screen adds: the applicability domain (Tanimoto
+to ~900 training molecules), errors in place, Parquet.
 
 Each screen size runs in a fresh subprocess (``--child``) with one worker, which reports
 its own throughput and peak RSS (``ru_maxrss``); the plain loop runs in this process on
@@ -27,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from molecules import library_smiles
 
 
 def _train(folder: Path, standardize: bool) -> tuple[Path, Path]:
@@ -40,7 +41,7 @@ def _train(folder: Path, standardize: bool) -> tuple[Path, Path]:
         "name": f"screen-bench-{'std' if standardize else 'raw'}",
         "seed": 0,
         "dataset": {
-            "source": str(DATA / "esol.csv"),
+            "source": "esol",  # the bundled set (the same bytes as ../shared/data/esol.csv)
             "smiles_column": "smiles",
             "target_columns": ["logp"],
             "standardize": standardize,
@@ -130,7 +131,7 @@ def main() -> None:
         _child(args)
         return
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    muv = pd.read_csv(DATA / "muv.csv.gz", usecols=["smiles"])["smiles"].astype(str).tolist()
+    muv = library_smiles()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model, store = _train(folder, standardize=False)

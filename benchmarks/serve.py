@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import socket
@@ -29,7 +30,6 @@ import httpx
 import numpy as np
 import pandas as pd
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TARGET_P99_MS = 20.0
 TARGET_BATCH_S = 1.0
 
@@ -54,7 +54,10 @@ def _prepare(folder: Path) -> tuple[str, list[str], list[str]]:
         registry.promote(store, "esol", version.version)
         _, key = store.create_api_key("benchmark")
         esol = list(result.dataset.smiles)
-    unseen = pd.read_csv(SHARED / "lipophilicity.csv")["smiles"].astype(str).tolist()
+    from qemlflow.data import read_raw
+
+    lipophilicity = pd.read_csv(io.BytesIO(read_raw("lipophilicity").data))  # bundled
+    unseen = lipophilicity["smiles"].astype(str).tolist()
     return key, esol, [s for s in unseen if s not in set(esol)]
 
 

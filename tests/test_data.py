@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tests.extras import require_extra
 
 from qemlflow.data import (
     BUNDLED,
@@ -164,7 +165,7 @@ def test_sdf_keeps_broken_records_as_rejected_rows(tmp_path: Path) -> None:
 
 
 def test_parquet_loads(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
+    require_extra("pyarrow")
     path = tmp_path / "sol.parquet"
     frame = pd.DataFrame(
         {"SMILES": ["CCO", "c1ccccc1", "C1CC"], "y1": [1.0, 0.0, 1.0], "y2": [0, 1, None]}

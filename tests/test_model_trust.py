@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from tests.bundled import bundled_csv
+from tests.extras import require_extra
 
 import qemlflow as qm
 from qemlflow import registry
@@ -229,7 +230,7 @@ def test_a_model_that_does_not_match_its_manifest_is_refused_even_when_trusted(
 def test_serve_takes_registry_references_only(
     setup: Setup, env: dict[str, str], tmp_path: Path
 ) -> None:
-    pytest.importorskip("fastapi")
+    require_extra("fastapi")
     folder = tmp_path / "downloaded"
     folder.mkdir()
     (folder / "model.joblib").write_bytes(setup.evil)

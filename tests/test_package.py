@@ -77,3 +77,22 @@ def test_smiles_column_detection() -> None:
         find_smiles_column(frame, None, "f.csv")
     with pytest.raises(DataError, match="'smile' not found"):
         find_smiles_column(frame, "smile", "f.csv")
+
+
+def test_installed_metadata_carries_the_one_version() -> None:
+    """The version is written once (qemlflow/_version.py); the distribution's metadata, the
+    CLI and the environment record all report it."""
+    import tomllib
+    from importlib.metadata import version
+
+    from qemlflow._version import __version__
+    from qemlflow.store.environment import capture_environment
+
+    assert version("qemlflow") == qm.__version__ == __version__
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    done = subprocess.run(
+        [sys.executable, "-m", "qemlflow", "--version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == f"qemlflow {__version__}"
+    assert capture_environment()["qemlflow"] == __version__

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from tests.bundled import bundled_csv
+from tests.extras import require_extra
 
 import qemlflow as qm
 from qemlflow import registry
@@ -118,7 +119,7 @@ def test_invalid_lines_stay_in_place_with_their_error(trained: Trained, tmp_path
 
 
 def test_outputs_are_byte_identical_across_engines(trained: Trained, tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed")
+    distributed = require_extra("distributed")
     source = tmp_path / "library.csv"
     pd.DataFrame(
         {"name": [f"m{i}" for i in range(len(trained.library))], "SMILES": trained.library}

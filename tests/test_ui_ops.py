@@ -27,20 +27,26 @@ from pathlib import Path
 from typing import Any, ClassVar
 from xml.etree import ElementTree
 
-import httpx
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
-from fastapi.testclient import TestClient
-from tests.test_monitoring import _INORGANIC, _peptides
-from tests.test_serve import CONFIG, serving
+from tests.extras import require_extra
 
-import qemlflow as qm
-from qemlflow import registry
-from qemlflow.store import Store
+# Before the imports that need the extras: without them the module is skipped (or,
+# under CI=true, fails) instead of erroring at collection.
+require_extra("uvicorn")
+require_extra("jinja2")
+require_extra("httpx")
+require_extra("fastapi")
 
-pytest.importorskip("uvicorn")
-pytest.importorskip("jinja2")
+import httpx  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from tests.test_monitoring import _INORGANIC, _peptides  # noqa: E402
+from tests.test_serve import CONFIG, serving  # noqa: E402
+
+import qemlflow as qm  # noqa: E402
+from qemlflow import registry  # noqa: E402
+from qemlflow.store import Store  # noqa: E402
 
 
 class _Hook(BaseHTTPRequestHandler):

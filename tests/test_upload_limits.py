@@ -18,20 +18,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pandas as pd
 import pytest
+from tests.extras import require_extra
 
-import qemlflow as qm
-from qemlflow import registry
-from qemlflow.serve.service import smiles_from_table
-from qemlflow.store import Store
+# Before the imports that need the extras: without them the module is skipped (or,
+# under CI=true, fails) instead of erroring at collection.
+require_extra("fastapi")
+require_extra("uvicorn")
+require_extra("httpx")
+psutil = require_extra("psutil")
+pa = require_extra("pyarrow")
+pq = require_extra("pyarrow.parquet")
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-psutil = pytest.importorskip("psutil")
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
+import httpx  # noqa: E402
+
+import qemlflow as qm  # noqa: E402
+from qemlflow import registry  # noqa: E402
+from qemlflow.serve.service import smiles_from_table  # noqa: E402
+from qemlflow.store import Store  # noqa: E402
 
 GB = 10**9
 MIB = 1 << 20

@@ -6,8 +6,8 @@ RDKit, scikit-learn and LightGBM are imported only when a name that needs them i
 Examples
 --------
 >>> import qemlflow as qm
->>> qm.__version__
-'0.1.0'
+>>> "load_dataset" in qm.__all__
+True
 """
 
 from __future__ import annotations
