@@ -4,6 +4,8 @@
   GitHub the README stays as it is);
 - ``api.md`` documents every name of ``qemlflow.__all__`` (and the key classes in
   ``KEY_CLASSES``) from its docstring, through mkdocstrings;
+- ``contributing.md``, ``changelog.md`` and ``license.md`` are the repository's
+  CONTRIBUTING.md, CHANGELOG.md and LICENSE, links adjusted the same way;
 - ``cli.md`` is the ``qemlflow`` command tree as typer builds it: every command and
   subcommand with its help, usage line, arguments and options.
 """
@@ -36,6 +38,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     source = page.file.src_uri
     if source == "index.md":
         return readme_markdown()
+    if source in ROOT_PAGES:
+        return root_page_markdown(ROOT_PAGES[source])
     if source == "api.md":
         return markdown + "\n" + api_reference()
     if source == "cli.md":
@@ -50,10 +54,33 @@ def on_page_content(html_text: str, page: Any, config: Any, files: Any) -> str:
     return _SPHINX_ROLE.sub(r"<code>\1</code>", html_text)
 
 
+# Site pages that are files at the repository's root: page -> file.
+ROOT_PAGES: dict[str, str] = {
+    "contributing.md": "CONTRIBUTING.md",
+    "changelog.md": "CHANGELOG.md",
+    "license.md": "LICENSE",
+}
+_ROOT_LINK = re.compile(r"\]\((" + "|".join(re.escape(f) for f in ROOT_PAGES.values()) + r")([#)])")
+_PAGE_OF = {file: page for page, file in ROOT_PAGES.items()}
+
+
+def _site_links(text: str) -> str:
+    """Links into docs/ made relative to docs/; links to root files point at their pages."""
+    text = re.sub(r"\]\(docs/", "](", text)
+    return _ROOT_LINK.sub(lambda m: f"]({_PAGE_OF[m.group(1)]}{m.group(2)}", text)
+
+
 def readme_markdown() -> str:
-    """README.md with its links into docs/ made relative to docs/."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    return re.sub(r"\]\(docs/", "](", text)
+    """README.md with its links made to work inside the site."""
+    return _site_links((ROOT / "README.md").read_text(encoding="utf-8"))
+
+
+def root_page_markdown(name: str) -> str:
+    """A root file as a page: Markdown as it is (links adjusted), plain text in a block."""
+    text = (ROOT / name).read_text(encoding="utf-8")
+    if not name.endswith(".md"):
+        return f"# {name}\n\n```text\n{text}\n```\n"
+    return _site_links(text)
 
 
 # Classes a user meets beyond ``qemlflow.__all__``: module -> names.
