@@ -156,6 +156,16 @@ def test_lineage_reaches_the_raw_file_digest(
     assert model["kind"] == "step" and model["step"] == "fit"
     assert raw_digest in json.dumps(model)
     assert model["used_by_runs"] == [result.run_id]
+    # The run's folder stands for its model; an artifact or a step key by digest prefix.
+    assert lineage(store, str(tmp_path / "out")) == model
+    own = next(a for a in graph["artifacts"] if a["produced_by"] == "run")
+    by_artifact = lineage(store, own["digest"][:16])
+    assert (by_artifact["kind"], by_artifact["name"]) == ("artifact", own["name"])
+    assert by_artifact["run"]["id"] == result.run_id
+    fit_key = model["key"]
+    assert lineage(store, fit_key[:20])["key"] == fit_key
+    with pytest.raises(qm.errors.QeMLflowError, match="is not a run, model, artifact or step"):
+        lineage(store, "f" * 40)
 
 
 def test_dataset_versions_are_content_addressed(
