@@ -106,3 +106,40 @@ def test_data_list_as_a_table(
     listed = _out(capsys, "data", "list", "--store", str(store))
     row = next(line for line in listed.splitlines() if "small" in line)
     assert " 2 " in row and " 1 " in row and "regression" in row
+
+
+def test_audit_log_as_a_table_and_anchors_that_are_not_anchors(
+    two_runs: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    store, _, _ = two_runs
+    log = _out(capsys, "audit", "log", "--store", str(store))
+    assert "audit trail" in log and "store.owner" in log and "run.finished" in log
+    garbled, list_file = tmp_path / "garbled.json", tmp_path / "list.json"
+    garbled.write_text("{not json")
+    list_file.write_text("[1, 2]")
+    for path, said in (
+        (garbled, f"cannot read the anchor file '{garbled}' (JSONDecodeError)"),
+        (tmp_path / "absent.json", "(FileNotFoundError)"),
+        (list_file, f"'{list_file}' is not an audit anchor"),
+    ):
+        assert main(["audit", "verify", "--anchor", str(path), "--store", str(store)]) == 2
+        assert said in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_run_without_recording_and_with_n_jobs(
+    two_runs: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    store, _, _ = two_runs
+    with Store.open(store) as opened:
+        config = opened.runs.get(two_runs[1]).config
+        before = len(opened.list_runs())
+    path = tmp_path / "experiment.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    out = tmp_path / "out"
+    said = _out(capsys, "run", str(path), "--out", str(out), "--n-jobs", "1", "--no-record")
+    assert f"results written to {out}" in said and "recorded" not in said
+    assert (out / "metrics.json").is_file()
+    with Store.open(store) as opened:
+        assert len(opened.list_runs()) == before
+    assert main(["run", str(path), "--n-jobs", "0", "--no-record"]) == 2
+    assert "n_jobs" in capsys.readouterr().err
