@@ -171,10 +171,10 @@ def probe_folder(tmp_path_factory: pytest.TempPathFactory, esol_frame: pd.DataFr
 
 def probe(case: str, folder: Path) -> dict[str, Any]:
     """Run ``case`` in a fresh interpreter; return what it imported."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-    }
+    # Without the test run's coverage measurement (COVERAGE_PROCESS_CONFIG): a tracer in
+    # the probe changes what the libraries import (colorama, under chemprop's fit).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
     done = subprocess.run(
         [sys.executable, str(PROBE), case, str(folder)],
         capture_output=True,

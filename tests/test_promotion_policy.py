@@ -274,8 +274,13 @@ def test_a_weakening_policy_file_cannot_promote_past_the_experiments_gates(
 
 
 def test_a_policy_file_adds_gates_on_top_of_a_floor_it_cannot_lower(
-    lab: Lab, small_esol_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    lab: Lab,
+    small_esol_csv: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # the policy file's whole path, whatever tmp_path is
     run_id, _ = _train(lab, small_esol_csv, {"metrics": {"rmse": {"max": 50}}})
     store = lab.as_(REX)
     rmse = store.get_model_version("sol", 1).metrics["rmse"]

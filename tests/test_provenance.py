@@ -6,10 +6,12 @@ PostgreSQL server (started by tests/postgres_fixture.py).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -240,6 +242,22 @@ def _cli(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _wait_for_a_running_run(db: Path, child: subprocess.Popen[bytes]) -> None:
+    """Return once the store at ``db`` holds a run with status running (or the child ends)."""
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline:
+        if db.is_file():
+            with contextlib.suppress(sqlite3.Error):
+                conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+                try:
+                    query = "SELECT count(*) FROM runs WHERE status = 'running'"
+                    if conn.execute(query).fetchone()[0]:
+                        return
+                finally:
+                    conn.close()
+        time.sleep(0.05)
+
+
 def test_sigkill_at_random_points_leaves_the_store_consistent(
     tmp_path: Path, small_esol_csv: Path
 ) -> None:
@@ -265,7 +283,13 @@ def test_sigkill_at_random_points_leaves_the_store_consistent(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.5, 3.5))
+        if attempt % 2:
+            # Every other kill lands while a run is recorded as running, however slowly
+            # the process started (a loaded machine): an aborted run to be found below.
+            _wait_for_a_running_run(store / "metadata.db", child)
+            time.sleep(rng.uniform(0.0, 1.5))
+        else:
+            time.sleep(rng.uniform(0.5, 3.5))
         if child.poll() is None:
             child.send_signal(signal.SIGKILL)
             killed += 1
