@@ -41,6 +41,9 @@ CANNOT_CHANGE_BITS = {
     "typing-inspection": "pydantic's annotation reader",
     "pyyaml": "reads config files; the parsed values are in the key",
     "rich": "terminal output",
+    # torch._inductor's runtime utilities colour their messages with it when it is
+    # installed (the docs and security tools bring it into the dev environment)
+    "colorama": "terminal colours",
     # joblib's process pools (featurizers, forests): they order results by input, and
     # serialize the work, never the results' values
     "joblib": "schedules work; results are collected in input order",
@@ -171,10 +174,10 @@ def probe_folder(tmp_path_factory: pytest.TempPathFactory, esol_frame: pd.DataFr
 
 def probe(case: str, folder: Path) -> dict[str, Any]:
     """Run ``case`` in a fresh interpreter; return what it imported."""
-    # Without the test run's coverage measurement (COVERAGE_PROCESS_CONFIG): a tracer in
-    # the probe changes what the libraries import (colorama, under chemprop's fit).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
     done = subprocess.run(
         [sys.executable, str(PROBE), case, str(folder)],
         capture_output=True,
