@@ -40,7 +40,12 @@ def two_runs(
 
 @pytest.fixture(autouse=True)
 def _wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "250")  # tables unwrapped: ids and values whole
+    """Tables and paths unwrapped: ids, values and paths whole. The consoles' own width,
+    not COLUMNS: a console made where COLUMNS was set (a pytest-xdist worker) keeps it."""
+    from qemlflow.cli import render
+
+    for console in (render.console, render.error_console):
+        monkeypatch.setattr(console, "_width", 250)
 
 
 def _out(capsys: pytest.CaptureFixture[str], *args: str) -> str:
