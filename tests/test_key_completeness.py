@@ -41,6 +41,9 @@ CANNOT_CHANGE_BITS = {
     "typing-inspection": "pydantic's annotation reader",
     "pyyaml": "reads config files; the parsed values are in the key",
     "rich": "terminal output",
+    # torch._inductor's runtime utilities colour their messages with it when it is
+    # installed (the docs and security tools bring it into the dev environment)
+    "colorama": "terminal colours",
     # joblib's process pools (featurizers, forests): they order results by input, and
     # serialize the work, never the results' values
     "joblib": "schedules work; results are collected in input order",

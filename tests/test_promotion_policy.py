@@ -274,7 +274,11 @@ def test_a_weakening_policy_file_cannot_promote_past_the_experiments_gates(
 
 
 def test_a_policy_file_adds_gates_on_top_of_a_floor_it_cannot_lower(
-    lab: Lab, small_esol_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    lab: Lab,
+    small_esol_csv: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run_id, _ = _train(lab, small_esol_csv, {"metrics": {"rmse": {"max": 50}}})
     store = lab.as_(REX)
@@ -284,9 +288,12 @@ def test_a_policy_file_adds_gates_on_top_of_a_floor_it_cannot_lower(
         promote(store, "sol", 1, policy_file=tighter)
     looser = _policy_file(tmp_path, {"metrics": {"rmse": {"max": 500}, "r2": {"min": -100}}})
     at = ["--store", str(lab.root)]
-    assert main(["models", "promote", "sol", "1", "--policy", str(looser), *at]) == 0
+    # A relative path: a path longer than the terminal line is cut short (pytest-xdist's
+    # tmp_path is longer than plain pytest's).
+    monkeypatch.chdir(tmp_path)
+    assert main(["models", "promote", "sol", "1", "--policy", looser.name, *at]) == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
-    assert f"experiment config of run {run_id} + policy file {looser}" in out
+    assert f"experiment config of run {run_id} + policy file {looser.name}" in out
     assert "rmse max 500 is weaker than the experiment's 50" in out
     promoted = lab.as_(REX).audit_events(action="model.promoted")[-1].details
     assert promoted["policy"] == {"metrics": {"r2": {"min": -100.0}, "rmse": {"max": 50.0}}}

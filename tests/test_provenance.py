@@ -6,10 +6,12 @@ PostgreSQL server (started by tests/postgres_fixture.py).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -156,6 +158,16 @@ def test_lineage_reaches_the_raw_file_digest(
     assert model["kind"] == "step" and model["step"] == "fit"
     assert raw_digest in json.dumps(model)
     assert model["used_by_runs"] == [result.run_id]
+    # The run's folder stands for its model; an artifact or a step key by digest prefix.
+    assert lineage(store, str(tmp_path / "out")) == model
+    own = next(a for a in graph["artifacts"] if a["produced_by"] == "run")
+    by_artifact = lineage(store, own["digest"][:16])
+    assert (by_artifact["kind"], by_artifact["name"]) == ("artifact", own["name"])
+    assert by_artifact["run"]["id"] == result.run_id
+    fit_key = model["key"]
+    assert lineage(store, fit_key[:20])["key"] == fit_key
+    with pytest.raises(qm.errors.QeMLflowError, match="is not a run, model, artifact or step"):
+        lineage(store, "f" * 40)
 
 
 def test_dataset_versions_are_content_addressed(
@@ -230,6 +242,22 @@ def _cli(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _wait_for_a_running_run(db: Path, child: subprocess.Popen[bytes]) -> None:
+    """Return once the store at ``db`` holds a run with status running (or the child ends)."""
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline:
+        if db.is_file():
+            with contextlib.suppress(sqlite3.Error):
+                conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+                try:
+                    query = "SELECT count(*) FROM runs WHERE status = 'running'"
+                    if conn.execute(query).fetchone()[0]:
+                        return
+                finally:
+                    conn.close()
+        time.sleep(0.05)
+
+
 def test_sigkill_at_random_points_leaves_the_store_consistent(
     tmp_path: Path, small_esol_csv: Path
 ) -> None:
@@ -255,7 +283,13 @@ def test_sigkill_at_random_points_leaves_the_store_consistent(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.5, 3.5))
+        if attempt % 2:
+            # Every other kill lands while a run is recorded as running, however slowly
+            # the process started (a loaded machine): an aborted run to be found below.
+            _wait_for_a_running_run(store / "metadata.db", child)
+            time.sleep(rng.uniform(0.0, 1.5))
+        else:
+            time.sleep(rng.uniform(0.5, 3.5))
         if child.poll() is None:
             child.send_signal(signal.SIGKILL)
             killed += 1
