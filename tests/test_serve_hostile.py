@@ -9,6 +9,7 @@ process) and a real store; no check asserts a latency, only that answers come.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -289,8 +290,8 @@ def _descendants(pid: int) -> set[int]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_drains_and_exits_within_ten_seconds(served: Served, signum: int) -> None:
-    """A real ``qemlflow serve``: a request in flight is answered, then it exits (< 10 s)."""
+def test_signal_drains_and_exits(served: Served, signum: int) -> None:
+    """A real ``qemlflow serve``: a request in flight is answered, then the server exits."""
     import psutil
 
     port = _free_port()
@@ -330,16 +331,18 @@ def test_signal_drains_and_exits_within_ten_seconds(served: Served, signum: int)
         thread.start()
         assert request_sent.wait(30), "the in-flight request was never sent"
         time.sleep(0.2)  # let the server start working on it
-        sent = time.monotonic()
         process.send_signal(signum)
-        process.wait(timeout=30)
-        exited = time.monotonic() - sent
+        # The server ends by itself after the signal (the guard only stops a hang; how long
+        # a drain takes is a benchmark's business, not this test's).
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=60)
+        exited_by_itself = process.poll() is not None
         thread.join(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert exited < 10, f"exited {exited:.1f} s after the signal"
+    assert exited_by_itself, "the server did not exit after the signal"
     assert answer["status"] == 200, answer
     assert len(json.loads(answer["body"])["results"]) == 200
     deadline = time.monotonic() + 5
