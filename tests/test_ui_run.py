@@ -137,6 +137,13 @@ def _section(html: str, section_id: str) -> str:
     return match.group(1)
 
 
+def _artifact(store: Store, run_id: str, name: str) -> str:
+    """A run's artifact as text, read from the store's blobs."""
+    record = store.get_run(run_id)
+    (digest,) = [a.digest for a in record.artifacts if a.name == name]
+    return store.get_bytes(digest).decode("utf-8")
+
+
 def _page(runs: Runs, run_id: str, query: str = "") -> str:
     response = runs.client.get(f"/runs/{run_id}{query}")
     assert response.status_code == 200, response.text[-500:]
@@ -258,6 +265,36 @@ def test_predictions_are_paged_with_structures(runs: Runs) -> None:
     beyond = _parse(_section(_page(runs, runs.regression, "?page=99"), "predictions"))
     assert len(beyond.find("tr", class_="prediction")) == n_test - 50  # the last page
     assert runs.client.get(f"/runs/{runs.regression}?page=0").status_code == 400
+
+
+def test_an_ensemble_run_shows_its_members_spread(
+    runs: Runs, tmp_path: Path, esol_frame: pd.DataFrame
+) -> None:
+    """The ``ensemble_sd`` column of predictions.csv is a column of the page; other runs
+    have none."""
+    esol = tmp_path / "esol.csv"
+    esol_frame.head(120).to_csv(esol, index=False)
+    members = [
+        {"estimator": "random_forest", "params": {"n_estimators": 10}},
+        {"estimator": "knn"},
+    ]
+    store = Store.open(tmp_path / "store")
+    try:
+        run_id = _run(
+            store, "ens", esol, ["logp"], model={"estimator": "ensemble", "members": members}
+        )
+        html = TestClient(create_app(store)).get(f"/runs/{run_id}").text
+        predictions = pd.read_csv(io.StringIO(_artifact(store, run_id, "predictions.csv")))
+    finally:
+        store.close()
+    table = _section(html, "predictions")
+    assert "ensemble sd" in table
+    cells = re.findall(r'<td class="num ensemble-sd">([^<]*)</td>', table)
+    test_sd = predictions.loc[predictions["split"] == "test", "ensemble_sd"]
+    assert len(cells) == len(test_sd) > 0
+    assert sorted(round(float(c), 2) for c in cells) == sorted(round(v, 2) for v in test_sd)
+    assert 'id="ensemble-spread"' in html
+    assert "ensemble sd" not in _section(_page(runs, runs.regression), "predictions")
 
 
 def test_rejected_rows_come_with_their_reasons(runs: Runs) -> None:

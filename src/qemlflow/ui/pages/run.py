@@ -301,6 +301,8 @@ def _prediction_rows(view: RunView, target: str, page: int) -> list[dict[str, An
                 "probability": _float(r.get(_column(view, "probability", target))),
                 "lower": _float(r.get(_column(view, "lower", target))),
                 "upper": _float(r.get(_column(view, "upper", target))),
+                # An ensemble's members' standard deviation (NaN for other models).
+                "ensemble_sd": _float(r.get(_column(view, "ensemble_sd", target))),
                 "error": abs(observed - predicted),
             }
         )
@@ -425,6 +427,7 @@ def run_page(
     page = min(page, pages)
     events = run_events(st, view.record.id)
     metrics = view.record.metrics or {}
+    predictions = _prediction_rows(view, target, page)
     return render(
         request,
         "run.html",
@@ -437,7 +440,9 @@ def run_page(
         metric_rows=_metric_rows(metrics),
         per_task=_per_task(metrics),
         interval=metrics.get("interval"),
-        predictions=_prediction_rows(view, target, page),
+        predictions=predictions,
+        show_ensemble_sd=any(p["ensemble_sd"] == p["ensemble_sd"] for p in predictions),
+        ensemble_spread=metrics.get("ensemble_spread"),
         page=page,
         pages=pages,
         per_page=PER_PAGE,
