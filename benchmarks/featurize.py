@@ -25,7 +25,7 @@ from rdkit.Chem import rdFingerprintGenerator
 from qemlflow.features import ECFP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from molecules import MUV, library_smiles
+from molecules import library_smiles, library_source
 
 
 def baseline(smiles: list[str]) -> np.ndarray:
@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
 
     smiles = library_smiles(args.n, args.smiles_file)
-    source = (args.smiles_file or MUV).name if (args.smiles_file or MUV).is_file() else "bundled"
+    source = library_source(args.smiles_file)
     # plain loop crashes on unparsable SMILES; keep the comparison about speed only
     smiles = [s for s in smiles if Chem.MolFromSmiles(s) is not None]
     n = len(smiles)

@@ -14,8 +14,12 @@ import gzip
 import io
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["SHARED_DATA", "library_smiles"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["SHARED_DATA", "bundled_frame", "library_smiles", "library_source"]
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MUV = SHARED_DATA / "muv.csv.gz"
@@ -31,18 +35,30 @@ def _csv_smiles(text: str) -> list[str]:
     return lines
 
 
-def bundled_smiles() -> list[str]:
-    """The distinct SMILES of every bundled dataset, in a fixed order."""
+def bundled_frame(name: str) -> pd.DataFrame:
+    """A bundled dataset's file as it ships (raw rows, before any standardization)."""
     import pandas as pd
 
-    from qemlflow.data import list_datasets, read_raw
+    from qemlflow.data import read_raw
+
+    return pd.read_csv(io.BytesIO(read_raw(name).data))
+
+
+def bundled_smiles() -> list[str]:
+    """The distinct SMILES of every bundled dataset, in a fixed order."""
+    from qemlflow.data import list_datasets
 
     seen: dict[str, None] = {}
     for info in list_datasets():
-        frame = pd.read_csv(io.BytesIO(read_raw(info["name"]).data))
-        for smiles in frame[info["smiles_column"]].dropna().astype(str):
+        for smiles in bundled_frame(info["name"])[info["smiles_column"]].dropna().astype(str):
             seen.setdefault(smiles, None)
     return list(seen)
+
+
+def library_source(path: Path | None = None) -> str:
+    """The name of the file :func:`library_smiles` reads, or ``"bundled"`` when it falls back."""
+    source = path if path is not None else MUV
+    return source.name if source.is_file() else "bundled"
 
 
 def library_smiles(n: int | None = None, path: Path | None = None) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import socket
@@ -28,7 +27,9 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from molecules import bundled_frame
 
 TARGET_P99_MS = 20.0
 TARGET_BATCH_S = 1.0
@@ -54,10 +55,7 @@ def _prepare(folder: Path) -> tuple[str, list[str], list[str]]:
         registry.promote(store, "esol", version.version)
         _, key = store.create_api_key("benchmark")
         esol = list(result.dataset.smiles)
-    from qemlflow.data import read_raw
-
-    lipophilicity = pd.read_csv(io.BytesIO(read_raw("lipophilicity").data))  # bundled
-    unseen = lipophilicity["smiles"].astype(str).tolist()
+    unseen = bundled_frame("lipophilicity")["smiles"].astype(str).tolist()
     return key, esol, [s for s in unseen if s not in set(esol)]
 
 

@@ -34,9 +34,9 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from molecules import bundled_frame
 from serve import _WRK_SCRIPT, _free_port
 
 TARGET_P99_MS = 50.0
@@ -66,12 +66,7 @@ def _prepare(folder: Path) -> str:
 def _drug_like(pool: int) -> list[str]:
     """The first ``pool`` molecules of the bundled Lipophilicity set (drug-like, ChEMBL;
     none of them in ESOL, the training set)."""
-    import io
-
-    from qemlflow.data import read_raw
-
-    frame = pd.read_csv(io.BytesIO(read_raw("lipophilicity").data))
-    return frame["smiles"].astype(str).tolist()[:pool]
+    return bundled_frame("lipophilicity")["smiles"].astype(str).tolist()[:pool]
 
 
 def _start_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
