@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from tests.extras import missing
 
 __all__ = ["PostgresServer", "find_postgres_bin_dir", "postgres_server", "postgres_url"]
 
@@ -124,13 +125,12 @@ def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _missing(message: str) -> NoReturn:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(
-            f"{message}; CI must not skip the PostgreSQL tests: run `bash .ci/install-postgres.sh` "
-            "before pytest",
-            pytrace=False,
-        )
-    pytest.skip(f"{message}; {INSTALL_HINT}")
+    missing(
+        message,
+        in_ci="; CI must not skip the PostgreSQL tests: run `bash .ci/install-postgres.sh` "
+        "before pytest",
+        elsewhere=f"; {INSTALL_HINT}",
+    )
 
 
 def _tail(path: Path, lines: int = 30) -> str:

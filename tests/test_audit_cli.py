@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.extras import missing
 from tests.identities_helpers import enroll
 
 from qemlflow.cli.main import main
@@ -120,9 +121,7 @@ def test_bad_meaning_and_wrong_passphrase_are_one_line_errors(
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Chromium is missing: run bash .ci/install-chromium.sh")
-        pytest.skip("Chromium is missing: run bash .ci/install-chromium.sh")
+        missing("Chromium is missing: run bash .ci/install-chromium.sh")
     return found
 
 

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests import extras
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL = ROOT / "docs" / "tutorial.md"
@@ -35,11 +36,8 @@ _BLOCK = re.compile(
 
 def _require(missing: bool, message: str) -> None:
     """Skip outside CI when a tool is missing; under CI=true, fail: CI must run this."""
-    if not missing:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message} (CI must check the documentation)")
-    pytest.skip(message)
+    if missing:
+        extras.missing(message, in_ci=" (CI must check the documentation)")
 
 
 def tutorial_blocks(text: str) -> list[tuple[str, str, str, str]]:

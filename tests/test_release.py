@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.extras import missing
 
 from qemlflow._version import __version__
 
@@ -45,10 +46,7 @@ class Installed:
 
 def _require_build() -> None:
     if importlib.util.find_spec("build") is None:
-        message = "`build` is not installed (it is in the dev extra: pip install -e '.[dev]')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("`build` is not installed (it is in the dev extra: pip install -e '.[dev]')")
 
 
 def _clean_env(**extra: str) -> dict[str, str]:

@@ -23,11 +23,12 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pandas as pd
 import pytest
+from tests.extras import missing
 from tests.ui_store import MODEL, UiStore, bearer, build_store, prediction_service, ui_server
 
 pytestmark = pytest.mark.slow
@@ -41,11 +42,8 @@ MAX_SHOT_HEIGHT = 2400  # a long page is cut here: the top says what the page is
 NAV = ["runs", "datasets", "models", "screens", "monitor", "audit", "predict"]
 
 
-def _missing(what: str) -> None:
-    message = f"{what} is missing: run bash .ci/install-chromium.sh (and pip install -e '.[dev]')"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+def _missing(what: str) -> NoReturn:
+    missing(f"{what} is missing: run bash .ci/install-chromium.sh (and pip install -e '.[dev]')")
 
 
 def _chromium() -> tuple[str, str]:
