@@ -37,7 +37,7 @@ from qemlflow.chem.sdf import RECORD_ERRORS_ATTR
 from qemlflow.chemistry import DEFAULT_POLICY, ChemistryPolicy
 from qemlflow.data.dataset import Dataset
 from qemlflow.data.ingest import SUPPORTED_EXTENSIONS, read_file_bytes
-from qemlflow.data.reader import SMILES_HINT, open_molecules
+from qemlflow.data.reader import SMILES_HINT, open_molecules, shown_columns
 from qemlflow.data.reader import find_smiles_column as _find_in_columns
 from qemlflow.data.registry import BUNDLED, BundledDataset, bundled_bytes
 from qemlflow.errors import ConfigError, DataError
@@ -125,7 +125,7 @@ def _missing_column(kind: str, column: str, columns: list[str], label: str, flag
     near = [c for c in columns if c.lower() == column.lower()]
     hint = f" (did you mean {near[0]!r}?)" if near else ""
     return DataError(
-        f"{kind} {column!r} not found in {label}{hint} (columns: {', '.join(columns)})",
+        f"{kind} {column!r} not found in {label}{hint} (columns: {shown_columns(columns)})",
         f"pass the right name with {flag}",
     )
 
@@ -178,9 +178,8 @@ def _target_columns(table: pd.DataFrame, smiles_column: str, label: str) -> list
         )
     ]
     if not candidates:
-        columns = ", ".join(map(str, table.columns))
         raise DataError(
-            f"no numeric target column found in {label} (columns: {columns})",
+            f"no numeric target column found in {label} (columns: {shown_columns(table.columns)})",
             f"name the targets with {_TARGET_FLAG}",
         )
     by_value = len(candidates) > 1

@@ -35,7 +35,7 @@ import csv
 import io
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -57,6 +57,7 @@ __all__ = [
     "ReadLimits",
     "find_smiles_column",
     "open_molecules",
+    "shown_columns",
 ]
 
 #: The CLI options every reading command has (hints in error messages name these).
@@ -308,6 +309,25 @@ def _names_smiles(name: str, requested: str | None) -> bool:
     return name == requested or lower in _SMILES_NAMES or "smiles" in lower
 
 
+def shown_columns(columns: Iterable[object], most: int = 8, width: int = 40) -> str:
+    """Column names for an error message, bounded: at most ``most`` names of at most
+    ``width`` characters each, then how many more. A binary file read as text can have a
+    "header" of thousands of characters; the error must still be one readable line.
+
+    Examples
+    --------
+    >>> shown_columns(["id", "smiles", "y"])
+    'id, smiles, y'
+    >>> shown_columns([f"c{i}" for i in range(12)], most=3)
+    'c0, c1, c2 ... and 9 more'
+    >>> shown_columns(["x" * 50])
+    'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…'
+    """
+    names = [str(c) if len(str(c)) <= width else str(c)[: width - 1] + "…" for c in columns]
+    more = len(names) - most
+    return ", ".join(names[:most]) + (f" ... and {more} more" if more > 0 else "")
+
+
 def find_smiles_column(
     columns: list[str], label: str, requested: str | None = None, fix: str = ""
 ) -> str:
@@ -320,7 +340,7 @@ def find_smiles_column(
     >>> find_smiles_column(["id", "Canonical_SMILES", "y"], "x.csv")
     'Canonical_SMILES'
     """
-    shown = ", ".join(columns)
+    shown = shown_columns(columns)
     if requested is not None:
         if requested in columns:
             return requested
@@ -505,7 +525,7 @@ class MoleculeFile:
         self.with_header_names(requested)
         columns = self.columns
         if requested is not None:
-            shown = ", ".join(columns)
+            shown = shown_columns(columns)
             found = self._column(requested)
             if found is None:
                 near = [c for c in columns if c.lower() == requested.lower()]
@@ -545,7 +565,7 @@ class MoleculeFile:
         found = self._column(requested)
         if found is None:
             raise DataError(
-                f"no column {requested!r} in {self.label} (columns: {', '.join(self.columns)})",
+                f"no column {requested!r} in {self.label} (columns: {shown_columns(self.columns)})",
                 f"name the id column with {ID_OPTION}",
             )
         return found
@@ -859,9 +879,8 @@ class MoleculeFile:
         else:
             frame = self._text_table()
         if len(frame) == 0:
-            columns = ", ".join(map(str, frame.columns))
             raise DataError(
-                f"{self.label} has a header ({columns}) but no data rows",
+                f"{self.label} has a header ({shown_columns(frame.columns)}) but no data rows",
                 "add at least one row of data",
             )
         frame.attrs.setdefault(RECORD_ERRORS_ATTR, {})
