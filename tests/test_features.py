@@ -23,6 +23,7 @@ from qemlflow.features import (
     AtomPair,
     Concat,
     Featurizer,
+    PhysChemDescriptors,
     RDKitDescriptors,
     Torsion,
     featurize,
@@ -120,6 +121,25 @@ def test_descriptors_are_the_full_rdkit_set_finite_or_nan() -> None:
     mol = Chem.MolFromSmiles(SMILES[2])
     assert x[2, names.index("MolWt")] == pytest.approx(Descriptors.MolWt(mol))
     assert x[2, names.index("TPSA")] == pytest.approx(Descriptors.TPSA(mol))
+
+
+def test_physchem_is_the_full_sets_columns_of_those_names_on_a_bundled_set() -> None:
+    # The curated default subset: the same RDKit functions, so the same numbers (NaN where
+    # the full set has NaN), for every molecule of a bundled set and the unparsable one.
+    from pathlib import Path
+
+    import qemlflow
+
+    bace = Path(qemlflow.__file__).parent / "data" / "bundled" / "bace.csv.gz"
+    smiles = [*pd.read_csv(bace)["mol"].astype(str)[:300], "C1CC"]
+    full = RDKitDescriptors().transform(smiles)
+    names = list(RDKitDescriptors().get_feature_names_out())
+    physchem = PhysChemDescriptors()
+    x = physchem.transform(smiles)
+    columns = [names.index(name) for name in physchem.get_feature_names_out()]
+    np.testing.assert_array_equal(x, full[:, columns])
+    assert np.isnan(x[-1]).all() and np.isfinite(x[:-1]).all()
+    assert make_featurizer("physchem").to_spec() == {"type": "physchem", "n_jobs": 1}
 
 
 def test_descriptors_turn_absurd_values_into_nan() -> None:

@@ -99,7 +99,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--models",
                 help="Comma-separated benchmark models (default: default,dmpnn; the other "
-                "classical candidates: lightgbm, lightgbm_rdkit2d, random_forest, knn_tanimoto; "
+                "classical candidates: lightgbm, lightgbm_rdkit2d, lightgbm_physchem, "
+                "lightgbm_ecfp, random_forest, knn_tanimoto; "
                 "tuned and ensembled: tuned_lightgbm, ensemble_classical, ensemble_gbdt_dmpnn; "
                 "dmpnn_quick is the CI check).",
                 show_default=False,

@@ -16,7 +16,7 @@ Examples
 
 from qemlflow.features.base import Featurizer
 from qemlflow.features.concat import Concat
-from qemlflow.features.descriptors import RDKitDescriptors
+from qemlflow.features.descriptors import PhysChemDescriptors, RDKitDescriptors
 from qemlflow.features.fingerprints import ECFP, FCFP, MACCS, AtomPair, Torsion
 from qemlflow.features.spec import FEATURIZERS, FeaturizerSpec, featurize, make_featurizer
 from qemlflow.features.structure import SmilesColumn
@@ -30,6 +30,7 @@ __all__ = [
     "Concat",
     "Featurizer",
     "FeaturizerSpec",
+    "PhysChemDescriptors",
     "RDKitDescriptors",
     "SmilesColumn",
     "Torsion",

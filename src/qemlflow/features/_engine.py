@@ -11,13 +11,18 @@ import math
 import mmap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 from numpy.typing import NDArray
 
-from qemlflow.chem.descriptors import descriptor_names, descriptor_row
+from qemlflow.chem.descriptors import (
+    PHYSCHEM_DESCRIPTORS,
+    descriptor_names,
+    descriptor_row,
+    physchem_row,
+)
 from qemlflow.chem.fingerprints import (
     MACCS_SIZE,
     FingerprintKind,
@@ -119,18 +124,20 @@ class FingerprintBlock:
 
 @dataclass(frozen=True, slots=True)
 class DescriptorBlock:
-    """The full RDKit 2D descriptor set (float64, NaN where unusable)."""
+    """RDKit 2D descriptors (float64, NaN where unusable): the full set, or ``physchem``."""
+
+    subset: Literal["all", "physchem"] = "all"
 
     @property
     def width(self) -> int:
-        return len(descriptor_names())
+        return len(PHYSCHEM_DESCRIPTORS) if self.subset == "physchem" else len(descriptor_names())
 
     @property
     def is_real(self) -> bool:
         return True
 
     def row_function(self) -> RowFunction:
-        return descriptor_row
+        return physchem_row if self.subset == "physchem" else descriptor_row
 
     def wire_buffer(self, n_rows: int) -> NDArray[Any]:
         return np.zeros((n_rows, self.width), dtype=np.float64)

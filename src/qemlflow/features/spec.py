@@ -12,7 +12,7 @@ from sklearn.base import clone
 from qemlflow.errors import FeaturizerError
 from qemlflow.features.base import Featurizer
 from qemlflow.features.concat import Concat
-from qemlflow.features.descriptors import RDKitDescriptors
+from qemlflow.features.descriptors import PhysChemDescriptors, RDKitDescriptors
 from qemlflow.features.fingerprints import ECFP, FCFP, MACCS, AtomPair, Torsion
 from qemlflow.features.structure import SmilesColumn
 
@@ -20,7 +20,17 @@ __all__ = ["FEATURIZERS", "PARAMETER_LIMITS", "FeaturizerSpec", "featurize", "ma
 
 FEATURIZERS: dict[str, type[Featurizer]] = {
     cls.type_name: cls
-    for cls in (ECFP, FCFP, MACCS, AtomPair, Torsion, RDKitDescriptors, SmilesColumn, Concat)
+    for cls in (
+        ECFP,
+        FCFP,
+        MACCS,
+        AtomPair,
+        Torsion,
+        RDKitDescriptors,
+        PhysChemDescriptors,
+        SmilesColumn,
+        Concat,
+    )
 }
 """Spec type name -> featurizer class."""
 
