@@ -107,11 +107,12 @@ class AnswerCache:
     A version's answer for a molecule never changes (its features, its model and its
     training set are fixed), so a molecule asked for again is answered from here on the
     event loop: no worker, no dispatcher thread, no model call. Only results without an
-    error are kept (a timeout depends on the load); past ``max_entries`` the least
-    recently used go first. Used from the event loop thread only.
+    error are kept (a timeout depends on the load); past ``max_entries`` (about 2 KB each:
+    ~32 MB by default, beside the feature cache's 256 MB) the least recently used go
+    first. Used from the event loop thread only.
     """
 
-    def __init__(self, max_entries: int = 65_536) -> None:
+    def __init__(self, max_entries: int = 16_384) -> None:
         self.max_entries = max_entries
         self._rows: dict[str, PredictionResult] = {}
 
