@@ -235,6 +235,41 @@ def test_metrics_and_models(trained: Trained, server: tuple[str, Any]) -> None:
         assert needle in text, needle
 
 
+def _counter(text: str, name: str) -> float:
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
+    return float(line.split()[-1])
+
+
+def test_a_repeated_request_is_answered_as_the_first_was(
+    trained: Trained, server: tuple[str, Any]
+) -> None:
+    """Molecules a version has answered are answered again from its answers (no worker,
+    no model call), with the same results and counted in the metrics as before."""
+    url, app = server
+    smiles = [*trained.smiles[150:190], "not a smiles", trained.smiles[150]]
+    metrics = f"{url}/metrics"
+    with Client(url, trained.key) as client:
+        first = client.predict(smiles)
+        good = [s for s, row in zip(smiles[:40], first, strict=False) if not row["error"]]
+        assert 30 < len(good) < 40  # some are refused by the chemistry policy
+        known = app.state.service.current.answers.get([*good, smiles[-1]])
+        assert known is not None and len(known) == len(good) + 1
+        assert app.state.service.current.answers.get(["not a smiles"]) is None
+        before = httpx.get(metrics, headers=_auth(trained.key)).text
+        again = client.predict(good)
+        after = httpx.get(metrics, headers=_auth(trained.key)).text
+        mixed = client.predict([*smiles, "CCCCCCCCCCCCCCO"])
+    assert again == [row for row in first[:40] if not row["error"]]
+    assert mixed[:-1] == first and not mixed[-1]["error"]
+    for name, grew in (
+        ('qemlflow_molecules_total{outcome="scored"}', len(good)),
+        ('qemlflow_feature_cache_total{result="hit"}', len(good)),
+        ('qemlflow_feature_cache_total{result="miss"}', 0),
+        ('qemlflow_requests_total{endpoint="/predict",status="200"}', 1),
+    ):
+        assert _counter(after, name) - _counter(before, name) == grew, name
+
+
 def test_swap_to_a_promoted_version_loses_no_request(trained: Trained) -> None:
     store = trained.store
     registry.promote(store, NAME, 1, to="staging")
@@ -347,6 +382,11 @@ def test_service_scores_like_the_predictor_in_process(trained: Trained) -> None:
     pooled = model.results(big, [row for row in job.rows if row is not None])
     assert len(pooled) == len(big)
     assert [r.model_dump() for r in pooled] == [r.model_dump() for r in model.score(big)]
+    # 726 rows: scored in two halves on two threads (trees), the numbers of one call.
+    whole_call = model.predictor.predict(big)
+    for row, want in zip(pooled, whole_call.itertuples(index=False), strict=True):
+        for column in ("prediction", "lower", "upper"):
+            assert _same(getattr(want, column), getattr(row, column)), (column, row)
     queries = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C[Si](C)(C)[Si](C)(C)C"]
     train = qm.featurize(_training_smiles(trained.store, trained.versions[2]), "ecfp")
     want_sim = tanimoto_similarity(qm.featurize(queries, "ecfp"), train).max(axis=1)

@@ -47,16 +47,29 @@ class FeaturePlan:
 
     An ECFP-only model is featurized here with the fingerprint function directly (the
     featurizer's per-call set-up costs more than a small batch does); ECFP4 bits double
-    as the domain fingerprints. Any other spec goes through the model's own featurizer.
+    as the domain fingerprints. A spec made of the feature engine's column blocks (the
+    default model's ECFP counts and descriptors, and every other fingerprint) has its
+    blocks, with the ECFP4 domain bits as one more, filled by the engine's own chunk
+    function from one parse of each molecule, set up once here instead of on every call:
+    the values are those of the featurizer's ``transform``. Any other spec goes through
+    the model's own featurizer.
     """
 
     def __init__(self, spec: Any) -> None:
         from qemlflow.chem.fingerprints import fingerprint_function
         from qemlflow.features import make_featurizer
+        from qemlflow.features.base import Featurizer
 
         self.spec = spec
         self.ecfp = ecfp_params(spec)
         self.featurizer = make_featurizer(spec) if self.ecfp is None else None
+        self.blocks: list[Any] | None = None
+        if self.featurizer is not None and type(self.featurizer).transform is Featurizer.transform:
+            from qemlflow.features._engine import FingerprintBlock
+            from qemlflow.serve.domain import ECFP4_BITS
+
+            domain = FingerprintBlock("morgan", size=ECFP4_BITS, radius=2)
+            self.blocks = [*self.featurizer._blocks(), domain]
         self.row: Callable[[Any], NDArray[Any]] | None = None
         if self.ecfp is not None:
             self.row = fingerprint_function("morgan", packed=not self.ecfp["counts"], **self.ecfp)
@@ -83,6 +96,8 @@ class FeaturePlan:
         from qemlflow.chem.fingerprints import fill_rows
         from qemlflow.serve.domain import ECFP4_BITS, ecfp4_packed
 
+        if self.blocks is not None:
+            return self._compute_blocks(smiles)
         if self.ecfp is None or self.row is None:
             assert self.featurizer is not None
             bits, valid = ecfp4_packed(smiles)
@@ -104,6 +119,24 @@ class FeaturePlan:
             valid = fill_rows(smiles, [(packed, self.row), (bits, _ecfp4_row())])
         X = np.unpackbits(packed, axis=1, count=size, bitorder="little").astype(np.float32)
         X[~valid] = np.nan
+        return X, bits, valid
+
+    def _compute_blocks(
+        self, smiles: Sequence[str]
+    ) -> tuple[NDArray[Any], NDArray[np.uint8], NDArray[np.bool_]]:
+        """The featurizer's blocks and the domain bits, as ``compute`` of the feature
+        engine assembles them (the same chunk function, the same unpacking)."""
+        from qemlflow.features._engine import _column_slices, _encode_chunk, output_dtype
+
+        assert self.blocks is not None
+        *blocks, _ = self.blocks
+        valid, packed = _encode_chunk(self.blocks, list(smiles))
+        X = np.empty((len(smiles), sum(b.width for b in blocks)), dtype=output_dtype(blocks))
+        for block, columns, part in zip(blocks, _column_slices(blocks), packed, strict=False):
+            block.unpack(part, X[:, columns])
+        X[~valid] = np.nan
+        bits = packed[-1]
+        bits[~valid] = 0
         return X, bits, valid
 
 

@@ -239,9 +239,12 @@ def create_app(service: ModelService, settings: ServeSettings, metrics: ServiceM
         """Score molecules: one result per input SMILES, in order."""
         smiles, unreadable = await _request_smiles(request, smiles_column, settings)
         response = await service.predict(smiles)
-        for result, reason in zip(response.results, unreadable, strict=True):
-            if reason:  # the row never held a molecule: say why, not "empty SMILES"
-                result.error = reason
+        if any(unreadable):  # a row that never held a molecule: say why, not "empty SMILES"
+            # A copy: the service may hand the same result object to other requests.
+            response.results = [
+                result.model_copy(update={"error": reason}) if reason else result
+                for result, reason in zip(response.results, unreadable, strict=True)
+            ]
         return response
 
     @app.get("/healthz", response_model=HealthResponse)

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from qemlflow.store import Store
 
 __all__ = [
+    "AnswerCache",
     "BatchTooLargeError",
     "ModelNotReadyError",
     "ModelService",
@@ -74,6 +75,10 @@ __all__ = [
 log = logging.getLogger("qemlflow.serve")
 
 _SMOKE_TEST_SECONDS = 120.0  # longest wait for a new version's test molecules
+# A model call of this many rows or more is split over two threads when each row is
+# scored on its own (trees: per row, the same comparisons and sums in any batch).
+_SPLIT_ROWS = 256
+_ROW_WISE_ESTIMATORS = frozenset({"lightgbm", "random_forest", "extra_trees"})
 
 
 class ServeError(QeMLflowError):
@@ -96,6 +101,45 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+class AnswerCache:
+    """Results one model version has already given, by input SMILES.
+
+    A version's answer for a molecule never changes (its features, its model and its
+    training set are fixed), so a molecule asked for again is answered from here on the
+    event loop: no worker, no dispatcher thread, no model call. Only results without an
+    error are kept (a timeout depends on the load); past ``max_entries`` (about 2 KB each:
+    ~32 MB by default, beside the feature cache's 256 MB) the least recently used go
+    first. Used from the event loop thread only.
+    """
+
+    def __init__(self, max_entries: int = 16_384) -> None:
+        self.max_entries = max_entries
+        self._rows: dict[str, PredictionResult] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, smiles: Sequence[str]) -> list[PredictionResult] | None:
+        """The results for every one of ``smiles``, or None unless all are known."""
+        rows = self._rows
+        found = []
+        for text in smiles:
+            row = rows.pop(text, None)
+            if row is None:
+                return None
+            rows[text] = row  # most recently used last
+            found.append(row)
+        return found
+
+    def put(self, rows: Sequence[PredictionResult]) -> None:
+        """Remember the results of ``rows`` that have no error."""
+        for row in rows:
+            if row.error is None and row.smiles not in self._rows:
+                self._rows[row.smiles] = row
+        while len(self._rows) > self.max_entries:
+            del self._rows[next(iter(self._rows))]
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """One registered model version, loaded from its verified blob and ready to score."""
@@ -106,6 +150,7 @@ class ServedModel:
     plan: FeaturePlan = field(repr=False)
     loaded_at: float = field(default_factory=time.time)
     cache: FeatureCache = field(default_factory=FeatureCache, repr=False, compare=False)
+    answers: AnswerCache = field(default_factory=AnswerCache, repr=False, compare=False)
     reference: Reference | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -221,9 +266,12 @@ class ServedModel:
         else:
             X = np.empty((0, 0))
             bits = np.zeros((0, width), dtype=np.uint8)
-        columns = self._model_outputs(X)
         similarity = np.full(len(smiles), np.nan)
-        similarity[good] = self.domain.similarity_packed(bits)
+        if len(good) >= _SPLIT_ROWS and self._rows_independent:
+            columns, similarity[good] = self._outputs_in_threads(X, bits)
+        else:
+            columns = self._model_outputs(X)
+            similarity[good] = self.domain.similarity_packed(bits)
         in_domain = self.domain.in_domain(similarity).tolist()
         position = dict(zip(good, range(len(good)), strict=True))
         threshold = float(self.domain.threshold)
@@ -249,6 +297,28 @@ class ServedModel:
                 )
             )
         return results
+
+    @cached_property
+    def _rows_independent(self) -> bool:
+        """Whether each row's outputs are computed on their own (a tree ensemble's are):
+        then scoring the rows in parts gives exactly the numbers of one call."""
+        return getattr(self.predictor.model, "estimator", None) in _ROW_WISE_ESTIMATORS
+
+    def _outputs_in_threads(
+        self, X: NDArray[Any], bits: NDArray[np.uint8]
+    ) -> tuple[dict[str, NDArray[np.float64]], NDArray[np.float64]]:
+        """The model's outputs and the domain similarity of many rows on two cores: the
+        model call (which releases the GIL) in halves, the similarity beside them."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        half = len(X) // 2
+        with ThreadPoolExecutor(2, thread_name_prefix="qemlflow-score") as pool:
+            first = pool.submit(self._model_outputs, X[:half])
+            similarity = pool.submit(self.domain.similarity_packed, bits)
+            second = self._model_outputs(X[half:])
+            head = first.result()
+            columns = {name: np.concatenate([head[name], m]) for name, m in second.items()}
+            return columns, similarity.result()
 
     def _model_outputs(self, X: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
         """Output name -> (n, n_tasks) matrix; the calls ``Predictor.predict`` makes."""
@@ -471,6 +541,9 @@ class ModelService:
             raise ModelNotReadyError(
                 "the scorer cannot take work now", "wait until /readyz says ready"
             )
+        known = model.answers.get(smiles)
+        if known is not None:
+            return self._answered(model, known)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[PredictResponse] = loop.create_future()
 
@@ -481,19 +554,36 @@ class ModelService:
         pool.submit(
             WorkerJob(model.recipe, model.cache, smiles, _Answer(model, settle), answer.done)
         )
-        if self.monitor is None:
-            return await answer
         started = time.perf_counter()
         try:
             response = await answer
         except Exception:
-            self.monitor.record_failure(
-                model.name, model.number, len(smiles), time.perf_counter() - started
-            )
+            if self.monitor is not None:
+                self.monitor.record_failure(
+                    model.name, model.number, len(smiles), time.perf_counter() - started
+                )
             raise
-        self.monitor.record(
-            model.name, model.number, response.results, time.perf_counter() - started
+        model.answers.put(response.results)
+        if self.monitor is not None:
+            self.monitor.record(
+                model.name, model.number, response.results, time.perf_counter() - started
+            )
+        return response
+
+    def _answered(self, model: ServedModel, rows: list[PredictionResult]) -> PredictResponse:
+        """The response to a request whose every molecule ``model`` has answered before."""
+        started = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.record_cache(len({row.smiles for row in rows}), 0)
+            self.metrics.record_molecules(rows)
+        response = PredictResponse.model_construct(
+            model=model.name,
+            model_version=model.number,
+            domain_threshold=float(model.domain.threshold),
+            results=rows,
         )
+        if self.monitor is not None:
+            self.monitor.record(model.name, model.number, rows, time.perf_counter() - started)
         return response
 
     def _score_waiting(self, model: ServedModel, smiles: list[str]) -> list[PredictionResult]:
