@@ -12,26 +12,32 @@ values depend on the BLAS summation order, so nothing exact is lost.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from rdkit import Chem
-from rdkit.Chem import Descriptors
+from rdkit.Chem import Descriptors, rdMolDescriptors
 
 __all__ = [
     "EXACT_IPC_ATOMS",
     "MAX_ABS_DESCRIPTOR",
+    "MAX_CUBIC_ATOMS",
     "PHYSCHEM_DESCRIPTORS",
     "descriptor_names",
     "descriptor_row",
     "physchem_row",
+    "reference_descriptor_row",
 ]
 
 EXACT_IPC_ATOMS = 150
 """Molecules up to this many atoms get RDKit's own ``Ipc``/``AvgIpc`` (every bundled one)."""
+
+MAX_CUBIC_ATOMS = 500
+"""Above this many atoms, ``BCUT2D_*``, ``BalabanJ`` and ``BertzCT`` are NaN (see the module
+docstring); no bundled molecule comes near it (the largest has 136 atoms)."""
 
 MAX_ABS_DESCRIPTOR = 1e10
 """Values larger than this in magnitude (e.g. ``Ipc`` of big molecules) become NaN."""
@@ -133,12 +139,418 @@ def _information_content(mol: Chem.Mol) -> tuple[float, float]:
     return float(sum(magnitudes)) * average, average
 
 
+# --- shared intermediates ---------------------------------------------------------------
+# An intermediate is a function (mol, known) -> value, computed at most once per molecule
+# (``known`` holds those already computed, so one can build on another). A plan step pairs
+# an intermediate with the function that takes one descriptor's value from it; a step with
+# no intermediate calls RDKit's own descriptor function on the molecule.
+_Intermediate = Callable[[Chem.Mol, dict[Any, Any]], Any]
+_Step = tuple[_Intermediate | None, Callable[[Any], Any]]
+
+
+def _needed(known: dict[Any, Any], intermediate: _Intermediate, mol: Chem.Mol) -> Any:
+    """``intermediate`` of ``mol``, from ``known`` or computed now (errors propagate)."""
+    if intermediate not in known:
+        try:
+            known[intermediate] = intermediate(mol, known)
+        except Exception as error:  # remembered: whatever needs it fails the same way
+            known[intermediate] = error
+    value = known[intermediate]
+    if isinstance(value, Exception):
+        raise value
+    return value
+
+
 @lru_cache(maxsize=1)
-def _ipc_columns() -> tuple[int, int]:
-    names = descriptor_names()
-    return names.index("Ipc"), names.index("AvgIpc")
+def _outer_electrons() -> tuple[int, ...]:
+    table = Chem.GetPeriodicTable()
+    return tuple(table.GetNOuterElecs(z) for z in range(119))
 
 
+def _atoms(mol: Chem.Mol, known: dict[Any, Any]) -> tuple[tuple[int, int, int, int, int], ...]:
+    """(atomic number, degree, total H count, formal charge, radical electrons) of each atom:
+    one pass over the atoms for everything that reads them one by one."""
+    return tuple(
+        (
+            atom.GetAtomicNum(),
+            atom.GetDegree(),
+            atom.GetTotalNumHs(),
+            atom.GetFormalCharge(),
+            atom.GetNumRadicalElectrons(),
+        )
+        for atom in _each_atom(mol)
+    )
+
+
+def _each_atom(mol: Chem.Mol) -> Iterator[Chem.Atom]:
+    """The atoms of ``mol`` in index order.
+
+    ``mol.GetAtoms()`` is a pure-Python sequence in RDKit (RDKit issue #6208) that makes six
+    Python calls per atom; this makes one. It is ~1/5 of the time of the whole descriptor
+    set when every per-atom loop uses it.
+    """
+    atom = mol.GetAtomWithIdx
+    return (atom(i) for i in range(mol.GetNumAtoms()))
+
+
+def _valence_electrons(mol: Chem.Mol, known: dict[Any, Any]) -> tuple[int, int]:
+    """(NumValenceElectrons, NumRadicalElectrons): RDKit's sums of integers, from one pass."""
+    outer = _outer_electrons()
+    atoms = _needed(known, _atoms, mol)
+    valence = sum(outer[z] - charge + hs for z, _, hs, charge, _ in atoms)
+    return valence, sum(radicals for *_, radicals in atoms)
+
+
+def _topological_distances(mol: Chem.Mol) -> NDArray[np.float64]:
+    """Bond-count distances between all atoms, as ``Chem.GetDistanceMatrix(mol, 0, 0)``.
+
+    RDKit's is Floyd-Warshall, O(n^3); above :data:`MAX_CUBIC_ATOMS` atoms a breadth-first
+    search from every atom gives the same integers in O(n^2) (unreachable pairs: 1e8, as
+    RDKit writes them).
+    """
+    n = mol.GetNumAtoms()
+    if n <= MAX_CUBIC_ATOMS:
+        return np.asarray(Chem.GetDistanceMatrix(mol, useBO=0, useAtomWts=0), dtype=np.float64)
+    from scipy import sparse
+    from scipy.sparse.csgraph import shortest_path
+
+    adjacency = sparse.csr_matrix(Chem.GetAdjacencyMatrix(mol).astype(np.float64))
+    distances = shortest_path(adjacency, directed=False, unweighted=True)
+    distances[np.isinf(distances)] = 1e8
+    return np.asarray(distances, dtype=np.float64)
+
+
+def _estate_indices(mol: Chem.Mol, known: dict[Any, Any]) -> NDArray[np.float64]:
+    """The EState index of each atom, as ``rdkit.Chem.EState.EState.EStateIndices``, bit for bit.
+
+    RDKit's pairwise loop adds, for atom k, the term (I_k - I_m) / d_km^2 of every other atom
+    m in increasing m, starting from 0.0. Here those same terms (the same float operations) are
+    summed left to right by a cumulative sum, which adds in exactly that order; a pair RDKit
+    skips (unreachable) contributes +0.0, which leaves a sum unchanged. The four EState
+    indices and the EState_VSA/VSA_EState bins all read this one vector.
+    """
+    from rdkit.Chem.EState.EState import GetPrincipleQuantumNumber
+
+    outer = _outer_electrons()
+    atoms = _needed(known, _atoms, mol)
+    intrinsic = np.zeros(len(atoms), dtype=np.float64)
+    for i, (z, degree, hs, _, _) in enumerate(atoms):
+        if degree > 0:
+            principal = GetPrincipleQuantumNumber(z)
+            intrinsic[i] = (4.0 / (principal * principal) * (outer[z] - hs) + 1) / degree
+    distances = _topological_distances(mol) + 1
+    accumulated = np.empty_like(intrinsic)
+    for start in range(0, len(atoms), 256):  # row blocks: memory stays small for big molecules
+        block = distances[start : start + 256]
+        with np.errstate(all="ignore"):
+            terms = (intrinsic[start : start + 256, None] - intrinsic[None, :]) / (block * block)
+        terms[~(block < 1e6)] = 0.0
+        accumulated[start : start + 256] = np.cumsum(terms, axis=1)[:, -1]
+    indices = accumulated + intrinsic
+    mol._eStateIndices = indices  # RDKit's own cache: EState_VSA/VSA_EState read it
+    return indices
+
+
+def _estate_vsa(mol: Chem.Mol, known: dict[Any, Any]) -> Any:
+    from rdkit.Chem.EState import EState_VSA
+
+    _needed(known, _estate_indices, mol)  # left on the molecule, where RDKit looks first
+    return EState_VSA.EState_VSA_(mol, force=False)  # type: ignore[no-untyped-call]
+
+
+def _vsa_estate(mol: Chem.Mol, known: dict[Any, Any]) -> Any:
+    from rdkit.Chem.EState import EState_VSA
+
+    _needed(known, _estate_indices, mol)
+    return EState_VSA.VSA_EState_(mol, force=False)  # type: ignore[no-untyped-call]
+
+
+def _partial_charges(mol: Chem.Mol, known: dict[Any, Any]) -> tuple[float, float]:
+    """(lowest, highest) Gasteiger charge, as ``Descriptors._ChargeDescriptors`` (RDKit's
+    helper behind all four charge descriptors) finds them: the same code, but reading the
+    atoms without RDKit's slow atom sequence."""
+    from rdkit.Chem import rdPartialCharges
+
+    rdPartialCharges.ComputeGasteigerCharges(mol)
+    lowest = 500.0
+    highest = -500.0
+    for atom in _each_atom(mol):
+        charge = float(atom.GetProp("_GasteigerCharge"))  # RDKit reads the text form too
+        lowest = min(charge, lowest)
+        highest = max(charge, highest)
+    mol._chargeDescriptors = (lowest, highest)
+    return lowest, highest
+
+
+def _morgan_densities(mol: Chem.Mol, known: dict[Any, Any]) -> tuple[float, float, float]:
+    """FpDensityMorgan1/2/3 from one radius-3 Morgan count fingerprint.
+
+    RDKit computes three fingerprints (radius 1, 2, 3) and counts each one's distinct
+    environments. Morgan environments are built layer by layer and a layer never depends on
+    the radius asked for, so the environments of radius <= r in the radius-3 fingerprint
+    are those of the radius-r one: counting the identifiers first seen at radius <= r gives
+    the same counts.
+    """
+    from rdkit.Chem import rdFingerprintGenerator
+
+    output = rdFingerprintGenerator.AdditionalOutput()
+    output.AllocateBitInfoMap()
+    _morgan_generator().GetSparseCountFingerprint(mol, additionalOutput=output)
+    first_radius = [min(radius for _, radius in seen) for seen in output.GetBitInfoMap().values()]
+    heavy = mol.GetNumHeavyAtoms()
+    if heavy == 0:
+        return 0.0, 0.0, 0.0
+    return (
+        float(sum(1 for r in first_radius if r <= 1)) / heavy,
+        float(sum(1 for r in first_radius if r <= 2)) / heavy,
+        float(len(first_radius)) / heavy,
+    )
+
+
+@lru_cache(maxsize=1)
+def _morgan_generator() -> Any:
+    from rdkit.Chem import rdFingerprintGenerator
+
+    return rdFingerprintGenerator.GetMorganGenerator(3)
+
+
+def _bcut(mol: Chem.Mol, known: dict[Any, Any]) -> tuple[float, ...]:
+    """The eight BCUT2D values from one call (eigenvalues of dense n x n matrices: O(n^3))."""
+    if mol.GetNumAtoms() > MAX_CUBIC_ATOMS:
+        return (np.nan,) * 8
+    try:
+        return tuple(rdMolDescriptors.BCUT2D(mol))
+    except Exception:  # RDKit's wrapper gives NaN for all eight
+        return (np.nan,) * 8
+
+
+def _crippen(mol: Chem.Mol, known: dict[Any, Any]) -> tuple[float, float]:
+    """(MolLogP, MolMR): RDKit computes both in one call and returns one of them."""
+    return tuple(rdMolDescriptors.CalcCrippenDescriptors(mol))  # type: ignore[return-value]
+
+
+def _slogp_vsa(mol: Chem.Mol, known: dict[Any, Any]) -> Any:
+    return rdMolDescriptors.SlogP_VSA_(mol, force=False)
+
+
+def _smr_vsa(mol: Chem.Mol, known: dict[Any, Any]) -> Any:
+    return rdMolDescriptors.SMR_VSA_(mol, force=False)
+
+
+def _peoe_vsa(mol: Chem.Mol, known: dict[Any, Any]) -> Any:
+    return rdMolDescriptors.PEOE_VSA_(mol, force=False)
+
+
+def _information_content_of(mol: Chem.Mol, known: dict[Any, Any]) -> tuple[float, float]:
+    return _information_content(mol)
+
+
+def _qed(mol: Chem.Mol, known: dict[Any, Any]) -> float:
+    """RDKit's ``QED.qed``, with the properties it shares with other descriptors computed once.
+
+    ``QED.properties`` works on ``Chem.RemoveHs(mol)``; a molecule without hydrogen atoms
+    is already that molecule, so its MolLogP (Crippen), TPSA, HBD and molecular weight are
+    the ones computed for their own columns. The rest (acceptor patterns, strict rotatable
+    bonds, aromatic rings, structural alerts) is QED's own code, unchanged.
+    """
+    from rdkit.Chem import QED, MolSurf
+
+    atoms = _needed(known, _atoms, mol)
+    if any(z == 1 for z, *_ in atoms):
+        return float(QED.qed(mol))  # type: ignore[no-untyped-call]
+    strict = rdMolDescriptors.NumRotatableBondsOptions.Strict
+    properties = QED.QEDproperties(
+        MW=rdMolDescriptors._CalcMolWt(mol),
+        ALOGP=_needed(known, _crippen, mol)[0],
+        HBA=sum(
+            len(mol.GetSubstructMatches(pattern))
+            for pattern in QED.Acceptors
+            if mol.HasSubstructMatch(pattern)
+        ),
+        HBD=rdMolDescriptors.CalcNumHBD(mol),
+        PSA=MolSurf.TPSA(mol),
+        ROTB=rdMolDescriptors.CalcNumRotatableBonds(mol, strict),
+        AROM=len(Chem.GetSSSR(Chem.DeleteSubstructs(Chem.Mol(mol), QED.AliphaticRings))),
+        ALERTS=len(_alert_catalog().matching(mol)),
+    )
+    return float(QED.qed(mol, qedProperties=properties))  # type: ignore[no-untyped-call]
+
+
+# --- substructure patterns, matched in one call ------------------------------------------
+# QED's structural alerts and the 85 fr_ counts are ~200 SMARTS searches per molecule, one
+# Python call each, and most find nothing. A FilterCatalog of the same patterns runs the
+# same searches (RDKit's SubstructMatch, default parameters, "at least one match") in one
+# call; only the fr_ patterns it reports are then counted, with RDKit's own call.
+
+
+class _PatternCatalog:
+    """Which of a fixed list of SMARTS patterns match a molecule, in one RDKit call."""
+
+    def __init__(self, patterns: Sequence[Chem.Mol]) -> None:
+        from rdkit.Chem.rdfiltercatalog import FilterCatalog, FilterCatalogEntry, SmartsMatcher
+
+        self.patterns = tuple(patterns)
+        self._catalog = FilterCatalog()
+        for index, pattern in enumerate(self.patterns):
+            matcher = SmartsMatcher(str(index), pattern, 1)  # matched: at least once
+            self._catalog.AddEntry(FilterCatalogEntry(str(index), matcher))
+
+    def matching(self, mol: Chem.Mol) -> list[Chem.Mol]:
+        """The patterns with at least one match in ``mol``, in list order."""
+        found = sorted(int(entry.GetDescription()) for entry in self._catalog.GetMatches(mol))
+        return [self.patterns[index] for index in found]
+
+
+@lru_cache(maxsize=1)
+def _alert_catalog() -> _PatternCatalog:
+    from rdkit.Chem import QED
+
+    return _PatternCatalog(QED.StructuralAlerts)
+
+
+@lru_cache(maxsize=1)
+def _fragment_patterns() -> dict[str, Chem.Mol]:
+    """The SMARTS pattern behind each ``fr_`` descriptor that is RDKit's plain match count."""
+    from rdkit.Chem import Fragments
+
+    patterns: dict[str, Chem.Mol] = {}
+    for name, function in Fragments.fns:
+        defaults = getattr(function, "__defaults__", None)
+        if (
+            defaults is not None
+            and len(defaults) == 2
+            and defaults[0] is True
+            and isinstance(defaults[1], Chem.Mol)
+        ):
+            patterns[name] = defaults[1]
+    return patterns
+
+
+@lru_cache(maxsize=1)
+def _fragment_catalog() -> _PatternCatalog:
+    return _PatternCatalog(tuple(_fragment_patterns().values()))
+
+
+def _fragment_counts(mol: Chem.Mol, known: dict[Any, Any]) -> dict[int, int]:
+    """Unique-match counts (``Fragments._CountMatches``) of the fr_ patterns that match, by
+    ``id(pattern)``; every other pattern counts 0."""
+    return {
+        id(pattern): len(mol.GetSubstructMatches(pattern, uniquify=True))
+        for pattern in _fragment_catalog().matching(mol)
+    }
+
+
+def _spacial_score(mol: Chem.Mol, known: dict[Any, Any]) -> float:
+    """RDKit's ``SPS`` (``SpacialScore._SpacialScore(mol).score``) without its per-atom method
+    calls: the same integer score, summed over the same atoms, over the same heavy-atom count.
+    """
+    from rdkit.Chem import rdmolops
+
+    copy = Chem.Mol(mol)
+    rdmolops.FindPotentialStereoBonds(copy)
+    stereo = {
+        index
+        for index, _ in Chem.FindMolChiralCenters(
+            copy, includeUnassigned=True, includeCIP=False, useLegacyImplementation=False
+        )
+    }
+    double, none = Chem.BondType.DOUBLE, Chem.BondStereo.STEREONONE
+    for i in range(copy.GetNumBonds()):
+        bond = copy.GetBondWithIdx(i)
+        if bond.GetBondType() == double and bond.GetStereo() != none:
+            stereo.update((bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()))
+    hybridisation = _SPS_HYBRIDISATION
+    score = 0
+    for index, atom in enumerate(_each_atom(copy)):
+        ring = 1 if atom.GetIsAromatic() or not atom.IsInRing() else 2
+        score += (
+            hybridisation.get(atom.GetHybridization(), 4)
+            * (2 if index in stereo else 1)
+            * ring
+            * atom.GetDegree() ** 2
+        )
+    return score / copy.GetNumHeavyAtoms()  # type: ignore[no-any-return]
+
+
+_SPS_HYBRIDISATION = {
+    Chem.HybridizationType.SP: 1,
+    Chem.HybridizationType.SP2: 2,
+    Chem.HybridizationType.SP3: 3,
+}
+
+
+def _bounded(name: str, function: Callable[[Chem.Mol], Any]) -> Callable[[Chem.Mol], Any]:
+    """RDKit's ``function``, or NaN on molecules over :data:`MAX_CUBIC_ATOMS` atoms."""
+
+    def bounded(mol: Chem.Mol) -> Any:
+        return np.nan if mol.GetNumAtoms() > MAX_CUBIC_ATOMS else function(mol)
+
+    bounded.__name__ = name
+    return bounded
+
+
+_CUBIC = ("BalabanJ", "BertzCT")
+"""Descriptors built on RDKit's bond-order distance matrix (Floyd-Warshall, O(n^3)) and
+pairwise Python loops over it: NaN above :data:`MAX_CUBIC_ATOMS` atoms."""
+
+
+def _shared_steps() -> dict[str, _Step]:
+    """The descriptors taken from a shared intermediate, by name."""
+    steps: dict[str, _Step] = {
+        "MaxAbsEStateIndex": (_estate_indices, lambda e: np.abs(e).max()),
+        "MaxEStateIndex": (_estate_indices, lambda e: e.max()),
+        "MinAbsEStateIndex": (_estate_indices, lambda e: np.abs(e).min()),
+        "MinEStateIndex": (_estate_indices, lambda e: e.min()),
+        "qed": (_qed, lambda q: q),
+        "SPS": (_spacial_score, lambda q: q),
+        "NumValenceElectrons": (_valence_electrons, lambda v: v[0]),
+        "NumRadicalElectrons": (_valence_electrons, lambda v: v[1]),
+        "MaxPartialCharge": (_partial_charges, lambda c: c[1]),
+        "MinPartialCharge": (_partial_charges, lambda c: c[0]),
+        "MaxAbsPartialCharge": (_partial_charges, lambda c: max(abs(c[0]), abs(c[1]))),
+        "MinAbsPartialCharge": (_partial_charges, lambda c: min(abs(c[0]), abs(c[1]))),
+        "FpDensityMorgan1": (_morgan_densities, lambda d: d[0]),
+        "FpDensityMorgan2": (_morgan_densities, lambda d: d[1]),
+        "FpDensityMorgan3": (_morgan_densities, lambda d: d[2]),
+        "Ipc": (_information_content_of, lambda i: i[0]),
+        "AvgIpc": (_information_content_of, lambda i: i[1]),
+        "MolLogP": (_crippen, lambda c: c[0]),
+        "MolMR": (_crippen, lambda c: c[1]),
+    }
+    bcut = ("MWHI", "MWLOW", "CHGHI", "CHGLO", "LOGPHI", "LOGPLOW", "MRHI", "MRLOW")
+    for i, suffix in enumerate(bcut):
+        steps[f"BCUT2D_{suffix}"] = (_bcut, lambda b, i=i: b[i])
+    for name, pattern in _fragment_patterns().items():
+        steps[name] = (_fragment_counts, lambda counts, key=id(pattern): counts.get(key, 0))
+    for prefix, intermediate, bins in (
+        ("SlogP_VSA", _slogp_vsa, 12),
+        ("SMR_VSA", _smr_vsa, 10),
+        ("PEOE_VSA", _peoe_vsa, 14),
+        ("EState_VSA", _estate_vsa, 11),
+        ("VSA_EState", _vsa_estate, 10),
+    ):
+        for i in range(bins):
+            steps[f"{prefix}{i + 1}"] = (intermediate, lambda v, i=i: v[i])
+    return steps
+
+
+@lru_cache(maxsize=4)
+def _plan(names: tuple[str, ...]) -> tuple[_Step, ...]:
+    """How to compute each of ``names``: from a shared intermediate, or RDKit's function."""
+    shared = _shared_steps()
+    functions = dict(_descriptor_functions())
+    plan: list[_Step] = []
+    for name in names:
+        if name in shared:
+            plan.append(shared[name])
+        elif name in _CUBIC:
+            plan.append((None, _bounded(name, functions[name])))
+        else:
+            plan.append((None, functions[name]))
+    return tuple(plan)
+
+
+@lru_cache(maxsize=1)
 def descriptor_names() -> tuple[str, ...]:
     """Return the names of every RDKit 2D descriptor, in output column order.
 
@@ -153,12 +565,6 @@ def descriptor_names() -> tuple[str, ...]:
     return tuple(name for name, _ in _descriptor_functions())
 
 
-@lru_cache(maxsize=1)
-def _physchem_functions() -> tuple[Callable[[Chem.Mol], Any], ...]:
-    functions = dict(_descriptor_functions())
-    return tuple(functions[name] for name in PHYSCHEM_DESCRIPTORS)
-
-
 def _cleaned(values: list[float]) -> NDArray[np.float64]:
     row = np.array(values, dtype=np.float64)
     # "not <=" also catches NaN, so inf, NaN and huge values are all cleaned in one pass
@@ -166,11 +572,27 @@ def _cleaned(values: list[float]) -> NDArray[np.float64]:
     return row
 
 
+def _row(mol: Chem.Mol, plan: tuple[_Step, ...]) -> NDArray[np.float64]:
+    """Run ``plan`` on ``mol``: each shared intermediate once, each value from it (or RDKit)."""
+    known: dict[_Intermediate, Any] = {}
+    values: list[float] = []
+    append = values.append
+    for intermediate, value in plan:
+        try:
+            if intermediate is None:
+                append(float(value(mol)))
+                continue
+            append(float(value(_needed(known, intermediate, mol))))
+        except Exception:  # RDKit descriptors raise many unrelated types on odd molecules
+            append(np.nan)
+    return _cleaned(values)
+
+
 def physchem_row(mol: Chem.Mol) -> NDArray[np.float64]:
     """Return the :data:`PHYSCHEM_DESCRIPTORS` of ``mol`` as float64, in that order.
 
-    Each value is RDKit's own (the same functions as :func:`descriptor_row`, so the same
-    numbers as the full set's columns of those names); failures and absurd values are NaN.
+    Each value is RDKit's own (the same numbers as the full set's columns of those names,
+    bit for bit); failures and absurd values are NaN.
 
     Examples
     --------
@@ -178,14 +600,7 @@ def physchem_row(mol: Chem.Mol) -> NDArray[np.float64]:
     >>> round(float(row[PHYSCHEM_DESCRIPTORS.index("MolLogP")]), 4), len(row)
     (-0.0014, 39)
     """
-    values: list[float] = []
-    append = values.append
-    for function in _physchem_functions():
-        try:
-            append(float(function(mol)))
-        except Exception:  # RDKit descriptors raise many unrelated types on odd molecules
-            append(np.nan)
-    return _cleaned(values)
+    return _row(mol, _plan(PHYSCHEM_DESCRIPTORS))
 
 
 def descriptor_row(mol: Chem.Mol) -> NDArray[np.float64]:
@@ -193,6 +608,9 @@ def descriptor_row(mol: Chem.Mol) -> NDArray[np.float64]:
 
     A descriptor that raises, is not finite, or exceeds :data:`MAX_ABS_DESCRIPTOR` in
     magnitude gives NaN, so downstream models see "missing" rather than a huge number.
+    Shared intermediates are computed once (see the module docstring); every value equals
+    RDKit's own function's, bit for bit, except those bounded on molecules over
+    :data:`MAX_CUBIC_ATOMS` atoms.
 
     Examples
     --------
@@ -200,19 +618,38 @@ def descriptor_row(mol: Chem.Mol) -> NDArray[np.float64]:
     >>> round(float(row[descriptor_names().index("MolWt")]), 2)
     46.07
     """
+    return _row(mol, _plan(descriptor_names()))
+
+
+def reference_descriptor_row(mol: Chem.Mol, names: Sequence[str] | None = None) -> NDArray[np.float64]:
+    """The same row computed the plain way: RDKit's function for each descriptor in turn.
+
+    This is what ``Descriptors.CalcMolDescriptors`` does (with ``Ipc``/``AvgIpc`` from
+    :func:`characteristic_polynomial`, and the values cleaned as :func:`descriptor_row`
+    cleans them): the reference that the shared computation is tested and benchmarked
+    against. Slow; not used for features.
+
+    Examples
+    --------
+    >>> mol = Chem.MolFromSmiles("CC(=O)Nc1ccc(O)cc1")
+    >>> bool(np.array_equal(reference_descriptor_row(mol), descriptor_row(mol), equal_nan=True))
+    True
+    """
+    functions = dict(_descriptor_functions())
     values: list[float] = []
-    append = values.append
-    ipc, avg_ipc = _ipc_columns()
-    for column, (_, function) in enumerate(_descriptor_functions()):
-        if column in (ipc, avg_ipc):
-            append(np.nan)  # filled in below, from one polynomial
+    wanted = descriptor_names() if names is None else tuple(names)
+    for name in wanted:
+        if name in ("Ipc", "AvgIpc"):
+            values.append(np.nan)  # filled in below, from one polynomial, as before
             continue
         try:
-            append(float(function(mol)))
-        except Exception:  # RDKit descriptors raise many unrelated types on odd molecules
-            append(np.nan)
-    try:
-        values[ipc], values[avg_ipc] = _information_content(mol)
-    except Exception:  # as for any other descriptor: unusable means NaN
-        values[ipc] = values[avg_ipc] = np.nan
+            values.append(float(functions[name](mol)))
+        except Exception:  # as descriptor_row: unusable means NaN
+            values.append(np.nan)
+    for column, name in enumerate(wanted):
+        if name in ("Ipc", "AvgIpc"):
+            try:
+                values[column] = _information_content(mol)[name == "AvgIpc"]
+            except Exception:
+                values[column] = np.nan
     return _cleaned(values)
