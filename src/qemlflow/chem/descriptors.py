@@ -95,15 +95,36 @@ PHYSCHEM_DESCRIPTORS: tuple[str, ...] = (
     "NumSaturatedCarbocycles",
     # surface area binned by Crippen logP contribution (shares MolLogP's atom typing)
     *(f"SlogP_VSA{i}" for i in range(1, 13)),
+    # ionizable and H-bonding groups: what sets logD at pH 7.4 (acids, amines, amidines...)
+    "fr_COO",
+    "fr_COO2",
+    "fr_Al_COO",
+    "fr_Ar_COO",
+    "fr_NH0",
+    "fr_NH1",
+    "fr_NH2",
+    "fr_Ar_N",
+    "fr_ArN",
+    "fr_amidine",
+    "fr_guanido",
+    "fr_quatN",
+    "fr_tetrazole",
+    "fr_sulfonamd",
+    "fr_phenol",
+    "fr_aniline",
+    "fr_pyridine",
+    "fr_imidazole",
+    "fr_phos_acid",
 )
 """The curated physico-chemical subset of the RDKit 2D descriptors (``physchem`` featurizer).
 
 Descriptors that are cheap (tens of microseconds per drug-like molecule together with the
 Crippen atom typing they share) and carry the physical chemistry behind solubility,
-permeability and binding: size, logP/MR, polar surface, H-bond counts, flexibility, rings.
+permeability and binding: size, logP/MR, polar surface, H-bond counts, flexibility, rings,
+and the counts of ionizable groups (acids, amines, amidines, tetrazoles...) that set logD.
 Left out are the expensive ones (``qed`` with its structural alerts, the EState indices,
 BCUT2D, ``BertzCT``, ``Ipc``, the chi/kappa connectivity indices, Gasteiger charges) and the
-85 ``fr_`` SMARTS counts, which ECFP's atom environments already carry. Why this set is the
+other ``fr_`` SMARTS counts, which ECFP's atom environments already carry. Why this set is the
 default: docs/benchmarks.md, "A default that earns its cost".
 """
 
@@ -696,7 +717,7 @@ def physchem_row(mol: Chem.Mol) -> NDArray[np.float64]:
     --------
     >>> row = physchem_row(Chem.MolFromSmiles("CCO"))
     >>> round(float(row[PHYSCHEM_DESCRIPTORS.index("MolLogP")]), 4), len(row)
-    (-0.0014, 39)
+    (-0.0014, 58)
     """
     return _row(mol, _plan(PHYSCHEM_DESCRIPTORS))
 

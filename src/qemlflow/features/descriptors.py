@@ -50,7 +50,8 @@ class RDKitDescriptors(Featurizer):
 
 class PhysChemDescriptors(Featurizer):
     """The curated physico-chemical RDKit descriptors (:data:`~qemlflow.chem.descriptors.\
-PHYSCHEM_DESCRIPTORS`: size, logP/MR, TPSA, H-bond counts, flexibility, rings, SlogP_VSA).
+PHYSCHEM_DESCRIPTORS`): size, logP/MR, TPSA, H-bond counts, flexibility, rings, SlogP_VSA
+    and the counts of ionizable groups.
 
     Every value is RDKit's own, as in :class:`RDKitDescriptors`, at a tenth of its cost; part
     of QeMLflow's default features (``[{type: ecfp, counts: true}, {type: physchem}]``).
@@ -67,7 +68,7 @@ PHYSCHEM_DESCRIPTORS`: size, logP/MR, TPSA, H-bond counts, flexibility, rings, S
     >>> x = featurizer.transform(["CCO"])
     >>> names = list(featurizer.get_feature_names_out())
     >>> x.shape, round(float(x[0, names.index("TPSA")]), 2)
-    ((1, 39), 20.23)
+    ((1, 58), 20.23)
     """
 
     type_name = "physchem"
