@@ -357,14 +357,18 @@ def _information_content_of(mol: Chem.Mol, known: dict[Any, Any]) -> tuple[float
 def _qed(mol: Chem.Mol, known: dict[Any, Any]) -> float:
     """RDKit's ``QED.qed``, with the properties it shares with other descriptors computed once.
 
-    ``QED.properties`` works on ``Chem.RemoveHs(mol)``; a molecule without hydrogen atoms
-    is already that molecule, so its MolLogP (Crippen), TPSA, HBD and molecular weight are
-    the ones computed for their own columns. The rest (acceptor patterns, strict rotatable
-    bonds, aromatic rings, structural alerts) is QED's own code, unchanged.
+    ``QED.properties`` computes everything on a copy, ``Chem.RemoveHs(mol)``. For a molecule
+    with no hydrogen (or dummy) atoms that copy is the same molecule re-sanitized, which
+    changes nothing for a molecule that was sanitized when parsed (checked on every bundled
+    molecule); so the properties are computed on ``mol`` itself, where MolLogP is the
+    Crippen value already computed for its own column and TPSA is RDKit's cached one. The
+    rest (acceptor patterns, strict rotatable bonds, aromatic rings) is QED's own code, and
+    the structural alerts are counted by one FilterCatalog call. Other molecules go through
+    ``QED.qed`` unchanged.
     """
     from rdkit.Chem import QED, MolSurf
 
-    if any(atom.GetAtomicNum() == 1 for atom in _each_atom(mol)):
+    if mol.GetNumHeavyAtoms() != mol.GetNumAtoms():  # hydrogen (or dummy) atoms: QED's own way
         return float(QED.qed(mol))  # type: ignore[no-untyped-call]
     strict = rdMolDescriptors.NumRotatableBondsOptions.Strict
     properties = QED.QEDproperties(  # type: ignore[no-untyped-call]
@@ -438,6 +442,20 @@ _SPS_HYBRIDISATION = {
     Chem.HybridizationType.SP2: 2,
     Chem.HybridizationType.SP3: 3,
 }
+
+
+def _connectivity(mol: Chem.Mol, known: dict[Any, Any]) -> tuple[Any, Any]:
+    """(Chi0, Chi1) as ``GraphDescriptors.Chi0``/``Chi1`` compute them (the same non-zero
+    degrees and degree products in atom and bond order, the same NumPy operations and the
+    same left-to-right ``sum``), reading atoms and bonds directly."""
+    degrees = [atom.GetDegree() for atom in _each_atom(mol)]
+    products = []
+    for i in range(mol.GetNumBonds()):
+        bond = mol.GetBondWithIdx(i)
+        products.append(degrees[bond.GetBeginAtomIdx()] * degrees[bond.GetEndAtomIdx()])
+    chi0 = sum(np.sqrt(1.0 / np.array([d for d in degrees if d != 0], float)))
+    chi1 = sum(np.sqrt(1.0 / np.array([p for p in products if p != 0], float)))
+    return chi0, chi1
 
 
 def _balaban_matrix(mol: Chem.Mol, known: dict[Any, Any]) -> Any:
@@ -567,6 +585,8 @@ def _shared_steps() -> dict[str, _Step]:
         "SPS": (_spacial_score, _itself),
         "BertzCT": (_bertz_ct, _itself),
         "BalabanJ": (_balaban_j, _itself),
+        "Chi0": (_connectivity, itemgetter(0)),
+        "Chi1": (_connectivity, itemgetter(1)),
         "MaxPartialCharge": (_partial_charges, itemgetter(1)),
         "MinPartialCharge": (_partial_charges, itemgetter(0)),
         "MaxAbsPartialCharge": (_partial_charges, _max_abs_pair),
