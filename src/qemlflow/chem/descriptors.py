@@ -660,8 +660,6 @@ def _row(mol: Chem.Mol, plan: tuple[_Step, ...]) -> NDArray[np.float64]:
         try:
             if intermediate is None:
                 append(float(value(mol)))
-            elif intermediate in known:
-                append(float(value(known[intermediate])))  # an error here is caught below
             else:
                 append(float(value(_needed(known, intermediate, mol))))
         except Exception:  # RDKit descriptors raise many unrelated types on odd molecules
