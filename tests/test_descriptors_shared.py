@@ -70,6 +70,7 @@ def bits(row: np.ndarray) -> bytes:
     return np.ascontiguousarray(row, dtype=np.float64).tobytes()
 
 
+@pytest.mark.slow  # ~2,000 molecules, each computed three ways: 15-40 s
 def test_every_descriptor_is_rdkits_own_bit_for_bit_on_a_sample_of_every_bundled_set() -> None:
     names = descriptor_names()
     physchem_columns = [names.index(name) for name in PHYSCHEM_DESCRIPTORS]
