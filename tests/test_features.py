@@ -265,6 +265,7 @@ def test_spec_forms() -> None:
         "atompair",
         "torsion",
         "rdkit2d",
+        "physchem",
         "smiles",
         "concat",
     }

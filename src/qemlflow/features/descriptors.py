@@ -16,7 +16,11 @@ class RDKitDescriptors(Featurizer):
     """The full RDKit 2D descriptor set (``rdkit.Chem.Descriptors._descList``), as float64.
 
     A descriptor that fails, is infinite, or exceeds 1e10 in magnitude is NaN; a SMILES
-    that cannot be parsed gives a row of NaN. Column names are the RDKit names.
+    that cannot be parsed gives a row of NaN. Column names are the RDKit names. Every value
+    is RDKit's own, bit for bit, computed with what the descriptors share (EState vector,
+    Crippen contributions, charges, distance matrices) computed once per molecule; on
+    molecules over :data:`~qemlflow.chem.descriptors.MAX_CUBIC_ATOMS` atoms the cubic ones
+    (Ipc, AvgIpc, BCUT2D, BalabanJ, BertzCT) are NaN (:mod:`qemlflow.chem.descriptors`).
 
     Parameters
     ----------
