@@ -89,22 +89,26 @@ def structure_table(smiles: list[str]) -> np.ndarray:
 def distinct_molecules(n: int, seed: int) -> list[str]:
     """``n`` bundled molecules the default chemistry policy keeps, distinct once standardized.
 
-    Standardized SMILES are returned, so the run neither rejects nor merges any row.
+    Standardized SMILES of distinct InChIKeys are returned, so the run neither rejects
+    nor merges any row.
     """
-    from qemlflow.chem import standardize_smiles
+    from qemlflow.chem import smiles_inchikey, standardize_smiles
 
     pool = bundled_smiles()
     order = np.random.default_rng(seed).permutation(len(pool))
-    chosen: dict[str, None] = {}
+    chosen: dict[str, str] = {}  # InChIKey (how the run finds copies) -> SMILES
     for i in order:
         result = standardize_smiles(pool[i])
-        if result.mol is not None and result.smiles not in chosen:
-            chosen[result.smiles] = None
+        if result.mol is None:
+            continue
+        key = smiles_inchikey(result.smiles)
+        if key and key not in chosen:
+            chosen[key] = result.smiles
             if len(chosen) == n:
                 break
     if len(chosen) < n:
         raise SystemExit(f"only {len(chosen)} distinct usable bundled molecules; ask for fewer")
-    return list(chosen)
+    return list(chosen.values())
 
 
 def sparse_labels(table: np.ndarray, n_tasks: int, seed: int) -> np.ndarray:
