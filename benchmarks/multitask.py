@@ -36,7 +36,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from molecules import bundled_smiles  # noqa: E402
+from molecules import bundled_smiles
 
 # Substructures a task's rule may count (each an assay-like structural alert or motif).
 _PATTERNS = (

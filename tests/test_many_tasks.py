@@ -148,8 +148,12 @@ def test_the_roc_plot_of_hundreds_of_tasks_has_one_legend_line(tmp_path: Path) -
 def test_the_benchmark_script_prints_its_summary(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tasks", "4", "--molecules", "80"]
-        + ["--n-bootstrap", "20", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            str(SCRIPT),
+            *("--tasks", "4", "--molecules", "80", "--n-bootstrap"),
+            *("20", "--out", str(tmp_path)),
+        ],
         capture_output=True,
         text=True,
         env=env,
