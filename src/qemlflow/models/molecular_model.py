@@ -66,6 +66,9 @@ _PER_TASK_LISTS = (
 )
 _PER_TASK_DICTS = ("tasks_not_modelled_", "tasks_not_calibrated_", "calibration_fallbacks_")
 
+# Predictions of several tasks go to threads only from this many molecules on.
+_THREADED_MIN_ROWS = 256
+
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -1135,7 +1138,9 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         X_checked = self._check_features(X, n_features=self.n_features_in_)
         if getattr(self, "joint_", False):
             return self._shape(self.estimators_[0].predict_tasks(X_checked)[0])
-        columns = np.column_stack(self._per_estimator(lambda m: m.predict(X_checked)))
+        columns = np.column_stack(
+            self._per_estimator(lambda m: m.predict(X_checked), len(X_checked))
+        )
         return self._shape(columns.astype(np.float64))
 
     def _is_ensemble(self) -> bool:
@@ -1271,13 +1276,16 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         X_checked = self._check_features(X, n_features=self.n_features_in_)
         if getattr(self, "joint_", False):
             return self._shape(self._calibrated(self.estimators_[0].predict_tasks(X_checked)[0]))
-        columns = np.column_stack(self._per_estimator(lambda m: m.predict_proba(X_checked)[:, 1]))
+        columns = np.column_stack(
+            self._per_estimator(lambda m: m.predict_proba(X_checked)[:, 1], len(X_checked))
+        )
         return self._shape(np.clip(columns.astype(np.float64), 0.0, 1.0))
 
-    def _per_estimator(self, work: Callable[[Any], FloatArray]) -> list[FloatArray]:
-        """``work`` on each task's estimator, across ``n_jobs`` threads for several tasks."""
+    def _per_estimator(self, work: Callable[[Any], FloatArray], rows: int) -> list[FloatArray]:
+        """``work`` on each task's estimator, across ``n_jobs`` threads for several tasks
+        and a batch large enough to pay for them (a served molecule stays on one)."""
         workers = _task_workers(self.n_jobs, len(self.estimators_))
-        return _map_tasks(work, self.estimators_, workers)
+        return _map_tasks(work, self.estimators_, workers if rows >= _THREADED_MIN_ROWS else 1)
 
     def score(self, X: npt.ArrayLike, y: npt.ArrayLike) -> float:
         """Return R² (regression) or accuracy (classification), averaged over tasks.
