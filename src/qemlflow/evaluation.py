@@ -93,8 +93,15 @@ def _regression_batch(
     }
 
 
-def _average_precision(score: FloatArray, positive: BoolArray, mask: BoolArray) -> FloatArray:
-    """Step-wise average precision, as ``sklearn.metrics.average_precision_score``."""
+def _average_precision(
+    score: FloatArray, positive: BoolArray, mask: BoolArray, row_length: int | None = None
+) -> FloatArray:
+    """Step-wise average precision, as ``sklearn.metrics.average_precision_score``.
+
+    ``row_length``: the rows are the usable cells of longer rows, moved to the front in
+    their order (see :func:`_labelled_cells`); the final sum then runs over rows padded
+    back to that length, so its floating-point rounding is that of the full rows.
+    """
     m = score.shape[1]
     key = np.where(mask, score, -np.inf)  # unused cells sort last and never count
     order = np.argsort(-key, axis=1, kind="stable")
@@ -108,12 +115,20 @@ def _average_precision(score: FloatArray, positive: BoolArray, mask: BoolArray) 
     end = np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1]
     block_precision = np.take_along_axis(precision, end, axis=1)
     n_pos = hits.sum(axis=1)
-    average: FloatArray = (hits * block_precision).sum(axis=1) / np.where(n_pos > 0, n_pos, 1.0)
+    weighted = hits * block_precision
+    if row_length is not None and row_length > m:
+        # Usable cells sort first in a full row too: the same values, then zeros.
+        weighted = np.pad(weighted, ((0, 0), (0, row_length - m)))
+    average: FloatArray = weighted.sum(axis=1) / np.where(n_pos > 0, n_pos, 1.0)
     return average
 
 
 def _classification_batch(
-    y_true: FloatArray, y_score: FloatArray, mask: BoolArray, threshold: float
+    y_true: FloatArray,
+    y_score: FloatArray,
+    mask: BoolArray,
+    threshold: float,
+    row_length: int | None = None,
 ) -> dict[str, FloatArray]:
     positive = mask & (y_true == 1)
     negative = mask & (y_true == 0)
@@ -141,7 +156,7 @@ def _classification_batch(
 
     metrics = {
         "roc_auc": roc_auc,
-        "pr_auc": _average_precision(score, positive, mask),
+        "pr_auc": _average_precision(score, positive, mask, row_length),
         "mcc": mcc,
         "balanced_accuracy": balanced_accuracy,
     }
@@ -199,6 +214,30 @@ def _scorer(task: str, threshold: float) -> Callable[..., dict[str, FloatArray]]
     if task == "regression":
         return _regression_batch
     return lambda t, p, m: _classification_batch(t, p, m, threshold)
+
+
+def _labelled_cells(
+    rows: npt.NDArray[np.int64], t: FloatArray, p: FloatArray
+) -> tuple[FloatArray, FloatArray, BoolArray]:
+    """One task's resampled labelled cells, each row's moved to the front in order.
+
+    ``rows`` is a (B, n) matrix of resampled molecules; a sparse task labels few of them.
+    Returns (B, w) targets, scores and usable mask, w the most labelled cells of a row:
+    the classification metrics of these rows equal those of the full (B, n) rows
+    (ranks and orders among usable cells are kept, and their sums are of whole or half
+    numbers, exact in any order; average precision sums as the full rows do, see
+    :func:`_average_precision`), at the cost of w columns instead of n.
+    """
+    usable = ~np.isnan(t)[rows]
+    count = usable.sum(axis=1)
+    width = int(count.max()) if count.size else 0
+    row, column = np.nonzero(usable)  # row-major: each row's cells in their order
+    slot = np.arange(len(row)) - np.repeat(np.cumsum(count) - count, count)
+    picked = np.zeros((len(rows), width), dtype=np.int64)
+    picked[row, slot] = rows[row, column]
+    mask = np.zeros((len(rows), width), dtype=bool)
+    mask[row, slot] = True
+    return np.where(mask, t[picked], np.nan), np.where(mask, p[picked], 0.0), mask
 
 
 def _score_once(t: FloatArray, p: FloatArray, task: str, threshold: float) -> dict[str, float]:
@@ -348,8 +387,13 @@ def _bootstrap(
     names: Sequence[str],
     n_bootstrap: int,
     seed: int,
+    threshold: float | None = None,
 ) -> dict[str, FloatArray]:
-    """Task-averaged metric values of each resample of molecules, shape (n_bootstrap,)."""
+    """Task-averaged metric values of each resample of molecules, shape (n_bootstrap,).
+
+    With a ``threshold`` (classification) each task is scored on its labelled cells
+    only (:func:`_labelled_cells`): the same values, far cheaper for sparse tasks.
+    """
     n, n_tasks = t.shape
     rng = np.random.default_rng(seed)
     chunk = max(1, _CHUNK_CELLS // max(n, 1))
@@ -358,9 +402,13 @@ def _bootstrap(
         rows = rng.integers(0, n, size=(min(chunk, n_bootstrap - start), n))
         per_task = []
         for j in range(n_tasks):
-            tj, pj = t[rows, j], p[rows, j]
             with np.errstate(divide="ignore", invalid="ignore"):  # undefined metrics -> NaN
-                per_task.append(scorer(tj, pj, ~np.isnan(tj)))
+                if threshold is not None:
+                    tj, pj, usable = _labelled_cells(rows, t[:, j], p[:, j])
+                    per_task.append(_classification_batch(tj, pj, usable, threshold, n))
+                else:
+                    tj, pj = t[rows, j], p[rows, j]
+                    per_task.append(scorer(tj, pj, ~np.isnan(tj)))
         for name in names:
             stacked = np.stack([scores[name] for scores in per_task], axis=1)
             collected[name].append(_nanmean_rows(stacked))
@@ -418,7 +466,8 @@ def evaluate(
 
     ci: dict[str, tuple[float, float]] = {}
     if n_bootstrap > 0 and len(t) > 0:
-        samples = _bootstrap(t, p, _scorer(kind, threshold), metric_names, n_bootstrap, seed)
+        cells = threshold if kind == "classification" else None
+        samples = _bootstrap(t, p, _scorer(kind, threshold), metric_names, n_bootstrap, seed, cells)
         tail = (1.0 - float(confidence)) / 2 * 100
         for metric, values in samples.items():
             defined = values[~np.isnan(values)]
@@ -545,6 +594,31 @@ def parity_plot(
     return _save_png(figure, path)
 
 
+# Above this many tasks (a ToxCast-style set has hundreds) the ROC plot draws the curves
+# thin and unlabelled, with one legend line of their AUCs, instead of a legend per task.
+ROC_LEGEND_MAX_TASKS: Final = 20
+
+
+def _many_roc_curves(axes: Any, t: FloatArray, s: FloatArray, mask: BoolArray) -> None:
+    """Every task's ROC curve in one colour, summarized in a single legend entry."""
+    from sklearn.metrics import roc_curve
+
+    aucs, single = [], 0
+    for j in range(t.shape[1]):
+        rows = mask[:, j]
+        tj, sj = t[rows, j], s[rows, j]
+        auc = _score_once(tj, sj, "classification", 0.5)["roc_auc"]
+        if math.isnan(auc):
+            single += 1
+            continue
+        aucs.append(auc)
+        fpr, tpr, _ = roc_curve(tj, sj)
+        axes.plot(fpr, tpr, color="C0", alpha=0.15, linewidth=0.6)
+    summary = f"{len(aucs)} tasks: mean AUC {np.mean(aucs):.3f}" if aucs else "no task"
+    summary += f" ({single} with one class, no ROC)" if single else ""
+    axes.plot([], [], color="C0", label=summary)
+
+
 def roc_plot(
     y_true: Any,
     y_score: Any,
@@ -556,7 +630,9 @@ def roc_plot(
     """Draw the ROC curve of each task that has both classes; write a PNG; return its path.
 
     The legend gives each curve's AUC. Tasks with a single class have no ROC curve and
-    are listed as such in the legend rather than failing.
+    are listed as such in the legend rather than failing. With more than
+    ``ROC_LEGEND_MAX_TASKS`` tasks the curves share one colour and one legend line (their
+    count and mean AUC), so hundreds of tasks still give a readable plot.
 
     Examples
     --------
@@ -572,7 +648,9 @@ def roc_plot(
     figure = _new_figure()
     axes = figure.add_subplot()
     axes.plot((0, 1), (0, 1), color="grey", linestyle="--", linewidth=1, label="chance")
-    for j, label in enumerate(labels):
+    if t.shape[1] > ROC_LEGEND_MAX_TASKS:
+        _many_roc_curves(axes, t, s, mask)
+    for j, label in enumerate(labels if t.shape[1] <= ROC_LEGEND_MAX_TASKS else []):
         rows = mask[:, j]
         tj, sj = t[rows, j], s[rows, j]
         auc = _score_once(tj, sj, "classification", 0.5)["roc_auc"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import warnings
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
 
 import lightgbm
 import numpy as np
@@ -48,6 +51,51 @@ CV_PLUS_MAX_POINTS = 500
 # Below this many calibration labels of either class, probabilities are calibrated by
 # cross-validation on the training and calibration rows together.
 MIN_CALIBRATION_PER_CLASS = 5
+
+
+# What a per-task fit records, one entry per task (lists) or per task it concerns (dicts).
+_PER_TASK_LISTS = (
+    "estimators_",
+    "base_estimators_",
+    "n_train_per_task_",
+    "n_calibration_per_task_",
+    "calibration_methods_",
+    "interval_methods_",
+    "calibration_sources_",
+    "cv_plus_",
+)
+_PER_TASK_DICTS = ("tasks_not_modelled_", "tasks_not_calibrated_", "calibration_fallbacks_")
+
+# Predictions of several tasks go to threads only from this many molecules on.
+_THREADED_MIN_ROWS = 256
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _task_workers(n_jobs: int | None, n_tasks: int) -> int:
+    """Threads for per-task work: ``n_jobs`` (negative counts back from all cores), at
+    most one per task; 1 for a single task, which keeps its estimator's own threads."""
+    if n_tasks < 2 or n_jobs is None or n_jobs == 1:
+        return 1
+    cores = os.cpu_count() or 1
+    wanted = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+    return max(1, min(wanted, n_tasks))
+
+
+def _map_tasks(work: Callable[[_T], _R], items: Iterable[_T], workers: int) -> list[_R]:
+    """``[work(item) for item in items]``, on ``workers`` threads; results in item order."""
+    if workers <= 1:
+        return [work(item) for item in items]
+    # scikit-learn's configuration is per thread: the workers run under the caller's.
+    config = sklearn.get_config()
+
+    def configured(item: _T) -> _R:
+        with sklearn.config_context(**config):
+            return work(item)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(configured, items))
 
 
 class _CVPlus:
@@ -652,23 +700,57 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         X_cal: npt.NDArray[Any] | None,
         Y_cal: FloatArray | None,
     ) -> list[float]:
-        """Fit one model per task on its labelled rows; return the conformal half-widths."""
-        quantiles: list[float] = []
-        for t in range(Y.shape[1]):
+        """Fit one model per task on its labelled rows; return the conformal half-widths.
+
+        With ``n_jobs`` other than 1 and several tasks, tasks are fitted side by side in
+        threads (the estimators release the GIL while they fit), each estimator on one
+        thread: a sparse set of hundreds of small tasks is then parallel across tasks,
+        not within each small fit. Every task's fit is independent and seeded alike, and
+        its results are merged in task order, so the model is the same whatever ``n_jobs``.
+        """
+        workers = _task_workers(self.n_jobs, Y.shape[1])
+        if workers > 1 and "n_jobs" in resolved:
+            resolved = {**resolved, "n_jobs": 1}
+
+        def fit_task(t: int) -> tuple[MolecularModel, float | None]:
+            # Each task records into its own part, merged below in task order.
+            part = self._task_part()
             rows = ~np.isnan(Y[:, t])
             X_t, y_t = X[rows], Y[rows, t]
             cal: tuple[npt.NDArray[Any], FloatArray] | None = None
             if X_cal is not None and Y_cal is not None:
                 cal_rows = ~np.isnan(Y_cal[:, t])
                 cal = (X_cal[cal_rows], Y_cal[cal_rows, t])
-            self.n_train_per_task_.append(int(rows.sum()))
+            part.n_train_per_task_.append(int(rows.sum()))
             if not rows.any():
-                quantiles.append(self._fit_unlabelled_task(t, cal))
-            elif self.task == "regression":
-                quantiles.append(self._fit_regression_task(t, spec, resolved, X_t, y_t, cal))
-            else:
-                self._fit_classification_task(t, spec, resolved, X_t, y_t, cal)
+                return part, part._fit_unlabelled_task(t, cal)
+            if self.task == "regression":
+                return part, part._fit_regression_task(t, spec, resolved, X_t, y_t, cal)
+            part._fit_classification_task(t, spec, resolved, X_t, y_t, cal)
+            return part, None
+
+        quantiles: list[float] = []
+        for part, quantile in _map_tasks(fit_task, range(Y.shape[1]), workers):
+            self._merge_task_part(part)
+            if quantile is not None:
+                quantiles.append(quantile)
         return quantiles
+
+    def _task_part(self) -> MolecularModel:
+        """A copy of this model with empty per-task records, for one task's fit."""
+        part = copy.copy(self)
+        for name in _PER_TASK_LISTS:
+            setattr(part, name, [])
+        for name in _PER_TASK_DICTS:
+            setattr(part, name, {})
+        return part
+
+    def _merge_task_part(self, part: MolecularModel) -> None:
+        """Append what one task's fit recorded (see :meth:`_task_part`)."""
+        for name in _PER_TASK_LISTS:
+            getattr(self, name).extend(getattr(part, name))
+        for name in _PER_TASK_DICTS:
+            getattr(self, name).update(getattr(part, name))
 
     def _fit_unlabelled_task(
         self, t: int, cal: tuple[npt.NDArray[Any], FloatArray] | None
@@ -1056,7 +1138,9 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         X_checked = self._check_features(X, n_features=self.n_features_in_)
         if getattr(self, "joint_", False):
             return self._shape(self.estimators_[0].predict_tasks(X_checked)[0])
-        columns = np.column_stack([m.predict(X_checked) for m in self.estimators_])
+        columns = np.column_stack(
+            self._per_estimator(lambda m: m.predict(X_checked), len(X_checked))
+        )
         return self._shape(columns.astype(np.float64))
 
     def _is_ensemble(self) -> bool:
@@ -1192,8 +1276,16 @@ class MolecularModel(BaseEstimator):  # type: ignore[misc]
         X_checked = self._check_features(X, n_features=self.n_features_in_)
         if getattr(self, "joint_", False):
             return self._shape(self._calibrated(self.estimators_[0].predict_tasks(X_checked)[0]))
-        columns = np.column_stack([m.predict_proba(X_checked)[:, 1] for m in self.estimators_])
+        columns = np.column_stack(
+            self._per_estimator(lambda m: m.predict_proba(X_checked)[:, 1], len(X_checked))
+        )
         return self._shape(np.clip(columns.astype(np.float64), 0.0, 1.0))
+
+    def _per_estimator(self, work: Callable[[Any], FloatArray], rows: int) -> list[FloatArray]:
+        """``work`` on each task's estimator, across ``n_jobs`` threads for several tasks
+        and a batch large enough to pay for them (a served molecule stays on one)."""
+        workers = _task_workers(self.n_jobs, len(self.estimators_))
+        return _map_tasks(work, self.estimators_, workers if rows >= _THREADED_MIN_ROWS else 1)
 
     def score(self, X: npt.ArrayLike, y: npt.ArrayLike) -> float:
         """Return R² (regression) or accuracy (classification), averaged over tasks.
