@@ -9,7 +9,11 @@ to ~900 training molecules), errors in place, Parquet.
 
 Each screen size runs in a fresh subprocess (``--child``) with one worker, which reports
 its own throughput and peak RSS (``ru_maxrss``); the plain loop runs in this process on
-a sample. A second figure screens with standardization on (the default for real use).
+a sample. A second figure screens with standardization on (the default for real use), with
+the same ECFP4 model trained on standardized molecules, and its ratio to the plain loop
+(issue #16: at least 0.6). A third screens with the model of the default experiment (a
+config without ``features`` or ``model``: the default featurizers and estimator, standardized
+input), in molecules/s per worker. The last line is a JSON summary of every figure.
 
     python benchmarks/screen.py --sizes 100000 1000000
 """
@@ -33,12 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from molecules import library_smiles
 
 
-def _train(folder: Path, standardize: bool) -> tuple[Path, Path]:
+def _train(folder: Path, standardize: bool, default: bool = False) -> tuple[Path, Path]:
     import qemlflow as qm
     from qemlflow.store import Store
 
     config: dict[str, Any] = {
-        "name": f"screen-bench-{'std' if standardize else 'raw'}",
+        "name": "screen-bench-default"
+        if default
+        else f"screen-bench-{'std' if standardize else 'raw'}",
         "seed": 0,
         "dataset": {
             "source": "esol",  # the bundled set (the same bytes as ../shared/data/esol.csv)
@@ -46,9 +52,10 @@ def _train(folder: Path, standardize: bool) -> tuple[Path, Path]:
             "target_columns": ["logp"],
             "standardize": standardize,
         },
-        "features": [{"type": "ecfp", "radius": 2, "size": 2048}],
         "evaluation": {"n_bootstrap": 10, "plots": False},
     }
+    if not default:  # the default experiment names neither features nor a model
+        config["features"] = [{"type": "ecfp", "radius": 2, "size": 2048}]
     store_path = folder / "store"
     out = folder / config["name"]
     with Store.open(store_path) as store:
@@ -123,6 +130,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--baseline", type=int, default=50_000, help="Molecules in the loop.")
     parser.add_argument("--standardized", type=int, default=20_000, help="0: skip that figure.")
+    parser.add_argument(
+        "--default-model", type=int, default=5_000, help="Molecules for that figure; 0: skip."
+    )
     parser.add_argument("--child", nargs=4, metavar=("MODEL", "STORE", "INPUT", "OUTPUT"))
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
@@ -137,10 +147,15 @@ def main() -> None:
         model, store = _train(folder, standardize=False)
         plain = _plain_loop(model, muv[: args.baseline])
         print(f"plain loop (parse + ECFP4 + predict): {plain:,.0f} molecules/s")
+        summary: dict[str, Any] = {"plain_loop_rate": plain, "screens": {}}
         runs = {}
         for size in args.sizes:
             runs[size] = _screen_in_child(model, store, _library(folder, size, muv), folder)
             figures = runs[size]
+            summary["screens"][str(size)] = {
+                **figures,
+                "ratio_to_plain_loop": figures["rate"] / plain,
+            }
             print(
                 f"screen {size:>9,}: {figures['rate']:,.0f} molecules/s "
                 f"({figures['rate'] / plain:.2f}x the loop), peak RSS "
@@ -151,14 +166,30 @@ def main() -> None:
             small, large = min(args.sizes), max(args.sizes)
             ratio = runs[large]["peak_rss_mib"] / runs[small]["peak_rss_mib"]
             print(f"peak RSS {large:,} / {small:,}: {ratio:.2f}x")
+            summary["peak_rss_ratio"] = ratio
         if args.standardized:
             model_std, store_std = _train(folder, standardize=True)
             source = _library(folder, args.standardized, muv)
             figures = _screen_in_child(model_std, store_std, source, folder)
+            summary["standardized"] = {
+                "molecules": args.standardized,
+                **figures,
+                "ratio_to_plain_loop": figures["rate"] / plain,
+            }
             print(
                 f"screen {args.standardized:,} with standardization: "
                 f"{figures['rate']:,.0f} molecules/s ({figures['rate'] / plain:.2f}x the loop)"
             )
+        if args.default_model:
+            model_default, store_default = _train(folder, standardize=True, default=True)
+            source = _library(folder, args.default_model, muv)
+            figures = _screen_in_child(model_default, store_default, source, folder)
+            summary["default_model"] = {"molecules": args.default_model, **figures}
+            print(
+                f"screen {args.default_model:,} with the default experiment's model: "
+                f"{figures['rate']:,.0f} molecules/s per worker"
+            )
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from rdkit import Chem, rdBase
 from rdkit.Chem.MolStandardize import rdMolStandardize
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
+from qemlflow.chem.cleanup import clean_neutral
 from qemlflow.chem.parent import Refusal, choose_parent
 from qemlflow.chemistry import DEFAULT_POLICY, ChemistryPolicy
 from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
@@ -88,6 +89,14 @@ def parse_smiles(smiles: Any, *, limits: MoleculeLimits | None = DEFAULT_LIMITS)
     >>> parse_smiles("C" * 400).detail
     '400 heavy atoms, over the limit of 300 (raise limits.max_heavy_atoms to admit it)'
     """
+    parsed = _parse(smiles, limits)
+    if not isinstance(parsed, Chem.Mol):
+        return parsed
+    return MolResult(mol=parsed, smiles=Chem.MolToSmiles(parsed))
+
+
+def _parse(smiles: Any, limits: MoleculeLimits | None) -> Chem.Mol | MolResult:
+    """:func:`parse_smiles`'s molecule, or its failure, without writing the SMILES."""
     if smiles is None or (isinstance(smiles, float) and smiles != smiles):
         return _failure(Reason.EMPTY, "no SMILES given")
     if not isinstance(smiles, str):
@@ -108,7 +117,7 @@ def parse_smiles(smiles: Any, *, limits: MoleculeLimits | None = DEFAULT_LIMITS)
         Chem.SanitizeMol(mol)
     except Exception as exc:  # RDKit raises several unrelated exception types here
         return _failure(Reason.SANITIZATION, f"{_shown(text)}: {_first_line(exc)}")
-    return MolResult(mol=mol, smiles=Chem.MolToSmiles(mol))
+    return mol
 
 
 def _shown(text: Any, most: int = 200) -> str:
@@ -123,22 +132,25 @@ def _first_line(exc: BaseException) -> str:
 
 
 @lru_cache(maxsize=1)
-def _standardizers() -> tuple[Any, Any]:
-    return (
-        rdMolStandardize.Uncharger(canonicalOrder=True),
-        rdMolStandardize.TautomerEnumerator(),
-    )
+def _tautomers() -> Any:
+    return rdMolStandardize.TautomerEnumerator()
 
 
-def _parent(mol: Chem.Mol, tautomer: bool, policy: ChemistryPolicy) -> Chem.Mol | Refusal:
-    """The standardized parent of ``mol``, or why the policy refuses it."""
-    uncharger, tautomers = _standardizers()
-    chosen = choose_parent(mol, policy)
+def _parent(
+    mol: Chem.Mol, tautomer: bool, policy: ChemistryPolicy, *, from_smiles: bool = False
+) -> Chem.Mol | Refusal:
+    """The standardized parent of ``mol``, or why the policy refuses it.
+
+    ``from_smiles``: ``mol`` was parsed from SMILES here, so cleanup may be skipped where
+    it provably changes nothing (see :mod:`qemlflow.chem.cleanup`); the result is the same.
+    """
+    chosen = choose_parent(mol, policy, copy=not from_smiles)
     if isinstance(chosen, Refusal):
         return chosen
-    neutral = uncharger.uncharge(rdMolStandardize.Cleanup(chosen))
+    # Under "largest_fragment" the parent has been through Cleanup: no longer as parsed.
+    neutral = clean_neutral(chosen, from_smiles=from_smiles and policy.unsupported == "reject")
     if tautomer:
-        neutral = tautomers.Canonicalize(neutral)
+        neutral = _tautomers().Canonicalize(neutral)
     Chem.SanitizeMol(neutral)
     if (heavy := neutral.GetNumHeavyAtoms()) < policy.min_heavy_atoms:
         return Refusal(
@@ -198,11 +210,11 @@ def standardize_smiles(
     >>> standardize_smiles("C[NH3+].[Cl-]").reason
     <Reason.PARENT_TOO_SMALL: 'parent_too_small'>
     """
-    parsed = parse_smiles(smiles, limits=limits)
-    if parsed.mol is None:
+    parsed = _parse(smiles, limits)
+    if not isinstance(parsed, Chem.Mol):
         return parsed
     try:
-        mol = _parent(parsed.mol, tautomer, policy)
+        mol = _parent(parsed, tautomer, policy, from_smiles=True)
     except Exception as exc:  # RDKit raises several unrelated exception types here
         return _failure(Reason.STANDARDIZATION, f"{_shown(smiles)}: {_first_line(exc)}")
     if isinstance(mol, Refusal):

@@ -133,6 +133,20 @@ class Refusal:
 
 
 @lru_cache(maxsize=1)
+def _queries() -> tuple[Chem.Mol, Chem.Mol, Chem.Mol]:
+    """(a bond of a salt metal to a non-carbon, a metal atom, a carbon atom) as SMARTS
+    queries, made from :data:`_SALT_METALS` and :data:`_NON_METALS`: one substructure test
+    in RDKit answers what a Python loop over the atoms would."""
+    salt = ",".join(f"#{n}" for n in sorted(_SALT_METALS))
+    metal = "&".join(f"!#{n}" for n in sorted(_NON_METALS))
+    return (
+        Chem.MolFromSmarts(f"[{salt}]~[!#6]"),
+        Chem.MolFromSmarts(f"[{metal}]"),
+        Chem.MolFromSmarts("[#6]"),
+    )
+
+
+@lru_cache(maxsize=1)
 def _tools() -> tuple[Any, Any, frozenset[str]]:
     uncharger = rdMolStandardize.Uncharger(canonicalOrder=True)
     listed = frozenset(_key(Chem.MolFromSmiles(s), uncharger) for s in COUNTER_IONS)
@@ -162,6 +176,9 @@ def _metal_kind(fragment: Chem.Mol) -> tuple[str, str] | None:
 
 def _disconnect_salt_metals(mol: Chem.Mol) -> Chem.Mol:
     """Break alkali/alkaline-earth bonds to heteroatoms (``O[Na]`` -> ``[O-].[Na+]``)."""
+    salt_bond, _, _ = _queries()
+    if not mol.HasSubstructMatch(salt_bond):  # the usual case: no such bond to break
+        return mol
     bonds = [
         bond
         for bond in mol.GetBonds()
@@ -195,12 +212,16 @@ def _shown(fragments: list[Chem.Mol], most: int = 3) -> str:
     return ", ".join(names) + (", ..." if len(fragments) > most else "")
 
 
-def choose_parent(mol: Chem.Mol, policy: ChemistryPolicy = DEFAULT_POLICY) -> Chem.Mol | Refusal:
+def choose_parent(
+    mol: Chem.Mol, policy: ChemistryPolicy = DEFAULT_POLICY, *, copy: bool = True
+) -> Chem.Mol | Refusal:
     """Return the one component of ``mol`` a model should score, or why there is none.
 
     The result is not yet normalized or neutralized (see
     :func:`qemlflow.chem.standardize_mol`); the size floor is checked by the caller on
-    the final parent.
+    the final parent. It is a molecule of its own, or with ``copy=False`` ``mol`` itself
+    when ``mol`` is one organic component (a sanitized ``mol`` the caller may give away:
+    the copy would only be sanitized again, which changes nothing in a sanitized molecule).
 
     Examples
     --------
@@ -217,16 +238,28 @@ def choose_parent(mol: Chem.Mol, policy: ChemistryPolicy = DEFAULT_POLICY) -> Ch
         parent: Chem.Mol = chooser.choose(rdMolStandardize.Cleanup(mol))
         return parent
     mol = _disconnect_salt_metals(mol)
+    _, metal_atom, carbon = _queries()
+    has_metal = mol.HasSubstructMatch(metal_atom)
+    if not has_metal and mol.GetNumAtoms() > 1 and len(Chem.GetMolFrags(mol)) == 1:
+        # The usual case, one metal-free component: what GetMolFrags would return for it
+        # (a sanitized copy; it copies single atoms another way) without its per-atom work.
+        if not mol.HasSubstructMatch(carbon):
+            return Refusal("unsupported_chemistry", "no carbon (inorganic); not modelled")
+        if not copy:
+            return mol
+        whole = Chem.Mol(mol)
+        Chem.SanitizeMol(whole)
+        return whole
     floor = policy.min_heavy_atoms
     fragments = list(Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=True))
-    for fragment in fragments:
+    for fragment in fragments if has_metal else ():
         if (metal := _metal_kind(fragment)) is not None:
             element, kind = metal
             return Refusal(
                 "unsupported_chemistry",
                 f"contains {element} ({kind}); metal-containing molecules are not modelled",
             )
-    organic = [f for f in fragments if any(a.GetAtomicNum() == 6 for a in f.GetAtoms())]
+    organic = [f for f in fragments if f.HasSubstructMatch(carbon)]
     if not organic:
         return Refusal("unsupported_chemistry", "no carbon (inorganic); not modelled")
     if len(organic) == 1:  # the usual case: nothing to compare

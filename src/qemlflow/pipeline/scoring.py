@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from qemlflow.store import Store
 
-__all__ = ["FeaturePlan", "ecfp_params", "training_smiles"]
+__all__ = ["FeaturePlan", "MoleculeRows", "ecfp_params", "training_smiles"]
 
 
 def ecfp_params(spec: Any) -> dict[str, Any] | None:
@@ -94,7 +94,7 @@ class FeaturePlan:
         Rows of unusable SMILES are NaN in the features and zero in the bits.
         """
         from qemlflow.chem.fingerprints import fill_rows
-        from qemlflow.serve.domain import ECFP4_BITS, ecfp4_packed
+        from qemlflow.serve.domain import ecfp4_packed
 
         if self.blocks is not None:
             return self._compute_blocks(smiles)
@@ -102,22 +102,79 @@ class FeaturePlan:
             assert self.featurizer is not None
             bits, valid = ecfp4_packed(smiles)
             return self.featurizer.transform(list(smiles)), bits, valid
-        size = self.ecfp["size"]
-        if self.ecfp["counts"]:
-            X = np.zeros((len(smiles), size), dtype=np.float32)
-            bits = np.zeros((len(smiles), ECFP4_BITS // 8), dtype=np.uint8)
-            domain_row = _ecfp4_row()
-            valid = fill_rows(smiles, [(X, self.row), (bits, domain_row)])
-            X[~valid] = np.nan
-            return X, bits, valid
-        packed = np.zeros((len(smiles), (size + 7) // 8), dtype=np.uint8)
-        if self.shares_domain_bits:
-            valid = fill_rows(smiles, [(packed, self.row)])
-            bits = packed
+        rows = self.molecule_rows(len(smiles))
+        rows.valid[:] = fill_rows(smiles, rows.targets)
+        return rows.result(np.arange(len(smiles)))
+
+    @property
+    def reads_molecules(self) -> bool:
+        """True when :meth:`molecule_rows` may be used: an ECFP-only spec without chirality,
+        whose rows are the same for a molecule and for its SMILES read back (see
+        :class:`MoleculeRows`)."""
+        return self.ecfp is not None and not self.ecfp["chirality"]
+
+    def molecule_rows(self, n: int) -> MoleculeRows:
+        """Empty feature and domain rows for ``n`` molecules of an ECFP-only spec."""
+        return MoleculeRows(self, n)
+
+
+class MoleculeRows:
+    """An ECFP-only model's feature rows and ECFP4 domain bits for ``n`` molecules, written
+    one molecule at a time (and the molecule dropped), as :meth:`FeaturePlan.compute_valid`
+    writes them from SMILES.
+
+    A molecule already parsed (standardized, say) can be written without writing and parsing
+    its SMILES again: its Morgan rows without chirality are those of the SMILES read back,
+    which keep its elements, isotopes, charges, hydrogen counts, bonds, rings and
+    aromaticity, all a Morgan fingerprint reads. Hydrogen atoms are the exception (the SMILES
+    reader removes them), so :meth:`write` is for molecules without any.
+    """
+
+    def __init__(self, plan: FeaturePlan, n: int) -> None:
+        from qemlflow.serve.domain import ECFP4_BITS
+
+        assert plan.ecfp is not None and plan.row is not None
+        self.size: int = plan.ecfp["size"]
+        self.counts: bool = plan.ecfp["counts"]
+        self.valid = np.zeros(n, dtype=bool)
+        self.bits = np.zeros((n, ECFP4_BITS // 8), dtype=np.uint8)
+        if self.counts:
+            self.features = np.zeros((n, self.size), dtype=np.float32)
+            self.targets = [(self.features, plan.row), (self.bits, _ecfp4_row())]
+        elif plan.shares_domain_bits:  # the model's packed rows are the domain bits
+            self.features = self.bits
+            self.targets = [(self.features, plan.row)]
         else:
-            bits = np.zeros((len(smiles), ECFP4_BITS // 8), dtype=np.uint8)
-            valid = fill_rows(smiles, [(packed, self.row), (bits, _ecfp4_row())])
-        X = np.unpackbits(packed, axis=1, count=size, bitorder="little").astype(np.float32)
+            self.features = np.zeros((n, (self.size + 7) // 8), dtype=np.uint8)
+            self.targets = [(self.features, plan.row), (self.bits, _ecfp4_row())]
+
+    def write(self, i: int, mol: Any) -> None:
+        """Write row ``i`` from a molecule without hydrogen atoms."""
+        for out, function in self.targets:
+            out[i] = function(mol)
+        self.valid[i] = True
+
+    def write_smiles(self, i: int, smiles: str) -> None:
+        """Write row ``i`` from a SMILES, as :func:`~qemlflow.chem.fingerprints.fill_rows`
+        does (left invalid when it gives no molecule or one without atoms)."""
+        from qemlflow.chem.fingerprints import fill_rows
+
+        self.valid[i] = fill_rows([smiles], [(out[i : i + 1], f) for out, f in self.targets])[0]
+
+    def result(
+        self, index: NDArray[np.intp]
+    ) -> tuple[NDArray[Any], NDArray[np.uint8], NDArray[np.bool_]]:
+        """(features, packed ECFP4 rows, which rows were written) of rows ``index``; rows not
+        written are NaN in the features and zero in the bits."""
+        whole = len(index) == len(self.valid)  # the usual case: no copy
+        valid = self.valid if whole else self.valid[index]
+        bits = self.bits if whole else self.bits[index]
+        features = self.features if whole else self.features[index]
+        if self.counts:
+            X = features
+        else:
+            X = np.unpackbits(features, axis=1, count=self.size, bitorder="little")
+            X = X.astype(np.float32)
         X[~valid] = np.nan
         return X, bits, valid
 

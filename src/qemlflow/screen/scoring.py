@@ -131,6 +131,8 @@ class ChunkScorer:
         from qemlflow.chem import Reason, parse_smiles, standardize_smiles
 
         p = self.predictor
+        if p.standardize and self.plan.reads_molecules:
+            return self._standardized_rows(smiles, errors)
         if p.standardize:
             texts = []
             for i, given in enumerate(smiles):
@@ -156,6 +158,41 @@ class ChunkScorer:
             parsed = parse_smiles(smiles[i], limits=p.limits)
             errors[i] = _error_text(parsed) if not parsed.ok else "featurization_error"
         if valid.all():  # the usual case: no copy of the feature matrix
+            return index, X, bits, texts
+        return index[valid], X[valid], bits[valid], texts
+
+    def _standardized_rows(
+        self, smiles: list[str], errors: list[str | None]
+    ) -> tuple[NDArray[np.intp], NDArray[Any], NDArray[np.uint8], list[str]]:
+        """:meth:`_features` for a standardizing ECFP-only model: each standardized molecule
+        is fingerprinted as it is, not written to SMILES and parsed again (see
+        :class:`~qemlflow.pipeline.scoring.MoleculeRows`); the rows are the same."""
+        from qemlflow.chem import parse_smiles, standardize_smiles
+        from qemlflow.chem.cleanup import has_hydrogen_atoms
+
+        p = self.predictor
+        rows = self.plan.molecule_rows(len(smiles))
+        texts = []
+        for i, given in enumerate(smiles):
+            if errors[i] is not None:  # the row could not be read
+                texts.append("")
+                continue
+            result = standardize_smiles(
+                given, tautomer=p.tautomer, limits=p.limits, policy=p.chemistry
+            )
+            texts.append(result.smiles or "")
+            if result.mol is None:  # refused, with its reason
+                errors[i] = _error_text(result)
+            elif has_hydrogen_atoms(result.mol):  # the SMILES reader would remove them
+                rows.write_smiles(i, texts[i])
+            else:
+                rows.write(i, result.mol)
+        index = np.flatnonzero(np.array([e is None for e in errors], dtype=bool))
+        X, bits, valid = rows.result(index)
+        for i in index[~valid]:
+            parsed = parse_smiles(smiles[i], limits=p.limits)
+            errors[i] = _error_text(parsed) if not parsed.ok else "featurization_error"
+        if valid.all():
             return index, X, bits, texts
         return index[valid], X[valid], bits[valid], texts
 
