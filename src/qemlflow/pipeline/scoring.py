@@ -106,6 +106,24 @@ class FeaturePlan:
         rows.valid[:] = fill_rows(smiles, rows.targets)
         return rows.result(np.arange(len(smiles)))
 
+    def _compute_blocks(
+        self, smiles: Sequence[str]
+    ) -> tuple[NDArray[Any], NDArray[np.uint8], NDArray[np.bool_]]:
+        """The featurizer's blocks and the domain bits, as ``compute`` of the feature
+        engine assembles them (the same chunk function, the same unpacking)."""
+        from qemlflow.features._engine import _column_slices, _encode_chunk, output_dtype
+
+        assert self.blocks is not None
+        *blocks, _ = self.blocks
+        valid, packed = _encode_chunk(self.blocks, list(smiles))
+        X = np.empty((len(smiles), sum(b.width for b in blocks)), dtype=output_dtype(blocks))
+        for block, columns, part in zip(blocks, _column_slices(blocks), packed, strict=False):
+            block.unpack(part, X[:, columns])
+        X[~valid] = np.nan
+        bits = packed[-1]
+        bits[~valid] = 0
+        return X, bits, valid
+
     @property
     def reads_molecules(self) -> bool:
         """True when :meth:`molecule_rows` may be used: an ECFP-only spec without chirality,
@@ -176,24 +194,6 @@ class MoleculeRows:
             X = np.unpackbits(features, axis=1, count=self.size, bitorder="little")
             X = X.astype(np.float32)
         X[~valid] = np.nan
-        return X, bits, valid
-
-    def _compute_blocks(
-        self, smiles: Sequence[str]
-    ) -> tuple[NDArray[Any], NDArray[np.uint8], NDArray[np.bool_]]:
-        """The featurizer's blocks and the domain bits, as ``compute`` of the feature
-        engine assembles them (the same chunk function, the same unpacking)."""
-        from qemlflow.features._engine import _column_slices, _encode_chunk, output_dtype
-
-        assert self.blocks is not None
-        *blocks, _ = self.blocks
-        valid, packed = _encode_chunk(self.blocks, list(smiles))
-        X = np.empty((len(smiles), sum(b.width for b in blocks)), dtype=output_dtype(blocks))
-        for block, columns, part in zip(blocks, _column_slices(blocks), packed, strict=False):
-            block.unpack(part, X[:, columns])
-        X[~valid] = np.nan
-        bits = packed[-1]
-        bits[~valid] = 0
         return X, bits, valid
 
 
