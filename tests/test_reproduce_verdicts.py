@@ -227,8 +227,8 @@ def test_metrics_computed_differently_are_different_at_evaluate(
         """
         import qemlflow.evaluation as evaluation
         bootstrap = evaluation._bootstrap
-        def reseeded(t, p, scorer, names, n_bootstrap, seed):
-            return bootstrap(t, p, scorer, names, n_bootstrap, seed + 1)
+        def reseeded(t, p, scorer, names, n_bootstrap, seed, *rest):
+            return bootstrap(t, p, scorer, names, n_bootstrap, seed + 1, *rest)
         evaluation._bootstrap = reseeded
         """,
     )
