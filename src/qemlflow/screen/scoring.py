@@ -9,6 +9,7 @@ process or a Dask worker. A worker loads the model once and keeps it, keyed by d
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,38 +129,21 @@ class ChunkScorer:
     ) -> tuple[NDArray[np.intp], NDArray[Any], NDArray[np.uint8], list[str]]:
         """(rows scored, their features, their domain bits, the SMILES each row was scored
         as); fills ``errors`` for the rest."""
-        from qemlflow.chem import Reason, parse_smiles, standardize_smiles
+        from qemlflow.chem import Reason
 
         p = self.predictor
         if p.standardize and self.plan.reads_molecules:
             return self._standardized_rows(smiles, errors)
         if p.standardize:
-            texts = []
-            for i, given in enumerate(smiles):
-                if errors[i] is not None:  # the row could not be read
-                    texts.append("")
-                    continue
-                result = standardize_smiles(
-                    given, tautomer=p.tautomer, limits=p.limits, policy=p.chemistry
-                )
-                texts.append(result.smiles or "")
-                if not result.ok:
-                    errors[i] = _error_text(result)
-            candidates = np.array([e is None for e in errors], dtype=bool)
+            texts = [_text(result) for _, result in self._standardized(smiles, errors)]
         else:
             texts = [s.strip() for s in smiles]
             for i, text in enumerate(texts):
                 if errors[i] is None and (problem := p.limits.admission_problem(text)):
                     errors[i] = f"{Reason.TOO_LARGE}: {problem}"
-            candidates = np.array([e is None for e in errors], dtype=bool)
-        index = np.flatnonzero(candidates)
+        index = np.flatnonzero(np.array([e is None for e in errors], dtype=bool))
         X, bits, valid = self.plan.compute_valid([texts[i] for i in index])
-        for i in index[~valid]:
-            parsed = parse_smiles(smiles[i], limits=p.limits)
-            errors[i] = _error_text(parsed) if not parsed.ok else "featurization_error"
-        if valid.all():  # the usual case: no copy of the feature matrix
-            return index, X, bits, texts
-        return index[valid], X[valid], bits[valid], texts
+        return self._kept(smiles, errors, index, X, bits, valid, texts)
 
     def _standardized_rows(
         self, smiles: list[str], errors: list[str | None]
@@ -167,34 +151,66 @@ class ChunkScorer:
         """:meth:`_features` for a standardizing ECFP-only model: each standardized molecule
         is fingerprinted as it is, not written to SMILES and parsed again (see
         :class:`~qemlflow.pipeline.scoring.MoleculeRows`); the rows are the same."""
-        from qemlflow.chem import parse_smiles, standardize_smiles
         from qemlflow.chem.cleanup import has_hydrogen_atoms
 
-        p = self.predictor
         rows = self.plan.molecule_rows(len(smiles))
         texts = []
-        for i, given in enumerate(smiles):
-            if errors[i] is not None:  # the row could not be read
-                texts.append("")
+        for i, result in self._standardized(smiles, errors):
+            texts.append(_text(result))
+            if result is None or result.mol is None:  # unreadable, or refused with its reason
                 continue
-            result = standardize_smiles(
-                given, tautomer=p.tautomer, limits=p.limits, policy=p.chemistry
-            )
-            texts.append(result.smiles or "")
-            if result.mol is None:  # refused, with its reason
-                errors[i] = _error_text(result)
-            elif has_hydrogen_atoms(result.mol):  # the SMILES reader would remove them
+            if has_hydrogen_atoms(result.mol):  # the SMILES reader would remove them
                 rows.write_smiles(i, texts[i])
             else:
                 rows.write(i, result.mol)
         index = np.flatnonzero(np.array([e is None for e in errors], dtype=bool))
         X, bits, valid = rows.result(index)
+        return self._kept(smiles, errors, index, X, bits, valid, texts)
+
+    def _standardized(
+        self, smiles: list[str], errors: list[str | None]
+    ) -> Iterator[tuple[int, Any]]:
+        """(row, standardization result) for each SMILES, None for a row that could not be
+        read; a refusal's reason goes into ``errors``."""
+        from qemlflow.chem import standardize_smiles
+
+        p = self.predictor
+        for i, given in enumerate(smiles):
+            if errors[i] is not None:  # the row could not be read
+                yield i, None
+                continue
+            result = standardize_smiles(
+                given, tautomer=p.tautomer, limits=p.limits, policy=p.chemistry
+            )
+            if not result.ok:
+                errors[i] = _error_text(result)
+            yield i, result
+
+    def _kept(
+        self,
+        smiles: list[str],
+        errors: list[str | None],
+        index: NDArray[np.intp],
+        X: NDArray[Any],
+        bits: NDArray[np.uint8],
+        valid: NDArray[np.bool_],
+        texts: list[str],
+    ) -> tuple[NDArray[np.intp], NDArray[Any], NDArray[np.uint8], list[str]]:
+        """The featurized rows: an error for each candidate that gave no features (its
+        parse failure, else ``featurization_error``), the rest kept."""
+        from qemlflow.chem import parse_smiles
+
         for i in index[~valid]:
-            parsed = parse_smiles(smiles[i], limits=p.limits)
+            parsed = parse_smiles(smiles[i], limits=self.predictor.limits)
             errors[i] = _error_text(parsed) if not parsed.ok else "featurization_error"
-        if valid.all():
+        if valid.all():  # the usual case: no copy of the feature matrix
             return index, X, bits, texts
         return index[valid], X[valid], bits[valid], texts
+
+
+def _text(result: Any) -> str:
+    """The standardized SMILES of a result ("" for an unreadable row or a refusal)."""
+    return (result.smiles or "") if result is not None else ""
 
 
 def _error_text(result: Any) -> str:
