@@ -49,6 +49,10 @@ ODD = [
     "B(O)(O)O",
     "CC(C)(C)[Hg]Cl",
     "[O-][N+](=O)c1ccc(I)cc1",
+    # every branch of the Crippen hydrogen typing (MolLogP, MolMR from one typing)
+    *("O", "[OH-]", "OO", "CC(=O)O", "OC=C", "Oc1ccccc1", "CO", "ON", "OS", "OB(O)O"),
+    *("C#CO", "OC#N", "[SH]c1ccccc1", "P", "[NH4+]", "OCl", "C[Se]O", "OC(=S)C"),
+    *("[OH3+]", "C[OH2+]", "c1cc[oH+]c1", "OC(=N)C", "O=C1C=CC(=O)N1O"),
 ]
 
 

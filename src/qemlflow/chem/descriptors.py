@@ -2,7 +2,8 @@
 
 Computed once, bit for bit. ``Descriptors.CalcMolDescriptors`` calls ~217 functions one at a
 time, and many of them recompute the same thing: the EState vector (four indices and two
-binned families), the Crippen contributions (MolLogP, MolMR, QED's logP), the Gasteiger
+binned families), the Crippen atom typing (MolLogP and MolMR on a copy with hydrogens added,
+SlogP_VSA and SMR_VSA on the molecule, QED's logP: one typing here), the Gasteiger
 charges, the bond-order distance matrix (BalabanJ, BertzCT), the characteristic polynomial
 (Ipc, AvgIpc). Here each shared intermediate is computed once per molecule and every value
 is taken from it with RDKit's own code or the same floating-point operations in the same
@@ -217,13 +218,19 @@ def _each_atom(mol: Chem.Mol) -> Iterator[Chem.Atom]:
     return (atom(i) for i in range(mol.GetNumAtoms()))
 
 
-def _valence_electrons(mol: Chem.Mol) -> int:
-    """RDKit's ``NumValenceElectrons``: the same sum of integers, read atom by atom directly."""
+def _atom_scan(mol: Chem.Mol, known: dict[Any, Any]) -> tuple[int, list[tuple[Any, int]]]:
+    """One pass over the atoms: RDKit's ``NumValenceElectrons`` (the same sum of integers)
+    and, per atom with hydrogens, their Crippen (logP, MR) type and count, in atom order."""
     outer = _outer_electrons()
     total = 0
+    hydrogens: list[tuple[Any, int]] = []
     for atom in _each_atom(mol):
-        total += outer[atom.GetAtomicNum()] - atom.GetFormalCharge() + atom.GetTotalNumHs()
-    return total
+        z = atom.GetAtomicNum()
+        count = atom.GetTotalNumHs()
+        total += outer[z] - atom.GetFormalCharge() + count
+        if count:
+            hydrogens.append((_hydrogen_type(atom, z, count), count))
+    return total, hydrogens
 
 
 def _radical_electrons(mol: Chem.Mol) -> int:
@@ -327,17 +334,97 @@ def _bcut(mol: Chem.Mol, known: dict[Any, Any]) -> tuple[float, ...]:
         return (np.nan,) * 8
 
 
+# Wildman-Crippen contributions of hydrogen atoms (RDKit's Crippen.txt, types H1-H4, HS).
+_H1, _H2, _H3, _H4, _HS = (
+    (0.123, 1.057),
+    (-0.2677, 1.395),
+    (0.2142, 0.9627),
+    (0.298, 1.805),
+    (0.1125, 1.112),
+)
+
+
+def _hydrogen_type(atom: Chem.Atom, z: int, hydrogens: int) -> tuple[float, float]:
+    """(logP, MR) of each hydrogen on ``atom`` (element ``z``, ``hydrogens`` of them) in
+    RDKit's Crippen typing of the molecule with hydrogens added: the first of RDKit's H
+    patterns, in their file order, that matches an H on this atom.
+
+    ``[#1][#6,#1]`` H1; ``[#1]O[CX4,c]``, ``[#1]O[!#6;!#7;!#8;!#16]``, ``[#1][!#6;!#7;!#8]``
+    H2; ``[#1][#7]``, ``[#1]O[#7]`` H3; ``[#1]OC=[#6,#7,O,S]``, ``[#1]O[O,S]`` H4; else HS.
+    ``O`` and ``C`` are aliphatic atoms, ``=`` a double bond (not aromatic). The other
+    neighbours of an oxygen include its other hydrogens, which match ``[!#6;!#7;!#8;!#16]``.
+    """
+    if z == 6:
+        return _H1
+    if z == 7:
+        return _H3
+    if z != 8:
+        return _H2
+    if atom.GetIsAromatic():  # an aromatic o: no "O" pattern, not [!#6;!#7;!#8]
+        return _HS
+    neighbours = atom.GetNeighbors()
+    for other in neighbours:  # [#1]O[CX4,c]
+        if other.GetAtomicNum() == 6 and (other.GetIsAromatic() or other.GetTotalDegree() == 4):
+            return _H2
+    if hydrogens > 1:  # another H on this O matches [#1]O[!#6;!#7;!#8;!#16]
+        return _H2
+    numbers = [other.GetAtomicNum() for other in neighbours]
+    if any(n not in (6, 7, 8, 16) for n in numbers):
+        return _H2
+    if 7 in numbers:  # [#1]O[#7]
+        return _H3
+    for other in neighbours:  # [#1]OC=[#6,#7,O,S]
+        if other.GetAtomicNum() == 6 and not other.GetIsAromatic():
+            for bond in other.GetBonds():
+                if bond.GetBondType() != Chem.BondType.DOUBLE:
+                    continue
+                partner = bond.GetOtherAtom(other)
+                n = partner.GetAtomicNum()
+                if n in (6, 7) or (n in (8, 16) and not partner.GetIsAromatic()):
+                    return _H4
+    for other in neighbours:  # [#1]O[O,S]
+        if other.GetAtomicNum() in (8, 16) and not other.GetIsAromatic():
+            return _H4
+    return _HS
+
+
 def _crippen(mol: Chem.Mol, known: dict[Any, Any]) -> tuple[float, float]:
-    """(MolLogP, MolMR): RDKit computes both in one call and returns one of them."""
-    logp, mr = rdMolDescriptors.CalcCrippenDescriptors(mol)
+    """(MolLogP, MolMR) as ``rdMolDescriptors.CalcCrippenDescriptors(mol)``, bit for bit,
+    with one Crippen typing of the heavy atoms instead of two.
+
+    RDKit types a copy with hydrogens added (every heavy atom, then each atom's hydrogens,
+    in atom order) and sums the contributions in that order; ``SlogP_VSA`` and ``SMR_VSA``
+    then type ``mol`` itself again. Here ``mol`` is typed once (left on it, where the VSA
+    bins read it: the same call they make), a hydrogen's type follows from its heavy
+    neighbour (:func:`_hydrogen_type`), and the two sums add the same numbers in the same
+    order. A heavy atom's type is the same in both molecules: no heavy-atom pattern reads
+    a hydrogen atom (``H``, ``X`` and ``A;!#1`` count the same either way; tested on every
+    bundled molecule). A molecule with hydrogen or dummy atoms of its own goes through
+    RDKit's function.
+    """
+    if mol.GetNumHeavyAtoms() != mol.GetNumAtoms():
+        logp, mr = rdMolDescriptors.CalcCrippenDescriptors(mol)
+        return logp, mr
+    contributions = rdMolDescriptors._CalcCrippenContribs(mol)
+    logp = 0.0
+    mr = 0.0
+    for atom_logp, atom_mr in contributions:
+        logp += atom_logp
+        mr += atom_mr
+    for (h_logp, h_mr), count in _needed(known, _atom_scan, mol)[1]:
+        for _ in range(count):
+            logp += h_logp
+            mr += h_mr
     return logp, mr
 
 
 def _slogp_vsa(mol: Chem.Mol, known: dict[Any, Any]) -> Any:
+    _needed(known, _crippen, mol)  # its atom typing, left on mol, is the one RDKit reads
     return rdMolDescriptors.SlogP_VSA_(mol, force=False)
 
 
 def _smr_vsa(mol: Chem.Mol, known: dict[Any, Any]) -> Any:
+    _needed(known, _crippen, mol)
     return rdMolDescriptors.SMR_VSA_(mol, force=False)
 
 
@@ -619,7 +706,7 @@ def _plan(names: tuple[str, ...]) -> tuple[_Step, ...]:
     plan: list[_Step] = []
     for name in names:
         if name == "NumValenceElectrons":
-            plan.append((None, _valence_electrons))
+            plan.append((_atom_scan, itemgetter(0)))
         elif name == "NumRadicalElectrons":
             plan.append((None, _radical_electrons))
         elif name in shared:
