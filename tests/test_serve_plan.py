@@ -72,6 +72,17 @@ def test_plan_equals_the_featurizer_on_the_bundled_sets(spec: Any, per_set: int)
     _check(spec, _sample(per_set))
 
 
+def test_domain_bits_come_from_the_models_own_ecfp4_counts_when_it_has_them() -> None:
+    # The default model's ECFP4 counts give the domain bits (count > 0); any other spec
+    # computes them as one more block. Both equal ecfp4_packed (the test above).
+    assert FeaturePlan(PHYSCHEM).counts_block == 0
+    assert FeaturePlan(["physchem", {"type": "ecfp", "counts": True}]).counts_block == 1
+    for other in (["physchem"], [{"type": "ecfp", "counts": True, "chirality": True}, "maccs"]):
+        plan = FeaturePlan(other)
+        assert plan.counts_block is None and plan.blocks is not None
+        assert plan.blocks[-1].counts is False and plan.blocks[-1].size == 2048
+
+
 def test_plan_keeps_the_featurizer_for_a_spec_without_column_blocks() -> None:
     plan = FeaturePlan({"type": "smiles"})
     assert plan.blocks is None and plan.featurizer is not None

@@ -64,12 +64,20 @@ class FeaturePlan:
         self.ecfp = ecfp_params(spec)
         self.featurizer = make_featurizer(spec) if self.ecfp is None else None
         self.blocks: list[Any] | None = None
+        # The block whose ECFP4 counts give the domain bits (count > 0 is the bit: the
+        # same environments, hashed and folded alike), else None: a domain block is added.
+        self.counts_block: int | None = None
         if self.featurizer is not None and type(self.featurizer).transform is Featurizer.transform:
             from qemlflow.features._engine import FingerprintBlock
             from qemlflow.serve.domain import ECFP4_BITS
 
             domain = FingerprintBlock("morgan", size=ECFP4_BITS, radius=2)
-            self.blocks = [*self.featurizer._blocks(), domain]
+            self.blocks = list(self.featurizer._blocks())
+            counts = FingerprintBlock("morgan", size=ECFP4_BITS, radius=2, counts=True)
+            if counts in self.blocks:
+                self.counts_block = self.blocks.index(counts)
+            else:
+                self.blocks.append(domain)
         self.row: Callable[[Any], NDArray[Any]] | None = None
         if self.ecfp is not None:
             self.row = fingerprint_function("morgan", packed=not self.ecfp["counts"], **self.ecfp)
@@ -114,13 +122,16 @@ class FeaturePlan:
         from qemlflow.features._engine import _column_slices, _encode_chunk, output_dtype
 
         assert self.blocks is not None
-        *blocks, _ = self.blocks
+        blocks = self.blocks if self.counts_block is not None else self.blocks[:-1]
         valid, packed = _encode_chunk(self.blocks, list(smiles))
         X = np.empty((len(smiles), sum(b.width for b in blocks)), dtype=output_dtype(blocks))
         for block, columns, part in zip(blocks, _column_slices(blocks), packed, strict=False):
             block.unpack(part, X[:, columns])
         X[~valid] = np.nan
-        bits = packed[-1]
+        if self.counts_block is None:
+            bits = packed[-1]
+        else:
+            bits = np.packbits(packed[self.counts_block] > 0, axis=1, bitorder="little")
         bits[~valid] = 0
         return X, bits, valid
 
