@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pickle
 import subprocess
 import sys
 import warnings
@@ -42,10 +43,10 @@ def sparse_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _run(source: Path, n_jobs: int) -> Any:
+def _run(source: Path, n_jobs: int | None) -> Any:
     config = {
         "seed": 0,
-        "n_jobs": n_jobs,
+        **({"n_jobs": n_jobs} if n_jobs is not None else {}),  # None: left unset
         "dataset": {"source": str(source)},
         # Small features and trees: the behaviour is the default's, the cost is not.
         "features": [{"type": "ecfp", "size": 256}],
@@ -58,8 +59,8 @@ def _run(source: Path, n_jobs: int) -> Any:
 
 
 @pytest.fixture(scope="module")
-def runs(sparse_set: Path) -> dict[int, Any]:
-    return {n_jobs: _run(sparse_set, n_jobs) for n_jobs in (1, 2)}
+def runs(sparse_set: Path) -> dict[int | None, Any]:
+    return {n_jobs: _run(sparse_set, n_jobs) for n_jobs in (1, 2, None)}
 
 
 def test_the_generated_set_is_sparse_structured_and_has_hard_tasks(sparse_set: Path) -> None:
@@ -106,6 +107,38 @@ def test_every_task_with_both_classes_is_modelled_and_scored(runs: dict[int, Any
     assert "T00" in metrics["tasks_not_modelled"] or "T00" in metrics["tasks_not_calibrated"]
     assert np.isfinite(result.scores["probability"]).all()
     assert metrics["test"]["roc_auc"] > 0.6  # labels are a function of structure
+
+
+def test_unset_n_jobs_fits_on_every_core_and_writes_the_same_model(
+    runs: dict[int | None, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qemlflow.limits import DEFAULT_LIMITS
+    from qemlflow.models import molecular_model
+    from qemlflow.pipeline.runner import _fit_predictor
+
+    one, unset = runs[1], runs[None]
+    assert unset.config.n_jobs == 1 and "n_jobs" not in unset.config.model_fields_set
+    assert unset.predictor.model.n_jobs == 1  # the config's, restored after the fit
+    assert pickle.dumps(unset.predictor.model) == pickle.dumps(one.predictor.model)
+    pd.testing.assert_frame_equal(one.predictions, unset.predictions)
+    # The fit itself ran on threads: one per core, at most one per task.
+    seen: list[int] = []
+    real = molecular_model._task_workers
+    monkeypatch.setattr(
+        molecular_model,
+        "_task_workers",
+        lambda n_jobs, n_tasks: seen.append(real(n_jobs, n_tasks)) or seen[-1],
+    )
+    _fit_predictor(
+        unset.config,
+        unset.dataset,
+        np.zeros((len(unset.dataset), 4)),
+        unset.split.train,
+        unset.split.valid,
+        [],
+        DEFAULT_LIMITS,
+    )
+    assert seen and seen[0] == min(os.cpu_count() or 1, unset.dataset.n_tasks)
 
 
 def test_results_are_identical_whatever_n_jobs(runs: dict[int, Any]) -> None:

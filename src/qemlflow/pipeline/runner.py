@@ -335,7 +335,15 @@ def _fit_predictor(
     calibration: dict[str, Any] = {}
     if len(valid):
         calibration = {"X_cal": X[valid], "y_cal": y[valid]}
+    jobs = fit_jobs(cfg, dataset.n_tasks)
+    if jobs != cfg.n_jobs:
+        model.set_params(n_jobs=jobs)
     model.fit(X[train], y[train], **calibration)
+    if jobs != cfg.n_jobs:  # the model written is the config's, byte for byte
+        model.set_params(n_jobs=cfg.n_jobs)
+        resolved = getattr(model, "params_", None)  # the estimator parameters it records
+        if isinstance(resolved, dict) and resolved.get("n_jobs") == jobs:
+            model.params_ = {**resolved, "n_jobs": cfg.n_jobs}
     return Predictor(
         model=model,
         feature_spec=feature_spec,
@@ -450,6 +458,28 @@ def featurize_jobs(cfg: ExperimentConfig, n_molecules: int) -> int:
     1
     """
     if "n_jobs" in cfg.model_fields_set or n_molecules < _PARALLEL_FEATURIZE_FROM:
+        return cfg.n_jobs
+    return -1
+
+
+def fit_jobs(cfg: ExperimentConfig, n_tasks: int) -> int:
+    """Threads for fitting a model of ``n_tasks`` tasks: the config's ``n_jobs`` when it
+    sets one, else every core for two tasks or more.
+
+    Per-task fits run side by side on threads and are merged in task order, so the model
+    is the same for any ``n_jobs`` (tests/test_many_tasks.py); only the time changes.
+
+    Examples
+    --------
+    >>> from qemlflow.pipeline.config import parse_config
+    >>> fit_jobs(parse_config({"dataset": {"source": "tox21"}}), 12)
+    -1
+    >>> fit_jobs(parse_config({"dataset": {"source": "tox21"}, "n_jobs": 1}), 12)
+    1
+    >>> fit_jobs(parse_config({"dataset": {"source": "esol"}}), 1)
+    1
+    """
+    if "n_jobs" in cfg.model_fields_set or n_tasks < 2:
         return cfg.n_jobs
     return -1
 
