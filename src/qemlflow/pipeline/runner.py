@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,7 +227,7 @@ def execute(
             "predict",
             {},
             [fit_step.key, feat_step.key],
-            lambda: predictor.outputs(X),
+            lambda: _outputs(predictor, X, cfg, dataset.n_tasks),
             ScoresCodec(),
             _model_libraries(cfg, "predict"),
         )
@@ -320,6 +322,15 @@ def _folds(parts: Split) -> list[np.ndarray]:
     return [np.flatnonzero(fold_of == f) for f in range(int(parts.params["k"]))]
 
 
+def _outputs(
+    predictor: Predictor, X: np.ndarray, cfg: ExperimentConfig, n_tasks: int
+) -> dict[str, np.ndarray]:
+    """``predictor.outputs(X)``, tasks side by side when :func:`fit_jobs` says so (each
+    task's predictions are its own: the same numbers on any number of threads)."""
+    with _task_threads(predictor.model, cfg, n_tasks):
+        return predictor.outputs(X)
+
+
 def _fit_predictor(
     cfg: ExperimentConfig,
     dataset: Dataset,
@@ -335,15 +346,8 @@ def _fit_predictor(
     calibration: dict[str, Any] = {}
     if len(valid):
         calibration = {"X_cal": X[valid], "y_cal": y[valid]}
-    jobs = fit_jobs(cfg, dataset.n_tasks)
-    if jobs != cfg.n_jobs:
-        model.set_params(n_jobs=jobs)
-    model.fit(X[train], y[train], **calibration)
-    if jobs != cfg.n_jobs:  # the model written is the config's, byte for byte
-        model.set_params(n_jobs=cfg.n_jobs)
-        resolved = getattr(model, "params_", None)  # the estimator parameters it records
-        if isinstance(resolved, dict) and resolved.get("n_jobs") == jobs:
-            model.params_ = {**resolved, "n_jobs": cfg.n_jobs}
+    with _task_threads(model, cfg, dataset.n_tasks):
+        model.fit(X[train], y[train], **calibration)
     return Predictor(
         model=model,
         feature_spec=feature_spec,
@@ -464,10 +468,12 @@ def featurize_jobs(cfg: ExperimentConfig, n_molecules: int) -> int:
 
 def fit_jobs(cfg: ExperimentConfig, n_tasks: int) -> int:
     """Threads for fitting a model of ``n_tasks`` tasks: the config's ``n_jobs`` when it
-    sets one, else every core for two tasks or more.
+    sets one, else every core for two tasks or more of an estimator fitted per task.
 
-    Per-task fits run side by side on threads and are merged in task order, so the model
-    is the same for any ``n_jobs`` (tests/test_many_tasks.py); only the time changes.
+    Per-task fits run side by side on threads, each estimator on one, and are merged in
+    task order, so the model is the same for any ``n_jobs`` (tests/test_many_tasks.py);
+    only the time changes. A joint multi-task network (the D-MPNN) keeps the config's:
+    its own threads could change its sums.
 
     Examples
     --------
@@ -478,10 +484,34 @@ def fit_jobs(cfg: ExperimentConfig, n_tasks: int) -> int:
     1
     >>> fit_jobs(parse_config({"dataset": {"source": "esol"}}), 1)
     1
+    >>> fit_jobs(parse_config({"dataset": {"source": "tox21"}, "model": "dmpnn"}), 12)
+    1
     """
+    from qemlflow.models import get_spec
+
     if "n_jobs" in cfg.model_fields_set or n_tasks < 2:
         return cfg.n_jobs
+    if get_spec(cfg.model.estimator).joint_tasks:
+        return cfg.n_jobs
     return -1
+
+
+@contextmanager
+def _task_threads(model: Any, cfg: ExperimentConfig, n_tasks: int) -> Iterator[None]:
+    """Run the block with ``model`` on :func:`fit_jobs` threads, then give it back the
+    config's ``n_jobs``: the model written is the config's, byte for byte."""
+    jobs = fit_jobs(cfg, n_tasks)
+    if jobs == cfg.n_jobs:
+        yield
+        return
+    model.set_params(n_jobs=jobs)
+    try:
+        yield
+    finally:
+        model.set_params(n_jobs=cfg.n_jobs)
+        resolved = getattr(model, "params_", None)  # the estimator parameters it records
+        if isinstance(resolved, dict) and resolved.get("n_jobs") == jobs:
+            model.params_ = {**resolved, "n_jobs": cfg.n_jobs}
 
 
 def _too_few_molecules(dataset: Dataset) -> DataError:
