@@ -463,6 +463,7 @@ class ModelService:
         self.current: ServedModel | None = None
         self.refused: dict[tuple[str, int], str] = {}
         self._keys: dict[str, float] = {}
+        self._key_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._pool: MoleculeWorkers | None = None
@@ -732,6 +733,47 @@ class ModelService:
         )
 
     # -- API keys ----------------------------------------------------------------------
+
+    async def key_allowed(self, presented: str) -> bool:
+        """Whether ``presented`` is an active API key, asking the store once for all the
+        requests that present it at the same time.
+
+        A key found valid is trusted for ``key_cache_seconds`` from the start of its check.
+        Past half of that, the next request starts one check in a worker thread and goes
+        on meanwhile, so under steady traffic no request waits for the store; a request
+        whose key is not trusted waits for the check in flight (started less than
+        ``key_cache_seconds`` ago) or starts one. Before, every request in flight when the
+        trust lapsed made its own store query in a thread (32 clients: 32 SQLite
+        connections every half second), and those requests waited tens of milliseconds.
+        A revoked key is still refused within ``key_cache_seconds``: an answer counts only
+        from a check that started after the last trusted check.
+        """
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        now = time.monotonic()
+        trusted_until = self._keys.get(digest, 0.0)
+        if trusted_until > now:
+            if trusted_until - now < self.key_cache_seconds / 2:
+                self._key_check(digest, presented, now)  # ahead of the lapse, not awaited
+            return True
+        return await asyncio.shield(self._key_check(digest, presented, now))
+
+    def _key_check(self, digest: str, presented: str, now: float) -> asyncio.Future[bool]:
+        """The store check of a key in flight, or a new one if none started less than
+        ``key_cache_seconds`` ago (so its answer holds for a request arriving now)."""
+        running = self._key_checks.get(digest)
+        if running is not None and now - running[0] < self.key_cache_seconds:
+            return running[1]
+        check = asyncio.get_running_loop().run_in_executor(None, self.key_is_valid, presented)
+
+        def done(future: asyncio.Future[bool]) -> None:
+            if self._key_checks.get(digest, (0.0, None))[1] is future:
+                del self._key_checks[digest]
+            if not future.cancelled():
+                future.exception()  # a refresh nobody awaits: the next request asks again
+
+        check.add_done_callback(done)
+        self._key_checks[digest] = (now, check)
+        return check
 
     def key_is_cached(self, presented: str) -> bool:
         """Whether ``presented`` was found valid less than ``key_cache_seconds`` ago."""
