@@ -392,3 +392,42 @@ def test_service_scores_like_the_predictor_in_process(trained: Trained) -> None:
     want_sim = tanimoto_similarity(qm.featurize(queries, "ecfp"), train).max(axis=1)
     got = [r.domain.similarity for r in model.score(queries)]
     assert np.allclose(np.asarray(got, dtype=float), want_sim, rtol=0, atol=1e-12)
+
+
+def test_an_api_key_is_checked_once_for_all_the_requests_presenting_it(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests arriving together share one store check of their key; past half of the
+    trust, one check starts ahead while requests go on; a revoked key is refused once
+    its trust has lapsed."""
+    import asyncio
+
+    from qemlflow.serve.service import ModelService
+
+    asked: list[str] = []
+    check = trained.store.check_api_key
+
+    def counted(presented: str) -> Any:
+        asked.append(presented)
+        time.sleep(0.05)  # a slow store: the other requests arrive while it is asked
+        return check(presented)
+
+    monkeypatch.setattr(trained.store, "check_api_key", counted)
+    record, key = trained.store.create_api_key("shared check")
+    service = ModelService(trained.store, NAME, key_cache_seconds=0.6)
+
+    async def scenario() -> None:
+        together = await asyncio.gather(*(service.key_allowed(key) for _ in range(32)))
+        assert together == [True] * 32 and len(asked) == 1
+        wrong = await asyncio.gather(*(service.key_allowed(key + "x") for _ in range(8)))
+        assert wrong == [False] * 8 and len(asked) == 2
+        await asyncio.sleep(0.35)  # past half of the trust: answered at once, one check ahead
+        assert await service.key_allowed(key) and await service.key_allowed(key)
+        await asyncio.sleep(0.1)
+        assert len(asked) == 3
+        trained.store.revoke_api_key(record.id)
+        await asyncio.sleep(0.6)
+        refused = await asyncio.gather(*(service.key_allowed(key) for _ in range(8)))
+        assert refused == [False] * 8 and len(asked) == 4
+
+    asyncio.run(scenario())
