@@ -431,3 +431,23 @@ def test_an_api_key_is_checked_once_for_all_the_requests_presenting_it(
         assert refused == [False] * 8 and len(asked) == 4
 
     asyncio.run(scenario())
+
+
+def test_a_known_answer_is_written_as_fastapi_writes_it(
+    trained: Trained, server: tuple[str, Any]
+) -> None:
+    """A request whose molecules have all been answered gets its body from the answers'
+    kept JSON: byte for byte the body FastAPI wrote when they were first scored."""
+    url, app = server
+    new = ["CCCCCCCCCCCCCCCCO", "OCCOCCOCCO", "CCc1ccc2ccccc2c1", "CC(C)(C)c1ccc(O)cc1"]
+    with httpx.Client(base_url=url, headers=_auth(trained.key)) as http:
+        assert app.state.service.current.answers.get(new) is None
+        first = http.post("/predict", json={"smiles": new})  # scored by the workers
+        assert app.state.service.current.answers.get(new) is not None
+        again = http.post("/predict", json={"smiles": new})
+        shuffled = http.post("/predict", json={"smiles": [new[2], new[0], new[2]]})
+    assert first.status_code == again.status_code == shuffled.status_code == 200
+    assert again.content == first.content
+    assert again.headers["content-type"] == first.headers["content-type"]
+    rows = first.json()["results"]
+    assert shuffled.json() == {**first.json(), "results": [rows[2], rows[0], rows[2]]}

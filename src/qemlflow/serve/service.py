@@ -115,6 +115,7 @@ class AnswerCache:
     def __init__(self, max_entries: int = 16_384) -> None:
         self.max_entries = max_entries
         self._rows: dict[str, PredictionResult] = {}
+        self._json: dict[str, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -131,13 +132,27 @@ class AnswerCache:
             found.append(row)
         return found
 
+    def json(self, rows: Sequence[PredictionResult]) -> list[bytes]:
+        """The JSON of each of ``rows`` (as :meth:`get` gave them), serialized once each:
+        pydantic's ``model_dump_json``, the bytes FastAPI writes for the row."""
+        kept = self._json
+        found = []
+        for row in rows:
+            text = kept.get(row.smiles)
+            if text is None:
+                text = kept[row.smiles] = row.model_dump_json(by_alias=True).encode()
+            found.append(text)
+        return found
+
     def put(self, rows: Sequence[PredictionResult]) -> None:
         """Remember the results of ``rows`` that have no error."""
         for row in rows:
             if row.error is None and row.smiles not in self._rows:
                 self._rows[row.smiles] = row
         while len(self._rows) > self.max_entries:
-            del self._rows[next(iter(self._rows))]
+            oldest = next(iter(self._rows))
+            del self._rows[oldest]
+            self._json.pop(oldest, None)
 
 
 @dataclass(frozen=True)
@@ -198,6 +213,19 @@ class ServedModel:
         values = [v for v in map(row_value, rows) if v is not None]
         similarity = self.domain.leave_one_out_similarity(limit).tolist()
         return reference_of(values, similarity, float(self.domain.threshold))
+
+    @cached_property
+    def response_head(self) -> bytes:
+        """The JSON of a response of this version up to its results: ``{..."results":[``."""
+        empty = PredictResponse.model_construct(
+            model=self.name,
+            model_version=self.number,
+            domain_threshold=float(self.domain.threshold),
+            results=[],
+        )
+        text = empty.model_dump_json(by_alias=True).encode()
+        assert text.endswith(b"[]}")  # results is the last field
+        return text[: -len(b"]}")]
 
     @property
     def name(self) -> str:
@@ -532,16 +560,7 @@ class ModelService:
         The answer arrives through the event loop: a client that goes away (its task
         cancelled) leaves the scorer untouched, and its molecules still fill the cache.
         """
-        if len(smiles) > self.max_batch:
-            raise BatchTooLargeError(
-                f"{len(smiles)} molecules in one request; at most {self.max_batch} are accepted",
-                "split the molecules over several requests",
-            )
-        model, pool = self.current, self._pool  # read once: the whole request is one version
-        if model is None or pool is None or not self.ready:
-            raise ModelNotReadyError(
-                "the scorer cannot take work now", "wait until /readyz says ready"
-            )
+        model, pool = self._serving(smiles)
         known = model.answers.get(smiles)
         if known is not None:
             return self._answered(model, known)
@@ -570,6 +589,40 @@ class ModelService:
                 model.name, model.number, response.results, time.perf_counter() - started
             )
         return response
+
+    def answered_json(self, smiles: list[str]) -> bytes | None:
+        """The JSON body of :meth:`predict`'s response when the model being served has
+        answered every one of ``smiles`` before (counted in the metrics and monitoring as
+        that response), else None.
+
+        The bytes are those FastAPI writes for the response (each result serialized once,
+        when first asked for again), without building and serializing it per request.
+        """
+        model, _ = self._serving(smiles)
+        rows = model.answers.get(smiles)
+        if rows is None:
+            return None
+        self._answered(model, rows)
+        return b"".join((model.response_head, b",".join(model.answers.json(rows)), b"]}"))
+
+    def _serving(self, smiles: list[str]) -> tuple[ServedModel, MoleculeWorkers]:
+        """The version that answers a request for ``smiles``, and the worker processes.
+
+        Raises
+        ------
+        BatchTooLargeError, ModelNotReadyError
+        """
+        if len(smiles) > self.max_batch:
+            raise BatchTooLargeError(
+                f"{len(smiles)} molecules in one request; at most {self.max_batch} are accepted",
+                "split the molecules over several requests",
+            )
+        model, pool = self.current, self._pool  # read once: the whole request is one version
+        if model is None or pool is None or not self.ready:
+            raise ModelNotReadyError(
+                "the scorer cannot take work now", "wait until /readyz says ready"
+            )
+        return model, pool
 
     def _answered(self, model: ServedModel, rows: list[PredictionResult]) -> PredictResponse:
         """The response to a request whose every molecule ``model`` has answered before."""
