@@ -6,6 +6,7 @@ once for the module; each test that moves an alias works on an alias of its own.
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import threading
@@ -33,6 +34,7 @@ import qemlflow as qm  # noqa: E402
 from qemlflow import registry  # noqa: E402
 from qemlflow.serve.app import ServeSettings, build_app  # noqa: E402
 from qemlflow.serve.client import Client, ServiceError  # noqa: E402
+from qemlflow.serve.protocol import OneSendHttpToolsProtocol  # noqa: E402
 from qemlflow.store import Store  # noqa: E402
 
 NAME = "esol"
@@ -97,7 +99,13 @@ def serving(store: Store, spec: str = NAME, **options: Any) -> Iterator[tuple[st
     """Run the service in a uvicorn server on a background thread; yield (url, app)."""
     settings = ServeSettings(spec=spec, port=_free_port(), **options)
     app = build_app(settings, store)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=settings.port,
+        http=OneSendHttpToolsProtocol,  # the protocol run_server serves with
+        log_level="warning",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -451,3 +459,44 @@ def test_a_known_answer_is_written_as_fastapi_writes_it(
     assert again.headers["content-type"] == first.headers["content-type"]
     rows = first.json()["results"]
     assert shuffled.json() == {**first.json(), "results": [rows[2], rows[0], rows[2]]}
+
+
+def _exchange(sock: socket.socket, request: bytes, until: bytes) -> bytes:
+    """Send ``request`` and read until ``until`` has arrived (5 s at most)."""
+    sock.sendall(request)
+    received = b""
+    sock.settimeout(5)
+    while until not in received:
+        chunk = sock.recv(65536)
+        assert chunk, received
+        received += chunk
+    return received
+
+
+def test_each_response_leaves_whole_and_nothing_waits_behind_a_held_head(
+    trained: Trained, server: tuple[str, Any]
+) -> None:
+    """The protocol holds a response's head for its body: a HEAD response (no body
+    written), a 100 Continue (not a final head) and keep-alive requests all get their
+    bytes at once, in order, on one connection."""
+    url, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    auth = f"Authorization: Bearer {trained.key}\r\n".encode()
+    body = json.dumps({"smiles": ["CCO"]}).encode()
+    with socket.create_connection((host, int(port))) as sock:
+        head = _exchange(sock, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 405 ") and head.endswith(b"\r\n\r\n")
+        got = _exchange(sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b'"ok"}')
+        assert got.startswith(b"HTTP/1.1 200 ")
+        expect = (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\n"
+            + auth
+            + b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            + b"Content-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+        )
+        assert _exchange(sock, expect, b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        answer = _exchange(sock, body, b"]}")
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["results"][0]["smiles"] == "CCO"

@@ -377,10 +377,13 @@ def run_server(settings: ServeSettings, store: Store, *, log_level: str = "info"
     # The event loop and the dispatcher thread share the GIL: hand it over more often
     # than every 5 ms so that a request is not held up behind a batch's Python work.
     sys.setswitchinterval(0.001)
+    from qemlflow.serve.protocol import OneSendHttpToolsProtocol
+
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=OneSendHttpToolsProtocol,
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=_GRACE_SECONDS,
