@@ -6,6 +6,7 @@ the model, its swaps and its domain live in :mod:`qemlflow.serve.service`.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 from collections.abc import AsyncIterator
@@ -377,13 +378,18 @@ def run_server(settings: ServeSettings, store: Store, *, log_level: str = "info"
     # The event loop and the dispatcher thread share the GIL: hand it over more often
     # than every 5 ms so that a request is not held up behind a batch's Python work.
     sys.setswitchinterval(0.001)
-    from qemlflow.serve.protocol import OneSendHttpToolsProtocol
+    http: type[asyncio.Protocol] | str
+    try:
+        from qemlflow.serve.protocol import OneSendHttpToolsProtocol
 
+        http = OneSendHttpToolsProtocol  # one send per response (uvicorn[standard]'s parser)
+    except ImportError:  # uvicorn without httptools: its pure-Python h11 protocol
+        http = "auto"
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        http=OneSendHttpToolsProtocol,
+        http=http,
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=_GRACE_SECONDS,
