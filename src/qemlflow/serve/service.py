@@ -598,12 +598,14 @@ class ModelService:
         The bytes are those FastAPI writes for the response (each result serialized once,
         when first asked for again), without building and serializing it per request.
         """
+        started = time.perf_counter()
         model, _ = self._serving(smiles)
         rows = model.answers.get(smiles)
         if rows is None:
             return None
-        self._answered(model, rows)
-        return b"".join((model.response_head, b",".join(model.answers.json(rows)), b"]}"))
+        body = b"".join((model.response_head, b",".join(model.answers.json(rows)), b"]}"))
+        self._count_answered(model, rows, started)
+        return body
 
     def _serving(self, smiles: list[str]) -> tuple[ServedModel, MoleculeWorkers]:
         """The version that answers a request for ``smiles``, and the worker processes.
@@ -627,18 +629,24 @@ class ModelService:
     def _answered(self, model: ServedModel, rows: list[PredictionResult]) -> PredictResponse:
         """The response to a request whose every molecule ``model`` has answered before."""
         started = time.perf_counter()
-        if self.metrics is not None:
-            self.metrics.record_cache(len({row.smiles for row in rows}), 0)
-            self.metrics.record_molecules(rows)
         response = PredictResponse.model_construct(
             model=model.name,
             model_version=model.number,
             domain_threshold=float(model.domain.threshold),
             results=rows,
         )
+        self._count_answered(model, rows, started)
+        return response
+
+    def _count_answered(
+        self, model: ServedModel, rows: list[PredictionResult], started: float
+    ) -> None:
+        """Count a request answered from ``model``'s answers in the metrics and monitoring."""
+        if self.metrics is not None:
+            self.metrics.record_cache(len({row.smiles for row in rows}), 0)
+            self.metrics.record_molecules(rows)
         if self.monitor is not None:
             self.monitor.record(model.name, model.number, rows, time.perf_counter() - started)
-        return response
 
     def _score_waiting(self, model: ServedModel, smiles: list[str]) -> list[PredictionResult]:
         """Score through the worker processes from a plain thread (the smoke tests)."""
