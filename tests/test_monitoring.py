@@ -223,3 +223,24 @@ def test_leave_one_out_similarity_excludes_only_the_molecule_itself(
     for i in range(len(packed)):
         others = ApplicabilityDomain().fit_packed(np.delete(packed, i, axis=0))
         assert got[i] == pytest.approx(others.similarity_packed(packed[i : i + 1])[0])
+
+
+def test_a_few_values_are_binned_as_many_are() -> None:
+    """The event loop bins a one-molecule request with bisect, a big one with NumPy: the
+    same counts, values on an edge included (both cut on the right, as bin_index)."""
+    from qemlflow.monitoring import SIMILARITY_EDGES, bin_index
+    from qemlflow.serve.monitoring import _add_bins
+
+    rng = np.random.default_rng(0)
+    edges = sorted(rng.normal(size=9).tolist())
+    values = [*rng.normal(size=500).tolist(), *edges, -np.inf, np.inf]
+    for cuts in (edges, list(SIMILARITY_EDGES)):
+        at_once = [0] * (len(cuts) + 1)
+        _add_bins(at_once, values, cuts)
+        one_by_one = [0] * (len(cuts) + 1)
+        for start in range(0, len(values), 3):
+            _add_bins(one_by_one, values[start : start + 3], cuts)
+        expected = [0] * (len(cuts) + 1)
+        for value in values:
+            expected[bin_index(value, cuts)] += 1
+        assert at_once == one_by_one == expected

@@ -6,6 +6,7 @@ once for the module; each test that moves an alias works on an alias of its own.
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import threading
@@ -33,6 +34,7 @@ import qemlflow as qm  # noqa: E402
 from qemlflow import registry  # noqa: E402
 from qemlflow.serve.app import ServeSettings, build_app  # noqa: E402
 from qemlflow.serve.client import Client, ServiceError  # noqa: E402
+from qemlflow.serve.protocol import OneSendHttpToolsProtocol  # noqa: E402
 from qemlflow.store import Store  # noqa: E402
 
 NAME = "esol"
@@ -97,7 +99,13 @@ def serving(store: Store, spec: str = NAME, **options: Any) -> Iterator[tuple[st
     """Run the service in a uvicorn server on a background thread; yield (url, app)."""
     settings = ServeSettings(spec=spec, port=_free_port(), **options)
     app = build_app(settings, store)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=settings.port,
+        http=OneSendHttpToolsProtocol,  # the protocol run_server serves with
+        log_level="warning",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -392,3 +400,103 @@ def test_service_scores_like_the_predictor_in_process(trained: Trained) -> None:
     want_sim = tanimoto_similarity(qm.featurize(queries, "ecfp"), train).max(axis=1)
     got = [r.domain.similarity for r in model.score(queries)]
     assert np.allclose(np.asarray(got, dtype=float), want_sim, rtol=0, atol=1e-12)
+
+
+def test_an_api_key_is_checked_once_for_all_the_requests_presenting_it(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests arriving together share one store check of their key; past half of the
+    trust, one check starts ahead while requests go on; a revoked key is refused once
+    its trust has lapsed."""
+    import asyncio
+
+    from qemlflow.serve.service import ModelService
+
+    asked: list[str] = []
+    check = trained.store.check_api_key
+
+    def counted(presented: str) -> Any:
+        asked.append(presented)
+        time.sleep(0.05)  # a slow store: the other requests arrive while it is asked
+        return check(presented)
+
+    monkeypatch.setattr(trained.store, "check_api_key", counted)
+    record, key = trained.store.create_api_key("shared check")
+    service = ModelService(trained.store, NAME, key_cache_seconds=0.6)
+
+    async def scenario() -> None:
+        together = await asyncio.gather(*(service.key_allowed(key) for _ in range(32)))
+        assert together == [True] * 32 and len(asked) == 1
+        wrong = await asyncio.gather(*(service.key_allowed(key + "x") for _ in range(8)))
+        assert wrong == [False] * 8 and len(asked) == 2
+        await asyncio.sleep(0.35)  # past half of the trust: answered at once, one check ahead
+        assert await service.key_allowed(key) and await service.key_allowed(key)
+        await asyncio.sleep(0.1)
+        assert len(asked) == 3
+        trained.store.revoke_api_key(record.id)
+        await asyncio.sleep(0.6)
+        refused = await asyncio.gather(*(service.key_allowed(key) for _ in range(8)))
+        assert refused == [False] * 8 and len(asked) == 4
+
+    asyncio.run(scenario())
+
+
+def test_a_known_answer_is_written_as_fastapi_writes_it(
+    trained: Trained, server: tuple[str, Any]
+) -> None:
+    """A request whose molecules have all been answered gets its body from the answers'
+    kept JSON: byte for byte the body FastAPI wrote when they were first scored."""
+    url, app = server
+    new = ["CCCCCCCCCCCCCCCCO", "OCCOCCOCCO", "CCc1ccc2ccccc2c1", "CC(C)(C)c1ccc(O)cc1"]
+    with httpx.Client(base_url=url, headers=_auth(trained.key)) as http:
+        assert app.state.service.current.answers.get(new) is None
+        first = http.post("/predict", json={"smiles": new})  # scored by the workers
+        assert app.state.service.current.answers.get(new) is not None
+        again = http.post("/predict", json={"smiles": new})
+        shuffled = http.post("/predict", json={"smiles": [new[2], new[0], new[2]]})
+    assert first.status_code == again.status_code == shuffled.status_code == 200
+    assert again.content == first.content
+    assert again.headers["content-type"] == first.headers["content-type"]
+    rows = first.json()["results"]
+    assert shuffled.json() == {**first.json(), "results": [rows[2], rows[0], rows[2]]}
+
+
+def _exchange(sock: socket.socket, request: bytes, until: bytes) -> bytes:
+    """Send ``request`` and read until ``until`` has arrived (5 s at most)."""
+    sock.sendall(request)
+    received = b""
+    sock.settimeout(5)
+    while until not in received:
+        chunk = sock.recv(65536)
+        assert chunk, received
+        received += chunk
+    return received
+
+
+def test_each_response_leaves_whole_and_nothing_waits_behind_a_held_head(
+    trained: Trained, server: tuple[str, Any]
+) -> None:
+    """The protocol holds a response's head for its body: a HEAD response (no body
+    written), a 100 Continue (not a final head) and keep-alive requests all get their
+    bytes at once, in order, on one connection."""
+    url, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    auth = f"Authorization: Bearer {trained.key}\r\n".encode()
+    body = json.dumps({"smiles": ["CCO"]}).encode()
+    with socket.create_connection((host, int(port))) as sock:
+        head = _exchange(sock, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 405 ") and head.endswith(b"\r\n\r\n")
+        got = _exchange(sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b'"ok"}')
+        assert got.startswith(b"HTTP/1.1 200 ")
+        expect = (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\n"
+            + auth
+            + b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            + b"Content-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+        )
+        assert _exchange(sock, expect, b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        answer = _exchange(sock, body, b"]}")
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["results"][0]["smiles"] == "CCO"

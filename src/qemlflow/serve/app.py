@@ -219,9 +219,7 @@ def create_app(service: ModelService, settings: ServeSettings, metrics: ServiceM
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
         key = credentials.credentials if credentials is not None else ""
-        if not key or not (
-            service.key_is_cached(key) or await run_in_threadpool(service.key_is_valid, key)
-        ):
+        if not key or not await service.key_allowed(key):
             raise HTTPException(
                 401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -235,9 +233,15 @@ def create_app(service: ModelService, settings: ServeSettings, metrics: ServiceM
     async def predict(
         request: Request,
         smiles_column: Annotated[str | None, Query(description="SMILES column of a CSV.")] = None,
-    ) -> PredictResponse:
+    ) -> PredictResponse | Response:
         """Score molecules: one result per input SMILES, in order."""
         smiles, unreadable = await _request_smiles(request, smiles_column, settings)
+        if not any(unreadable):
+            # Every molecule answered before: the response's bytes from the answers kept,
+            # without FastAPI validating and serializing a PredictResponse on the loop.
+            body = service.answered_json(smiles)
+            if body is not None:
+                return Response(body, media_type="application/json")
         response = await service.predict(smiles)
         if any(unreadable):  # a row that never held a molecule: say why, not "empty SMILES"
             # A copy: the service may hand the same result object to other requests.
@@ -374,16 +378,26 @@ def run_server(settings: ServeSettings, store: Store, *, log_level: str = "info"
     # The event loop and the dispatcher thread share the GIL: hand it over more often
     # than every 5 ms so that a request is not held up behind a batch's Python work.
     sys.setswitchinterval(0.001)
+    http: type[asyncio.Protocol] | str
+    try:
+        from qemlflow.serve.protocol import OneSendHttpToolsProtocol
+
+        http = OneSendHttpToolsProtocol  # one send per response (uvicorn[standard]'s parser)
+    except ImportError:  # uvicorn without httptools: its pure-Python h11 protocol
+        http = "auto"
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=http,
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=_GRACE_SECONDS,
     )
     try:
-        asyncio.run(Server(config).serve())
+        # Server.run, not asyncio.run(serve()): it runs on the loop the config picks
+        # (uvloop, which the serve extra installs), whose per-request overhead is lower.
+        Server(config).run()
     finally:
         app.state.service.stop()  # no-op after a clean lifespan shutdown
         faulthandler.cancel_dump_traceback_later()  # stopped in time: the caller goes on

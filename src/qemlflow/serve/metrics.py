@@ -124,6 +124,11 @@ class ServiceMetrics:
         )
         for reason in ("timeout", "died"):
             self.worker_restarts.labels(reason)
+        # Labelled children looked up once: labels() validates and locks on every call,
+        # and record_request runs for every request on the event loop.
+        self._request_children: dict[tuple[str, str], tuple[Any, Any, Any | None]] = {}
+        self._scored_molecules = self.molecules.labels("scored")
+        self._invalid_molecules = self.molecules.labels("invalid")
         self._scored = 0
         self._outside = 0
         self._serving: tuple[str, str] | None = None
@@ -134,11 +139,19 @@ class ServiceMetrics:
 
     def record_request(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one answered request."""
-        code = str(status)
-        self.requests.labels(endpoint, code).inc()
-        self.latency.labels(endpoint).observe(seconds)
-        if status >= 400:
-            self.errors.labels(endpoint, code).inc()
+        children = self._request_children.get((endpoint, str(status)))
+        if children is None:
+            code = str(status)
+            children = self._request_children[(endpoint, code)] = (
+                self.requests.labels(endpoint, code),
+                self.latency.labels(endpoint),
+                self.errors.labels(endpoint, code) if status >= 400 else None,
+            )
+        requests, latency, errors = children
+        requests.inc()
+        latency.observe(seconds)
+        if errors is not None:
+            errors.inc()
 
     def record_molecules(self, rows: Iterable[PredictionResult]) -> None:
         """Count scored and invalid molecules and those out of domain."""
@@ -149,8 +162,8 @@ class ServiceMetrics:
             else:
                 scored += 1
                 outside += not row.domain.in_domain
-        self.molecules.labels("scored").inc(scored)
-        self.molecules.labels("invalid").inc(invalid)
+        self._scored_molecules.inc(scored)
+        self._invalid_molecules.inc(invalid)
         self.out_of_domain.inc(outside)
         self._scored += scored
         self._outside += outside

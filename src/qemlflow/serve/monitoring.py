@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -108,9 +109,18 @@ def reference_of(
     return Reference(len(values), ood, edges, counts, sims)
 
 
+_FEW_VALUES = 16
+
+
 def _add_bins(counts: list[int], values: Sequence[float], edges: Sequence[float]) -> None:
     """Add ``values`` to ``counts``, bins cut at ``edges`` (as :func:`bin_index` cuts)."""
     if not values:
+        return
+    if len(values) <= _FEW_VALUES:
+        # The common request holds one molecule: bisect costs ~1 us where NumPy's array
+        # set-up costs ~20 us, on the event loop; the same bins (both cut on the right).
+        for value in values:
+            counts[bisect_right(edges, value)] += 1
         return
     index = np.searchsorted(np.asarray(edges, dtype=float), np.asarray(values), side="right")
     for i, n in enumerate(np.bincount(index, minlength=len(counts)).tolist()):
@@ -197,7 +207,7 @@ class TrafficMonitor:
         edges = self._edges.get((name, version))
         if edges is None:
             return
-        # Binned outside the lock, with NumPy: the event loop holds the lock only to add.
+        # Sorted out before the lock: the event loop holds it only to add.
         scored = [row for row in rows if not row.error]
         errors = len(rows) - len(scored)
         outside = sum(not row.domain.in_domain for row in scored)

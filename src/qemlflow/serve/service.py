@@ -115,6 +115,7 @@ class AnswerCache:
     def __init__(self, max_entries: int = 16_384) -> None:
         self.max_entries = max_entries
         self._rows: dict[str, PredictionResult] = {}
+        self._json: dict[str, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -131,13 +132,27 @@ class AnswerCache:
             found.append(row)
         return found
 
+    def json(self, rows: Sequence[PredictionResult]) -> list[bytes]:
+        """The JSON of each of ``rows`` (as :meth:`get` gave them), serialized once each:
+        pydantic's ``model_dump_json``, the bytes FastAPI writes for the row."""
+        kept = self._json
+        found = []
+        for row in rows:
+            text = kept.get(row.smiles)
+            if text is None:
+                text = kept[row.smiles] = row.model_dump_json(by_alias=True).encode()
+            found.append(text)
+        return found
+
     def put(self, rows: Sequence[PredictionResult]) -> None:
         """Remember the results of ``rows`` that have no error."""
         for row in rows:
             if row.error is None and row.smiles not in self._rows:
                 self._rows[row.smiles] = row
         while len(self._rows) > self.max_entries:
-            del self._rows[next(iter(self._rows))]
+            oldest = next(iter(self._rows))
+            del self._rows[oldest]
+            self._json.pop(oldest, None)
 
 
 @dataclass(frozen=True)
@@ -198,6 +213,19 @@ class ServedModel:
         values = [v for v in map(row_value, rows) if v is not None]
         similarity = self.domain.leave_one_out_similarity(limit).tolist()
         return reference_of(values, similarity, float(self.domain.threshold))
+
+    @cached_property
+    def response_head(self) -> bytes:
+        """The JSON of a response of this version up to its results: ``{..."results":[``."""
+        empty = PredictResponse.model_construct(
+            model=self.name,
+            model_version=self.number,
+            domain_threshold=float(self.domain.threshold),
+            results=[],
+        )
+        text = empty.model_dump_json(by_alias=True).encode()
+        assert text.endswith(b"[]}")  # results is the last field
+        return text[: -len(b"]}")]
 
     @property
     def name(self) -> str:
@@ -463,6 +491,7 @@ class ModelService:
         self.current: ServedModel | None = None
         self.refused: dict[tuple[str, int], str] = {}
         self._keys: dict[str, float] = {}
+        self._key_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._pool: MoleculeWorkers | None = None
@@ -531,16 +560,7 @@ class ModelService:
         The answer arrives through the event loop: a client that goes away (its task
         cancelled) leaves the scorer untouched, and its molecules still fill the cache.
         """
-        if len(smiles) > self.max_batch:
-            raise BatchTooLargeError(
-                f"{len(smiles)} molecules in one request; at most {self.max_batch} are accepted",
-                "split the molecules over several requests",
-            )
-        model, pool = self.current, self._pool  # read once: the whole request is one version
-        if model is None or pool is None or not self.ready:
-            raise ModelNotReadyError(
-                "the scorer cannot take work now", "wait until /readyz says ready"
-            )
+        model, pool = self._serving(smiles)
         known = model.answers.get(smiles)
         if known is not None:
             return self._answered(model, known)
@@ -570,21 +590,63 @@ class ModelService:
             )
         return response
 
+    def answered_json(self, smiles: list[str]) -> bytes | None:
+        """The JSON body of :meth:`predict`'s response when the model being served has
+        answered every one of ``smiles`` before (counted in the metrics and monitoring as
+        that response), else None.
+
+        The bytes are those FastAPI writes for the response (each result serialized once,
+        when first asked for again), without building and serializing it per request.
+        """
+        started = time.perf_counter()
+        model, _ = self._serving(smiles)
+        rows = model.answers.get(smiles)
+        if rows is None:
+            return None
+        body = b"".join((model.response_head, b",".join(model.answers.json(rows)), b"]}"))
+        self._count_answered(model, rows, started)
+        return body
+
+    def _serving(self, smiles: list[str]) -> tuple[ServedModel, MoleculeWorkers]:
+        """The version that answers a request for ``smiles``, and the worker processes.
+
+        Raises
+        ------
+        BatchTooLargeError, ModelNotReadyError
+        """
+        if len(smiles) > self.max_batch:
+            raise BatchTooLargeError(
+                f"{len(smiles)} molecules in one request; at most {self.max_batch} are accepted",
+                "split the molecules over several requests",
+            )
+        model, pool = self.current, self._pool  # read once: the whole request is one version
+        if model is None or pool is None or not self.ready:
+            raise ModelNotReadyError(
+                "the scorer cannot take work now", "wait until /readyz says ready"
+            )
+        return model, pool
+
     def _answered(self, model: ServedModel, rows: list[PredictionResult]) -> PredictResponse:
         """The response to a request whose every molecule ``model`` has answered before."""
         started = time.perf_counter()
-        if self.metrics is not None:
-            self.metrics.record_cache(len({row.smiles for row in rows}), 0)
-            self.metrics.record_molecules(rows)
         response = PredictResponse.model_construct(
             model=model.name,
             model_version=model.number,
             domain_threshold=float(model.domain.threshold),
             results=rows,
         )
+        self._count_answered(model, rows, started)
+        return response
+
+    def _count_answered(
+        self, model: ServedModel, rows: list[PredictionResult], started: float
+    ) -> None:
+        """Count a request answered from ``model``'s answers in the metrics and monitoring."""
+        if self.metrics is not None:
+            self.metrics.record_cache(len({row.smiles for row in rows}), 0)
+            self.metrics.record_molecules(rows)
         if self.monitor is not None:
             self.monitor.record(model.name, model.number, rows, time.perf_counter() - started)
-        return response
 
     def _score_waiting(self, model: ServedModel, smiles: list[str]) -> list[PredictionResult]:
         """Score through the worker processes from a plain thread (the smoke tests)."""
@@ -732,6 +794,47 @@ class ModelService:
         )
 
     # -- API keys ----------------------------------------------------------------------
+
+    async def key_allowed(self, presented: str) -> bool:
+        """Whether ``presented`` is an active API key, asking the store once for all the
+        requests that present it at the same time.
+
+        A key found valid is trusted for ``key_cache_seconds`` from the start of its check.
+        Past half of that, the next request starts one check in a worker thread and goes
+        on meanwhile, so under steady traffic no request waits for the store; a request
+        whose key is not trusted waits for the check in flight (started less than
+        ``key_cache_seconds`` ago) or starts one. Before, every request in flight when the
+        trust lapsed made its own store query in a thread (32 clients: 32 SQLite
+        connections every half second), and those requests waited tens of milliseconds.
+        A revoked key is still refused within ``key_cache_seconds``: an answer counts only
+        from a check that started after the last trusted check.
+        """
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        now = time.monotonic()
+        trusted_until = self._keys.get(digest, 0.0)
+        if trusted_until > now:
+            if trusted_until - now < self.key_cache_seconds / 2:
+                self._key_check(digest, presented, now)  # ahead of the lapse, not awaited
+            return True
+        return await asyncio.shield(self._key_check(digest, presented, now))
+
+    def _key_check(self, digest: str, presented: str, now: float) -> asyncio.Future[bool]:
+        """The store check of a key in flight, or a new one if none started less than
+        ``key_cache_seconds`` ago (so its answer holds for a request arriving now)."""
+        running = self._key_checks.get(digest)
+        if running is not None and now - running[0] < self.key_cache_seconds:
+            return running[1]
+        check = asyncio.get_running_loop().run_in_executor(None, self.key_is_valid, presented)
+
+        def done(future: asyncio.Future[bool]) -> None:
+            if self._key_checks.get(digest, (0.0, None))[1] is future:
+                del self._key_checks[digest]
+            if not future.cancelled():
+                future.exception()  # a refresh nobody awaits: the next request asks again
+
+        check.add_done_callback(done)
+        self._key_checks[digest] = (now, check)
+        return check
 
     def key_is_cached(self, presented: str) -> bool:
         """Whether ``presented`` was found valid less than ``key_cache_seconds`` ago."""
