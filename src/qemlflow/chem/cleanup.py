@@ -92,6 +92,9 @@ def untouched(mol: Chem.Mol) -> bool:
     """True when cleanup and neutralization provably leave ``mol`` (sanitized, parsed from
     SMILES) as it is, but for its stereochemistry being re-perceived.
 
+    An untouched molecule has no metal atom (the metals are the elements outside
+    :mod:`qemlflow.chem.parent`'s non-metals, as there), which standardization relies on.
+
     Examples
     --------
     >>> untouched(Chem.MolFromSmiles("CCO")), untouched(Chem.MolFromSmiles("CC[NH3+]"))

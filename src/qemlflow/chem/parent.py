@@ -233,13 +233,26 @@ def choose_parent(
     >>> choose_parent(Chem.MolFromSmiles("CC(=O)Nc1ccc(O)cc1.Cn1cnc2c1c(=O)n(C)c(=O)n2C")).reason
     'unsupported_chemistry'
     """
+    return _choose_parent(mol, policy, copy=copy)
+
+
+def _choose_parent(
+    mol: Chem.Mol, policy: ChemistryPolicy, *, copy: bool, metal_free: bool = False
+) -> Chem.Mol | Refusal:
+    """:func:`choose_parent`; ``metal_free``: the caller has found that ``mol`` has no metal
+    atom (as :func:`qemlflow.chem.cleanup.untouched` does, from the same
+    :data:`_NON_METALS`), so no bond of a salt metal to break and no metal to refuse: the
+    two substructure tests that would say so are skipped."""
     chooser, uncharger, listed = _tools()
     if policy.unsupported == "largest_fragment":
         parent: Chem.Mol = chooser.choose(rdMolStandardize.Cleanup(mol))
         return parent
-    mol = _disconnect_salt_metals(mol)
     _, metal_atom, carbon = _queries()
-    has_metal = mol.HasSubstructMatch(metal_atom)
+    if metal_free:
+        has_metal = False
+    else:
+        mol = _disconnect_salt_metals(mol)
+        has_metal = mol.HasSubstructMatch(metal_atom)
     if not has_metal and mol.GetNumAtoms() > 1 and len(Chem.GetMolFrags(mol)) == 1:
         # The usual case, one metal-free component: what GetMolFrags would return for it
         # (a sanitized copy; it copies single atoms another way) without its per-atom work.
