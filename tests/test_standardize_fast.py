@@ -20,7 +20,9 @@ from rdkit import Chem
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
 from qemlflow.chem import ChemistryPolicy, MolResult, Reason, parse_smiles, standardize_smiles
-from qemlflow.chem.cleanup import cleanup, has_hydrogen_atoms
+from qemlflow.chem.cleanup import cleanup, has_hydrogen_atoms, untouched
+from qemlflow.chem.descriptors import physchem_row
+from qemlflow.chem.fingerprints import morgan_generator
 from qemlflow.chem.molecule import _failure, _first_line
 from qemlflow.chem.molecule import _shown as _shown_smiles
 from qemlflow.chem.parent import (
@@ -28,6 +30,7 @@ from qemlflow.chem.parent import (
     Refusal,
     _key,
     _metal_kind,
+    _queries,
     _shown,
     _sign,
     _tools,
@@ -105,6 +108,20 @@ HOSTILE = [
     "[Cl]",
     "ClCl.CCCC",
     "C1CC2CCC1C2",
+    # aromatic systems written in Kekule form (perceived once at parsing, not again)
+    "C1=CC=C2C=CC=CC2=C1",
+    "C1=CC2=CC=CC=CC2=C1",
+    "C1=CC=C2C(=C1)C=CC1=CC=CC=C12",
+    "O=C1C=CC(=O)C=C1",
+    "O=C1C=CC=CC=C1O",
+    "O=C1C=CC2=CC=CC=C2O1",
+    "CN1C=NC2=C1C(=O)N(C)C(=O)N2C",
+    "C1=CC=CC=CC=C1",
+    "N1C=CC=C1",
+    "O=C1C=COC=C1",
+    "C1=CC2=CC3=CC=C(N3)C=C3C=CC(=N3)C=C3C=CC(=N3)C=C1N2",
+    "C[C@H]1CC[C@@H](C)CC1",
+    "C/C=C/C=C/C1=CC=CC=C1",
     # not molecules: refusals with their reasons
     "",
     "   ",
@@ -263,6 +280,48 @@ def test_hostile_inputs_standardize_and_refuse_as_the_full_path_does(
     tautomer: bool, policy: ChemistryPolicy
 ) -> None:
     _assert_same(HOSTILE, tautomer=tautomer, policy=policy)
+
+
+def _features(mol: Chem.Mol) -> list[Any]:
+    """What a model reads of a molecule: ECFP4 bits, counts, chiral counts, physchem row."""
+    plain, chiral = morgan_generator(2, 2048), morgan_generator(2, 2048, chirality=True)
+    return [
+        plain.GetFingerprintAsNumPy(mol),
+        plain.GetCountFingerprintAsNumPy(mol),
+        chiral.GetCountFingerprintAsNumPy(mol),
+        physchem_row(mol),
+    ]
+
+
+def test_standardized_molecules_have_the_features_of_the_full_paths_molecules() -> None:
+    """The fast path hands its molecule on without a last sanitization where cleanup left
+    it untouched: what a model computes from it must be what it computes from the full
+    path's molecule, on a sample of every bundled set."""
+    sample = [s for name in BUNDLED for s in _bundled_smiles(name)[::7]]
+    compared, differ = 0, []
+    for text in sample:
+        expected = reference_standardize(text, False, DEFAULT_POLICY)
+        result = standardize_smiles(text)
+        if expected.mol is None or result.mol is None:
+            assert (expected.reason, expected.detail) == (result.reason, result.detail)
+            continue
+        compared += 1
+        pairs = zip(_features(result.mol), _features(expected.mol), strict=True)
+        if not all(np.array_equal(got, wanted, equal_nan=True) for got, wanted in pairs):
+            differ.append(text)
+    assert compared >= 2_000
+    assert not differ, f"{len(differ)} of {compared} differ, e.g. {differ[:3]}"
+
+
+def test_an_untouched_molecule_has_no_metal_for_choose_parent_to_find() -> None:
+    """Standardization skips choose_parent's metal tests for an untouched molecule."""
+    salt_bond, metal, _ = _queries()
+    sample = HOSTILE + [s for name in BUNDLED for s in _bundled_smiles(name)]
+    mols = [m for m in (parse_smiles(s, limits=None).mol for s in sample) if m is not None]
+    with_metal = [m for m in mols if m.HasSubstructMatch(metal)]
+    assert len(with_metal) >= 10  # the hostile metals, and bundled salts
+    assert not any(untouched(m) for m in with_metal)
+    assert not any(untouched(m) for m in mols if m.HasSubstructMatch(salt_bond))
 
 
 def test_some_standardized_parents_keep_hydrogen_atoms() -> None:
