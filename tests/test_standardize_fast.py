@@ -55,6 +55,9 @@ HOSTILE = [
     "[Na+].[Cl-]",
     "O.O.CCO",
     "c1ccccc1.c1ccccc1",
+    "C1CCC.C1",
+    "C1CC.CC1.O",
+    "CCO.",
     # metals: complexes, organometallics, ions, Grignards, lithium organyls
     "N[Pd](N)(Cl)Cl",
     "CCCC[Sn](Cl)(CCCC)CCCC",

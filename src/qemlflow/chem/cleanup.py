@@ -93,12 +93,14 @@ _MAY_NORMALIZE_PAIRED = (
 
 
 @lru_cache(maxsize=1)
-def _queries() -> tuple[tuple[Chem.Mol, ...], Chem.Mol, tuple[Chem.Mol, ...]]:
-    """(the atom test, then the normalization tests), the atom test again without the
-    atoms of N-oxide pairs, and the normalization tests where such pairs are."""
-    plain = tuple(Chem.MolFromSmarts(s) for s in (_MAY_CHANGE_ATOM, *_MAY_NORMALIZE))
-    paired = tuple(Chem.MolFromSmarts(s) for s in _MAY_NORMALIZE_PAIRED)
-    return plain, Chem.MolFromSmarts(_MAY_CHANGE_UNPAIRED), paired
+def _queries() -> tuple[Chem.Mol, tuple[Chem.Mol, ...], Chem.Mol, tuple[Chem.Mol, ...]]:
+    """The atom test and the normalization tests; the same where N-oxide pairs are."""
+    return (
+        Chem.MolFromSmarts(_MAY_CHANGE_ATOM),
+        tuple(Chem.MolFromSmarts(s) for s in _MAY_NORMALIZE),
+        Chem.MolFromSmarts(_MAY_CHANGE_UNPAIRED),
+        tuple(Chem.MolFromSmarts(s) for s in _MAY_NORMALIZE_PAIRED),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -144,13 +146,12 @@ def untouched(mol: Chem.Mol) -> bool:
     >>> untouched(Chem.MolFromSmiles("C[N+](=O)[O-]")), untouched(Chem.MolFromSmiles("C[N+](=O)O"))
     (True, False)
     """
-    plain, unpaired, paired = _queries()
-    atom, *normalizations = plain
+    atom, normalizations, unpaired_atom, paired_normalizations = _queries()
     if mol.HasSubstructMatch(atom):
         # Charged atoms, or hydrogen or metal or chlorine: only N-oxide pairs may stay.
-        if mol.HasSubstructMatch(unpaired):
+        if mol.HasSubstructMatch(unpaired_atom):
             return False
-        normalizations = list(paired)
+        normalizations = paired_normalizations
     return not any(mol.HasSubstructMatch(query) for query in normalizations)
 
 

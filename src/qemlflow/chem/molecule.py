@@ -137,19 +137,28 @@ def _tautomers() -> Any:
 
 
 def _parent(
-    mol: Chem.Mol, tautomer: bool, policy: ChemistryPolicy, *, from_smiles: bool = False
+    mol: Chem.Mol,
+    tautomer: bool,
+    policy: ChemistryPolicy,
+    *,
+    from_smiles: bool = False,
+    connected: bool = False,
 ) -> Chem.Mol | Refusal:
     """The standardized parent of ``mol``, or why the policy refuses it.
 
     ``from_smiles``: ``mol`` was parsed from SMILES here, so cleanup may be skipped where
     it provably changes nothing (see :mod:`qemlflow.chem.cleanup`); the result is the same.
+    ``connected``: that SMILES has no ``.``, so ``mol`` is one connected component (every
+    atom of a SMILES is bonded to one written before it, but after a ``.``).
     """
     fast = from_smiles and policy.unsupported == "reject"
     # The usual molecule: untouched by cleanup, and so without a metal atom (untouched's
     # atom test matches every metal), which spares choose_parent its two metal tests.
     # Each of its fragments is untouched too: the same atoms, charges and bonds.
     plain = fast and untouched(mol)
-    chosen = _choose_parent(mol, policy, copy=not from_smiles, metal_free=plain)
+    chosen = _choose_parent(
+        mol, policy, copy=not from_smiles, metal_free=plain, connected=connected
+    )
     if isinstance(chosen, Refusal):
         return chosen
     if plain:
@@ -238,7 +247,7 @@ def standardize_smiles(
     if not isinstance(parsed, Chem.Mol):
         return parsed
     try:
-        mol = _parent(parsed, tautomer, policy, from_smiles=True)
+        mol = _parent(parsed, tautomer, policy, from_smiles=True, connected="." not in smiles)
     except Exception as exc:  # RDKit raises several unrelated exception types here
         return _failure(Reason.STANDARDIZATION, f"{_shown(smiles)}: {_first_line(exc)}")
     if isinstance(mol, Refusal):
