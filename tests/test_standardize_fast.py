@@ -303,7 +303,7 @@ def test_hostile_inputs_standardize_and_refuse_as_the_full_path_does(
     _assert_same(HOSTILE, tautomer=tautomer, policy=policy)
 
 
-def _features(mol: Chem.Mol) -> list[Any]:
+def features_of(mol: Chem.Mol) -> list[Any]:
     """What a model reads of a molecule: ECFP4 bits, counts, chiral counts, physchem row."""
     plain, chiral = morgan_generator(2, 2048), morgan_generator(2, 2048, chirality=True)
     return [
@@ -327,7 +327,7 @@ def test_standardized_molecules_have_the_features_of_the_full_paths_molecules() 
             assert (expected.reason, expected.detail) == (result.reason, result.detail)
             continue
         compared += 1
-        pairs = zip(_features(result.mol), _features(expected.mol), strict=True)
+        pairs = zip(features_of(result.mol), features_of(expected.mol), strict=True)
         if not all(np.array_equal(got, wanted, equal_nan=True) for got, wanted in pairs):
             differ.append(text)
     assert compared >= 2_000
