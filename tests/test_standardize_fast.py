@@ -345,6 +345,29 @@ def test_an_untouched_molecule_has_no_metal_for_choose_parent_to_find() -> None:
     assert not any(untouched(m) for m in mols if m.HasSubstructMatch(salt_bond))
 
 
+def test_an_untouched_molecule_has_no_charge_but_n_oxide_pairs() -> None:
+    """Every charge of an untouched molecule is an [O-] whose one neighbour is an [N+]
+    without hydrogen, bonded to no other [O-]; charges made by sanitization count too."""
+    sample = [*HOSTILE, "OCl(=O)(=O)=O", "CN=N#N"]
+    sample += [s for name in BUNDLED for s in _bundled_smiles(name)]
+    for mol in (parse_smiles(s, limits=None).mol for s in sample):
+        if mol is None or not untouched(mol):
+            continue
+        for atom in mol.GetAtoms():
+            charge = atom.GetFormalCharge()
+            if charge == 0:
+                continue
+            oxygen = atom if charge < 0 else None
+            if oxygen is None:
+                oxygens = [n for n in atom.GetNeighbors() if n.GetFormalCharge() == -1]
+                assert atom.GetSymbol() == "N" and atom.GetTotalNumHs() == 0, Chem.MolToSmiles(mol)
+                assert len(oxygens) == 1 and oxygens[0].GetSymbol() == "O", Chem.MolToSmiles(mol)
+            else:
+                (nitrogen,) = oxygen.GetNeighbors()
+                assert oxygen.GetSymbol() == "O" and oxygen.GetTotalNumHs() == 0
+                assert nitrogen.GetSymbol() == "N" and nitrogen.GetFormalCharge() == 1
+
+
 def test_some_standardized_parents_keep_hydrogen_atoms() -> None:
     """Those are fingerprinted from their SMILES (the reader removes the atoms)."""
     assert any(r.mol is not None and has_hydrogen_atoms(r.mol) for r in _standardized("clintox"))
