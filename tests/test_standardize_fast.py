@@ -20,7 +20,9 @@ from rdkit import Chem
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
 from qemlflow.chem import ChemistryPolicy, MolResult, Reason, parse_smiles, standardize_smiles
-from qemlflow.chem.cleanup import cleanup, has_hydrogen_atoms
+from qemlflow.chem.cleanup import cleanup, has_hydrogen_atoms, untouched
+from qemlflow.chem.descriptors import physchem_row
+from qemlflow.chem.fingerprints import morgan_generator
 from qemlflow.chem.molecule import _failure, _first_line
 from qemlflow.chem.molecule import _shown as _shown_smiles
 from qemlflow.chem.parent import (
@@ -28,6 +30,7 @@ from qemlflow.chem.parent import (
     Refusal,
     _key,
     _metal_kind,
+    _queries,
     _shown,
     _sign,
     _tools,
@@ -52,6 +55,9 @@ HOSTILE = [
     "[Na+].[Cl-]",
     "O.O.CCO",
     "c1ccccc1.c1ccccc1",
+    "C1CCC.C1",
+    "C1CC.CC1.O",
+    "CCO.",
     # metals: complexes, organometallics, ions, Grignards, lithium organyls
     "N[Pd](N)(Cl)Cl",
     "CCCC[Sn](Cl)(CCCC)CCCC",
@@ -84,6 +90,24 @@ HOSTILE = [
     "CC(=O)NC1=NC(=O)C=C[N-]1",
     "C1=CC=C[CH-]1",
     "CCCC[P+](CCCC)(CCCC)N",
+    # N-oxide pairs left as they are, and their near misses that are not
+    "CCO[N+](=O)[O-]",
+    "C[N+](C)([O-])C",
+    "C#[N+][O-]",
+    "C=[N+]([O-])O",
+    "[O-][N+]1=CC=CC=C1",
+    "[O-][N+](=O)C[N+](=O)[O-]",
+    "[O-][N+](=O)c1ccc(cc1)C(=O)O",
+    "[O-][N+](=O)c1ccc(cc1)C(=O)[O-]",
+    "[O-][N+](=O)c1ccc(cc1)[O-]",
+    "[O-][N+](=O)c1ccccc1.[Na+].[Cl-]",
+    "[O-][N+](=O)c1ccccc1S(C)=O",
+    "[O-][N+](=O)[O-].CCCC[N+](CCCC)(CCCC)CCCC",
+    "C[NH+]([O-])C",
+    "C[N+](=O)O",
+    "CC(C)=[N+]([O-])[O-]",
+    "[O-][n+]1ccccc1.[O-][n+]1ccccc1",
+    "C[N+]([O-])=C[N+]([O-])=CC",
     # explicit hydrogen, isotopes, stereochemistry, radicals, aromatic oddities
     "[H]C([H])([H])O",
     "[2H]C([2H])([2H])c1ccccc1",
@@ -105,6 +129,20 @@ HOSTILE = [
     "[Cl]",
     "ClCl.CCCC",
     "C1CC2CCC1C2",
+    # aromatic systems written in Kekule form (perceived once at parsing, not again)
+    "C1=CC=C2C=CC=CC2=C1",
+    "C1=CC2=CC=CC=CC2=C1",
+    "C1=CC=C2C(=C1)C=CC1=CC=CC=C12",
+    "O=C1C=CC(=O)C=C1",
+    "O=C1C=CC=CC=C1O",
+    "O=C1C=CC2=CC=CC=C2O1",
+    "CN1C=NC2=C1C(=O)N(C)C(=O)N2C",
+    "C1=CC=CC=CC=C1",
+    "N1C=CC=C1",
+    "O=C1C=COC=C1",
+    "C1=CC2=CC3=CC=C(N3)C=C3C=CC(=N3)C=C3C=CC(=N3)C=C1N2",
+    "C[C@H]1CC[C@@H](C)CC1",
+    "C/C=C/C=C/C1=CC=CC=C1",
     # not molecules: refusals with their reasons
     "",
     "   ",
@@ -263,6 +301,71 @@ def test_hostile_inputs_standardize_and_refuse_as_the_full_path_does(
     tautomer: bool, policy: ChemistryPolicy
 ) -> None:
     _assert_same(HOSTILE, tautomer=tautomer, policy=policy)
+
+
+def features_of(mol: Chem.Mol) -> list[Any]:
+    """What a model reads of a molecule: ECFP4 bits, counts, chiral counts, physchem row."""
+    plain, chiral = morgan_generator(2, 2048), morgan_generator(2, 2048, chirality=True)
+    return [
+        plain.GetFingerprintAsNumPy(mol),
+        plain.GetCountFingerprintAsNumPy(mol),
+        chiral.GetCountFingerprintAsNumPy(mol),
+        physchem_row(mol),
+    ]
+
+
+def test_standardized_molecules_have_the_features_of_the_full_paths_molecules() -> None:
+    """The fast path hands its molecule on without a last sanitization where cleanup left
+    it untouched: what a model computes from it must be what it computes from the full
+    path's molecule, on a sample of every bundled set."""
+    sample = [s for name in BUNDLED for s in _bundled_smiles(name)[::7]]
+    compared, differ = 0, []
+    for text in sample:
+        expected = reference_standardize(text, False, DEFAULT_POLICY)
+        result = standardize_smiles(text)
+        if expected.mol is None or result.mol is None:
+            assert (expected.reason, expected.detail) == (result.reason, result.detail)
+            continue
+        compared += 1
+        pairs = zip(features_of(result.mol), features_of(expected.mol), strict=True)
+        if not all(np.array_equal(got, wanted, equal_nan=True) for got, wanted in pairs):
+            differ.append(text)
+    assert compared >= 2_000
+    assert not differ, f"{len(differ)} of {compared} differ, e.g. {differ[:3]}"
+
+
+def test_an_untouched_molecule_has_no_metal_for_choose_parent_to_find() -> None:
+    """Standardization skips choose_parent's metal tests for an untouched molecule."""
+    salt_bond, metal, _ = _queries()
+    sample = HOSTILE + [s for name in BUNDLED for s in _bundled_smiles(name)]
+    mols = [m for m in (parse_smiles(s, limits=None).mol for s in sample) if m is not None]
+    with_metal = [m for m in mols if m.HasSubstructMatch(metal)]
+    assert len(with_metal) >= 10  # the hostile metals, and bundled salts
+    assert not any(untouched(m) for m in with_metal)
+    assert not any(untouched(m) for m in mols if m.HasSubstructMatch(salt_bond))
+
+
+def test_an_untouched_molecule_has_no_charge_but_n_oxide_pairs() -> None:
+    """Every charge of an untouched molecule is an [O-] whose one neighbour is an [N+]
+    without hydrogen, bonded to no other [O-]; charges made by sanitization count too."""
+    sample = [*HOSTILE, "OCl(=O)(=O)=O", "CN=N#N"]
+    sample += [s for name in BUNDLED for s in _bundled_smiles(name)]
+    for mol in (parse_smiles(s, limits=None).mol for s in sample):
+        if mol is None or not untouched(mol):
+            continue
+        for atom in mol.GetAtoms():
+            charge = atom.GetFormalCharge()
+            if charge == 0:
+                continue
+            oxygen = atom if charge < 0 else None
+            if oxygen is None:
+                oxygens = [n for n in atom.GetNeighbors() if n.GetFormalCharge() == -1]
+                assert atom.GetSymbol() == "N" and atom.GetTotalNumHs() == 0, Chem.MolToSmiles(mol)
+                assert len(oxygens) == 1 and oxygens[0].GetSymbol() == "O", Chem.MolToSmiles(mol)
+            else:
+                (nitrogen,) = oxygen.GetNeighbors()
+                assert oxygen.GetSymbol() == "O" and oxygen.GetTotalNumHs() == 0
+                assert nitrogen.GetSymbol() == "N" and nitrogen.GetFormalCharge() == 1
 
 
 def test_some_standardized_parents_keep_hydrogen_atoms() -> None:

@@ -30,6 +30,29 @@ no-op:
 5. Stereochemistry is re-perceived in both paths.
 
 The ``Uncharger`` then acts only on charged atoms (each of its four patterns needs one).
+
+The charged atoms of nitro groups, N-oxides and nitrones (``[N+](=O)[O-]``,
+``[n+][O-]``, ``C=[N+]([O-])C``; ~3 % of MUV) are left as they are too, when every charged
+atom is in such a pair: an ``[O-]`` bonded to nothing but an ``[N+]`` without hydrogen,
+that ``[N+]`` bonded to no other ``[O-]`` (so as many ``[N+]`` as ``[O-]``, no net charge):
+
+3. The charged normalizations need a positive S, P or C, or a negative pnictogen, halogen
+   or aromatic atom, or a negative atom bonded to an uncharged atom or to a carbon (the 1,3
+   and 1,5 recombinations), or a positive O, or a positive N bonded to no negative N, O, P,
+   S (the conjugated cations), or a positive N triple-bonded to N (hydrazine-diazonium:
+   its N+ has no neighbour but that N and a C): none of them is in such a pair. Of the
+   five uncharged ones, a paired ``[N+]`` can be none's reactant (nitro: a third bond to
+   its ``[O-]`` makes valence 5, over the 4 of an N+), so :data:`_MAY_NORMALIZE_PAIRED`
+   leaves it out.
+4. The molecule stays neutral through the charge corrections (none match), so the
+   ``Reionizer`` only moves a proton to an ionized acid, and every base form of
+   ``acid_base_pairs.in`` has its negative atom on C, S, P, B or O, or a negative N or C:
+   never an ``[O-]`` on N.
+5. The ``Uncharger``: its positive patterns want a hydrogen (a paired ``[N+]`` has none)
+   or no negative neighbour, its negative one no positive neighbour, its acid one an
+   ``[O-]`` on C or S, two ``[O-]`` on one N (nitrate) or a halogen: none is a pair; with
+   nothing matched and no net charge it changes nothing.
+
 ``tests/test_standardize_fast.py`` checks, on every bundled set, MUV and hostile inputs,
 that RDKit's own ``Cleanup`` and this module give the same parents.
 """
@@ -51,14 +74,34 @@ __all__ = ["clean_neutral", "cleanup", "has_hydrogen_atoms", "untouched"]
 #: chlorine atom (a Reionizer charge correction).
 _MAY_CHANGE_ATOM = "[#1,!+0,#17X0," + "&".join(f"!#{n}" for n in sorted(_NON_METALS)) + "]"
 #: Supersets of the reactants of RDKit's five default normalizations without a charged
-#: atom: nitro and pyridine oxide (a pnictogen double-bonded to a chalcogen), sulfoxide,
-#: azide and diazo (a nitrogen-nitrogen triple bond).
-_MAY_NORMALIZE = ("[#7,#15,#33,#51]=[#8,#16,#34,#52]", "[#16X3]=[#8]", "[#7]#[#7]")
+#: atom: nitro, pyridine oxide and sulfoxide (a pnictogen or a three-connected sulfur
+#: double-bonded to a chalcogen; one query costs less than two), azide and diazo (a
+#: nitrogen-nitrogen triple bond).
+_MAY_NORMALIZE = ("[#7,#15,#33,#51,#16X3]=[#8,#16,#34,#52]", "[#7]#[#7]")
+
+
+#: The charged atoms left alone: an [O-] bonded only to an [N+] without hydrogen, and that
+#: [N+], bonded to no other [O-] (nitro groups, N-oxides, nitrones).
+_PAIRED_OXYGEN = "[#8-1X1]-[#7+1H0]"
+_PAIRED_NITROGEN = "[#7+1H0;$(*-[#8-1X1]);!$(*(-[#8-1X1])-[#8-1X1])]"
+#: :data:`_MAY_CHANGE_ATOM` but for the atoms of those pairs (slower: recursive SMARTS).
+_MAY_CHANGE_UNPAIRED = f"{_MAY_CHANGE_ATOM[:-1]};!$({_PAIRED_OXYGEN});!$({_PAIRED_NITROGEN})]"
+#: :data:`_MAY_NORMALIZE` where such pairs are: the nitrogen of a pair is no reactant.
+_MAY_NORMALIZE_PAIRED = (
+    "[#7,#15,#33,#51,#16X3;!$([#7+1H0]-[#8-1X1])]=[#8,#16,#34,#52]",
+    *_MAY_NORMALIZE[1:],
+)
 
 
 @lru_cache(maxsize=1)
-def _queries() -> tuple[Chem.Mol, ...]:
-    return tuple(Chem.MolFromSmarts(s) for s in (_MAY_CHANGE_ATOM, *_MAY_NORMALIZE))
+def _queries() -> tuple[Chem.Mol, tuple[Chem.Mol, ...], Chem.Mol, tuple[Chem.Mol, ...]]:
+    """The atom test and the normalization tests; the same where N-oxide pairs are."""
+    return (
+        Chem.MolFromSmarts(_MAY_CHANGE_ATOM),
+        tuple(Chem.MolFromSmarts(s) for s in _MAY_NORMALIZE),
+        Chem.MolFromSmarts(_MAY_CHANGE_UNPAIRED),
+        tuple(Chem.MolFromSmarts(s) for s in _MAY_NORMALIZE_PAIRED),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -92,14 +135,25 @@ def untouched(mol: Chem.Mol) -> bool:
     """True when cleanup and neutralization provably leave ``mol`` (sanitized, parsed from
     SMILES) as it is, but for its stereochemistry being re-perceived.
 
+    An untouched molecule has no metal atom (the metals are the elements outside
+    :mod:`qemlflow.chem.parent`'s non-metals, as there), which standardization relies on.
+
     Examples
     --------
     >>> untouched(Chem.MolFromSmiles("CCO")), untouched(Chem.MolFromSmiles("CC[NH3+]"))
     (True, False)
     >>> untouched(Chem.MolFromSmiles("CS(C)=O"))  # a sulfoxide, normalized to [S+][O-]
     False
+    >>> untouched(Chem.MolFromSmiles("C[N+](=O)[O-]")), untouched(Chem.MolFromSmiles("C[N+](=O)O"))
+    (True, False)
     """
-    return not any(mol.HasSubstructMatch(query) for query in _queries())
+    atom, normalizations, unpaired_atom, paired_normalizations = _queries()
+    if mol.HasSubstructMatch(atom):
+        # Charged atoms, or hydrogen or metal or chlorine: only N-oxide pairs may stay.
+        if mol.HasSubstructMatch(unpaired_atom):
+            return False
+        normalizations = paired_normalizations
+    return not any(mol.HasSubstructMatch(query) for query in normalizations)
 
 
 def cleanup(mol: Chem.Mol) -> Chem.Mol:

@@ -11,8 +11,8 @@ from rdkit import Chem, rdBase
 from rdkit.Chem.MolStandardize import rdMolStandardize
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
-from qemlflow.chem.cleanup import clean_neutral
-from qemlflow.chem.parent import Refusal, choose_parent
+from qemlflow.chem.cleanup import clean_neutral, untouched
+from qemlflow.chem.parent import Refusal, _choose_parent
 from qemlflow.chemistry import DEFAULT_POLICY, ChemistryPolicy
 from qemlflow.limits import DEFAULT_LIMITS, MoleculeLimits
 
@@ -137,21 +137,54 @@ def _tautomers() -> Any:
 
 
 def _parent(
-    mol: Chem.Mol, tautomer: bool, policy: ChemistryPolicy, *, from_smiles: bool = False
+    mol: Chem.Mol,
+    tautomer: bool,
+    policy: ChemistryPolicy,
+    *,
+    from_smiles: bool = False,
+    connected: bool = False,
 ) -> Chem.Mol | Refusal:
     """The standardized parent of ``mol``, or why the policy refuses it.
 
     ``from_smiles``: ``mol`` was parsed from SMILES here, so cleanup may be skipped where
     it provably changes nothing (see :mod:`qemlflow.chem.cleanup`); the result is the same.
+    ``connected``: that SMILES has no ``.``, so ``mol`` is one connected component (every
+    atom of a SMILES is bonded to one written before it, but after a ``.``).
     """
-    chosen = choose_parent(mol, policy, copy=not from_smiles)
+    fast = from_smiles and policy.unsupported == "reject"
+    # The usual molecule: untouched by cleanup, and so without a metal atom (untouched's
+    # atom test matches every metal), which spares choose_parent its two metal tests.
+    # Each of its fragments is untouched too: the same atoms, charges and bonds.
+    plain = fast and untouched(mol)
+    chosen = _choose_parent(
+        mol, policy, copy=not from_smiles, metal_free=plain, connected=connected
+    )
     if isinstance(chosen, Refusal):
         return chosen
-    # Under "largest_fragment" the parent has been through Cleanup: no longer as parsed.
-    neutral = clean_neutral(chosen, from_smiles=from_smiles and policy.unsupported == "reject")
+    if plain:
+        Chem.AssignStereochemistry(chosen, cleanIt=True, force=True)
+        neutral = chosen
+    else:
+        # Under "largest_fragment" the parent has been through Cleanup: no longer as parsed.
+        # (``mol`` itself, when it is the parent, is already known not to be untouched.)
+        neutral = clean_neutral(chosen, from_smiles=fast and chosen is not mol)
     if tautomer:
         neutral = _tautomers().Canonicalize(neutral)
-    Chem.SanitizeMol(neutral)
+    if neutral is not chosen:
+        Chem.SanitizeMol(neutral)
+    # Else ``neutral`` took cleanup's untouched path: sanitized when it was parsed (or split
+    # off by GetMolFrags, which sanitizes), then only its stereo re-perceived, which removes
+    # chiral tags and bond stereo that are not stereo and sets CIP labels. Sanitizing again
+    # would redo each step on the same graph, bonds, charges and hydrogen counts: cleanUp
+    # (nitro-like groups are already in their sanitized form), cleanUpOrganometallics (no
+    # metal), valences, symmetrizeSSSR (the same rings), Kekulize then setAromaticity (the
+    # same aromatic systems, from a Kekule form of themselves), radicals, conjugation,
+    # hybridization, cleanupChirality (drops tags of atoms that are not sp3: parsing did,
+    # and re-perception only drops tags), adjustHs. It would only clear the computed
+    # properties stereo perception left (``_StereochemDone``, ``_CIPRank``), and their sole
+    # effect is that a later reader (MolToSmiles) does not re-perceive the already clean
+    # stereo. tests/test_standardize_fast.py compares SMILES, ECFP bits and counts and the
+    # physchem descriptors with RDKit's full path on the bundled sets.
     if (heavy := neutral.GetNumHeavyAtoms()) < policy.min_heavy_atoms:
         return Refusal(
             "parent_too_small",
@@ -214,7 +247,7 @@ def standardize_smiles(
     if not isinstance(parsed, Chem.Mol):
         return parsed
     try:
-        mol = _parent(parsed, tautomer, policy, from_smiles=True)
+        mol = _parent(parsed, tautomer, policy, from_smiles=True, connected="." not in smiles)
     except Exception as exc:  # RDKit raises several unrelated exception types here
         return _failure(Reason.STANDARDIZATION, f"{_shown(smiles)}: {_first_line(exc)}")
     if isinstance(mol, Refusal):

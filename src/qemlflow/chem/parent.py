@@ -233,14 +233,36 @@ def choose_parent(
     >>> choose_parent(Chem.MolFromSmiles("CC(=O)Nc1ccc(O)cc1.Cn1cnc2c1c(=O)n(C)c(=O)n2C")).reason
     'unsupported_chemistry'
     """
-    chooser, uncharger, listed = _tools()
+    return _choose_parent(mol, policy, copy=copy)
+
+
+def _choose_parent(
+    mol: Chem.Mol,
+    policy: ChemistryPolicy,
+    *,
+    copy: bool,
+    metal_free: bool = False,
+    connected: bool = False,
+) -> Chem.Mol | Refusal:
+    """:func:`choose_parent`, told what the caller already knows, so as not to test it again.
+
+    ``metal_free``: ``mol`` has no metal atom (as :func:`qemlflow.chem.cleanup.untouched`
+    finds, from the same :data:`_NON_METALS`), so no bond of a salt metal to break and no
+    metal to refuse. ``connected``: ``mol`` is one connected component (its SMILES has no
+    ``.``), which GetMolFrags would otherwise count.
+    """
     if policy.unsupported == "largest_fragment":
+        chooser, *_ = _tools()
         parent: Chem.Mol = chooser.choose(rdMolStandardize.Cleanup(mol))
         return parent
-    mol = _disconnect_salt_metals(mol)
     _, metal_atom, carbon = _queries()
-    has_metal = mol.HasSubstructMatch(metal_atom)
-    if not has_metal and mol.GetNumAtoms() > 1 and len(Chem.GetMolFrags(mol)) == 1:
+    if metal_free:
+        has_metal = False
+    else:
+        given, mol = mol, _disconnect_salt_metals(mol)
+        connected = connected and mol is given  # (a broken salt bond splits it)
+        has_metal = mol.HasSubstructMatch(metal_atom)
+    if not has_metal and mol.GetNumAtoms() > 1 and (connected or len(Chem.GetMolFrags(mol)) == 1):
         # The usual case, one metal-free component: what GetMolFrags would return for it
         # (a sanitized copy; it copies single atoms another way) without its per-atom work.
         if not mol.HasSubstructMatch(carbon):
@@ -265,6 +287,7 @@ def choose_parent(
     if len(organic) == 1:  # the usual case: nothing to compare
         only: Chem.Mol = organic[0]
         return only
+    _, uncharger, listed = _tools()
     distinct: dict[str, Chem.Mol] = {}
     for fragment in organic:
         distinct.setdefault(_key(fragment, uncharger), fragment)
