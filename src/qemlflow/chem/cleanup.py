@@ -116,7 +116,11 @@ def has_hydrogen_atoms(mol: Chem.Mol) -> bool:
     --------
     >>> has_hydrogen_atoms(Chem.MolFromSmiles("[2H]C")), has_hydrogen_atoms(Chem.MolFromSmiles("C"))
     (True, False)
+    >>> has_hydrogen_atoms(Chem.MolFromSmiles("*C"))  # a dummy atom is not heavy either
+    False
     """
+    if mol.GetNumHeavyAtoms() == mol.GetNumAtoms():  # every atom heavy: no hydrogen atom
+        return False
     return bool(mol.HasSubstructMatch(_hydrogen()))
 
 
