@@ -214,16 +214,19 @@ class ServedModel:
         similarity = self.domain.leave_one_out_similarity(limit).tolist()
         return reference_of(values, similarity, float(self.domain.threshold))
 
-    @cached_property
-    def response_head(self) -> bytes:
-        """The JSON of a response of this version up to its results: ``{..."results":[``."""
-        empty = PredictResponse.model_construct(
+    def response(self, results: list[PredictionResult]) -> PredictResponse:
+        """This version's response holding ``results`` (already validated: not again)."""
+        return PredictResponse.model_construct(
             model=self.name,
             model_version=self.number,
             domain_threshold=float(self.domain.threshold),
-            results=[],
+            results=results,
         )
-        text = empty.model_dump_json(by_alias=True).encode()
+
+    @cached_property
+    def response_head(self) -> bytes:
+        """The JSON of a response of this version up to its results: ``{..."results":[``."""
+        text = self.response([]).model_dump_json(by_alias=True).encode()
         assert text.endswith(b"[]}")  # results is the last field
         return text[: -len(b"]}")]
 
@@ -629,12 +632,7 @@ class ModelService:
     def _answered(self, model: ServedModel, rows: list[PredictionResult]) -> PredictResponse:
         """The response to a request whose every molecule ``model`` has answered before."""
         started = time.perf_counter()
-        response = PredictResponse.model_construct(
-            model=model.name,
-            model_version=model.number,
-            domain_threshold=float(model.domain.threshold),
-            results=rows,
-        )
+        response = model.response(rows)
         self._count_answered(model, rows, started)
         return response
 
@@ -697,14 +695,7 @@ class ModelService:
             for job in group:
                 results = rows[start : start + len(job.smiles)]
                 start += len(job.smiles)
-                job.owner.settle(
-                    PredictResponse.model_construct(
-                        model=model.name,
-                        model_version=model.number,
-                        domain_threshold=float(model.domain.threshold),
-                        results=results,
-                    )
-                )
+                job.owner.settle(model.response(results))
 
     # -- following the registry -------------------------------------------------------
 
@@ -835,11 +826,6 @@ class ModelService:
         check.add_done_callback(done)
         self._key_checks[digest] = (now, check)
         return check
-
-    def key_is_cached(self, presented: str) -> bool:
-        """Whether ``presented`` was found valid less than ``key_cache_seconds`` ago."""
-        digest = hashlib.sha256(presented.encode()).hexdigest()
-        return self._keys.get(digest, 0.0) > time.monotonic()
 
     def key_is_valid(self, presented: str) -> bool:
         """Whether ``presented`` is an active API key of the store (asks the store)."""
