@@ -461,9 +461,7 @@ def featurize_jobs(cfg: ExperimentConfig, n_molecules: int) -> int:
     >>> featurize_jobs(parse_config({"dataset": {"source": "esol"}}), 1117)
     1
     """
-    if "n_jobs" in cfg.model_fields_set or n_molecules < _PARALLEL_FEATURIZE_FROM:
-        return cfg.n_jobs
-    return -1
+    return _unset_jobs(cfg, every_core=n_molecules >= _PARALLEL_FEATURIZE_FROM)
 
 
 def fit_jobs(cfg: ExperimentConfig, n_tasks: int) -> int:
@@ -489,11 +487,16 @@ def fit_jobs(cfg: ExperimentConfig, n_tasks: int) -> int:
     """
     from qemlflow.models import get_spec
 
-    if "n_jobs" in cfg.model_fields_set or n_tasks < 2:
-        return cfg.n_jobs
-    if get_spec(cfg.model.estimator).joint_tasks:
-        return cfg.n_jobs
-    return -1
+    per_task = n_tasks >= 2 and not get_spec(cfg.model.estimator).joint_tasks
+    return _unset_jobs(cfg, every_core=per_task)
+
+
+def _unset_jobs(cfg: ExperimentConfig, *, every_core: bool) -> int:
+    """The config's ``n_jobs`` when it sets one; else -1 (every core) where that pays and
+    changes no result (``every_core``), or the default."""
+    if every_core and "n_jobs" not in cfg.model_fields_set:
+        return -1
+    return cfg.n_jobs
 
 
 @contextmanager
