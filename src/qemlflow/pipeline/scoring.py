@@ -71,13 +71,12 @@ class FeaturePlan:
             from qemlflow.features._engine import FingerprintBlock
             from qemlflow.serve.domain import ECFP4_BITS
 
-            domain = FingerprintBlock("morgan", size=ECFP4_BITS, radius=2)
             self.blocks = list(self.featurizer._blocks())
             counts = FingerprintBlock("morgan", size=ECFP4_BITS, radius=2, counts=True)
             if counts in self.blocks:
                 self.counts_block = self.blocks.index(counts)
             else:
-                self.blocks.append(domain)
+                self.blocks.append(FingerprintBlock("morgan", size=ECFP4_BITS, radius=2))
         self.row: Callable[[Any], NDArray[Any]] | None = None
         if self.ecfp is not None:
             self.row = fingerprint_function("morgan", packed=not self.ecfp["counts"], **self.ecfp)
