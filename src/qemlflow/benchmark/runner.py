@@ -96,6 +96,8 @@ def experiment_config(
         "evaluation": {"n_bootstrap": 0, "plots": False},
         **dict(model.experiment),
     }
+    if model.smiles_as_written:
+        data["dataset"]["standardize"] = False
     if model.tuned:
         data["tune"] = _tune_section(dataset, model, tune_trials)
     cfg = parse_config(data, source=f"benchmark model {model.name!r}")
@@ -196,7 +198,7 @@ def summarize(
     ordered = sorted(seeds, key=lambda s: int(s["seed"]))
     values = [float(s["value"]) for s in ordered]
     mean = statistics.fmean(values)
-    return {
+    entry: dict[str, Any] = {
         "metric": dataset.metric,
         "mean": mean,
         "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -209,9 +211,17 @@ def summarize(
         "family": model.family,
         # Against the literature of this split: far worse fails, far better is suspicious.
         "literature_check": literature_check(
-            dataset.name, dataset.split, model.family, dataset.metric, mean
+            dataset.name,
+            dataset.split,
+            model.family,
+            dataset.metric,
+            mean,
+            smiles_as_written=model.smiles_as_written,
         ),
     }
+    if model.smiles_as_written:  # only then, so the other entries' JSON stays as it was
+        entry["smiles_as_written"] = True
+    return entry
 
 
 def run_benchmark(
