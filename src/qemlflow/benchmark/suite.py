@@ -89,6 +89,16 @@ _RICH = [
     {"type": "rdkit2d"},
 ]
 
+
+def _gbdt_dmpnn(features: list[Any]) -> dict[str, Any]:
+    """The experiment of the mean of LightGBM on ``features`` and the default D-MPNN."""
+    members = [{"estimator": "lightgbm", "features": features}, {"estimator": "dmpnn"}]
+    return {
+        "features": "smiles",
+        "model": {"estimator": "ensemble", "combine": "mean", "members": members},
+    }
+
+
 MODELS: dict[str, BenchmarkModel] = {
     model.name: model
     for model in (
@@ -208,17 +218,7 @@ MODELS: dict[str, BenchmarkModel] = {
             "ensemble_rich_gbdt_dmpnn",
             "mean of LightGBM on the rich features (lightgbm_rich) and the D-MPNN (QeMLflow's "
             "default settings); judged against the Chemprop D-MPNN row",
-            {
-                "features": "smiles",
-                "model": {
-                    "estimator": "ensemble",
-                    "combine": "mean",
-                    "members": [
-                        {"estimator": "lightgbm", "features": _RICH},
-                        {"estimator": "dmpnn"},
-                    ],
-                },
-            },
+            _gbdt_dmpnn(_RICH),
             family="dmpnn",
         ),
         BenchmarkModel(
@@ -226,17 +226,7 @@ MODELS: dict[str, BenchmarkModel] = {
             "mean of LightGBM on ECFP4 counts (2048) + RDKit 2D descriptors and the D-MPNN "
             "(QeMLflow's default settings): the GNN-GBDT combination; judged against the "
             "Chemprop D-MPNN row, the stronger of the two references",
-            {
-                "features": "smiles",
-                "model": {
-                    "estimator": "ensemble",
-                    "combine": "mean",
-                    "members": [
-                        {"estimator": "lightgbm", "features": _ECFP_RDKIT2D},
-                        {"estimator": "dmpnn"},
-                    ],
-                },
-            },
+            _gbdt_dmpnn(_ECFP_RDKIT2D),
             # It contains a D-MPNN, so it is held to the D-MPNN's reference (the stricter
             # of the two on every set that has both), not to the classical one.
             family="dmpnn",
