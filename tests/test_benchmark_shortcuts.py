@@ -69,7 +69,9 @@ def test_regression_and_unknown_sets_have_no_probe() -> None:
 
 
 def test_reading_the_notation_is_suspicious_only_where_it_gives_the_label_away() -> None:
-    raw = literature_check("clintox", "random", "classical", "roc_auc", 0.93, smiles_as_written=True)
+    raw = literature_check(
+        "clintox", "random", "classical", "roc_auc", 0.93, smiles_as_written=True
+    )
     assert raw["verdict"] == "suspicious" and "notation" in raw["reason"]
     # The same score from standardized input is judged by the published values as usual.
     assert literature_check("clintox", "random", "classical", "roc_auc", 0.85)["verdict"] == "pass"
