@@ -207,17 +207,15 @@ def bar_outcomes(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str
     return rows
 
 
-def entry_verdict(dataset: str, split: str, entry: dict[str, Any]) -> str:
-    """The literature verdict of one results entry (its mean, family and input)."""
-    return str(
-        literature_check(
-            dataset,
-            split,
-            str(entry.get("family", "classical")),
-            str(entry["metric"]),
-            float(entry["mean"]),
-            smiles_as_written=bool(entry.get("smiles_as_written", False)),
-        )["verdict"]
+def entry_check(dataset: str, split: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """:func:`literature_check` of one results entry (its mean, family and input)."""
+    return literature_check(
+        dataset,
+        split,
+        str(entry.get("family", "classical")),
+        str(entry["metric"]),
+        float(entry["mean"]),
+        smiles_as_written=bool(entry.get("smiles_as_written", False)),
     )
 
 
@@ -250,7 +248,10 @@ def best_versus_dmpnn(results: dict[str, dict[str, dict[str, Any]]]) -> list[dic
         metric = str(first["metric"])
         sign = 1.0 if metric == "rmse" else -1.0
 
-        verdicts = {name: entry_verdict(dataset, split, entry) for name, entry in models.items()}
+        verdicts = {
+            name: str(entry_check(dataset, split, entry)["verdict"])
+            for name, entry in models.items()
+        }
         candidates = [item for item in models.items() if verdicts[item[0]] != "suspicious"]
         name, entry = min(
             candidates or list(models.items()), key=lambda item: sign * float(item[1]["mean"])
@@ -429,10 +430,7 @@ def _literature_cell(dataset: str, split: str) -> str:
     return "; ".join(parts) or "-"
 
 
-def _verdict_cell(
-    dataset: str, split: str, family: str, metric: str, mean: float, *, raw: bool = False
-) -> str:
-    check = literature_check(dataset, split, family, metric, mean, smiles_as_written=raw)
+def _verdict_cell(check: dict[str, Any]) -> str:
     if check["verdict"] == "suspicious":
         return f"**SUSPICIOUS**: {check['reason']}"
     if check["verdict"] == "n/a":
@@ -532,15 +530,12 @@ def render_markdown(
             dataset, split = _name_and_split(key, entry)
             metric = str(entry["metric"])
             mean, sd = float(entry["mean"]), float(entry["sd"])
-            family = str(entry.get("family", "classical"))
-            raw = bool(entry.get("smiles_as_written", False))
+            check = entry_check(dataset, split, entry)
             lines.append(
                 f"| {dataset} | {split} | {metric} | {name} | "
                 f"{mean:.3f} ± {sd:.3f} | {entry['n_seeds']} | "
-                f"{_literature_cell(dataset, split)} | "
-                f"{_verdict_cell(dataset, split, family, metric, mean, raw=raw)} |"
+                f"{_literature_cell(dataset, split)} | {_verdict_cell(check)} |"
             )
-            check = literature_check(dataset, split, family, metric, mean, smiles_as_written=raw)
             if check["verdict"] == "suspicious":
                 flagged.append(f"- {dataset} / {split} / {name}: {check['reason']}")
     lines += [
