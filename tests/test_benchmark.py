@@ -248,6 +248,29 @@ def test_the_default_model_is_the_task_default() -> None:
         )
 
 
+def test_the_demo_runs_the_default_model() -> None:
+    # The demo is what a user sees first: its features and model are the task default's
+    # (the default a config without `features` and `model` gets), not a hand-tuned one.
+    from importlib.resources import files
+
+    import yaml
+
+    from qemlflow.cli.run import DEMO_CONFIG
+    from qemlflow.pipeline.config import TASK_DEFAULTS, parse_config
+
+    text = files("qemlflow.configs").joinpath(DEMO_CONFIG).read_text(encoding="utf-8")
+    demo = parse_config(yaml.safe_load(text))
+    best = TASK_DEFAULTS["regression"]
+    assert demo.model.estimator == best["model"]["estimator"]
+    assert demo.model.params == best["model"]["params"]
+    assert (
+        demo.resolved()["features"]
+        == parse_config({"dataset": {"source": "esol"}, "features": best["features"]}).resolved()[
+            "features"
+        ]
+    )
+
+
 def test_literature_file_cites_its_sources_for_every_dataset() -> None:
     sources = literature_sources()
     assert {"moleculenet", "chemprop"} <= set(sources)
