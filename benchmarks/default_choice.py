@@ -82,6 +82,28 @@ def verdicts(
     return rows
 
 
+def within_one_sd_everywhere(rows: list[dict[str, Any]], candidates: Any) -> list[str]:
+    """The candidates within one sd of the old default on every deciding set."""
+    return [
+        name
+        for name in candidates
+        if rows
+        and all(name in row and row[name]["within_one_sd"] for row in rows if row["decides"])
+    ]
+
+
+def print_rows(rows: list[dict[str, Any]], candidates: Any) -> None:
+    """One line per set: each candidate's mean ± sd and its loss in sd of the old default."""
+    for row in rows:
+        cells = "  ".join(
+            f"{name} {cell['mean']:.3f}±{cell['sd']:.3f} ({cell['loss_in_sd']:+.2f} sd)"
+            for name, cell in ((name, row.get(name)) for name in candidates)
+            if cell is not None
+        )
+        extra = "" if row["decides"] else "  (extra split: not deciding)"
+        print(f"{row['set']:24s} {row['metric']:8s} {cells}{extra}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, default=ROOT / "docs/benchmarks/moleculenet.json")
@@ -92,12 +114,7 @@ def main() -> None:
     report = json.loads(args.report.read_text())
     rows = verdicts(report)
     costs = cost_per_molecule(args.repeats, args.n)
-    passing = [
-        name
-        for name in CANDIDATES
-        if rows
-        and all(name in row and row[name]["within_one_sd"] for row in rows if row["decides"])
-    ]
+    passing = within_one_sd_everywhere(rows, CANDIDATES)
     trees = verdicts(report, TREES_OLD, (TREES_NEW,))
     summary = {
         "us_per_molecule": {name: round(value, 1) for name, value in costs.items()},
@@ -105,32 +122,18 @@ def main() -> None:
         "within_one_sd_everywhere": passing,
         "cheapest_passing": min(passing, key=costs.__getitem__) if passing else None,
         "trees": trees,
-        "trees_within_one_sd_everywhere": bool(trees)
-        and all(row[TREES_NEW]["within_one_sd"] for row in trees if row["decides"]),
+        "trees_within_one_sd_everywhere": bool(within_one_sd_everywhere(trees, (TREES_NEW,))),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
         return
     for name, value in summary["us_per_molecule"].items():
         print(f"{name:20s} {value:8.1f} us/molecule")
-    for row in rows:
-        cells = "  ".join(
-            f"{name} {cell['mean']:.3f}±{cell['sd']:.3f} ({cell['loss_in_sd']:+.2f} sd)"
-            for name, cell in ((name, row.get(name)) for name in CANDIDATES)
-            if cell is not None
-        )
-        extra = "" if row["decides"] else "  (extra split: not deciding)"
-        print(f"{row['set']:24s} {row['metric']:8s} {cells}{extra}")
+    print_rows(rows, CANDIDATES)
     print("within one sd everywhere:", ", ".join(passing) or "none")
     print("cheapest passing:", summary["cheapest_passing"])
     print(f"\ntrees: {TREES_NEW} (500 at 0.09) against {TREES_OLD} (1,500 at 0.03)")
-    for row in trees:
-        cell = row[TREES_NEW]
-        extra = "" if row["decides"] else "  (extra split: not deciding)"
-        print(
-            f"{row['set']:24s} {row['metric']:8s} {cell['mean']:.3f}±{cell['sd']:.3f} "
-            f"({cell['loss_in_sd']:+.2f} sd){extra}"
-        )
+    print_rows(trees, (TREES_NEW,))
     print("within one sd everywhere:", summary["trees_within_one_sd_everywhere"])
 
 
