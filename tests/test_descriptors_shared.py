@@ -53,6 +53,14 @@ ODD = [
     *("O", "[OH-]", "OO", "CC(=O)O", "OC=C", "Oc1ccccc1", "CO", "ON", "OS", "OB(O)O"),
     *("C#CO", "OC#N", "[SH]c1ccccc1", "P", "[NH4+]", "OCl", "C[Se]O", "OC(=S)C"),
     *("[OH3+]", "C[OH2+]", "c1cc[oH+]c1", "OC(=N)C", "O=C1C=CC(=O)N1O"),
+    # the strict rotatable-bond exclusions (CX3, tert-butyl, amide-like ends, amidinium),
+    # alone and where both ends of one bond are amide-like for different reasons
+    *("CCC(F)(F)F", "CCC(Cl)(Cl)Cl", "CCCC(C)(C)C", "CCC(=O)NCC", "CCC(=S)OCC"),
+    *("NC(=O)C(=O)N", "CC(=O)NNC(C)=O", "CCC(=[NH2+])NCC", "CC(=O)OC(C)=O", "CCSC(=O)CC"),
+    *("[H]OC(=O)CC", "CC#CCC", "C(C(F)(F)F)C(C)(C)C"),
+    # the fragment counts' shortcuts: acids, phenol, quaternary N, NH2 on an aromatic ring
+    *("CC(=O)[O-]", "OP(=O)(O)CC", "Oc1ccccc1", "C[N+](C)(C)C", "Nc1ccccc1", "NNc1ccccc1"),
+    *("c1nn[nH]n1", "c1cnc[nH]1", "NC(=N)N", "CS(=O)(=O)NC", "[H]N([H])c1ccccc1"),
 ]
 
 

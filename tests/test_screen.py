@@ -166,6 +166,26 @@ def test_outputs_are_byte_identical_across_engines(trained: Trained, tmp_path: P
     assert pq.ParquetFile(tmp_path / "w1.parquet").num_row_groups == -(-table.num_rows // 50)
 
 
+def test_a_chunk_scored_in_batches_is_the_same_table(
+    trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk is featurized and predicted BATCH_ROWS rows at a time and joined: the output
+    (invalid lines in place, one row group per chunk) must not depend on the batch size."""
+    import qemlflow.screen.scoring as scoring
+
+    source = _write_smi(tmp_path / "library.smi", trained.library)
+    outputs = {}
+    for batch in (scoring.BATCH_ROWS, 37):
+        monkeypatch.setattr(scoring, "BATCH_ROWS", batch)
+        out = tmp_path / f"batch{batch}.parquet"
+        screen(trained.model, source, out, chunk_size=150, trust_file=True)
+        outputs[batch] = out.read_bytes()
+    assert len(set(outputs.values())) == 1
+    table = pq.read_table(tmp_path / "batch37.parquet")
+    assert table.num_rows == len(trained.library)
+    assert table.column("error").null_count == len(trained.library) - len(INVALID)
+
+
 def test_dask_without_an_address_is_one_clear_error(
     trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

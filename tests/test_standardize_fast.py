@@ -38,7 +38,9 @@ from qemlflow.chem.parent import (
 from qemlflow.chemistry import DEFAULT_POLICY
 from qemlflow.data.loading import read_raw
 from qemlflow.limits import DEFAULT_LIMITS
+from qemlflow.pipeline.config import TASK_DEFAULTS
 from qemlflow.pipeline.scoring import FeaturePlan
+from qemlflow.screen.scoring import _as_given
 
 BUNDLED = ["bace", "bbbp", "clintox", "esol", "freesolv", "lipophilicity", "tox21"]
 LEGACY = ChemistryPolicy(unsupported="largest_fragment")
@@ -423,3 +425,49 @@ def test_standardized_molecules_fingerprint_as_their_smiles_do(
     assert np.array_equal(valid, valid_expected)
     assert np.array_equal(X, X_expected, equal_nan=True)
     assert np.array_equal(bits, bits_expected)
+
+
+@pytest.mark.parametrize(
+    ("spec", "step"),
+    [
+        (TASK_DEFAULTS["regression"]["features"], 1),  # ECFP4 counts + physchem
+        ([{"type": "maccs"}, {"type": "atompair"}, {"type": "fcfp", "counts": True}], 3),
+    ],
+    ids=["default", "maccs-atompair-fcfp"],
+)
+@pytest.mark.parametrize("name", BUNDLED)
+def test_a_molecule_standardized_as_given_has_the_features_of_its_smiles(
+    spec: list[dict[str, Any]], step: int, name: str
+) -> None:
+    """A screen featurizes the standardized molecule itself where its SMILES is the one given
+    (canonical input, most prepared libraries): its rows must be those of that SMILES read
+    back, bit for bit, for a spec of the feature engine's blocks."""
+    plan = FeaturePlan(spec)
+    assert plan.takes_molecules
+    given = [r.smiles for r in _standardized(name)[::step] if r.smiles]
+    inputs: list[object] = []
+    for text in given:
+        result = standardize_smiles(text)
+        inputs.append(result.mol if _as_given(text, result) else text)
+    reused = sum(isinstance(item, Chem.Mol) for item in inputs)
+    assert reused >= 0.9 * len(given)  # canonical input: nearly every molecule is reused
+    X, bits, valid = plan.compute_valid(inputs)
+    X_expected, bits_expected, valid_expected = plan.compute_valid(given)
+    assert np.array_equal(valid, valid_expected)
+    assert X.tobytes() == X_expected.tobytes()  # NaN where NaN, every other bit the same
+    assert np.array_equal(bits, bits_expected)
+
+
+def test_molecules_are_not_taken_where_stereo_perception_could_differ() -> None:
+    # The full descriptor set counts stereo centres from the molecule's perception state,
+    # which a standardized molecule does not share with its SMILES read back.
+    assert not FeaturePlan([{"type": "ecfp", "counts": True}, {"type": "rdkit2d"}]).takes_molecules
+    assert not FeaturePlan([{"type": "maccs"}, {"type": "ecfp", "chirality": True}]).takes_molecules
+
+
+def test_a_molecule_is_reused_only_when_its_smiles_is_the_given_one() -> None:
+    canonical = "CC(=O)Nc1ccc(O)cc1"
+    assert _as_given(canonical, standardize_smiles(canonical))
+    assert _as_given(f"  {canonical}\n", standardize_smiles(f"  {canonical}\n"))
+    for text in ("c1cc(O)ccc1NC(C)=O", "CC(=O)Nc1ccc(O)cc1.Cl", "[2H]OC", "not a smiles"):
+        assert not _as_given(text, standardize_smiles(text)), text

@@ -190,6 +190,8 @@ def fill_rows(
 ) -> NDArray[np.bool_]:
     """Parse each SMILES once and write each row function's result into row ``i`` of its array.
 
+    An item may also be an RDKit molecule, used as it is (one already parsed).
+
     ``targets`` pairs an output array (``len(smiles)`` rows; a column view is fine) with a
     function from a molecule to one row, e.g. from :func:`fingerprint_function`. Rows of
     unusable SMILES (see :func:`mol_for_features`) are left untouched; the returned mask
@@ -206,17 +208,25 @@ def fill_rows(
     """
     valid = np.ones(len(smiles), dtype=bool)
     from_smiles = Chem.MolFromSmiles
+    Mol = Chem.Mol
     if len(targets) == 1:  # the common case, kept free of an inner loop
         ((out, function),) = targets
         for i, text in enumerate(smiles):
-            mol = from_smiles(text) if isinstance(text, str) else None
+            mol: Chem.Mol | None
+            if isinstance(text, str):
+                mol = from_smiles(text)
+            else:
+                mol = text if isinstance(text, Mol) else None
             if mol is None or mol.GetNumAtoms() == 0:
                 valid[i] = False
             else:
                 out[i] = function(mol)
         return valid
     for i, text in enumerate(smiles):
-        mol = from_smiles(text) if isinstance(text, str) else None
+        if isinstance(text, str):
+            mol = from_smiles(text)
+        else:
+            mol = text if isinstance(text, Mol) else None
         if mol is None or mol.GetNumAtoms() == 0:
             valid[i] = False
             continue

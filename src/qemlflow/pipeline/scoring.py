@@ -77,6 +77,11 @@ class FeaturePlan:
                 self.counts_block = self.blocks.index(counts)
             else:
                 self.blocks.append(FingerprintBlock("morgan", size=ECFP4_BITS, radius=2))
+        self.takes_molecules = self.blocks is not None and all(
+            _reads_no_stereo(block) for block in self.blocks
+        )
+        """True when :meth:`compute_valid` may be given molecules as they are: blocks that
+        read no stereo perception (see :func:`_reads_no_stereo`)."""
         self.row: Callable[[Any], NDArray[Any]] | None = None
         if self.ecfp is not None:
             self.row = fingerprint_function("morgan", packed=not self.ecfp["counts"], **self.ecfp)
@@ -94,11 +99,12 @@ class FeaturePlan:
         return X, bits
 
     def compute_valid(
-        self, smiles: Sequence[str]
+        self, smiles: Sequence[Any]
     ) -> tuple[NDArray[Any], NDArray[np.uint8], NDArray[np.bool_]]:
         """Return (features, packed ECFP4 rows, which SMILES gave a usable molecule).
 
-        Rows of unusable SMILES are NaN in the features and zero in the bits.
+        Rows of unusable SMILES are NaN in the features and zero in the bits. Where
+        :attr:`takes_molecules`, an item may be an RDKit molecule, used as it is.
         """
         from qemlflow.chem.fingerprints import fill_rows
         from qemlflow.serve.domain import ecfp4_packed
@@ -114,7 +120,7 @@ class FeaturePlan:
         return rows.result(np.arange(len(smiles)))
 
     def _compute_blocks(
-        self, smiles: Sequence[str]
+        self, smiles: Sequence[Any]
     ) -> tuple[NDArray[Any], NDArray[np.uint8], NDArray[np.bool_]]:
         """The featurizer's blocks and the domain bits, as ``compute`` of the feature
         engine assembles them (the same chunk function, the same unpacking)."""
@@ -205,6 +211,20 @@ class MoleculeRows:
             X = X.astype(np.float32)
         X[~valid] = np.nan
         return X, bits, valid
+
+
+def _reads_no_stereo(block: Any) -> bool:
+    """True for an engine block whose row of a molecule is that of its SMILES read back when
+    the molecule has that SMILES' atoms in that order (see ``_as_given`` in
+    :mod:`qemlflow.screen.scoring`): fingerprints without chirality and the physchem
+    descriptors. Not the full descriptor set: a standardized molecule carries stereo
+    perception as its standardization left it, and ``NumAtomStereoCenters`` reads it
+    (tests/test_standardize_fast.py)."""
+    from qemlflow.features._engine import DescriptorBlock, FingerprintBlock
+
+    if isinstance(block, FingerprintBlock):
+        return not block.chirality
+    return isinstance(block, DescriptorBlock) and block.subset == "physchem"
 
 
 def _ecfp4_row() -> Callable[[Any], NDArray[Any]]:
