@@ -121,3 +121,26 @@ def test_answer_cache_answers_only_when_every_molecule_is_known() -> None:
     cache.put([_result("CCO", 9.0)])  # the first answer stays: a version's answers never change
     again = cache.get(["CCO"])
     assert again is not None and again[0].prediction == 1.0
+
+
+def test_the_by_bit_domain_search_gives_the_by_word_similarities_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A chunk of queries is scored from its set bits (a sparse product); one molecule, as the
+    # service scores it, word by word. Both must give the same floats, here on queries from
+    # every bundled set against ESOL (duplicates, so similarities of 1, and far molecules).
+    import qemlflow.serve.domain as domain
+
+    training = [str(s) for s in pd.read_csv(bundled_csv("esol"))["smiles"]]
+    queries = _sample(150)
+    packed, valid = ecfp4_packed(queries)
+    packed = packed[valid]
+    ad = domain.ApplicabilityDomain().fit(training)
+    by_bit = ad.similarity_packed(packed)
+    assert ad._bit_rows is not None  # the by-bit search ran
+    monkeypatch.setattr(domain, "_BY_BIT_FROM", len(packed) + 1)
+    by_word = ad.similarity_packed(packed)
+    assert by_bit.tobytes() == by_word.tobytes()
+    assert (by_bit == 1.0).any() and (by_bit < 0.3).any()
+    one = [ad.similarity_packed(packed[i : i + 1])[0] for i in range(0, len(packed), 97)]
+    assert np.array_equal(one, by_bit[::97])

@@ -15,6 +15,11 @@ DEFAULT_THRESHOLD = 0.3
 
 ECFP4_BITS = 2048
 _WORDS = ECFP4_BITS // 64
+_BY_BIT_FROM = 64
+"""Queries scored at once from which the by-bit search pays for its sparse matrices."""
+_BY_BIT_TRAIN_LIMIT = 20_000
+"""Training molecules up to which the by-bit search keeps its 4 KiB a molecule bit matrix."""
+_BY_BIT_BLOCK = 256
 
 
 def ecfp4_packed(smiles: Sequence[object]) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
@@ -83,6 +88,7 @@ class ApplicabilityDomain:
         self.fingerprints_ = words.reshape(-1, _WORDS)
         self.bit_counts_ = _popcount(self.fingerprints_).sum(axis=1, dtype=np.int64)
         self.word_columns_ = np.ascontiguousarray(self.fingerprints_.T)
+        self._bit_rows: NDArray[np.int16] | None = None  # made on the first by-bit search
         return self
 
     def similarity(self, smiles: Sequence[object]) -> NDArray[np.float64]:
@@ -99,6 +105,8 @@ class ApplicabilityDomain:
         if not len(self.fingerprints_):
             return best
         query_counts = _popcount(queries).sum(axis=1, dtype=np.int64)
+        if len(queries) >= _BY_BIT_FROM and len(self.fingerprints_) <= _BY_BIT_TRAIN_LIMIT:
+            return self._similarity_by_bit(queries.view(np.uint8), query_counts)
         if hasattr(np, "bitwise_count"):
             return self._similarity_by_word(queries, query_counts)
         for start in range(0, len(queries), self.chunk_size):  # pragma: no cover - NumPy 1.x
@@ -145,6 +153,42 @@ class ApplicabilityDomain:
                 sim = total / union
             sim[union == 0] = 1.0  # two empty fingerprints are identical
             best[start : start + n] = sim.max(axis=1)
+        return best
+
+    def _similarity_by_bit(
+        self, packed: NDArray[np.uint8], query_counts: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        """Nearest-neighbour similarity from the bits each query has: the shared bits with
+        every training molecule are the sum of the training bit columns of those ~50 bits
+        (a sparse query matrix times the dense training bits, int16: at most 2,048 shared),
+        instead of 32 words of AND and popcount against every training molecule. The same
+        integers, so the same similarities (the one division below); ~3x faster on a chunk.
+        """
+        from scipy import sparse
+
+        rows = getattr(self, "_bit_rows", None)
+        if rows is None:  # (2048, n_train) int16: training molecule j has bit i
+            bits = np.unpackbits(
+                self.fingerprints_.view(np.uint8), axis=1, count=ECFP4_BITS, bitorder="little"
+            )
+            rows = self._bit_rows = np.ascontiguousarray(bits.T, dtype=np.int16)
+        best = np.zeros(len(packed))
+        for start in range(0, len(packed), _BY_BIT_BLOCK):
+            block = np.unpackbits(
+                packed[start : start + _BY_BIT_BLOCK], axis=1, count=ECFP4_BITS, bitorder="little"
+            )
+            row_of, column = np.nonzero(block)
+            starts = np.zeros(len(block) + 1, dtype=np.int64)
+            np.cumsum(np.bincount(row_of, minlength=len(block)), out=starts[1:])
+            ones = np.ones(len(column), dtype=np.int16)
+            query = sparse.csr_matrix((ones, column, starts), shape=(len(block), ECFP4_BITS))
+            shared = np.asarray(query @ rows)
+            counts = query_counts[start : start + len(block)]
+            union = counts[:, None] + self.bit_counts_[None] - shared
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sim = shared / union
+            sim[union == 0] = 1.0  # two empty fingerprints are identical
+            best[start : start + len(block)] = sim.max(axis=1)
         return best
 
     def leave_one_out_similarity(self, limit: int = 2000) -> NDArray[np.float64]:
