@@ -155,3 +155,27 @@ def test_a_molecule_of_thousands_of_atoms_is_featurized_not_stalled(smiles: str)
     for name in ("MaxEStateIndex", "MinEStateIndex", "qed", "SPS", "MolLogP", "Chi4n"):
         assert np.isfinite(row[names.index(name)])
     assert np.isfinite(PhysChemDescriptors().transform([smiles])).all()
+
+
+def test_another_rdkits_smarts_counts_fall_back_to_its_own_functions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The rotatable-bond and acceptor counts restate RDKit's SMARTS of one version, and the
+    # fragment shortcuts hold for the patterns they were written for: under another
+    # version (or another pattern) RDKit's own functions are called, with the same values.
+    from rdkit.Chem import rdMolDescriptors
+
+    monkeypatch.setattr(rdMolDescriptors, "_CalcNumHBA_version", "0.0.0", raising=False)
+    descriptors._restated.cache_clear()
+    monkeypatch.setitem(descriptors._FRAGMENT_NEEDS, "fr_COO", ("[#6]C(=O)O", ()))
+    step = descriptors._fragment_step("fr_COO")
+    try:
+        assert not descriptors._restated()
+        assert step[0] is None  # RDKit's own fr_COO
+        for smiles in ["CCC(=O)NCC(=O)O", "CC(=O)Nc1ccc(O)cc1", *ODD[-12:]]:
+            row = physchem_row(Chem.MolFromSmiles(smiles))
+            expected = reference_descriptor_row(Chem.MolFromSmiles(smiles), PHYSCHEM_DESCRIPTORS)
+            assert bits(row) == bits(expected), smiles
+    finally:
+        monkeypatch.undo()
+        descriptors._restated.cache_clear()

@@ -229,8 +229,8 @@ class _Scan(NamedTuple):
     """Atom counts by element and aromaticity: ``kinds[2 * z + aromatic]``."""
     nitrogen_hydrogens: list[int]
     """Nitrogen atoms (aromatic or not) with 0, 1, 2 and 3 or more hydrogens."""
-    methyls: int
-    """Aliphatic carbons with three hydrogens."""
+    methyls: list[int]
+    """Indices of the aliphatic carbons with three hydrogens (``[CH3]``)."""
     acidic_oxygens: int
     """Aliphatic oxygens with one hydrogen or a charge of -1 (``[O;H1,-]``)."""
     quaternary_nitrogens: int
@@ -252,7 +252,8 @@ def _atom_scan(mol: Chem.Mol, known: dict[Any, Any]) -> _Scan:
     hydrogens: list[tuple[Any, int]] = []
     kinds = [0] * 240
     nitrogen_hydrogens = [0, 0, 0, 0]
-    methyls = acidic = quaternary = 0
+    methyls: list[int] = []
+    acidic = quaternary = 0
     atom_at = mol.GetAtomWithIdx
     for i in range(mol.GetNumAtoms()):
         atom = atom_at(i)
@@ -266,7 +267,7 @@ def _atom_scan(mol: Chem.Mol, known: dict[Any, Any]) -> _Scan:
             if count:
                 hydrogens.append((_H1, count))
                 if count == 3 and not aromatic:
-                    methyls += 1
+                    methyls.append(i)
             continue
         if z == 7:
             nitrogen_hydrogens[min(count, 3)] += 1
@@ -677,27 +678,43 @@ def _balaban_j(mol: Chem.Mol, known: dict[Any, Any]) -> float:
     return float(GraphDescriptors.BalabanJ(mol))  # type: ignore[no-untyped-call]
 
 
-# How a value is read from its intermediate: RDKit's own expressions (``max(EStateIndices)``,
-# ``max(abs(lowest), abs(highest))``...), which give the same floats.
-# --- rotatable bonds and fragment counts: RDKit's SMARTS counts, with less matching -----
-# RDKit's (strict) NumRotatableBonds matches one SMARTS whose two atoms each carry six
+# --- rotatable bonds, H-bond acceptors, fragment counts: RDKit's SMARTS counts, cheaper ---
+# RDKit's (strict) NumRotatableBonds matches one SMARTS whose two atoms each carry eight
 # recursive exclusions, evaluated atom by atom. The same count: the bonds of the plain
-# (non-strict) pattern, less those with an end in CX3 (F, Cl, Br) or tert-butyl, and less
-# those with both ends amide-like (an atom of an amide/ester/thioamide/amidinium linkage:
-# the first and last atoms of the two patterns below, which are the strict pattern's
-# [CD3](=[N,O,S])-!@[#7,O,S!D1] and its mirror, and the two with [N+]). The bond is counted
-# by RDKit when either orientation passes, i.e. unless both ends are amide-like.
-_NON_STRICT_ROTOR = "[!$(*#*)&!D1]-&!@[!$(*#*)&!D1]"
+# (non-strict) pattern, less those with an end in CX3 (F, Cl, Br), tert-butyl or methyl,
+# and less those with both ends amide-like (an atom of an amide/ester/thioamide/amidinium
+# linkage: the first and last atoms of the two patterns below, which are the strict
+# pattern's [CD3](=[N,O,S])-!@[#7,O,S!D1] and its mirror, and the two with [N+]). The bond
+# is counted by RDKit when either orientation passes, i.e. unless both ends are amide-like.
+# RDKit's NumHAcceptors is one recursive SMARTS that it copies on every call (recursive
+# queries are not thread-safe); here it is parsed once. Both restate the SMARTS of RDKit's
+# Lipinski.cpp at the versions below; another RDKit version gets RDKit's own functions.
+_NON_STRICT_ROTOR = "[!$(*#*)&!D1]-,:;!@[!$(*#*)&!D1]"
 _AMIDE_LIKE = ("[CD3](=[N,O,S])-!@[#7,O,S!D1]", "[CD3](=[N+])-!@[#7!D1]")
 _ROTOR_BLOCKERS = ((9, "C(F)(F)F"), (17, "C(Cl)(Cl)Cl"), (35, "C(Br)(Br)Br"))
 _TERT_BUTYL = "C([CH3])([CH3])[CH3]"
+_ACCEPTOR = (
+    "[$([O,S;H1;v2]-[!$(*=[O,N,P,S])]),$([O,S;H0;v2]),$([O,S;-]),"
+    "$([N;v3;!$(N-*=!@[O,N,P,S])]),$([nH0X2,o,s;+0])]"
+)
+_RESTATED_VERSIONS = {"_CalcNumRotatableBonds_version": "3.2.0", "_CalcNumHBA_version": "2.0.2"}
 _MAX_MATCHES = 1000
 """RDKit's default ``maxMatches``: a count that reaches it is RDKit's own (capped) count."""
 
 
 @lru_cache(maxsize=1)
-def _rotor_patterns() -> dict[str, Chem.Mol]:
-    smarts = [_NON_STRICT_ROTOR, *_AMIDE_LIKE, _TERT_BUTYL, *(s for _, s in _ROTOR_BLOCKERS)]
+def _restated() -> bool:
+    """True when this RDKit's rotatable-bond and acceptor SMARTS are the ones restated."""
+    return all(
+        getattr(rdMolDescriptors, name, None) == version
+        for name, version in _RESTATED_VERSIONS.items()
+    )
+
+
+@lru_cache(maxsize=1)
+def _count_patterns() -> dict[str, Chem.Mol]:
+    smarts = [_NON_STRICT_ROTOR, *_AMIDE_LIKE, _TERT_BUTYL, _ACCEPTOR]
+    smarts += [s for _, s in _ROTOR_BLOCKERS]
     return {s: Chem.MolFromSmarts(s) for s in smarts}
 
 
@@ -709,18 +726,20 @@ def _matches(mol: Chem.Mol, pattern: Chem.Mol) -> Any:
 def _rotatable_bonds(mol: Chem.Mol, known: dict[Any, Any]) -> int:
     """RDKit's ``NumRotatableBonds`` (strict), the same integer (tested on every bundled
     molecule and the 93,000 of MUV) in a third of the time: see the comment above."""
-    patterns = _rotor_patterns()
+    if not _restated():
+        return int(rdMolDescriptors.CalcNumRotatableBonds(mol))
+    patterns = _count_patterns()
     pairs = mol.GetSubstructMatches(patterns[_NON_STRICT_ROTOR], maxMatches=_MAX_MATCHES)
     if not pairs:
         return 0
     scan: _Scan = _needed(known, _atom_scan, mol)
-    if len(pairs) >= _MAX_MATCHES or scan.atoms(1):  # RDKit's cap; hydrogen atoms (D)
+    if len(pairs) >= _MAX_MATCHES or scan.atoms(1):  # RDKit's cap; hydrogen atoms (D, H)
         return int(rdMolDescriptors.CalcNumRotatableBonds(mol))
-    blocked: set[int] = set()
+    blocked: set[int] = set(scan.methyls)  # [CH3]
     for z, smarts in _ROTOR_BLOCKERS:
         if scan.atoms(z, False) >= 3:
             blocked.update(m[0] for m in _matches(mol, patterns[smarts]))
-    if scan.methyls >= 3:
+    if len(scan.methyls) >= 3:
         blocked.update(m[0] for m in _matches(mol, patterns[_TERT_BUTYL]))
     amide: set[int] = set()
     for smarts in _AMIDE_LIKE:
@@ -734,23 +753,48 @@ def _rotatable_bonds(mol: Chem.Mol, known: dict[Any, Any]) -> int:
     return count
 
 
+def _acceptors(mol: Chem.Mol) -> int:
+    """RDKit's ``NumHAcceptors``: the same SMARTS count, the pattern parsed once."""
+    if not _restated():
+        return int(rdMolDescriptors.CalcNumHBA(mol))
+    return len(mol.GetSubstructMatches(_count_patterns()[_ACCEPTOR]))
+
+
 # The fragment counts (``fr_*``) of the physchem set whose SMARTS cannot match without some
 # atoms: (element, aromatic or None for either, how many). With fewer, RDKit's count is 0.
-_FRAGMENT_NEEDS: dict[str, tuple[tuple[int, bool | None, int], ...]] = {
-    "fr_COO": ((8, False, 2),),
-    "fr_COO2": ((8, False, 2),),
-    "fr_Al_COO": ((8, False, 2),),
-    "fr_Ar_COO": ((8, False, 2), (6, True, 1)),
-    "fr_phenol": ((8, False, 1), (6, True, 6)),
-    "fr_quatN": ((7, False, 1),),
-    "fr_aniline": ((7, False, 1), (6, True, 1)),
-    "fr_amidine": ((7, False, 2),),
-    "fr_guanido": ((7, False, 3),),
-    "fr_sulfonamd": ((7, False, 1), (16, False, 1), (8, False, 2)),
-    "fr_imidazole": ((7, True, 2),),
-    "fr_pyridine": ((7, True, 1), (6, True, 5)),
-    "fr_tetrazole": ((7, True, 4),),
-    "fr_phos_acid": ((15, None, 1), (8, False, 3)),
+# Each entry holds for the SMARTS beside it, which RDKit's pattern is checked against.
+_FRAGMENT_NEEDS: dict[str, tuple[str, tuple[tuple[int, bool | None, int], ...]]] = {
+    "fr_COO": ("[#6]C(=O)[O;H,-1]", ((8, False, 2),)),
+    "fr_COO2": ("[CX3](=O)[OX1H0-,OX2H1]", ((8, False, 2),)),
+    "fr_Al_COO": ("C-C(=O)[O;H1,-]", ((8, False, 2),)),
+    "fr_Ar_COO": ("c-C(=O)[O;H1,-]", ((8, False, 2), (6, True, 1))),
+    "fr_phenol": ("[OX2H]-c1ccccc1", ((8, False, 1), (6, True, 6))),
+    "fr_quatN": ("[$([NX4+]),$([NX4]=*)]", ((7, False, 1),)),
+    "fr_aniline": ("c-[NX3;!$(N=*)]", ((7, False, 1), (6, True, 1))),
+    "fr_amidine": ("C(=N)(-N)-[!#7]", ((7, False, 2),)),
+    "fr_guanido": ("C(=N)(N)N", ((7, False, 3),)),
+    "fr_sulfonamd": (
+        "N-S(=,-[OX1;+0,-1])(=,-[OX1;+0,-1])-[#6]",
+        ((7, False, 1), (16, False, 1), (8, False, 2)),
+    ),
+    "fr_imidazole": ("n1cncc1", ((7, True, 2),)),
+    "fr_pyridine": ("n1ccccc1", ((7, True, 1), (6, True, 5))),
+    "fr_tetrazole": ("c1nnnn1", ((7, True, 4),)),
+    "fr_phos_acid": (
+        "[$(P(=[OX1])([$([OX2H]),$([OX1-]),$([OX2]P)])([$([OX2H]),$([OX1-]),$([OX2]P)])"
+        "[$([OX2H]),$([OX1-]),$([OX2]P)]),$([P+]([OX1-])([$([OX2H]),$([OX1-]),$([OX2]P)])"
+        "([$([OX2H]),$([OX1-]),$([OX2]P)])[$([OX2H]),$([OX1-]),$([OX2]P)])]",
+        ((15, None, 1), (8, False, 3)),
+    ),
+    "fr_ArN": (
+        "[$(a-[NX3H2]),$(a-[NH1][NH2]),$(a-C(=[OX1])[NH1][NH2]),$(a-C(=[NH])[NH2])]",
+        ((7, False, 1),),
+    ),
+    # one-atom patterns, counted from the scan (see _fragment_step)
+    "fr_NH0": ("[NH0,nH0]", ()),
+    "fr_NH1": ("[NH1,nH1]", ()),
+    "fr_NH2": ("[NH2,nH2]", ()),
+    "fr_Ar_N": ("n", ()),
 }
 # And what they need that the scan counts from hydrogen counts (valid without hydrogen
 # atoms): the acids' and phenol's [O;H1,-] / [OX2H], [NX4] of fr_quatN, and fr_ArN's NH2.
@@ -762,17 +806,27 @@ _FRAGMENT_NEEDS_HYDROGENS: dict[str, Callable[[_Scan], int]] = {
     "fr_quatN": attrgetter("quaternary_nitrogens"),
     "fr_ArN": lambda scan: scan.nitrogen_hydrogens[2],
 }
-# One-atom patterns, counted from the scan: [NH0,nH0], [NH1,nH1], [NH2,nH2] and n.
-_NITROGEN_COUNTS = {"fr_NH0": 0, "fr_NH1": 1, "fr_NH2": 2}
+_ONE_ATOM: dict[str, Callable[[_Scan], int]] = {
+    "fr_NH0": lambda scan: scan.nitrogen_hydrogens[0],
+    "fr_NH1": lambda scan: scan.nitrogen_hydrogens[1],
+    "fr_NH2": lambda scan: scan.nitrogen_hydrogens[2],
+    "fr_Ar_N": lambda scan: scan.atoms(7, True),
+}
 
 
 def _fragment_step(name: str) -> _Step:
     """How to get RDKit's ``name`` fragment count: 0 when the atoms it needs are missing,
-    else RDKit's own count (or, for a one-atom pattern, the scan's count of those atoms)."""
+    else RDKit's own count (or, for a one-atom pattern, the scan's count of those atoms).
+    RDKit's own function throughout when its pattern is not the SMARTS restated here."""
     function = dict(_descriptor_functions())[name]
-    needs = _FRAGMENT_NEEDS.get(name, ())
+    smarts, needs = _FRAGMENT_NEEDS[name]
+    pattern = (getattr(function, "__defaults__", None) or (None, None))[-1]
+    if not isinstance(pattern, Chem.Mol) or Chem.MolToSmarts(pattern) != Chem.MolToSmarts(
+        Chem.MolFromSmarts(smarts)
+    ):
+        return (None, function)
     needed_group = _FRAGMENT_NEEDS_HYDROGENS.get(name)
-    hydrogens = _NITROGEN_COUNTS.get(name)
+    one_atom = _ONE_ATOM.get(name)
 
     def count(mol: Chem.Mol, known: dict[Any, Any]) -> int:
         scan: _Scan = _needed(known, _atom_scan, mol)
@@ -782,15 +836,15 @@ def _fragment_step(name: str) -> _Step:
         if not scan.atoms(1):  # without hydrogen atoms, [NH2] reads the atom's own count
             if needed_group is not None and not needed_group(scan):
                 return 0
-            if hydrogens is not None:
-                return min(scan.nitrogen_hydrogens[hydrogens], _MAX_MATCHES)
-            if name == "fr_Ar_N":
-                return min(scan.atoms(7, True), _MAX_MATCHES)
+            if one_atom is not None:
+                return min(one_atom(scan), _MAX_MATCHES)
         return int(function(mol))
 
     return (count, _itself)
 
 
+# How a value is read from its intermediate: RDKit's own expressions (``max(EStateIndices)``,
+# ``max(abs(lowest), abs(highest))``...), which give the same floats.
 def _valence_electrons(scan: _Scan) -> int:
     return scan.valence_electrons
 
@@ -846,7 +900,8 @@ def _shared_steps() -> dict[str, _Step]:
         "MolMR": (_crippen, itemgetter(1)),
     }
     steps["NumRotatableBonds"] = (_rotatable_bonds, _itself)
-    for name in (*_FRAGMENT_NEEDS, *_FRAGMENT_NEEDS_HYDROGENS, *_NITROGEN_COUNTS, "fr_Ar_N"):
+    steps["NumHAcceptors"] = (None, _acceptors)
+    for name in _FRAGMENT_NEEDS:
         steps[name] = _fragment_step(name)
     bcut = ("MWHI", "MWLOW", "CHGHI", "CHGLO", "LOGPHI", "LOGPLOW", "MRHI", "MRLOW")
     for i, suffix in enumerate(bcut):
