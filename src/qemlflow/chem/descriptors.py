@@ -814,33 +814,43 @@ _ONE_ATOM: dict[str, Callable[[_Scan], int]] = {
 }
 
 
-def _fragment_step(name: str) -> _Step:
-    """How to get RDKit's ``name`` fragment count: 0 when the atoms it needs are missing,
-    else RDKit's own count (or, for a one-atom pattern, the scan's count of those atoms).
-    RDKit's own function throughout when its pattern is not the SMARTS restated here."""
-    function = dict(_descriptor_functions())[name]
-    smarts, needs = _FRAGMENT_NEEDS[name]
-    pattern = (getattr(function, "__defaults__", None) or (None, None))[-1]
-    if not isinstance(pattern, Chem.Mol) or Chem.MolToSmarts(pattern) != Chem.MolToSmarts(
-        Chem.MolFromSmarts(smarts)
-    ):
-        return (None, function)
-    needed_group = _FRAGMENT_NEEDS_HYDROGENS.get(name)
-    one_atom = _ONE_ATOM.get(name)
+@lru_cache(maxsize=1)
+def _fragment_plan() -> tuple[tuple[str, Any, Any, Any, Any], ...]:
+    """(name, RDKit's function, atoms needed, group needed, one-atom count) of each
+    fragment count whose RDKit pattern is the SMARTS restated in :data:`_FRAGMENT_NEEDS`."""
+    functions = dict(_descriptor_functions())
+    plan = []
+    for name, (smarts, needs) in _FRAGMENT_NEEDS.items():
+        function = functions[name]
+        pattern = (getattr(function, "__defaults__", None) or (None,))[-1]
+        expected = Chem.MolToSmarts(Chem.MolFromSmarts(smarts))
+        if isinstance(pattern, Chem.Mol) and Chem.MolToSmarts(pattern) == expected:
+            group, one_atom = _FRAGMENT_NEEDS_HYDROGENS.get(name), _ONE_ATOM.get(name)
+            plan.append((name, function, needs, group, one_atom))
+    return tuple(plan)
 
-    def count(mol: Chem.Mol, known: dict[Any, Any]) -> int:
-        scan: _Scan = _needed(known, _atom_scan, mol)
+
+def _fragments(mol: Chem.Mol, known: dict[Any, Any]) -> dict[str, int]:
+    """The counts of :func:`_fragment_plan`: 0 when the atoms a pattern needs are missing,
+    for a one-atom pattern the scan's count of those atoms, else RDKit's own count."""
+    scan: _Scan = _needed(known, _atom_scan, mol)
+    kinds = scan.kinds
+    plain = not (kinds[2] or kinds[3])  # no hydrogen atom: hydrogen counts are the atoms'
+    counts: dict[str, int] = {}
+    for name, function, needs, group, one_atom in _fragment_plan():
         for z, aromatic, least in needs:
-            if scan.atoms(z, aromatic) < least:
-                return 0
-        if not scan.atoms(1):  # without hydrogen atoms, [NH2] reads the atom's own count
-            if needed_group is not None and not needed_group(scan):
-                return 0
-            if one_atom is not None:
-                return min(one_atom(scan), _MAX_MATCHES)
-        return int(function(mol))
-
-    return (count, _itself)
+            have = kinds[2 * z] + kinds[2 * z + 1] if aromatic is None else kinds[2 * z + aromatic]
+            if have < least:
+                counts[name] = 0
+                break
+        else:
+            if plain and group is not None and not group(scan):
+                counts[name] = 0
+            elif plain and one_atom is not None:
+                counts[name] = min(one_atom(scan), _MAX_MATCHES)
+            else:
+                counts[name] = int(function(mol))
+    return counts
 
 
 # How a value is read from its intermediate: RDKit's own expressions (``max(EStateIndices)``,
@@ -901,8 +911,8 @@ def _shared_steps() -> dict[str, _Step]:
     }
     steps["NumRotatableBonds"] = (_rotatable_bonds, _itself)
     steps["NumHAcceptors"] = (None, _acceptors)
-    for name in _FRAGMENT_NEEDS:
-        steps[name] = _fragment_step(name)
+    for name, *_ in _fragment_plan():  # the others: RDKit's own functions
+        steps[name] = (_fragments, itemgetter(name))
     bcut = ("MWHI", "MWLOW", "CHGHI", "CHGLO", "LOGPHI", "LOGPLOW", "MRHI", "MRLOW")
     for i, suffix in enumerate(bcut):
         steps[f"BCUT2D_{suffix}"] = (_bcut, itemgetter(i))
