@@ -13,9 +13,11 @@ from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 
 __all__ = [
     "MACCS_SIZE",
+    "CountRows",
     "FingerprintKind",
     "RowFunction",
     "atom_pair_generator",
+    "count_rows",
     "fill_rows",
     "fingerprint_function",
     "maccs_keys",
@@ -185,12 +187,58 @@ def fingerprint_function(
     return method
 
 
+class CountRows:
+    """A count fingerprint's row function (``generator.GetCountFingerprintAsNumPy``) that
+    can also write a molecule's counts into a row of zeros, setting only its non-zero
+    elements (~50 of 2,048 for a drug-like ECFP4): :func:`fill_rows` does that for a
+    target that is all zeros, as the feature engine's buffers are. The same numbers."""
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+
+    def __call__(self, mol: Chem.Mol) -> NDArray[np.uint32]:
+        return np.asarray(self.generator.GetCountFingerprintAsNumPy(mol))
+
+    def fill_zero_row(self, mol: Chem.Mol, row: NDArray[Any]) -> None:
+        for bit, count in self.generator.GetCountFingerprint(mol).GetNonzeroElements().items():
+            row[bit] = count
+
+
+@lru_cache(maxsize=16)
+def count_rows(
+    kind: FingerprintKind,
+    *,
+    size: int = 2048,
+    radius: int = 2,
+    features: bool = False,
+    chirality: bool = False,
+) -> CountRows:
+    """The :class:`CountRows` of a Morgan, atom-pair or torsion count fingerprint (cached).
+
+    Examples
+    --------
+    >>> rows = count_rows("morgan")
+    >>> out = np.zeros((1, 2048), dtype=np.uint32)
+    >>> rows.fill_zero_row(Chem.MolFromSmiles("CCO"), out[0])
+    >>> bool((out[0] == rows(Chem.MolFromSmiles("CCO"))).all()), int(out.sum())
+    (True, 6)
+    """
+    return CountRows(
+        _generator(kind, size=size, radius=radius, features=features, chirality=chirality)
+    )
+
+
 def fill_rows(
-    smiles: Sequence[object], targets: Sequence[tuple[NDArray[Any], RowFunction]]
+    smiles: Sequence[object],
+    targets: Sequence[tuple[NDArray[Any], RowFunction]],
+    *,
+    zeros: bool = False,
 ) -> NDArray[np.bool_]:
     """Parse each SMILES once and write each row function's result into row ``i`` of its array.
 
-    An item may also be an RDKit molecule, used as it is (one already parsed).
+    An item may also be an RDKit molecule, used as it is (one already parsed). With
+    ``zeros=True`` (every output array is all zeros) a :class:`CountRows` function writes
+    only a row's non-zero counts.
 
     ``targets`` pairs an output array (``len(smiles)`` rows; a column view is fine) with a
     function from a molecule to one row, e.g. from :func:`fingerprint_function`. Rows of
@@ -222,6 +270,11 @@ def fill_rows(
             else:
                 out[i] = function(mol)
         return valid
+    # A CountRows target given with zeros=True fills its zero rows element by element.
+    plan = [
+        (out, function, getattr(function, "fill_zero_row", None) if zeros else None)
+        for out, function in targets
+    ]
     for i, text in enumerate(smiles):
         if isinstance(text, str):
             mol = from_smiles(text)
@@ -230,6 +283,9 @@ def fill_rows(
         if mol is None or mol.GetNumAtoms() == 0:
             valid[i] = False
             continue
-        for out, function in targets:
-            out[i] = function(mol)
+        for out, function, fill in plan:
+            if fill is None:
+                out[i] = function(mol)
+            else:
+                fill(mol, out[i])
     return valid

@@ -27,6 +27,7 @@ from qemlflow.chem.fingerprints import (
     MACCS_SIZE,
     FingerprintKind,
     RowFunction,
+    count_rows,
     fill_rows,
     fingerprint_function,
 )
@@ -93,6 +94,14 @@ class FingerprintBlock:
         return False
 
     def row_function(self) -> RowFunction:
+        if self.counts and self.kind != "maccs":  # fills the zero wire buffer sparsely
+            return count_rows(
+                self.kind,
+                size=self.size,
+                radius=self.radius,
+                features=self.features,
+                chirality=self.chirality,
+            )
         return fingerprint_function(
             self.kind,
             size=self.size,
@@ -187,7 +196,7 @@ def _encode_chunk(
     targets = [
         (buffer, block.row_function()) for block, buffer in zip(blocks, buffers, strict=True)
     ]
-    valid = fill_rows(smiles, targets)
+    valid = fill_rows(smiles, targets, zeros=True)  # the wire buffers are zeros
     return valid, [block.pack(buffer) for block, buffer in zip(blocks, buffers, strict=True)]
 
 
