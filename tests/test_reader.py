@@ -100,7 +100,10 @@ def test_extra_fields_are_errors_in_place_everywhere(
     table = predict_file(trained.model, source, trust_file=True)
     assert table["smiles"].tolist() == ["CCO", "", "CCN", "CC(=O)O"]
     errors = table["error"].tolist()
-    assert errors[1] == "too_many_fields: line 3 has 3 fields but the header has 2"
+    assert errors[1] == (
+        "too_many_fields: line 3 has 3 fields but the header has 2 (quote a value that "
+        "contains the delimiter ','); fields as read: ['c1ccccc1', 'benzene', 'OCC']"
+    )
     assert errors[0] == errors[2] == errors[3] == ""  # an empty trailing field is allowed
     assert table["prediction"].isna().tolist() == [False, True, False, False]
 
@@ -116,6 +119,10 @@ def test_extra_fields_are_errors_in_place_everywhere(
     assert ds.rows["status"].tolist() == ["ok", "rejected", "ok"]
     assert ds.rows["reason"].tolist()[1] == "too_many_fields"
     assert ds.smiles == ["CCO", "CCC"]
+    # Rejected, not lost: rejected.csv keeps the row's fields as read.
+    rejected = pd.read_csv(ds.write_rejected(tmp_path / "rejected.csv"), keep_default_na=False)
+    assert rejected["row"].tolist() == [1]
+    assert rejected["detail"][0].endswith("fields as read: ['CCN', '2.5', 'OCC']")
 
 
 def test_the_three_readers_agree_on_a_smi_gz_with_extra_fields(

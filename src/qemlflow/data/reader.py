@@ -16,7 +16,8 @@ through :func:`open_molecules`. The rules:
   rows of a table, but in a headerless ``.smi`` every line is a molecule (an empty one is
   an invalid molecule, kept in place). A row with more fields than the header is a
   per-row error (``too_many_fields``), never read with a shifted value (empty trailing
-  fields are allowed); a row with fewer fields has missing values.
+  fields are allowed); its detail keeps the fields as read, so the rejected row loses
+  nothing. A row with fewer fields has missing values.
 - **Columns.** The SMILES column is the one named (a name, or a number in a headerless
   file), else one named smiles/smi/mol (any case), else the one column whose name
   contains "smiles", else the only column. A named SMILES column that is itself a
@@ -667,15 +668,22 @@ class MoleculeFile:
             elif feed.bad:
                 yield _Record(number, [], "unreadable_row", f"line {feed.bad_line} {feed.bad}")
             elif len(fields or []) > width and any(f.strip() for f in (fields or [])[width:]):
-                n = len(fields or [])
-                detail = f"line {number} has {n} fields but the header has {width}"
-                if not self.header:
-                    detail = f"line {number} has {n} fields but the first line has {width}"
-                yield _Record(number, [], "too_many_fields", detail)
+                yield _Record(number, [], "too_many_fields", self._ragged(number, fields or []))
             else:
                 values: list[str | None] = list((fields or [])[:width])
                 values += [None] * (width - len(values))
                 yield _Record(number, values)
+
+    def _ragged(self, number: int, fields: list[str]) -> str:
+        """The detail of a row with more fields than the columns: the count, the fix, and
+        the fields as read (a Python list, one line), so that the rejected row keeps its
+        content where its values cannot be trusted to sit in their columns."""
+        first = "the header" if self.header else "the first line"
+        shown = "tab" if self.delimiter == "\t" else repr(self.delimiter)
+        return (
+            f"line {number} has {len(fields)} fields but {first} has {len(self.columns)} "
+            f"(quote a value that contains the delimiter {shown}); fields as read: {fields!r}"
+        )
 
     def _sdf_records(self) -> Iterator[tuple[int, Any]]:
         """(record number, SdfRecord) for every SD record, bounded like text rows."""
@@ -1043,7 +1051,8 @@ def open_molecules(
     >>> mols = open_molecules(b"smiles,y\\nCCO,1\\nC,2,extra\\n", name="x.csv")
     >>> [(m.smiles, m.id, m.error) for m in mols.molecules()]  # doctest: +NORMALIZE_WHITESPACE
     [('CCO', '1', ''),
-     ('', '2', 'too_many_fields: line 3 has 3 fields but the header has 2')]
+     ('', '2', "too_many_fields: line 3 has 3 fields but the header has 2 (quote a value
+      that contains the delimiter ','); fields as read: ['C', '2', 'extra']")]
     """
     limits = limits or ReadLimits()
     if isinstance(source, bytes):
