@@ -8,6 +8,7 @@ an evenly spaced sample of every set, and molecules chosen for the odd paths.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,7 @@ def test_another_rdkits_smarts_counts_fall_back_to_its_own_functions(
     monkeypatch.setitem(descriptors._FRAGMENT_NEEDS, "fr_COO", ("[#6]C(=O)O", ()))
     descriptors._fragment_plan.cache_clear()
     descriptors._plan.cache_clear()
+    descriptors._segments.cache_clear()
     try:
         assert not descriptors._restated()
         assert "fr_COO" not in [name for name, *_ in descriptors._fragment_plan()]
@@ -183,3 +185,30 @@ def test_another_rdkits_smarts_counts_fall_back_to_its_own_functions(
         descriptors._restated.cache_clear()
         descriptors._fragment_plan.cache_clear()
         descriptors._plan.cache_clear()
+        descriptors._segments.cache_clear()
+
+
+def test_values_read_together_fail_one_at_a_time() -> None:
+    # Item reads of one intermediate side by side are one segment (the 12 SlogP_VSA bins,
+    # the fr_ counts, logP and MR); the segments cover the plan, in its order.
+    segments = descriptors._segments(PHYSCHEM_DESCRIPTORS)
+    widths = [1 if getters is None else len(getters) for _, _, getters in segments]
+    assert sum(widths) == len(PHYSCHEM_DESCRIPTORS) and max(widths) == 19
+    assert len(segments) < len(PHYSCHEM_DESCRIPTORS) - 25
+
+    # A segment whose one value cannot be a number: that value is NaN, the others stay;
+    # an intermediate that raises makes each of its values NaN, the next segment runs.
+    def parts(mol: Chem.Mol, known: dict[object, object]) -> tuple[object, ...]:
+        return (1.5, "not a number", 3)
+
+    def broken(mol: Chem.Mol, known: dict[object, object]) -> tuple[float, ...]:
+        raise ValueError("no")
+
+    getters = tuple(descriptors._item(i) for i in range(3))
+    plan = (
+        (parts, itemgetter(0, 1, 2), getters),
+        (broken, itemgetter(0, 1), getters[:2]),
+        (None, lambda mol: mol.GetNumAtoms(), None),
+    )
+    row = descriptors._row(Chem.MolFromSmiles("CCO"), plan)
+    assert bits(row) == bits(np.array([1.5, np.nan, 3.0, np.nan, np.nan, 3.0]))

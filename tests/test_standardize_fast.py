@@ -39,8 +39,7 @@ from qemlflow.chemistry import DEFAULT_POLICY
 from qemlflow.data.loading import read_raw
 from qemlflow.limits import DEFAULT_LIMITS
 from qemlflow.pipeline.config import TASK_DEFAULTS
-from qemlflow.pipeline.scoring import FeaturePlan
-from qemlflow.screen.scoring import _as_given
+from qemlflow.pipeline.scoring import FeaturePlan, as_given
 
 BUNDLED = ["bace", "bbbp", "clintox", "esol", "freesolv", "lipophilicity", "tox21"]
 LEGACY = ChemistryPolicy(unsupported="largest_fragment")
@@ -448,7 +447,7 @@ def test_a_molecule_standardized_as_given_has_the_features_of_its_smiles(
     inputs: list[object] = []
     for text in given:
         result = standardize_smiles(text)
-        inputs.append(result.mol if _as_given(text, result) else text)
+        inputs.append(result.mol if as_given(text, result) else text)
     reused = sum(isinstance(item, Chem.Mol) for item in inputs)
     assert reused >= 0.9 * len(given)  # canonical input: nearly every molecule is reused
     X, bits, valid = plan.compute_valid(inputs)
@@ -467,7 +466,25 @@ def test_molecules_are_not_taken_where_stereo_perception_could_differ() -> None:
 
 def test_a_molecule_is_reused_only_when_its_smiles_is_the_given_one() -> None:
     canonical = "CC(=O)Nc1ccc(O)cc1"
-    assert _as_given(canonical, standardize_smiles(canonical))
-    assert _as_given(f"  {canonical}\n", standardize_smiles(f"  {canonical}\n"))
+    assert as_given(canonical, standardize_smiles(canonical))
+    assert as_given(f"  {canonical}\n", standardize_smiles(f"  {canonical}\n"))
     for text in ("c1cc(O)ccc1NC(C)=O", "CC(=O)Nc1ccc(O)cc1.Cl", "[2H]OC", "not a smiles"):
-        assert not _as_given(text, standardize_smiles(text)), text
+        assert not as_given(text, standardize_smiles(text)), text
+
+
+def test_the_service_prepares_a_canonical_molecule_as_its_smiles_read_back() -> None:
+    # qemlflow serve's workers reuse the standardized molecule the same way: a canonical
+    # input and the same molecule written in another atom order get the same features.
+    from qemlflow.serve.workers import FeatureRecipe, prepare_molecule
+
+    spec = TASK_DEFAULTS["regression"]["features"]
+    recipe = FeatureRecipe(spec, standardize=True, tautomer=False)
+    plan = FeaturePlan(spec)
+    given = [r.smiles for r in _standardized("esol")[::7] if r.smiles]
+    for text in given:
+        prepared = prepare_molecule(recipe, plan, text)
+        X, bits = plan.compute([prepared.smiles])  # its SMILES, read back
+        assert prepared.smiles == text and not prepared.error
+        assert prepared.features.tobytes() == X[0].tobytes(), text
+        assert np.array_equal(prepared.bits, bits[0])
+    assert prepare_molecule(recipe, plan, "C1CC").error.startswith("unparsable")

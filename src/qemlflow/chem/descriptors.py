@@ -31,7 +31,7 @@ admission limit (300 heavy atoms) keeps such molecules out of experiments anyway
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
@@ -887,6 +887,19 @@ def _min_abs_pair(pair: tuple[float, float]) -> float:
     return min(abs(pair[0]), abs(pair[1]))
 
 
+_ITEM_KEYS: dict[Callable[[Any], Any], Any] = {}
+"""The key of each getter made by :func:`_item`."""
+
+
+@cache
+def _item(key: Any) -> Callable[[Any], Any]:
+    """``itemgetter(key)``, one per key, its key remembered: steps that read items of one
+    intermediate side by side are read together (:func:`_segments`)."""
+    getter = itemgetter(key)
+    _ITEM_KEYS[getter] = key
+    return getter
+
+
 def _shared_steps() -> dict[str, _Step]:
     """The descriptors taken from a shared intermediate, by name."""
     steps: dict[str, _Step] = {
@@ -898,24 +911,24 @@ def _shared_steps() -> dict[str, _Step]:
         "SPS": (_spacial_score, _itself),
         "BertzCT": (_bertz_ct, _itself),
         "BalabanJ": (_balaban_j, _itself),
-        "Chi0": (_connectivity, itemgetter(0)),
-        "Chi1": (_connectivity, itemgetter(1)),
-        "MaxPartialCharge": (_partial_charges, itemgetter(1)),
-        "MinPartialCharge": (_partial_charges, itemgetter(0)),
+        "Chi0": (_connectivity, _item(0)),
+        "Chi1": (_connectivity, _item(1)),
+        "MaxPartialCharge": (_partial_charges, _item(1)),
+        "MinPartialCharge": (_partial_charges, _item(0)),
         "MaxAbsPartialCharge": (_partial_charges, _max_abs_pair),
         "MinAbsPartialCharge": (_partial_charges, _min_abs_pair),
-        "Ipc": (_information_content_of, itemgetter(0)),
-        "AvgIpc": (_information_content_of, itemgetter(1)),
-        "MolLogP": (_crippen, itemgetter(0)),
-        "MolMR": (_crippen, itemgetter(1)),
+        "Ipc": (_information_content_of, _item(0)),
+        "AvgIpc": (_information_content_of, _item(1)),
+        "MolLogP": (_crippen, _item(0)),
+        "MolMR": (_crippen, _item(1)),
     }
     steps["NumRotatableBonds"] = (_rotatable_bonds, _itself)
     steps["NumHAcceptors"] = (None, _acceptors)
     for name, *_ in _fragment_plan():  # the others: RDKit's own functions
-        steps[name] = (_fragments, itemgetter(name))
+        steps[name] = (_fragments, _item(name))
     bcut = ("MWHI", "MWLOW", "CHGHI", "CHGLO", "LOGPHI", "LOGPLOW", "MRHI", "MRLOW")
     for i, suffix in enumerate(bcut):
-        steps[f"BCUT2D_{suffix}"] = (_bcut, itemgetter(i))
+        steps[f"BCUT2D_{suffix}"] = (_bcut, _item(i))
     for prefix, intermediate, bins in (
         ("SlogP_VSA", _slogp_vsa, 12),
         ("SMR_VSA", _smr_vsa, 10),
@@ -924,7 +937,7 @@ def _shared_steps() -> dict[str, _Step]:
         ("VSA_EState", _vsa_estate, 10),
     ):
         for i in range(bins):
-            steps[f"{prefix}{i + 1}"] = (intermediate, itemgetter(i))
+            steps[f"{prefix}{i + 1}"] = (intermediate, _item(i))
     return steps
 
 
@@ -961,6 +974,39 @@ def descriptor_names() -> tuple[str, ...]:
     return tuple(name for name, _ in _descriptor_functions())
 
 
+# A segment is a plan step, or a run of steps that read items of the same intermediate:
+# (intermediate, read, getters), ``getters`` None for one step, else the steps' own getters,
+# and ``read`` then returns all their items at once.
+_Getters = tuple[Callable[[Any], Any], ...]
+_Segment = tuple[_Intermediate | None, Callable[[Any], Any], _Getters | None]
+
+
+@lru_cache(maxsize=4)
+def _segments(names: tuple[str, ...]) -> tuple[_Segment, ...]:
+    """:func:`_plan` of ``names`` with each run of item reads of one intermediate (the 12
+    ``SlogP_VSA`` bins, the ``fr_`` counts, logP and MR...) merged into one segment."""
+    segments: list[_Segment] = []
+    run: list[Callable[[Any], Any]] = []
+
+    def close() -> None:
+        if len(run) > 1:
+            keys = [_ITEM_KEYS[getter] for getter in run]
+            segments[-1] = (segments[-1][0], itemgetter(*keys), tuple(run))
+        run.clear()
+
+    for intermediate, value in _plan(names):
+        keyed = intermediate is not None and value in _ITEM_KEYS
+        if keyed and run and segments[-1][0] is intermediate:
+            run.append(value)
+            continue
+        close()
+        segments.append((intermediate, value, None))
+        if keyed:
+            run.append(value)
+    close()
+    return tuple(segments)
+
+
 def _cleaned(values: list[float]) -> NDArray[np.float64]:
     row = np.array(values, dtype=np.float64)
     # "not <=" also catches NaN, so inf, NaN and huge values are all cleaned in one pass
@@ -968,24 +1014,50 @@ def _cleaned(values: list[float]) -> NDArray[np.float64]:
     return row
 
 
-def _row(mol: Chem.Mol, plan: tuple[_Step, ...]) -> NDArray[np.float64]:
-    """Run ``plan`` on ``mol``: each shared intermediate once, each value from it (or RDKit)."""
+def _row(mol: Chem.Mol, segments: tuple[_Segment, ...]) -> NDArray[np.float64]:
+    """Run the plan's ``segments`` on ``mol``: each shared intermediate once, each value
+    from it (or RDKit). A value that fails is NaN, and only that value: a segment of
+    several values that fails is read again one value at a time."""
     known: dict[Any, Any] = {}
     values: list[float] = []
     append = values.append
+    extend = values.extend
     get = known.get
-    for intermediate, value in plan:
+    for intermediate, read, getters in segments:
         try:
             if intermediate is None:
-                append(float(value(mol)))
+                append(float(read(mol)))
                 continue
             got = get(intermediate, known)  # ``known`` itself: not computed yet
             if got is known or isinstance(got, Exception):
                 got = _needed(known, intermediate, mol)  # computes, or raises the error
-            append(float(value(got)))
+            if getters is None:
+                append(float(read(got)))
+            else:
+                extend(tuple(map(float, read(got))))  # all or nothing appended
         except Exception:  # RDKit descriptors raise many unrelated types on odd molecules
-            append(np.nan)
+            if getters is None:
+                append(np.nan)
+            else:
+                extend(_one_by_one(mol, known, intermediate, getters))
     return _cleaned(values)
+
+
+def _one_by_one(
+    mol: Chem.Mol,
+    known: dict[Any, Any],
+    intermediate: _Intermediate | None,
+    getters: _Getters,
+) -> list[float]:
+    """The values of a segment that failed, each read on its own (NaN where it fails)."""
+    values: list[float] = []
+    for getter in getters:
+        try:
+            assert intermediate is not None
+            values.append(float(getter(_needed(known, intermediate, mol))))
+        except Exception:
+            values.append(np.nan)
+    return values
 
 
 def physchem_row(mol: Chem.Mol) -> NDArray[np.float64]:
@@ -1000,7 +1072,7 @@ def physchem_row(mol: Chem.Mol) -> NDArray[np.float64]:
     >>> round(float(row[PHYSCHEM_DESCRIPTORS.index("MolLogP")]), 4), len(row)
     (-0.0014, 58)
     """
-    return _row(mol, _plan(PHYSCHEM_DESCRIPTORS))
+    return _row(mol, _segments(PHYSCHEM_DESCRIPTORS))
 
 
 def descriptor_row(mol: Chem.Mol) -> NDArray[np.float64]:
@@ -1018,7 +1090,7 @@ def descriptor_row(mol: Chem.Mol) -> NDArray[np.float64]:
     >>> round(float(row[descriptor_names().index("MolWt")]), 2)
     46.07
     """
-    return _row(mol, _plan(descriptor_names()))
+    return _row(mol, _segments(descriptor_names()))
 
 
 def reference_descriptor_row(

@@ -200,8 +200,8 @@ class CountRows:
         return np.asarray(self.generator.GetCountFingerprintAsNumPy(mol))
 
     def fill_zero_row(self, mol: Chem.Mol, row: NDArray[Any]) -> None:
-        for bit, count in self.generator.GetCountFingerprint(mol).GetNonzeroElements().items():
-            row[bit] = count
+        counts = self.generator.GetCountFingerprint(mol).GetNonzeroElements()
+        row[list(counts)] = list(counts.values())  # one assignment of the ~50 elements
 
 
 @lru_cache(maxsize=16)

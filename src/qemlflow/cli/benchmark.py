@@ -102,8 +102,9 @@ def register(app: typer.Typer) -> None:
                 "classical candidates: lightgbm, lightgbm_rdkit2d, lightgbm_physchem, "
                 "lightgbm_ecfp, random_forest, knn_tanimoto; "
                 "tuned and ensembled: tuned_lightgbm, ensemble_classical, ensemble_gbdt_dmpnn, "
-                "lightgbm_rich, ensemble_rich_gbdt_dmpnn; lightgbm_raw reads the SMILES as "
-                "written (the control for notation shortcuts); "
+                "lightgbm_rich, ensemble_rich_gbdt_dmpnn, ensemble_rich_gbdt_dmpnn5 (five "
+                "D-MPNNs); lightgbm_raw reads the SMILES as written (the control for notation "
+                "shortcuts); "
                 "dmpnn_quick is the CI check).",
                 show_default=False,
             ),

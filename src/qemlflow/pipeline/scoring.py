@@ -8,6 +8,7 @@ molecules a run's model was fitted on, for its applicability domain.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from qemlflow.store import Store
 
-__all__ = ["FeaturePlan", "MoleculeRows", "ecfp_params", "training_smiles"]
+__all__ = ["FeaturePlan", "MoleculeRows", "as_given", "ecfp_params", "training_smiles"]
 
 
 def ecfp_params(spec: Any) -> dict[str, Any] | None:
@@ -93,8 +94,9 @@ class FeaturePlan:
             "chirality": False,
         }
 
-    def compute(self, smiles: Sequence[str]) -> tuple[NDArray[Any], NDArray[np.uint8]]:
-        """Return (feature matrix with NaN rows where unusable, packed ECFP4 rows)."""
+    def compute(self, smiles: Sequence[Any]) -> tuple[NDArray[Any], NDArray[np.uint8]]:
+        """Return (feature matrix with NaN rows where unusable, packed ECFP4 rows); items as
+        in :meth:`compute_valid`."""
         X, bits, _ = self.compute_valid(smiles)
         return X, bits
 
@@ -215,16 +217,44 @@ class MoleculeRows:
 
 def _reads_no_stereo(block: Any) -> bool:
     """True for an engine block whose row of a molecule is that of its SMILES read back when
-    the molecule has that SMILES' atoms in that order (see ``_as_given`` in
-    :mod:`qemlflow.screen.scoring`): fingerprints without chirality and the physchem
-    descriptors. Not the full descriptor set: a standardized molecule carries stereo
-    perception as its standardization left it, and ``NumAtomStereoCenters`` reads it
-    (tests/test_standardize_fast.py)."""
+    the molecule has that SMILES' atoms in that order (see :func:`as_given`): fingerprints
+    without chirality and the physchem descriptors. Not the full descriptor set: a
+    standardized molecule carries stereo perception as its standardization left it, and
+    ``NumAtomStereoCenters`` reads it (tests/test_standardize_fast.py)."""
     from qemlflow.features._engine import DescriptorBlock, FingerprintBlock
 
     if isinstance(block, FingerprintBlock):
         return not block.chirality
     return isinstance(block, DescriptorBlock) and block.subset == "physchem"
+
+
+def as_given(given: str, result: Any) -> bool:
+    """True when ``result`` (``standardize_smiles(given)``) holds a molecule that is, atom
+    for atom, the molecule its SMILES reads back as, so that its features may be computed
+    from it without writing and parsing the SMILES again (the same features: every molecule
+    of the bundled sets and of MUV checked, tests/test_standardize_fast.py).
+
+    That holds when standardization left the SMILES as given (already canonical and
+    standardized, as in most prepared libraries): the same text read by the same parser,
+    and the molecule's atoms in the order of that text (the SMILES writer visited them in
+    index order), without hydrogen atoms (which the reader removes). Otherwise the SMILES is
+    read back as before: a molecule in another atom order sums its per-atom contributions
+    (logP, surface areas) in another order, which may change the last bit of a descriptor.
+    """
+    mol = result.mol if result is not None else None
+    if mol is None or result.smiles != given.strip():
+        return False
+    from qemlflow.chem.cleanup import has_hydrogen_atoms
+
+    if has_hydrogen_atoms(mol) or not mol.HasProp("_smilesAtomOutputOrder"):
+        return False
+    return bool(mol.GetProp("_smilesAtomOutputOrder") == _in_order(mol.GetNumAtoms()))
+
+
+@lru_cache(maxsize=512)
+def _in_order(n: int) -> str:
+    """RDKit's ``_smilesAtomOutputOrder`` of a SMILES written in atom index order."""
+    return "[" + ",".join(map(str, range(n))) + "]"
 
 
 def _ecfp4_row() -> Callable[[Any], NDArray[Any]]:

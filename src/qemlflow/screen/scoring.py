@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -148,6 +147,7 @@ class ChunkScorer:
         """(rows scored, their features, their domain bits, the SMILES each row was scored
         as); fills ``errors`` for the rest."""
         from qemlflow.chem import Reason
+        from qemlflow.pipeline.scoring import as_given
 
         p = self.predictor
         if p.standardize and self.plan.reads_molecules:
@@ -159,7 +159,7 @@ class ChunkScorer:
             reuse = self.plan.takes_molecules
             for i, result in self._standardized(smiles, errors):
                 texts.append(_text(result))
-                inputs.append(result.mol if reuse and _as_given(smiles[i], result) else texts[i])
+                inputs.append(result.mol if reuse and as_given(smiles[i], result) else texts[i])
         else:
             texts = [s.strip() for s in smiles]
             for i, text in enumerate(texts):
@@ -231,35 +231,6 @@ class ChunkScorer:
         if valid.all():  # the usual case: no copy of the feature matrix
             return index, X, bits, texts
         return index[valid], X[valid], bits[valid], texts
-
-
-def _as_given(given: str, result: Any) -> bool:
-    """True when the standardized molecule is, atom for atom, the molecule its SMILES reads
-    back as, so that its features may be computed from it without writing and parsing the
-    SMILES again (the same features: every molecule of the bundled sets and of MUV checked,
-    tests/test_screen_reuse.py).
-
-    That holds when standardization left the SMILES as given (already canonical and
-    standardized, as in most prepared libraries): the same text read by the same parser,
-    and the molecule's atoms in the order of that text (the SMILES writer visited them in
-    index order), without hydrogen atoms (which the reader removes). Otherwise the SMILES is
-    read back as before: a molecule in another atom order sums its per-atom contributions
-    (logP, surface areas) in another order, which may change the last bit of a descriptor.
-    """
-    mol = result.mol if result is not None else None
-    if mol is None or result.smiles != given.strip():
-        return False
-    from qemlflow.chem.cleanup import has_hydrogen_atoms
-
-    if has_hydrogen_atoms(mol) or not mol.HasProp("_smilesAtomOutputOrder"):
-        return False
-    return bool(mol.GetProp("_smilesAtomOutputOrder") == _in_order(mol.GetNumAtoms()))
-
-
-@lru_cache(maxsize=512)
-def _in_order(n: int) -> str:
-    """RDKit's ``_smilesAtomOutputOrder`` of a SMILES written in atom index order."""
-    return "[" + ",".join(map(str, range(n))) + "]"
 
 
 def _text(result: Any) -> str:

@@ -108,8 +108,12 @@ def prepare_molecule(recipe: FeatureRecipe, plan: FeaturePlan, smiles: str) -> P
     """Admission check, parse/standardize and featurize one molecule, as ``Predictor.predict``.
 
     Anything RDKit raises on a hostile input becomes the molecule's error, not a crash.
+    A standardized molecule whose SMILES is the one given (a canonical input) is featurized
+    as it is where the plan takes molecules (:func:`~qemlflow.pipeline.scoring.as_given`:
+    the same features as its SMILES read back).
     """
     from qemlflow.chem import parse_smiles, standardize_smiles
+    from qemlflow.pipeline.scoring import as_given
 
     try:
         parsed = (
@@ -123,7 +127,8 @@ def prepare_molecule(recipe: FeatureRecipe, plan: FeaturePlan, smiles: str) -> P
             error = f"{parsed.reason}: {parsed.detail}" if parsed.detail else str(parsed.reason)
             return Prepared("", error)
         std = parsed.smiles or ""
-        X, bits = plan.compute([std])
+        reuse = recipe.standardize and plan.takes_molecules and as_given(smiles, parsed)
+        X, bits = plan.compute([parsed.mol if reuse else std])
         return Prepared(std, "", X[0], bits[0])
     except Exception as exc:  # a string RDKit cannot take (e.g. a lone surrogate)
         return Prepared("", f"failed: {type(exc).__name__}: {str(exc)[:200]}")
