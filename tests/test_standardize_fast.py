@@ -474,7 +474,7 @@ def test_a_molecule_is_reused_only_when_its_smiles_is_the_given_one() -> None:
 
 def test_the_service_prepares_a_canonical_molecule_as_its_smiles_read_back() -> None:
     # qemlflow serve's workers reuse the standardized molecule the same way: a canonical
-    # input and the same molecule written in another atom order get the same features.
+    # input's features are those of its standardized SMILES read back, bit for bit.
     from qemlflow.serve.workers import FeatureRecipe, prepare_molecule
 
     spec = TASK_DEFAULTS["regression"]["features"]

@@ -1038,22 +1038,19 @@ def _row(mol: Chem.Mol, segments: tuple[_Segment, ...]) -> NDArray[np.float64]:
         except Exception:  # RDKit descriptors raise many unrelated types on odd molecules
             if getters is None:
                 append(np.nan)
-            else:
+            else:  # only item reads of an intermediate are merged (_segments)
+                assert intermediate is not None
                 extend(_one_by_one(mol, known, intermediate, getters))
     return _cleaned(values)
 
 
 def _one_by_one(
-    mol: Chem.Mol,
-    known: dict[Any, Any],
-    intermediate: _Intermediate | None,
-    getters: _Getters,
+    mol: Chem.Mol, known: dict[Any, Any], intermediate: _Intermediate, getters: _Getters
 ) -> list[float]:
     """The values of a segment that failed, each read on its own (NaN where it fails)."""
     values: list[float] = []
     for getter in getters:
         try:
-            assert intermediate is not None
             values.append(float(getter(_needed(known, intermediate, mol))))
         except Exception:
             values.append(np.nan)
