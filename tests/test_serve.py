@@ -461,6 +461,90 @@ def test_a_known_answer_is_written_as_fastapi_writes_it(
     assert shuffled.json() == {**first.json(), "results": [rows[2], rows[0], rows[2]]}
 
 
+def _framework_spy(app: Any) -> tuple[Any, Any, list[str]]:
+    """The known-answers middleware of ``app``'s built stack, its inner app (to restore)
+    and the list of the requests that reach the framework from now on."""
+    from qemlflow.serve.app import KnownAnswersMiddleware
+
+    layer = app.middleware_stack
+    while not isinstance(layer, KnownAnswersMiddleware):
+        layer = layer.app
+    inner, reached = layer.app, []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            reached.append(f"{scope['method']} {scope['path']}")
+        await inner(scope, receive, send)
+
+    layer.app = recording
+    return layer, inner, reached
+
+
+def _headers(response: httpx.Response) -> list[tuple[str, str]]:
+    """A response's headers but the date and the server's name, in order."""
+    return [(k, v) for k, v in response.headers.multi_items() if k not in ("date", "server")]
+
+
+def test_known_answers_skip_the_framework_only_where_the_route_answers_alike(
+    trained: Trained, server: tuple[str, Any]
+) -> None:
+    """A JSON request of known molecules with a trusted key is answered before the
+    framework, with the route's status, headers and bytes; every other request (a bad
+    key, a CSV body, bad JSON, a new molecule) reaches the route with its body intact."""
+    url, app = server
+    new = ["OCCCCCCCCCCCCCCCCCO", "c1ccc2c(c1)ccc1ccccc12", "CC(C)(C)CC(C)(C)c1ccc(O)cc1"]
+    with httpx.Client(base_url=url, headers=_auth(trained.key)) as http:
+        http.get("/healthz")  # the middleware stack is built by the first request
+        lane, inner, reached = _framework_spy(app)
+        try:
+            assert app.state.service.current.answers.get(new) is None
+            first = http.post("/predict", json={"smiles": new})  # scored by the workers
+            assert reached == ["POST /predict"]
+            again = http.post("/predict", json={"smiles": new})
+            untyped = http.post("/predict", content=json.dumps({"smiles": new[::-1]}).encode())
+            assert reached == ["POST /predict"], "known answers went to the framework"
+            refused = http.post("/predict", json={"smiles": new}, headers=_auth("wrong"))
+            csv = http.post(
+                "/predict",
+                content=("smiles\n" + "\n".join(new) + "\n").encode(),
+                headers={"Content-Type": "text/csv"},
+            )
+            typed = {"Content-Type": "application/json"}
+            broken = http.post("/predict", content=b'{"smiles": ["CCO"', headers=typed)
+            extra = http.post("/predict", json={"smiles": new, "other": 1})
+            mixed = http.post("/predict", json={"smiles": [*new, "CCCCCCCCCCCCCCCCCCCO"]})
+            assert reached == ["POST /predict"] * 6
+        finally:
+            lane.app = inner
+    assert first.status_code == again.status_code == untyped.status_code == 200
+    assert again.content == first.content
+    assert _headers(again) == _headers(first)
+    assert untyped.json()["results"] == first.json()["results"][::-1]
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert csv.status_code == 200 and csv.json() == first.json()
+    assert broken.status_code == 422 and extra.status_code == 422
+    assert mixed.status_code == 200 and mixed.json()["results"][:3] == first.json()["results"]
+
+
+def test_a_known_answer_keeps_the_cors_headers(trained: Trained) -> None:
+    """With a CORS origin set, a known answer (answered before the framework) carries the
+    CORS headers the scored one carried: the CORS middleware wraps the known answers."""
+    origin = "https://lab.example"
+    headers = {**_auth(trained.key), "Origin": origin}
+    smiles = {"smiles": trained.smiles[200:203]}
+    with serving(trained.store, f"{NAME}@production", poll_seconds=0, cors_origin=origin) as run:
+        url, app = run
+        first = httpx.post(f"{url}/predict", json=smiles, headers=headers)
+        lane, inner, reached = _framework_spy(app)
+        try:
+            again = httpx.post(f"{url}/predict", json=smiles, headers=headers)
+        finally:
+            lane.app = inner
+    assert reached == [] and first.status_code == again.status_code == 200
+    assert again.headers["access-control-allow-origin"] == origin
+    assert _headers(again) == _headers(first) and again.content == first.content
+
+
 def _exchange(sock: socket.socket, request: bytes, until: bytes) -> bytes:
     """Send ``request`` and read until ``until`` has arrived (5 s at most)."""
     sock.sendall(request)

@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qemlflow._version import __version__
@@ -50,7 +51,14 @@ from qemlflow.serve.service import (
 if TYPE_CHECKING:
     from qemlflow.store import Store
 
-__all__ = ["BodyLimitMiddleware", "ServeSettings", "build_app", "create_app", "run_server"]
+__all__ = [
+    "BodyLimitMiddleware",
+    "KnownAnswersMiddleware",
+    "ServeSettings",
+    "build_app",
+    "create_app",
+    "run_server",
+]
 
 MIB = 1024 * 1024
 ENDPOINTS = ("/predict", "/healthz", "/readyz", "/metrics", "/models", "/openapi.json", "/docs")
@@ -139,6 +147,83 @@ class BodyLimitMiddleware:
         response = JSONResponse({"detail": detail}, status_code=413)
         await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})
+
+
+_JSON_HEADER = (b"content-type", b"application/json")
+
+
+class KnownAnswersMiddleware:
+    """Answers a ``POST /predict`` whose every molecule the served version has answered
+    before, without the framework; any other request goes on to the app unchanged.
+
+    It answers only what the ``/predict`` route would answer the same way: a JSON body (the
+    route's reading of the content type, missing meaning JSON) that ``PredictRequest``
+    accepts, a bearer key that :meth:`ModelService.key_allowed` trusts (the same check
+    and its cache), and molecules :meth:`ModelService.answered_json` knows, which also
+    counts the response in the metrics and the monitoring. The status, headers and body
+    are the bytes the route writes (tests/test_serve.py compares them). Anything else,
+    an exception included, and the request goes to the app, which answers it as it always
+    did (401, 413, 422, 503, or scoring the molecules). Under a steady load of repeated
+    molecules, this is most requests: routing, dependency solving and the ``Request`` and
+    ``Response`` objects were about half of the server's CPU per request
+    (docs/benchmarks.md, "Prediction service").
+
+    Sits inside :class:`BodyLimitMiddleware` (the body arrives whole and within the limit)
+    and inside the CORS middleware when there is one (its headers are added as before).
+    """
+
+    def __init__(self, app: ASGIApp, service: ModelService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        messages: list[dict[str, Any]] = []
+        while True:
+            message = dict(await receive())
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        body = self._body(messages)
+        known = None if body is None else await self._known(scope, body)
+        if known is not None:
+            headers = [(b"content-length", str(len(known)).encode()), _JSON_HEADER]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": known})
+            return
+        pending = iter(messages)
+
+        async def replay() -> dict[str, Any]:
+            return next(pending, None) or dict(await receive())
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    def _body(messages: list[dict[str, Any]]) -> bytes | None:
+        if messages[-1]["type"] != "http.request":
+            return None  # the client went away: the app sees it as before
+        return b"".join(bytes(m.get("body", b"")) for m in messages)
+
+    async def _known(self, scope: Scope, body: bytes) -> bytes | None:
+        content_type = authorization = None
+        for name, value in scope["headers"]:  # the first of each, as Starlette reads them
+            if name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+            elif name == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
+        if (content_type or "application/json").split(";")[0].strip() != "application/json":
+            return None
+        scheme, key = get_authorization_scheme_param(authorization)
+        if not (authorization and scheme and key) or scheme.lower() != "bearer":
+            return None
+        try:
+            if not await self.service.key_allowed(key):
+                return None
+            return self.service.answered_json(PredictRequest.model_validate_json(body).smiles)
+        except Exception:  # the app answers it, and its error, as it always did
+            return None
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer KEY`.")
@@ -237,8 +322,9 @@ def create_app(service: ModelService, settings: ServeSettings, metrics: ServiceM
         """Score molecules: one result per input SMILES, in order."""
         smiles, unreadable = await _request_smiles(request, smiles_column, settings)
         if not any(unreadable):
-            # Every molecule answered before: the response's bytes from the answers kept,
-            # without FastAPI validating and serializing a PredictResponse on the loop.
+            # Every molecule answered before (a CSV body: a JSON one is answered so by
+            # KnownAnswersMiddleware before it gets here): the response's bytes from the
+            # answers kept, without FastAPI validating and serializing a PredictResponse.
             body = service.answered_json(smiles)
             if body is not None:
                 return Response(body, media_type="application/json")
@@ -286,6 +372,8 @@ def create_app(service: ModelService, settings: ServeSettings, metrics: ServiceM
         return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
 
     _add_error_handlers(app)
+    # Innermost first: the known answers inside CORS, the body limit and the metrics.
+    app.add_middleware(KnownAnswersMiddleware, service=service)
     if settings.cors_origin:
         from fastapi.middleware.cors import CORSMiddleware
 
