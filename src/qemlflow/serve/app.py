@@ -98,6 +98,9 @@ class ServeSettings(BaseModel):
     )
 
 
+_BODY = "qemlflow.body"  # the scope key of the whole body, set by BodyLimitMiddleware
+
+
 class BodyLimitMiddleware:
     """Answers 413 to a request whose body is over ``max_bytes`` (declared or streamed).
 
@@ -131,6 +134,7 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             more = bool(message.get("more_body", False))
         body = b"".join(chunks)
+        scope[_BODY] = body  # for KnownAnswersMiddleware: the body is read once, here
         replayed = False
 
         async def replay() -> dict[str, Any]:
@@ -168,8 +172,9 @@ class KnownAnswersMiddleware:
     ``Response`` objects were about half of the server's CPU per request
     (docs/benchmarks.md, "Prediction service").
 
-    Sits inside :class:`BodyLimitMiddleware` (the body arrives whole and within the limit)
-    and inside the CORS middleware when there is one (its headers are added as before).
+    Sits inside :class:`BodyLimitMiddleware`, which reads the body whole (within the limit)
+    and hands it on in the scope as well as to the app, and inside the CORS middleware when
+    there is one (its headers are added as before).
     """
 
     def __init__(self, app: ASGIApp, service: ModelService) -> None:
@@ -177,34 +182,18 @@ class KnownAnswersMiddleware:
         self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+        body = scope.get(_BODY)  # the body BodyLimitMiddleware read, replayed to the app
+        known = (
+            await self._known(scope, body)
+            if body is not None and scope["path"] == "/predict" and scope["method"] == "POST"
+            else None
+        )
+        if known is None:
             await self.app(scope, receive, send)
             return
-        messages: list[dict[str, Any]] = []
-        while True:
-            message = dict(await receive())
-            messages.append(message)
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                break
-        body = self._body(messages)
-        known = None if body is None else await self._known(scope, body)
-        if known is not None:
-            headers = [(b"content-length", str(len(known)).encode()), _JSON_HEADER]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": known})
-            return
-        pending = iter(messages)
-
-        async def replay() -> dict[str, Any]:
-            return next(pending, None) or dict(await receive())
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    def _body(messages: list[dict[str, Any]]) -> bytes | None:
-        if messages[-1]["type"] != "http.request":
-            return None  # the client went away: the app sees it as before
-        return b"".join(bytes(m.get("body", b"")) for m in messages)
+        headers = [(b"content-length", str(len(known)).encode()), _JSON_HEADER]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": known})
 
     async def _known(self, scope: Scope, body: bytes) -> bytes | None:
         content_type = authorization = None
