@@ -79,6 +79,23 @@ def test_the_ensembles_are_what_their_names_say() -> None:
 
     expected = without_n_jobs(make_featurizer(alone.features).to_spec())
     assert rich.members[0].features == expected
+    # Three members: LightGBM on lightgbm_rich_plus's features (rich + Avalon + ErG), LightGBM
+    # on those and two more views, the D-MPNN.
+    views = experiment_config(esol, MODELS["ensemble_views_gbdt_dmpnn"], 0).model
+    assert views.combine == "mean"
+    assert [m.estimator for m in views.members] == ["lightgbm", "lightgbm", "dmpnn"]
+    plus = experiment_config(esol, MODELS["lightgbm_rich_plus"], 0)
+    plus_spec = without_n_jobs(make_featurizer(plus.features).to_spec())
+    assert views.members[0].features == plus_spec
+    kinds = [f["type"] for f in plus_spec["featurizers"]]
+    assert kinds == ["ecfp", "fcfp", "atompair", "maccs", "rdkit2d", "avalon", "erg"]
+    wide = views.members[1].features["featurizers"]
+    assert wide[: len(kinds)] == plus_spec["featurizers"]
+    assert [(f["type"], f.get("radius")) for f in wide[len(kinds) :]] == [
+        ("ecfp", 3),
+        ("torsion", None),
+    ]
+    assert MODELS["ensemble_views_gbdt_dmpnn"].family == "dmpnn"
     assert MODELS["ensemble_gbdt_dmpnn"].family == "dmpnn"
     classical = experiment_config(esol, MODELS["ensemble_classical"], 0).model
     assert classical.combine == "stacking"

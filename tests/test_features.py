@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from rdkit import Chem
-from rdkit.Chem import Descriptors, rdFingerprintGenerator, rdMolDescriptors
+from rdkit.Avalon import pyAvalonTools
+from rdkit.Chem import Descriptors, rdFingerprintGenerator, rdMolDescriptors, rdReducedGraphs
 from sklearn.base import clone
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
@@ -21,7 +22,9 @@ from qemlflow.features import (
     FEATURIZERS,
     MACCS,
     AtomPair,
+    Avalon,
     Concat,
+    ErG,
     Featurizer,
     PhysChemDescriptors,
     RDKitDescriptors,
@@ -105,6 +108,62 @@ def test_maccs_atompair_torsion_match_rdkit() -> None:
     np.testing.assert_array_equal(
         Torsion(size=256, counts=True).transform(SMILES), rdkit_bits(torsions, SMILES, True)
     )
+
+
+def test_avalon_and_erg_match_rdkit_with_nan_rows_for_unparsable() -> None:
+    mols = [Chem.MolFromSmiles(s) for s in SMILES]
+    counts = Avalon(size=512, counts=True).transform([*SMILES, "not a smiles"])
+    expected = np.zeros((len(SMILES), 512))
+    for row, mol in zip(expected, mols, strict=True):
+        for bit, count in (
+            pyAvalonTools.GetAvalonCountFP(mol, nBits=512).GetNonzeroElements().items()
+        ):
+            row[bit] = count
+    assert counts.dtype == np.float32
+    np.testing.assert_array_equal(counts[:-1], expected)
+    assert counts[:-1].max() > 1 and np.isnan(counts[-1]).all()
+    bits = Avalon().transform(SMILES)
+    assert bits.shape == (len(SMILES), 1024)
+    np.testing.assert_array_equal(
+        bits, np.array([list(pyAvalonTools.GetAvalonFP(mol, nBits=1024)) for mol in mols])
+    )
+    erg = ErG().transform([*SMILES, None])
+    assert erg.shape == (len(SMILES) + 1, 315) and erg.dtype == np.float64
+    np.testing.assert_array_equal(
+        erg[:-1], np.array([rdReducedGraphs.GetErGFingerprint(mol) for mol in mols])
+    )
+    assert erg[1:-1].max() > 0 and np.isnan(erg[-1]).all()
+    # Parallel chunks give the same rows as one process.
+    many = SMILES * 20
+    spec = [{"type": "avalon", "counts": True}, {"type": "erg"}]
+    np.testing.assert_array_equal(featurize(many, spec, n_jobs=2), featurize(many, spec))
+
+
+def test_avalon_and_erg_skip_molecules_over_the_cubic_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Both grow with the cube of the atom count (minutes at 3,000 atoms): above the
+    # descriptors' MAX_CUBIC_ATOMS the row is NaN and the toolkit is never called. The bound
+    # is lowered here so that a 12-atom molecule is "too large".
+    import qemlflow.chem.fingerprints as chem_fingerprints
+    import qemlflow.features._engine as engine
+
+    monkeypatch.setattr(chem_fingerprints, "MAX_CUBIC_ATOMS", 11)
+    monkeypatch.setattr(engine, "MAX_CUBIC_ATOMS", 11)
+    called: list[int] = []
+    real_count = pyAvalonTools.GetAvalonCountFP
+
+    def counting(mol: Chem.Mol, nBits: int) -> object:
+        called.append(mol.GetNumAtoms())
+        return real_count(mol, nBits=nBits)
+
+    monkeypatch.setattr(pyAvalonTools, "GetAvalonCountFP", counting)
+    small, big = "c1ccccc1O", "CCCCCCCCCCCC"
+    for featurizer in (Avalon(counts=True), Avalon(), ErG()):
+        x = featurizer.transform([small, big])
+        assert not np.isnan(x[0]).any(), featurizer
+        assert np.isnan(x[1]).all(), featurizer
+    assert called == [7]
 
 
 def test_descriptors_are_the_full_rdkit_set_finite_or_nan() -> None:
@@ -237,6 +296,8 @@ def test_concat_of_fingerprints_stays_float32_and_dedupes_names() -> None:
         MACCS(),
         AtomPair(size=512, counts=True),
         Torsion(size=128),
+        Avalon(size=512, counts=True),
+        ErG(n_jobs=2),
         RDKitDescriptors(n_jobs=-1),
         Concat([ECFP(counts=True), Concat([MACCS(), RDKitDescriptors()])], n_jobs=2),
     ],
@@ -264,6 +325,8 @@ def test_spec_forms() -> None:
         "maccs",
         "atompair",
         "torsion",
+        "avalon",
+        "erg",
         "rdkit2d",
         "physchem",
         "smiles",
@@ -272,7 +335,9 @@ def test_spec_forms() -> None:
 
 
 def test_bad_specs_name_the_key_and_the_allowed_ones() -> None:
-    with pytest.raises(FeaturizerError, match=r"unknown featurizer type 'ecpf'.*atompair, concat"):
+    with pytest.raises(
+        FeaturizerError, match=r"unknown featurizer type 'ecpf'.*atompair, avalon, concat"
+    ):
         make_featurizer("ecpf")
     with pytest.raises(FeaturizerError, match=r"unknown featurizer type 'morgan'"):
         make_featurizer([{"type": "ecfp"}, {"type": "morgan"}])

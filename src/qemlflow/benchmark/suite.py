@@ -90,13 +90,24 @@ _RICH = [
 ]
 
 
-def _gbdt_dmpnn(features: list[Any], networks: int = 1) -> dict[str, Any]:
-    """The experiment of the mean of LightGBM on ``features`` and the default D-MPNN (an
-    ensemble of ``networks`` of them, averaged, where more than one)."""
+# MapLight's two other views beside ECFP counts and RDKit descriptors: Avalon counts (atoms,
+# bonds, rings and short paths) and ErG (pharmacophore-node pairs at their distance).
+_RICH_PLUS = [*_RICH, {"type": "avalon", "size": 1024, "counts": True}, {"type": "erg"}]
+# ... and larger environments (ECFP6 counts) and four-atom paths (torsion counts).
+_RICH_WIDE = [
+    *_RICH_PLUS,
+    {"type": "ecfp", "radius": 3, "size": 2048, "counts": True},
+    {"type": "torsion", "size": 1024, "counts": True},
+]
+
+
+def _gbdt_dmpnn(*features: list[Any], networks: int = 1) -> dict[str, Any]:
+    """The experiment of the mean of LightGBM on each of ``features`` (one member each) and
+    the default D-MPNN (an ensemble of ``networks`` of them, averaged, where more than one)."""
     dmpnn: dict[str, Any] = {"estimator": "dmpnn"}
     if networks > 1:
         dmpnn["params"] = {"ensemble_size": networks}
-    members = [{"estimator": "lightgbm", "features": features}, dmpnn]
+    members = [*({"estimator": "lightgbm", "features": view} for view in features), dmpnn]
     return {
         "features": "smiles",
         "model": {"estimator": "ensemble", "combine": "mean", "members": members},
@@ -234,6 +245,20 @@ MODELS: dict[str, BenchmarkModel] = {
             family="dmpnn",
         ),
         BenchmarkModel(
+            "lightgbm_rich_plus",
+            "LightGBM on the rich features (lightgbm_rich) + Avalon counts (1024) + ErG: "
+            "MapLight's views with FCFP, atom pairs and MACCS",
+            {"features": _RICH_PLUS, "model": {"estimator": "lightgbm"}},
+        ),
+        BenchmarkModel(
+            "ensemble_views_gbdt_dmpnn",
+            "mean of three: LightGBM on lightgbm_rich_plus's features, LightGBM on those + "
+            "ECFP6 counts (2048) + torsion counts (1024), and the D-MPNN (QeMLflow's default "
+            "settings); judged against the Chemprop D-MPNN row",
+            _gbdt_dmpnn(_RICH_PLUS, _RICH_WIDE),
+            family="dmpnn",
+        ),
+        BenchmarkModel(
             "ensemble_gbdt_dmpnn",
             "mean of LightGBM on ECFP4 counts (2048) + RDKit 2D descriptors and the D-MPNN "
             "(QeMLflow's default settings): the GNN-GBDT combination; judged against the "
@@ -268,6 +293,8 @@ CHALLENGER_MODELS = (
     "lightgbm_rich",
     "ensemble_rich_gbdt_dmpnn",
     "ensemble_rich_gbdt_dmpnn5",
+    "lightgbm_rich_plus",
+    "ensemble_views_gbdt_dmpnn",
     "lightgbm_raw",
 )
 DEFAULT_TUNE_TRIALS = 30

@@ -17,7 +17,7 @@ Examples
 from qemlflow.features.base import Featurizer
 from qemlflow.features.concat import Concat
 from qemlflow.features.descriptors import PhysChemDescriptors, RDKitDescriptors
-from qemlflow.features.fingerprints import ECFP, FCFP, MACCS, AtomPair, Torsion
+from qemlflow.features.fingerprints import ECFP, FCFP, MACCS, AtomPair, Avalon, ErG, Torsion
 from qemlflow.features.spec import FEATURIZERS, FeaturizerSpec, featurize, make_featurizer
 from qemlflow.features.structure import SmilesColumn
 
@@ -27,7 +27,9 @@ __all__ = [
     "FEATURIZERS",
     "MACCS",
     "AtomPair",
+    "Avalon",
     "Concat",
+    "ErG",
     "Featurizer",
     "FeaturizerSpec",
     "PhysChemDescriptors",

@@ -18,21 +18,24 @@ from joblib import Parallel, delayed, effective_n_jobs
 from numpy.typing import NDArray
 
 from qemlflow.chem.descriptors import (
+    MAX_CUBIC_ATOMS,
     PHYSCHEM_DESCRIPTORS,
     descriptor_names,
     descriptor_row,
     physchem_row,
 )
 from qemlflow.chem.fingerprints import (
+    ERG_SIZE,
     MACCS_SIZE,
     FingerprintKind,
     RowFunction,
     count_rows,
+    erg_row,
     fill_rows,
     fingerprint_function,
 )
 
-__all__ = ["Block", "DescriptorBlock", "FingerprintBlock", "compute"]
+__all__ = ["AvalonBlock", "Block", "DescriptorBlock", "ErGBlock", "FingerprintBlock", "compute"]
 
 # Smallest chunk worth shipping to a worker, and chunks per worker (for load balance).
 _MIN_TASK = 32
@@ -76,7 +79,7 @@ class Block(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FingerprintBlock:
-    """Bit or count fingerprint columns (Morgan, atom pair, torsion or MACCS)."""
+    """Bit or count fingerprint columns (Morgan, atom pair, torsion, Avalon or MACCS)."""
 
     kind: FingerprintKind
     size: int = 2048
@@ -150,6 +153,91 @@ class DescriptorBlock:
 
     def wire_buffer(self, n_rows: int) -> NDArray[Any]:
         return np.zeros((n_rows, self.width), dtype=np.float64)
+
+    def pack(self, buffer: NDArray[Any]) -> NDArray[Any]:
+        return buffer
+
+    def unpack(self, packed: NDArray[Any], out: NDArray[Any]) -> None:
+        out[...] = packed
+
+
+@dataclass(frozen=True, slots=True)
+class AvalonBlock:
+    """Avalon bit or count columns, NaN for molecules over ``MAX_CUBIC_ATOMS`` atoms.
+
+    The Avalon toolkit's cost grows with the cube of the atom count (two and a half
+    minutes for 3,000 atoms), so bigger molecules are not passed to it. Each compact row
+    carries one extra element, 1 for such a molecule; :meth:`unpack` turns those rows into
+    NaN, the value of a feature that could not be computed.
+    """
+
+    size: int = 1024
+    counts: bool = False
+
+    @property
+    def width(self) -> int:
+        return self.size
+
+    @property
+    def is_real(self) -> bool:
+        return False
+
+    def _body(self) -> tuple[int, type[np.unsignedinteger[Any]]]:
+        return (self.size, np.uint32) if self.counts else ((self.size + 7) // 8, np.uint8)
+
+    def row_function(self) -> RowFunction:
+        fingerprint = fingerprint_function(
+            "avalon", size=self.size, counts=self.counts, packed=not self.counts
+        )
+        length, dtype = self._body()
+
+        def row(mol: Any) -> NDArray[Any]:
+            out = np.zeros(length + 1, dtype=dtype)
+            if mol.GetNumAtoms() > MAX_CUBIC_ATOMS:
+                out[length] = 1
+            else:
+                out[:length] = fingerprint(mol)
+            return out
+
+        return row
+
+    def wire_buffer(self, n_rows: int) -> NDArray[Any]:
+        length, dtype = self._body()
+        return np.zeros((n_rows, length + 1), dtype=dtype)
+
+    def pack(self, buffer: NDArray[Any]) -> NDArray[Any]:
+        if not self.counts:
+            return buffer
+        top = int(buffer.max(initial=0))
+        narrow = np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else np.uint32
+        return buffer.astype(narrow, copy=False)
+
+    def unpack(self, packed: NDArray[Any], out: NDArray[Any]) -> None:
+        body, too_large = packed[:, :-1], packed[:, -1] == 1
+        if self.counts:
+            out[...] = body
+        else:
+            out[...] = np.unpackbits(body, axis=1, count=self.size, bitorder="little")
+        out[too_large] = np.nan
+
+
+@dataclass(frozen=True, slots=True)
+class ErGBlock:
+    """The 315 real values of the ErG pharmacophore-pair fingerprint (float64)."""
+
+    @property
+    def width(self) -> int:
+        return ERG_SIZE
+
+    @property
+    def is_real(self) -> bool:
+        return True
+
+    def row_function(self) -> RowFunction:
+        return erg_row
+
+    def wire_buffer(self, n_rows: int) -> NDArray[Any]:
+        return np.zeros((n_rows, ERG_SIZE), dtype=np.float64)
 
     def pack(self, buffer: NDArray[Any]) -> NDArray[Any]:
         return buffer

@@ -1,19 +1,20 @@
-"""Fingerprint featurizers: ECFP/FCFP (Morgan), MACCS keys, atom pairs, topological torsions.
+"""Fingerprint featurizers: ECFP/FCFP (Morgan), MACCS keys, atom pairs, topological
+torsions, Avalon, and the ErG pharmacophore-pair fingerprint.
 
-All return float32: bits as 0.0/1.0, counts as exact small integers, NaN rows for
-SMILES that cannot be parsed. float32 is the narrowest type that holds both NaN and
-every count below 2**24, at half the memory of float64.
+The hashed ones return float32: bits as 0.0/1.0, counts as exact small integers, NaN rows
+for SMILES that cannot be parsed. float32 is the narrowest type that holds both NaN and
+every count below 2**24, at half the memory of float64. ErG's values are real (float64).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from qemlflow.chem.fingerprints import FingerprintKind
-from qemlflow.features._engine import Block, FingerprintBlock
+from qemlflow.chem.fingerprints import ERG_SIZE, FingerprintKind
+from qemlflow.features._engine import AvalonBlock, Block, ErGBlock, FingerprintBlock
 from qemlflow.features.base import Featurizer, check_bool, check_int
 
-__all__ = ["ECFP", "FCFP", "MACCS", "AtomPair", "Torsion"]
+__all__ = ["ECFP", "FCFP", "MACCS", "AtomPair", "Avalon", "ErG", "Torsion"]
 
 
 class ECFP(Featurizer):
@@ -157,7 +158,9 @@ class MACCS(Featurizer):
 
 
 class _HashedFingerprint(Featurizer):
-    """Shared parameters of the hashed atom-pair and torsion fingerprints."""
+    """Shared parameters of the hashed atom-pair, torsion and Avalon fingerprints."""
+
+    kind: FingerprintKind
 
     def __init__(self, size: int = 2048, counts: bool = False, n_jobs: int = 1) -> None:
         self.size = size
@@ -170,8 +173,7 @@ class _HashedFingerprint(Featurizer):
         check_bool(self.type_name, "counts", self.counts)
 
     def _blocks(self) -> Sequence[Block]:
-        kind: FingerprintKind = "atompair" if self.type_name == "atompair" else "torsion"
-        return [FingerprintBlock(kind, size=int(self.size), counts=bool(self.counts))]
+        return [FingerprintBlock(self.kind, size=int(self.size), counts=bool(self.counts))]
 
     def _feature_names(self) -> list[str]:
         return [f"{self.type_name}_{i}" for i in range(int(self.size))]
@@ -196,6 +198,7 @@ class AtomPair(_HashedFingerprint):
     """
 
     type_name = "atompair"
+    kind = "atompair"
 
 
 class Torsion(_HashedFingerprint):
@@ -217,3 +220,75 @@ class Torsion(_HashedFingerprint):
     """
 
     type_name = "torsion"
+    kind = "torsion"
+
+
+class Avalon(_HashedFingerprint):
+    """Avalon fingerprints (RDKit's Avalon toolkit), as bits or counts.
+
+    The Avalon toolkit hashes atoms, bonds, ring systems and short paths with their
+    counts: a view of the molecule that the TDC ADMET leaders (MapLight) combine with
+    ECFP counts and RDKit descriptors for gradient boosting. Its cost grows with the cube
+    of the atom count, so molecules over
+    :data:`~qemlflow.chem.descriptors.MAX_CUBIC_ATOMS` atoms get a NaN row (the default
+    admission limit, 300 heavy atoms, keeps them out of experiments anyway).
+
+    Parameters
+    ----------
+    size : int, default=1024
+        Number of hashed bits.
+    counts : bool, default=False
+        Count how often each bit is hit instead of setting it to 1.
+    n_jobs : int, default=1
+        Processes to use; -1 means all cores.
+
+    Examples
+    --------
+    >>> x = Avalon(size=512, counts=True).transform(["c1ccccc1O", "CCO"])
+    >>> x.shape, x.dtype, bool(x[0].max() > 1)
+    ((2, 512), dtype('float32'), True)
+    """
+
+    type_name = "avalon"
+    kind = "avalon"
+
+    def __init__(self, size: int = 1024, counts: bool = False, n_jobs: int = 1) -> None:
+        super().__init__(size=size, counts=counts, n_jobs=n_jobs)
+
+    def _blocks(self) -> Sequence[Block]:
+        return [AvalonBlock(size=int(self.size), counts=bool(self.counts))]
+
+
+class ErG(Featurizer):
+    """The Extended reduced Graph (ErG) fingerprint: 315 real values (float64).
+
+    The molecule is reduced to pharmacophoric nodes (donor, acceptor, positive,
+    negative, hydrophobic ring, aromatic ring) and each pair of node types is counted at
+    each topological distance from 1 to 15 bonds, with a fuzzy spill into the
+    neighbouring distances (Stiefl, Watson, Baumann & Zaliani, J. Chem. Inf. Model.
+    2006). A scaffold-independent view of where the polar and charged groups sit, which
+    MapLight pairs with ECFP and Avalon counts. RDKit's ``GetErGFingerprint`` with its
+    defaults; NaN rows for SMILES that cannot be parsed.
+
+    Parameters
+    ----------
+    n_jobs : int, default=1
+        Processes to use; -1 means all cores.
+
+    Examples
+    --------
+    >>> x = ErG().transform(["OC(=O)c1ccccc1N", "not a smiles"])
+    >>> x.shape, x.dtype, bool(x[0].max() > 0)
+    ((2, 315), dtype('float64'), True)
+    """
+
+    type_name = "erg"
+
+    def __init__(self, n_jobs: int = 1) -> None:
+        self.n_jobs = n_jobs
+
+    def _blocks(self) -> Sequence[Block]:
+        return [ErGBlock()]
+
+    def _feature_names(self) -> list[str]:
+        return [f"erg_{i}" for i in range(ERG_SIZE)]

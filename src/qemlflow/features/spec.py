@@ -13,7 +13,7 @@ from qemlflow.errors import FeaturizerError
 from qemlflow.features.base import Featurizer
 from qemlflow.features.concat import Concat
 from qemlflow.features.descriptors import PhysChemDescriptors, RDKitDescriptors
-from qemlflow.features.fingerprints import ECFP, FCFP, MACCS, AtomPair, Torsion
+from qemlflow.features.fingerprints import ECFP, FCFP, MACCS, AtomPair, Avalon, ErG, Torsion
 from qemlflow.features.structure import SmilesColumn
 
 __all__ = ["FEATURIZERS", "PARAMETER_LIMITS", "FeaturizerSpec", "featurize", "make_featurizer"]
@@ -26,6 +26,8 @@ FEATURIZERS: dict[str, type[Featurizer]] = {
         MACCS,
         AtomPair,
         Torsion,
+        Avalon,
+        ErG,
         RDKitDescriptors,
         PhysChemDescriptors,
         SmilesColumn,
@@ -40,6 +42,7 @@ PARAMETER_LIMITS: dict[str, dict[str, tuple[int, str]]] = {
     "fcfp": _FINGERPRINT_LIMITS,
     "atompair": {"size": _FINGERPRINT_LIMITS["size"]},
     "torsion": {"size": _FINGERPRINT_LIMITS["size"]},
+    "avalon": {"size": _FINGERPRINT_LIMITS["size"]},
     "*": {"n_jobs": (1024, "1, or -1 for all cores")},
 }
 """Featurizer type -> parameter -> (largest value, typical values); ``*`` is every type.
