@@ -139,6 +139,22 @@ def test_avalon_and_erg_match_rdkit_with_nan_rows_for_unparsable() -> None:
     np.testing.assert_array_equal(featurize(many, spec, n_jobs=2), featurize(many, spec))
 
 
+def test_erg_is_the_fresh_molecules_whatever_ran_before_it() -> None:
+    # RDKit's ErG reads a distance matrix cached on the molecule by earlier work (the
+    # atom-pair fingerprint caches one), and then gives other values for these molecules.
+    smiles = ["CN(C)c1nc(N(C)C)nc(N(C)C)n1", "CCCCC1(CC)C(=O)NC(=O)NC1=O"]
+    fresh = np.array([rdReducedGraphs.GetErGFingerprint(Chem.MolFromSmiles(s)) for s in smiles])
+    cached = []
+    for s in smiles:
+        mol = Chem.MolFromSmiles(s)
+        Chem.GetDistanceMatrix(mol)
+        cached.append(rdReducedGraphs.GetErGFingerprint(mol))
+    assert not np.array_equal(np.array(cached), fresh)  # RDKit's behaviour, the reason
+    after_pairs = featurize(smiles, [{"type": "atompair", "counts": True}, {"type": "erg"}])
+    np.testing.assert_array_equal(after_pairs[:, -315:], fresh)
+    np.testing.assert_array_equal(ErG().transform(smiles), fresh)
+
+
 def test_avalon_and_erg_skip_molecules_over_the_cubic_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -192,7 +192,16 @@ def erg_row(mol: Chem.Mol) -> NDArray[np.float64]:
     """
     if mol.GetNumAtoms() > MAX_CUBIC_ATOMS:
         return np.full(ERG_SIZE, np.nan)
-    return np.asarray(rdReducedGraphs.GetErGFingerprint(mol), dtype=np.float64)
+    # RDKit builds the reduced graph from a copy of the molecule, and a copy keeps the
+    # distance matrix cached on the molecule: after anything that computed one (the
+    # atom-pair fingerprint does), ErG measures the reduced graph's paths with the full
+    # molecule's distances and gives other values (5 of 4,200 Lipophilicity molecules).
+    # A copy without the cached properties, its rings found again as sanitization finds
+    # them, gives the value of a freshly parsed molecule whatever ran before.
+    fresh = Chem.Mol(mol)
+    fresh.ClearComputedProps()
+    Chem.GetSymmSSSR(fresh)
+    return np.asarray(rdReducedGraphs.GetErGFingerprint(fresh), dtype=np.float64)
 
 
 def _bit_vector_function(
