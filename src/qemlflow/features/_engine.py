@@ -175,6 +175,11 @@ class AvalonBlock:
     counts: bool = False
 
     @property
+    def _columns(self) -> FingerprintBlock:
+        """The plain fingerprint block whose rows these are, less the flag."""
+        return FingerprintBlock("avalon", size=self.size, counts=self.counts)
+
+    @property
     def width(self) -> int:
         return self.size
 
@@ -182,43 +187,30 @@ class AvalonBlock:
     def is_real(self) -> bool:
         return False
 
-    def _body(self) -> tuple[int, type[np.unsignedinteger[Any]]]:
-        return (self.size, np.uint32) if self.counts else ((self.size + 7) // 8, np.uint8)
-
     def row_function(self) -> RowFunction:
-        fingerprint = fingerprint_function(
-            "avalon", size=self.size, counts=self.counts, packed=not self.counts
-        )
-        length, dtype = self._body()
+        fingerprint = self._columns.row_function()
+        zeros: NDArray[Any] = self.wire_buffer(1)[0]
 
         def row(mol: Any) -> NDArray[Any]:
-            out = np.zeros(length + 1, dtype=dtype)
+            out = zeros.copy()
             if mol.GetNumAtoms() > MAX_CUBIC_ATOMS:
-                out[length] = 1
+                out[-1] = 1
             else:
-                out[:length] = fingerprint(mol)
+                out[:-1] = fingerprint(mol)
             return out
 
         return row
 
     def wire_buffer(self, n_rows: int) -> NDArray[Any]:
-        length, dtype = self._body()
-        return np.zeros((n_rows, length + 1), dtype=dtype)
+        columns = self._columns.wire_buffer(n_rows)
+        return np.zeros((n_rows, columns.shape[1] + 1), dtype=columns.dtype)
 
     def pack(self, buffer: NDArray[Any]) -> NDArray[Any]:
-        if not self.counts:
-            return buffer
-        top = int(buffer.max(initial=0))
-        narrow = np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else np.uint32
-        return buffer.astype(narrow, copy=False)
+        return self._columns.pack(buffer)  # the 0/1 flag fits any width it narrows to
 
     def unpack(self, packed: NDArray[Any], out: NDArray[Any]) -> None:
-        body, too_large = packed[:, :-1], packed[:, -1] == 1
-        if self.counts:
-            out[...] = body
-        else:
-            out[...] = np.unpackbits(body, axis=1, count=self.size, bitorder="little")
-        out[too_large] = np.nan
+        self._columns.unpack(packed[:, :-1], out)
+        out[packed[:, -1] == 1] = np.nan
 
 
 @dataclass(frozen=True, slots=True)
