@@ -217,6 +217,43 @@ def test_a_model_fitted_with_another_seed_is_different_at_fit(
     assert "->" in steps["evaluate"]["detail"]  # metric names, recorded -> now
 
 
+def test_a_run_recorded_on_another_processor_names_it(
+    tmp_path: Path, esol_frame: pd.DataFrame
+) -> None:
+    # The recording process reports another CPU; once with the same model (IDENTICAL, the
+    # CPU listed as drift), once with a model that came out otherwise there (as the
+    # D-MPNN's float sums can on another processor): DIFFERENT, and the processor named.
+    other_cpu = """
+        import qemlflow.store.environment as environment
+        environment._cpu_model = lambda: "Recording CPU 9000"
+        """
+    same_store, same_id = _record(_folder(tmp_path / "same", esol_frame), other_cpu)
+    done = _reproduce(same_id, same_store)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cpu Recording CPU 9000 (" in done.stdout
+    assert "the processor differs" not in done.stdout
+
+    store, run_id = _record(
+        _folder(tmp_path / "other", esol_frame),
+        other_cpu
+        + """
+        from sklearn.ensemble import RandomForestRegressor
+        fit = RandomForestRegressor.fit
+        def reseeded(self, X, y, **kwargs):
+            self.random_state = 12345
+            return fit(self, X, y, **kwargs)
+        RandomForestRegressor.fit = reseeded
+        """,
+    )
+    done = _reproduce(run_id, store)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("DIFFERENT at fit")
+    assert "cpu Recording CPU 9000 (" in done.stdout
+    assert "the processor differs" in done.stdout
+    drift = _report(store, run_id)["environment_drift"]
+    assert drift["cpu"]["recorded"]["model"] == "Recording CPU 9000"
+
+
 def test_metrics_computed_differently_are_different_at_evaluate(
     tmp_path: Path, esol_frame: pd.DataFrame
 ) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from qemlflow.pipeline.reproduce import drift_lines
 from qemlflow.store import (
     CorruptBlobError,
     DatasetRecord,
@@ -429,6 +430,19 @@ def test_capture_environment_and_drift(tmp_path: Path) -> None:
     assert drift["drifted"] and drift["packages"]["added"] == {"newpkg": "1.0"}
     assert "sqlalchemy" in drift["packages"]["removed"]
     assert drift["packages"]["changed"]["numpy"]["current"] == "99.0"
+    assert drift["cpu"] is None  # the same processor
+
+    # Another processor is drift on its own (the D-MPNN's float sums may round otherwise);
+    # a snapshot that never recorded one is not.
+    elsewhere = {**env, "cpu": {"model": "Other CPU 9000", "count": 64}}
+    moved = environment_drift(env, elsewhere)
+    assert moved["drifted"] and moved["cpu"]["current"]["model"] == "Other CPU 9000"
+    assert (
+        f"cpu {env['cpu']['model']} ({env['cpu']['count']} cores) -> Other CPU 9000 (64 cores)"
+        in (drift_lines(moved))
+    )
+    unrecorded = {k: v for k, v in env.items() if k != "cpu"}
+    assert environment_drift(unrecorded, elsewhere)["drifted"] is False
 
 
 def test_canonical_json_rules() -> None:

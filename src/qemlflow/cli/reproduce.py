@@ -129,3 +129,11 @@ def _print(report: object) -> None:
         console.print("[yellow]environment drift since the run:[/]")
         for line in changes:
             console.print(f"  {escape(line)}", highlight=False)
+    if report.first_content_difference is not None and report.drift.get("cpu"):
+        console.print(
+            "  the processor differs: float sums may round otherwise on another CPU (the "
+            "D-MPNN's torch kernels are bit-repeatable on one machine, not across machines); "
+            "reproduce on the recorded machine to prove the result",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -201,12 +201,14 @@ def drift_lines(drift: dict[str, Any]) -> list[str]:
             if before.get(key) != after.get(key):
                 name = "python" if key == "version" else "python implementation"
                 lines.append(f"{name} {before.get(key)} -> {after.get(key)}")
-    for key in ("qemlflow", "os", "git"):
+    for key in ("qemlflow", "os", "cpu", "git"):
         change = drift.get(key)
         if change:
             before, after = change.get("recorded"), change.get("current")
             if key == "os":
                 before, after = _os_name(before), _os_name(after)
+            elif key == "cpu":
+                before, after = _cpu_name(before), _cpu_name(after)
             elif key == "git":
                 before, after = _git_name(before), _git_name(after)
             if before != after:
@@ -223,6 +225,12 @@ def drift_lines(drift: dict[str, Any]) -> list[str]:
 
 def _os_name(part: Any) -> Any:
     return part.get("platform", part) if isinstance(part, dict) else part
+
+
+def _cpu_name(part: Any) -> Any:
+    if not isinstance(part, dict):
+        return part
+    return f"{part.get('model')} ({part.get('count')} cores)"
 
 
 def _git_name(part: Any) -> Any:

@@ -114,7 +114,7 @@ def _changed(recorded: Any, current: Any) -> dict[str, Any] | None:
 def environment_drift(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
     """Return how ``current`` differs from the ``recorded`` environment.
 
-    ``python``, ``os``, ``qemlflow`` and ``git`` are ``None`` when unchanged, else
+    ``python``, ``os``, ``qemlflow``, ``git`` and ``cpu`` are ``None`` when unchanged, else
     ``{"recorded": ..., "current": ...}``; ``packages`` lists ``added``, ``removed`` and
     ``changed`` distributions; ``drifted`` is whether anything differs.
 
@@ -143,6 +143,10 @@ def environment_drift(recorded: Mapping[str, Any], current: Mapping[str, Any]) -
         part: _changed(recorded.get(part), current.get(part))
         for part in ("python", "os", "qemlflow", "git")
     }
+    # The processor: the D-MPNN's float sums (torch's CPU kernels) may round differently on
+    # another one, so a reproduction elsewhere can differ with every package the same.
+    # A snapshot that did not record it is not taken for a change.
+    drift["cpu"] = _changed(recorded.get("cpu"), current.get("cpu")) if "cpu" in recorded else None
     drift["packages"] = packages
     drift["drifted"] = any(v is not None for k, v in drift.items() if k != "packages") or any(
         packages.values()
