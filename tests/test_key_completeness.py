@@ -140,7 +140,7 @@ def declared(case: str) -> set[str]:
         names = step_libraries(step, get_spec(kind).required_libraries_for(TINY_PARAMS.get(kind)))
     else:
         names = step_libraries(step)
-    return {name.lower() for name in names if not name.startswith("runtime:")}
+    return {name.lower() for name in names if not name.startswith(("runtime:", "featurizer:"))}
 
 
 @pytest.fixture(scope="module")

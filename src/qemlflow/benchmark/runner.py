@@ -157,6 +157,11 @@ def _digested_config(cfg: ExperimentConfig) -> dict[str, Any]:
     # Also in the legacy digest, so a cell recorded before a step changed never matches it:
     # benchmarks/rehash_report.py then leaves it to be recomputed, never relabels it.
     resolved["step_versions"] = dict(sorted(STEP_VERSIONS.items()))
+    # A fixed featurizer's version (only those above 1, so other cells keep their digests):
+    # its cells are recomputed, not reused.
+    featurizers = cfg.featurizer_versions()
+    if featurizers:
+        resolved["featurizer_versions"] = featurizers
     return resolved
 
 

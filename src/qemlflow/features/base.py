@@ -86,8 +86,27 @@ class Featurizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     #: names them (tests/test_key_completeness.py checks the list against what runs).
     #: RDKit computes every fingerprint and descriptor.
     libraries: ClassVar[tuple[str, ...]] = ("rdkit", "numpy")
+    #: This featurizer's own code version, bumped (2, 3, ...) when a fix changes its output
+    #: for the same parameters and libraries. Above 1 it is named in the keys of the steps
+    #: that compute with it (``featurizer:<type>`` in their libraries map) and in benchmark
+    #: digests, so the fix recomputes its features and what was fitted on them, and nothing
+    #: else. At 1 it adds nothing: the keys of featurizers never fixed stay as they were.
+    code_version: ClassVar[int] = 1
 
     n_jobs: int
+
+    def code_versions(self) -> dict[str, str]:
+        """Return ``{"featurizer:<type>": "<version>"}`` where the code version is above 1.
+
+        Examples
+        --------
+        >>> from qemlflow.features import ECFP
+        >>> ECFP().code_versions()  # never fixed: adds nothing to a key
+        {}
+        """
+        if self.code_version <= 1:
+            return {}
+        return {f"featurizer:{self.type_name}": str(self.code_version)}
 
     def required_libraries(self) -> tuple[str, ...]:
         """Return the distributions this featurizer's output depends on, sorted.

@@ -70,6 +70,13 @@ class Concat(Featurizer):
             names.update(part.required_libraries())
         return tuple(sorted(names))
 
+    def code_versions(self) -> dict[str, str]:
+        """Return the union of the parts' code versions (those above 1)."""
+        versions: dict[str, str] = {}
+        for part in self.featurizers:
+            versions.update(part.code_versions())
+        return dict(sorted(versions.items()))
+
     def _blocks(self) -> Sequence[Block]:
         return [block for part in self.featurizers for block in part._blocks()]
 

@@ -16,7 +16,14 @@ from qemlflow.features.descriptors import PhysChemDescriptors, RDKitDescriptors
 from qemlflow.features.fingerprints import ECFP, FCFP, MACCS, AtomPair, Avalon, ErG, Torsion
 from qemlflow.features.structure import SmilesColumn
 
-__all__ = ["FEATURIZERS", "PARAMETER_LIMITS", "FeaturizerSpec", "featurize", "make_featurizer"]
+__all__ = [
+    "FEATURIZERS",
+    "PARAMETER_LIMITS",
+    "FeaturizerSpec",
+    "code_versions",
+    "featurize",
+    "make_featurizer",
+]
 
 FEATURIZERS: dict[str, type[Featurizer]] = {
     cls.type_name: cls
@@ -177,3 +184,21 @@ def featurize(
     """
     featurizer = make_featurizer(spec).set_params(n_jobs=n_jobs)
     return featurizer.fit_transform(smiles)  # type: ignore[no-any-return]
+
+
+def code_versions(*specs: FeaturizerSpec | None) -> dict[str, str]:
+    """The code versions above 1 of the featurizers in ``specs`` (``None`` is skipped).
+
+    What a key names for them (:attr:`Featurizer.code_version`); empty while none of them
+    was ever fixed.
+
+    Examples
+    --------
+    >>> code_versions("ecfp", None, [{"type": "maccs"}, "rdkit2d"])
+    {}
+    """
+    versions: dict[str, str] = {}
+    for spec in specs:
+        if spec is not None:
+            versions.update(make_featurizer(spec).code_versions())
+    return dict(sorted(versions.items()))

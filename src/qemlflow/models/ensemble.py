@@ -86,7 +86,10 @@ def ensemble_libraries(params: Mapping[str, Any] | None) -> tuple[str, ...]:
 
 
 def ensemble_runtime(params: Mapping[str, Any], n_jobs: int | None) -> dict[str, str]:
-    """The members' runtime settings (the D-MPNN's device and threads), merged."""
+    """The members' runtime settings (the D-MPNN's device and threads), merged, and the
+    code versions of the members' own featurizers (those above 1: the ensemble computes
+    their features inside its fit and prediction)."""
+    from qemlflow.features.spec import code_versions
     from qemlflow.models.registry import get_spec
 
     merged: dict[str, set[str]] = {}
@@ -95,7 +98,9 @@ def ensemble_runtime(params: Mapping[str, Any], n_jobs: int | None) -> dict[str,
         if spec.runtime is not None:
             for key, value in spec.runtime(dict(member.get("params") or {}), n_jobs).items():
                 merged.setdefault(key, set()).add(value)
-    return {key: " | ".join(sorted(values)) for key, values in sorted(merged.items())}
+    runtime = {key: " | ".join(sorted(values)) for key, values in merged.items()}
+    runtime.update(code_versions(*(m.get("features") for m in _members_of(params))))
+    return dict(sorted(runtime.items()))
 
 
 def check_ensemble_params(task: str, params: Mapping[str, Any]) -> None:

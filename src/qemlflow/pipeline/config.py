@@ -537,6 +537,19 @@ class ExperimentConfig(_Strict):
             n_jobs=self.n_jobs,
         )
 
+    def featurizer_versions(self) -> dict[str, str]:
+        """The code versions above 1 of every featurizer the experiment computes with: its
+        ``features`` and its ensemble members' own (:attr:`Featurizer.code_version`).
+
+        Examples
+        --------
+        >>> parse_config({"dataset": {"source": "esol"}}).featurizer_versions()
+        {}
+        """
+        from qemlflow.features.spec import code_versions
+
+        return code_versions(self.features, *(m.features for m in self.model.members))
+
     def resolved(self) -> dict[str, Any]:
         """Return the full configuration, defaults filled in, as plain JSON-compatible data."""
         from qemlflow.features import make_featurizer

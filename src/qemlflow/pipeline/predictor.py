@@ -385,15 +385,39 @@ def load_model(path: str | Path) -> Predictor:
     return predictor
 
 
+def featurizer_versions(predictor: Predictor) -> dict[str, str]:
+    """The code versions (above 1) of the featurizers ``predictor`` computes with now: its
+    feature spec's and, for an ensemble, its members' own."""
+    from qemlflow.features.spec import code_versions
+
+    model = predictor.model
+    members = []
+    if getattr(model, "estimator", None) == "ensemble":
+        members = [
+            m.get("features") for m in (getattr(model, "params", None) or {}).get("members", [])
+        ]
+    return code_versions(predictor.feature_spec, *members)
+
+
 def warn_about_drift(predictor: Predictor) -> None:
-    """Warn when the predictor was saved with other library versions than these."""
+    """Warn when the predictor was saved with other library versions than these, or
+    before a fix of one of its featurizers (``featurizer:<type>``, 1 when not recorded)."""
     drift = {
         name: (saved, now)
         for name, now in library_versions().items()
         if (saved := predictor.versions.get(name)) not in (None, now) and name != "python"
     }
+    now_fixed = featurizer_versions(predictor)
+    saved_fixed = {k: v for k, v in predictor.versions.items() if k.startswith("featurizer:")}
+    for name in sorted(set(now_fixed) | set(saved_fixed)):
+        saved, now = saved_fixed.get(name, "1"), now_fixed.get(name, "1")
+        if saved != now:
+            drift[name] = (saved, now)
     if drift:
         listed = ", ".join(f"{n} {a} -> {b}" for n, (a, b) in sorted(drift.items()))
         warnings.warn(
-            f"model was saved with other library versions ({listed})", RuntimeWarning, stacklevel=3
+            f"model was saved with other library or featurizer versions ({listed}); its "
+            "predictions may differ from the run that fitted it: refit it with this version",
+            RuntimeWarning,
+            stacklevel=3,
         )

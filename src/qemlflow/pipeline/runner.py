@@ -154,7 +154,7 @@ def execute(
         [std_step.key],
         featurize,
         ArrayCodec(),
-        step_libraries("featurize", featurizer.required_libraries()),
+        step_libraries("featurize", featurizer.required_libraries(), featurizer.code_versions()),
     )
     X: np.ndarray = feat_step.value
     report.finish("featurize", _cached(feat_step, f"{X.shape[1]} features"))
@@ -357,6 +357,9 @@ def _fit_predictor(
         tautomer=cfg.dataset.tautomer,
         limits=limits,
         chemistry=cfg.dataset.chemistry.policy(),
+        # Beside the library versions, the code versions (above 1) of the featurizers it
+        # computes with: a model file fitted before a featurizer's fix warns when loaded.
+        versions={**library_versions(), **cfg.featurizer_versions()},
     )
 
 

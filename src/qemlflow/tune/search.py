@@ -429,7 +429,7 @@ def _featurize_step(
         [std_key],
         featurize,
         ArrayCodec(),
-        step_libraries("featurize", featurizer.required_libraries()),
+        step_libraries("featurize", featurizer.required_libraries(), featurizer.code_versions()),
     )
 
 
