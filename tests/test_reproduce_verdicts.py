@@ -41,6 +41,17 @@ with Store.open(sys.argv[2]) as store:
     print(qm.run(json.loads(sys.argv[1]), store=store).run_id)
 """
 
+# The forest fits with another seed while the step key (config, versions) is unchanged:
+# a model that came out otherwise in the recording environment.
+_RESEEDED_FOREST = """
+from sklearn.ensemble import RandomForestRegressor
+fit = RandomForestRegressor.fit
+def reseeded(self, X, y, **kwargs):
+    self.random_state = 12345
+    return fit(self, X, y, **kwargs)
+RandomForestRegressor.fit = reseeded
+"""
+
 
 def _config(source: Path) -> dict[str, Any]:
     return {
@@ -191,14 +202,7 @@ def test_a_model_fitted_with_another_seed_is_different_at_fit(
     # The forest fits with another seed while the step key (config, versions) is unchanged.
     store, run_id = _record(
         _folder(tmp_path, esol_frame),
-        """
-        from sklearn.ensemble import RandomForestRegressor
-        fit = RandomForestRegressor.fit
-        def reseeded(self, X, y, **kwargs):
-            self.random_state = 12345
-            return fit(self, X, y, **kwargs)
-        RandomForestRegressor.fit = reseeded
-        """,
+        _RESEEDED_FOREST,
     )
     done = _reproduce(run_id, store)
     first = done.stdout.splitlines()[0]
@@ -223,10 +227,12 @@ def test_a_run_recorded_on_another_processor_names_it(
     # The recording process reports another CPU; once with the same model (IDENTICAL, the
     # CPU listed as drift), once with a model that came out otherwise there (as the
     # D-MPNN's float sums can on another processor): DIFFERENT, and the processor named.
-    other_cpu = """
+    other_cpu = textwrap.dedent(
+        """
         import qemlflow.store.environment as environment
         environment._cpu_model = lambda: "Recording CPU 9000"
         """
+    )
     same_store, same_id = _record(_folder(tmp_path / "same", esol_frame), other_cpu)
     done = _reproduce(same_id, same_store)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -235,15 +241,7 @@ def test_a_run_recorded_on_another_processor_names_it(
 
     store, run_id = _record(
         _folder(tmp_path / "other", esol_frame),
-        other_cpu
-        + """
-        from sklearn.ensemble import RandomForestRegressor
-        fit = RandomForestRegressor.fit
-        def reseeded(self, X, y, **kwargs):
-            self.random_state = 12345
-            return fit(self, X, y, **kwargs)
-        RandomForestRegressor.fit = reseeded
-        """,
+        other_cpu + _RESEEDED_FOREST,
     )
     done = _reproduce(run_id, store)
     assert done.returncode == 1, done.stdout + done.stderr
