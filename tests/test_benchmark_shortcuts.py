@@ -104,10 +104,14 @@ def test_the_raw_control_is_marked_and_never_chosen_as_the_best() -> None:
     assert "not comparable: the published value read the SMILES as written" in text
 
 
-def test_the_raw_control_runs_without_standardization() -> None:
+@pytest.mark.parametrize(
+    ("control", "model"), [("lightgbm_raw", "lightgbm"), ("dmpnn_raw", "dmpnn")]
+)
+def test_the_raw_controls_run_without_standardization(control: str, model: str) -> None:
     clintox = resolve_datasets("moleculenet", ["clintox"])[0]
-    raw = experiment_config(clintox, MODELS["lightgbm_raw"], 0)
-    same = experiment_config(clintox, MODELS["lightgbm"], 0)
+    raw = experiment_config(clintox, MODELS[control], 0)
+    same = experiment_config(clintox, MODELS[model], 0)
     assert raw.dataset.standardize is False and same.dataset.standardize is True
     assert raw.features == same.features and raw.model == same.model
     assert config_digest(raw) != config_digest(same)
+    assert MODELS[control].family == MODELS[model].family  # judged against the same row

@@ -104,8 +104,8 @@ def register(app: typer.Typer) -> None:
                 "tuned and ensembled: tuned_lightgbm, ensemble_classical, ensemble_gbdt_dmpnn, "
                 "lightgbm_rich, ensemble_rich_gbdt_dmpnn, ensemble_rich_gbdt_dmpnn5 (five "
                 "D-MPNNs), lightgbm_rich_plus (+ Avalon and ErG), ensemble_views_gbdt_dmpnn "
-                "(two LightGBM views and the D-MPNN); lightgbm_raw reads the SMILES as "
-                "written (the control for notation shortcuts); "
+                "(two LightGBM views and the D-MPNN); lightgbm_raw and dmpnn_raw read the "
+                "SMILES as written (the controls for notation shortcuts); "
                 "dmpnn_quick is the CI check).",
                 show_default=False,
             ),
