@@ -104,6 +104,22 @@ def test_the_raw_control_is_marked_and_never_chosen_as_the_best() -> None:
     assert "not comparable: the published value read the SMILES as written" in text
 
 
+def test_the_best_row_names_the_d_mpnn_that_read_the_notation() -> None:
+    standardized = _entry("lightgbm", [0.70, 0.88, 0.82])
+    raw_lightgbm = _entry("lightgbm_raw", [0.9] * 3)
+    (row,) = best_versus_dmpnn(
+        {"clintox": {"lightgbm": standardized, "lightgbm_raw": raw_lightgbm}}
+    )
+    assert row["raw_dmpnn"] is None  # a raw LightGBM is not the published model's control
+    raw_dmpnn = _entry("dmpnn_raw", [0.91, 0.89, 0.92])
+    assert raw_dmpnn["literature_check"]["verdict"] == "suspicious"
+    results = {"clintox": {"lightgbm": standardized, "dmpnn_raw": raw_dmpnn}}
+    (row,) = best_versus_dmpnn(results)
+    assert row["model"] == "lightgbm"
+    assert row["raw_dmpnn"] == ("dmpnn_raw", pytest.approx(0.9067, abs=1e-3))
+    assert "the same D-MPNN reading it: 0.907 (dmpnn_raw)" in render_markdown(results, [])
+
+
 @pytest.mark.parametrize(
     ("control", "model"), [("lightgbm_raw", "lightgbm"), ("dmpnn_raw", "dmpnn")]
 )

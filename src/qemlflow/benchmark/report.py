@@ -229,7 +229,9 @@ def best_versus_dmpnn(results: dict[str, dict[str, dict[str, Any]]]) -> list[dic
     than the published D-MPNN mean (``None`` without a published value), ``verdict`` is
     the row's literature check, ``seconds`` the mean wall time per seed (tuning included),
     ``shortcut`` the notation probe's ROC-AUC where the raw file has a notation shortcut
-    (the published value then read it; ``None`` elsewhere).
+    (the published value then read it; ``None`` elsewhere), ``raw_dmpnn`` the
+    ``(model, mean)`` of a D-MPNN row that read the SMILES as written (``dmpnn_raw``: the
+    published model's own input) where one was run, else ``None``.
 
     Examples
     --------
@@ -261,6 +263,14 @@ def best_versus_dmpnn(results: dict[str, dict[str, dict[str, Any]]]) -> list[dic
         value = None if published is None else published.value
         beats = None if value is None else (mean < value if metric == "rmse" else mean > value)
         probe = notation_probe(dataset)
+        raw_dmpnn = next(
+            (
+                (other, float(e["mean"]))
+                for other, e in models.items()
+                if e.get("smiles_as_written") and e.get("family") == "dmpnn"
+            ),
+            None,
+        )
         rows.append(
             {
                 "dataset": dataset,
@@ -277,6 +287,7 @@ def best_versus_dmpnn(results: dict[str, dict[str, dict[str, Any]]]) -> list[dic
                 "seconds": _mean_seconds(entry),
                 "candidates": len(models),
                 "shortcut": probe.mean if probe is not None and probe.is_shortcut else None,
+                "raw_dmpnn": raw_dmpnn,
             }
         )
     return rows
@@ -359,6 +370,9 @@ def _best_lines(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                     "; not comparable: the published value read the SMILES as written, "
                     f"whose notation alone scores {row['shortcut']:.3f} (see Shortcuts)"
                 )
+                if row.get("raw_dmpnn"):
+                    raw_name, raw_mean = row["raw_dmpnn"]
+                    beats += f"; the same D-MPNN reading it: {raw_mean:.3f} ({raw_name})"
         seconds = "-" if row["seconds"] is None else f"{row['seconds']:.0f}"
         lines.append(
             f"| {row['dataset']} | {row['split']} | {row['metric']} | "
