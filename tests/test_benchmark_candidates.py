@@ -62,8 +62,10 @@ def test_each_challenger_builds_a_valid_experiment_on_every_cell(name: str) -> N
         elif name.startswith("ensemble"):
             assert cfg.tune is None and cfg.model.estimator == "ensemble"
             assert len(cfg.model.members) >= 2
-        else:
-            assert cfg.tune is None and cfg.model.estimator == "lightgbm"
+        else:  # one model: the estimator its experiment names (LightGBM or the D-MPNN)
+            named = model.experiment["model"]["estimator"]
+            assert cfg.tune is None and cfg.model.estimator == named
+            assert named == ("dmpnn" if model.family == "dmpnn" else "lightgbm")
 
 
 def test_the_ensembles_are_what_their_names_say() -> None:
